@@ -1,0 +1,1 @@
+"""Handler placeholder until its capability lands."""

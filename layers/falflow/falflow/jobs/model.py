@@ -1,0 +1,148 @@
+"""The job record: one per unit of work, keyed by a job id chosen before fal hears of it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class JobState(StrEnum):
+    ACCEPTED = "ACCEPTED"
+    SUBMITTED = "SUBMITTED"
+    IN_PROGRESS = "IN_PROGRESS"
+    STORING = "STORING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    REJECTED = "REJECTED"
+
+
+# States only move forward: a write may set a state only if its rank is higher than the stored one.
+# All final states share the top rank, so a final state is never replaced, not even by another one.
+FINAL_RANK = 9
+STATE_RANK: dict[JobState, int] = {
+    JobState.ACCEPTED: 0,
+    JobState.SUBMITTED: 1,
+    JobState.IN_PROGRESS: 2,
+    JobState.STORING: 3,
+    JobState.COMPLETED: FINAL_RANK,
+    JobState.FAILED: FINAL_RANK,
+    JobState.CANCELLED: FINAL_RANK,
+    JobState.REJECTED: FINAL_RANK,
+}
+FINAL_STATES = frozenset(s for s, rank in STATE_RANK.items() if rank == FINAL_RANK)
+# States the reconciler watches: fal has (or may have) the job and we are waiting for it.
+WAITING_STATES = (JobState.SUBMITTED, JobState.IN_PROGRESS)
+
+SourceKind = Literal["s3_media", "s3_document", "sqs"]
+Priority = Literal["normal", "low"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def isoformat(moment: datetime) -> str:
+    """One timestamp format everywhere, so stored timestamps sort as strings."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+class JobError(BaseModel):
+    """Why a job was rejected or failed; fal's own error type and detail are kept whole."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: str
+    message: str
+    detail: Any = None
+
+
+class JobCost(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    amount: float
+    currency: str = "USD"
+    source: Literal["billing_event", "estimate"]
+    unit: str | None = None
+    units: float | None = None
+    unit_price: float | None = None
+
+
+class TrailEntry(BaseModel):
+    """A note of when and why a component acted on a job outside the happy path."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    at: str
+    actor: str
+    action: str
+    reason: str = ""
+
+
+class Job(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    job_id: str
+    state: JobState
+    source: str
+    source_kind: SourceKind
+    model: str | None = None
+    input: dict[str, Any] | None = None
+    input_ref: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    files: dict[str, str] = Field(default_factory=dict)
+    priority: Priority = "normal"
+    start_timeout: float | None = None
+    output_prefix: str | None = None
+
+    request_id: str | None = None
+    gateway_request_id: str | None = None
+    status_url: str | None = None
+    response_url: str | None = None
+    cancel_url: str | None = None
+
+    created_at: str
+    state_changed_at: str
+    state_times: dict[str, str] = Field(default_factory=dict)
+    attempts: int = 0
+    submit_lease_until: str | None = None
+    submit_ambiguous_at: str | None = None
+
+    error: JobError | None = None
+    outputs: list[str] = Field(default_factory=list)
+    result_key: str | None = None
+    timings: dict[str, Any] = Field(default_factory=dict)
+    cost: JobCost | None = None
+    event_published_at: str | None = None
+    trail: list[TrailEntry] = Field(default_factory=list)
+    expires_at: int | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    @classmethod
+    def new(
+        cls,
+        job_id: str,
+        *,
+        source: str,
+        source_kind: SourceKind,
+        now: datetime,
+        state: JobState = JobState.ACCEPTED,
+        **fields: Any,
+    ) -> Job:
+        at = isoformat(now)
+        return cls(
+            job_id=job_id,
+            state=state,
+            source=source,
+            source_kind=source_kind,
+            created_at=at,
+            state_changed_at=at,
+            state_times={state.value: at},
+            **fields,
+        )
