@@ -1,0 +1,5 @@
+"""Fixtures shared by every tier live in tests/fixtures/, one module per area."""
+
+pytest_plugins = [
+    "tests.fixtures.aws",
+]
