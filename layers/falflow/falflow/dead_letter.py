@@ -1,0 +1,95 @@
+"""Dead-lettering with a reason.
+
+SQS moves a message to its DLQ after `maxReceiveCount` failed receives, but says nothing of why.
+On the last receive we therefore send the message to the DLQ ourselves, with the error as message
+attributes, and let the batch count the record as handled. SQS's own redrive stays as the backstop
+for a function that crashes or times out before it can say anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+T = TypeVar("T")
+
+# Message attribute names carried by every message falflow dead-letters itself.
+ERROR_TYPE_ATTRIBUTE = "falflow-error-type"
+ERROR_MESSAGE_ATTRIBUTE = "falflow-error-message"
+SOURCE_QUEUE_ATTRIBUTE = "falflow-source-queue"
+RECEIVE_COUNT_ATTRIBUTE = "falflow-receive-count"
+_MAX_REASON_CHARS = 1000
+
+
+class DeadLetterSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    dlq_url: str
+    max_receives: int = 5
+
+
+@dataclass(frozen=True)
+class DeadLetterPolicy:
+    dlq_url: str
+    max_receives: int
+
+    @classmethod
+    def from_env(cls) -> DeadLetterPolicy:
+        settings = DeadLetterSettings()
+        return cls(dlq_url=settings.dlq_url, max_receives=settings.max_receives)
+
+    def is_last_attempt(self, record: SQSRecord) -> bool:
+        return int(record.attributes.approximate_receive_count or 1) >= self.max_receives
+
+
+def dead_letter(sqs: SQSClient, policy: DeadLetterPolicy, record: SQSRecord, error: BaseException) -> None:
+    """Send `record` to the DLQ with why it failed (type and message; never a traceback or secret)."""
+    sqs.send_message(
+        QueueUrl=policy.dlq_url,
+        MessageBody=record.body,
+        MessageAttributes={
+            ERROR_TYPE_ATTRIBUTE: {"DataType": "String", "StringValue": type(error).__name__},
+            ERROR_MESSAGE_ATTRIBUTE: {
+                "DataType": "String",
+                "StringValue": (str(error) or "-")[:_MAX_REASON_CHARS],
+            },
+            SOURCE_QUEUE_ATTRIBUTE: {"DataType": "String", "StringValue": record.event_source_arn or "-"},
+            RECEIVE_COUNT_ATTRIBUTE: {
+                "DataType": "Number",
+                "StringValue": record.attributes.approximate_receive_count or "1",
+            },
+        },
+    )
+
+
+def with_dead_letter_reason(
+    handle: Callable[[SQSRecord], T],
+    policy: DeadLetterPolicy,
+    sqs: Callable[[], SQSClient],
+    on_dead_letter: Callable[[SQSRecord, BaseException], Any] | None = None,
+) -> Callable[[SQSRecord], T | None]:
+    """Wrap a record handler: a failure on the last receive goes to the DLQ with its reason.
+
+    Earlier failures re-raise so the batch reports the record and SQS retries it after the
+    visibility timeout.
+    """
+
+    def handle_record(record: SQSRecord) -> T | None:
+        try:
+            return handle(record)
+        except Exception as error:
+            if not policy.is_last_attempt(record):
+                raise
+            dead_letter(sqs(), policy, record, error)
+            if on_dead_letter is not None:
+                on_dead_letter(record, error)
+            return None
+
+    return handle_record
