@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,7 +18,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
-T = TypeVar("T")
 
 # Message attribute names carried by every message falflow dead-letters itself.
 ERROR_TYPE_ATTRIBUTE = "falflow-error-type"
@@ -69,7 +68,7 @@ def dead_letter(sqs: SQSClient, policy: DeadLetterPolicy, record: SQSRecord, err
     )
 
 
-def with_dead_letter_reason(
+def with_dead_letter_reason[T](
     handle: Callable[[SQSRecord], T],
     policy: DeadLetterPolicy,
     sqs: Callable[[], SQSClient],
