@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from fal_fakes import API_KEY, Sleeps
 
 from falflow.fal.http import RetryPolicy
 from falflow.settings import FalSettings
+from tests.unit.fal.fal_fakes import API_KEY, Sleeps
 
 
 @pytest.fixture

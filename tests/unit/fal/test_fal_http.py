@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from fal_fakes import API_KEY, ScriptedFal, Sleeps
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -15,6 +14,7 @@ from falflow.fal.errors import (
 )
 from falflow.fal.http import USER_AGENT, FalHttp, RetryPolicy, build_http_client
 from falflow.settings import FalSettings
+from tests.unit.fal.fal_fakes import API_KEY, ScriptedFal, Sleeps
 
 URL = "https://queue.fal.test/fal-ai/flux/requests/r-1/status"
 OK = httpx.Response(200, json={"ok": True})
