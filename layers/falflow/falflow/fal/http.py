@@ -132,6 +132,8 @@ class FalHttp:
         caller can reconcile instead of queueing the job twice. Raises the mapped ``FalError``.
         """
         all_headers = {**(headers or {}), **(key_header(self._api_key) if authorized else {})}
+        if content is not None:
+            all_headers["Content-Length"] = str(len(content))
         for attempt in range(1, self.retry.max_attempts + 1):
             response: httpx.Response | None = None
             try:
@@ -141,7 +143,10 @@ class FalHttp:
                     headers=all_headers,
                     params=params,
                     json=json,
-                    content=content,
+                    # A one-shot iterator per attempt: httpx keeps each request alive in a
+                    # response<->stream reference cycle until the cyclic GC runs, and a bytes
+                    # body would stay alive with it (10 MB per upload part, piling up).
+                    content=iter((content,)) if content is not None else None,
                     timeout=self._timeout,
                 )
             except httpx.TransportError as exc:

@@ -1,0 +1,398 @@
+"""fal's Platform API (``{api_url}`` = ``https://api.fal.ai/v1``): models, pricing, usage, billing.
+
+Shapes follow fal's OpenAPI spec (``fal/platform-openapi.json``). Every list endpoint pages with
+``limit``/``cursor`` → ``next_cursor``/``has_more``; iterators walk all pages lazily and reports
+merge them. Usage, billing events and compute instances need an ADMIN key (the caller's provider).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import date, datetime
+from typing import Any, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from falflow.fal.errors import FalError
+from falflow.fal.http import FalHttp, RetryPolicy
+from falflow.settings import FalSettings
+
+Timeframe = Literal["minute", "hour", "day", "week", "month"]
+TimeBound = datetime | date | str
+Params = dict[str, str | list[str]]
+# fal accepts 1-50 values per id filter.
+MAX_IDS_PER_CALL = 50
+DEFAULT_ANALYTICS_METRICS = ("request_count", "success_count", "user_error_count", "error_count")
+
+
+class _FalModel(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ModelMetadata(_FalModel):
+    display_name: str | None = None
+    category: str | None = None
+    description: str | None = None
+    status: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    updated_at: str | None = None
+    thumbnail_url: str | None = None
+    model_url: str | None = None
+    license_type: str | None = None
+    kind: str | None = None
+    duration_estimate: float | None = None
+
+
+class ModelInfo(_FalModel):
+    endpoint_id: str
+    metadata: ModelMetadata | None = None
+    # Present with expand=openapi-3.0 / enterprise_status; either may be an {"error": …} object.
+    openapi: dict[str, Any] | None = None
+    enterprise_status: str | dict[str, Any] | None = None
+
+
+class Price(_FalModel):
+    endpoint_id: str
+    unit_price: float
+    unit: str
+    currency: str
+
+
+class CostEstimate(_FalModel):
+    estimate_type: str
+    total_cost: float
+    currency: str
+
+
+class AuthMethodStructured(_FalModel):
+    detail: str
+    api_key_id: str | None = None
+    login_username: str | None = None
+
+
+class UsageLineItem(_FalModel):
+    endpoint_id: str
+    unit: str | None = None
+    quantity: float | None = None
+    unit_price: float | None = None
+    percent_discount: float | None = None
+    cost_subtotal: float | None = None
+    cost_discount: float | None = None
+    cost_total: float | None = None
+    cost: float | None = None  # deprecated by fal in favour of cost_total; older replies have only this
+    currency: str | None = None
+    auth_method: str | None = None
+    auth_method_structured: AuthMethodStructured | None = None
+
+
+class UsageBucket(_FalModel):
+    bucket: str  # ISO 8601 with offset
+    results: list[UsageLineItem] = Field(default_factory=list)
+
+
+class UsageReport(_FalModel):
+    time_series: list[UsageBucket] = Field(default_factory=list)
+    summary: list[UsageLineItem] = Field(default_factory=list)
+
+
+class BillingEvent(_FalModel):
+    request_id: str
+    endpoint_id: str
+    timestamp: str
+    output_units: float | None = None
+    unit_price: float | None = None
+    percent_discount: float | None = None
+    cost_subtotal: float | None = None
+    cost_discount: float | None = None
+    cost_total: float | None = None
+    cost_estimate_nano_usd: float | None = None
+    auth_method: str | None = None
+    auth_method_structured: AuthMethodStructured | None = None
+
+
+class AnalyticsResult(_FalModel):
+    """Metrics of one endpoint; only the metrics asked for in ``expand`` are filled in."""
+
+    endpoint_id: str
+    request_count: int | None = None
+    success_count: int | None = None
+    user_error_count: int | None = None
+    error_count: int | None = None
+    startup_error_count: int | None = None
+    connection_error_count: int | None = None
+    timeout_error_count: int | None = None
+    runtime_error_count: int | None = None
+    cold_boot_count: int | None = None
+    total_billable_duration: float | None = None
+    # Latency percentiles (p50_duration, p90_prepare_duration, …) arrive as extra fields.
+
+
+class AnalyticsBucket(_FalModel):
+    bucket: str
+    results: list[AnalyticsResult] = Field(default_factory=list)
+
+
+class AnalyticsReport(_FalModel):
+    time_series: list[AnalyticsBucket] = Field(default_factory=list)
+    summary: list[AnalyticsResult] = Field(default_factory=list)
+
+
+class ComputeInstance(_FalModel):
+    id: str
+    instance_type: str
+    region: str
+    status: str
+    sector: str | None = None
+    ip: str | None = None
+    creator_user_nickname: str | None = None
+
+
+class Meta(_FalModel):
+    webhook_ip_ranges: list[str]
+
+
+class _Page(_FalModel):
+    next_cursor: str | None = None
+    has_more: bool = False
+
+
+class _ModelsPage(_Page):
+    models: list[ModelInfo] = Field(default_factory=list)
+
+
+class _PricesPage(_Page):
+    prices: list[Price] = Field(default_factory=list)
+
+
+class _UsagePage(_Page, UsageReport):
+    pass
+
+
+class _BillingEventsPage(_Page):
+    billing_events: list[BillingEvent] = Field(default_factory=list)
+
+
+class _AnalyticsPage(_Page, AnalyticsReport):
+    pass
+
+
+class _InstancesPage(_Page):
+    instances: list[ComputeInstance] = Field(default_factory=list)
+
+
+class FalPlatformClient:
+    def __init__(
+        self,
+        settings: FalSettings,
+        api_key: Callable[[], str],
+        http: httpx.Client | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self._base = settings.api_url.rstrip("/")
+        self._http = FalHttp(settings, api_key, http, retry)
+
+    def iter_models(
+        self,
+        q: str | None = None,
+        *,
+        category: str | None = None,
+        status: Literal["active", "deprecated"] | None = None,
+        endpoint_ids: Sequence[str] | None = None,
+        expand: Sequence[str] | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[ModelInfo]:
+        params = _params(
+            q=q,
+            category=category,
+            status=status,
+            endpoint_id=_ids("endpoint_ids", endpoint_ids),
+            expand=list(expand) if expand else None,
+            limit=str(page_size) if page_size is not None else None,
+        )
+        for page in self._pages("/models", params, _ModelsPage):
+            yield from page.models
+
+    def pricing(self, endpoint_ids: Sequence[str]) -> list[Price]:
+        """Unit prices (possibly with account discounts), in batches of 50 ids, all pages."""
+        prices: list[Price] = []
+        for batch in _batches(endpoint_ids):
+            for page in self._pages("/models/pricing", {"endpoint_id": batch}, _PricesPage):
+                prices.extend(page.prices)
+        return prices
+
+    def estimate_cost(
+        self,
+        *,
+        call_quantities: Mapping[str, int] | None = None,
+        unit_quantities: Mapping[str, float] | None = None,
+    ) -> CostEstimate:
+        """Estimate from historical price per call (``call_quantities``) or from unit prices
+        (``unit_quantities``); exactly one must be given."""
+        if (call_quantities is None) == (unit_quantities is None):
+            raise ValueError("give exactly one of call_quantities or unit_quantities")
+        if call_quantities is not None:
+            body: dict[str, Any] = {
+                "estimate_type": "historical_api_price",
+                "endpoints": {eid: {"call_quantity": n} for eid, n in call_quantities.items()},
+            }
+        else:
+            assert unit_quantities is not None
+            body = {
+                "estimate_type": "unit_price",
+                "endpoints": {eid: {"unit_quantity": x} for eid, x in unit_quantities.items()},
+            }
+        if not body["endpoints"]:
+            raise ValueError("no endpoints to estimate")
+        # A pure computation on fal's side, so retrying the POST is safe.
+        response = self._http.request(
+            "POST", f"{self._base}/models/pricing/estimate", idempotent=True, json=body
+        )
+        return CostEstimate.model_validate(response.json())
+
+    def usage(
+        self,
+        start: TimeBound,
+        end: TimeBound,
+        *,
+        endpoint_ids: Sequence[str] | None = None,
+        timeframe: Timeframe | None = None,
+        bound_to_timeframe: bool | None = None,
+        expand: Sequence[str] = ("time_series",),
+    ) -> UsageReport:
+        """Usage line items between ``start`` and ``end`` (exclusive), all pages merged. ADMIN key."""
+        params = _params(
+            start=_iso(start),
+            end=_iso(end),
+            endpoint_id=_ids("endpoint_ids", endpoint_ids),
+            timeframe=timeframe,
+            bound_to_timeframe=_flag(bound_to_timeframe),
+            expand=list(expand),
+        )
+        report = UsageReport()
+        for page in self._pages("/models/usage", params, _UsagePage):
+            report.time_series = _merge_buckets(report.time_series, page.time_series)
+            report.summary.extend(page.summary)
+        return report
+
+    def iter_billing_events(
+        self,
+        start: TimeBound,
+        end: TimeBound,
+        *,
+        endpoint_ids: Sequence[str] | None = None,
+        request_ids: Sequence[str] | None = None,
+    ) -> Iterator[BillingEvent]:
+        """Per-request cost records (at most 90 days per call), request ids in batches of 50. ADMIN key."""
+        base = _params(start=_iso(start), end=_iso(end), endpoint_id=_ids("endpoint_ids", endpoint_ids))
+        request_batches: list[list[str] | None] = list(_batches(request_ids)) if request_ids else [None]
+        for batch in request_batches:
+            params = {**base, **({"request_id": batch} if batch else {})}
+            for page in self._pages("/models/billing-events", params, _BillingEventsPage):
+                yield from page.billing_events
+
+    def analytics(
+        self,
+        endpoint_ids: Sequence[str],
+        start: TimeBound,
+        end: TimeBound,
+        *,
+        timeframe: Timeframe | None = None,
+        bound_to_timeframe: bool | None = None,
+        metrics: Sequence[str] = DEFAULT_ANALYTICS_METRICS,
+        expand: Sequence[str] = ("time_series",),
+    ) -> AnalyticsReport:
+        """Request counts, errors and latencies per endpoint; metrics and views both go in ``expand``."""
+        ids = _ids("endpoint_ids", endpoint_ids)
+        if not ids:
+            raise ValueError("analytics needs at least one endpoint id")
+        if not metrics:
+            raise ValueError("analytics needs at least one metric")
+        params = _params(
+            endpoint_id=ids,
+            start=_iso(start),
+            end=_iso(end),
+            timeframe=timeframe,
+            bound_to_timeframe=_flag(bound_to_timeframe),
+            expand=[*expand, *metrics],
+        )
+        report = AnalyticsReport()
+        for page in self._pages("/models/analytics", params, _AnalyticsPage):
+            report.time_series = _merge_buckets(report.time_series, page.time_series)
+            report.summary.extend(page.summary)
+        return report
+
+    def iter_compute_instances(self) -> Iterator[ComputeInstance]:
+        for page in self._pages("/compute/instances", {}, _InstancesPage):
+            yield from page.instances
+
+    def meta(self) -> Meta:
+        """fal's webhook source IP ranges; the endpoint needs no key, so none is sent."""
+        response = self._http.request("GET", f"{self._base}/meta", idempotent=True, authorized=False)
+        return Meta.model_validate(response.json())
+
+    def _pages[PageT: _Page](self, path: str, params: Params, page_type: type[PageT]) -> Iterator[PageT]:
+        seen: set[str] = set()
+        cursor: str | None = None
+        while True:
+            query = {**params, "cursor": cursor} if cursor else params
+            response = self._http.request("GET", f"{self._base}{path}", idempotent=True, params=query)
+            page = page_type.model_validate(response.json())
+            yield page
+            if not page.has_more or not page.next_cursor:
+                return
+            # Bounded: a cursor fal already gave us would loop forever.
+            if page.next_cursor in seen:
+                raise FalError(f"fal repeated pagination cursor {page.next_cursor!r} on {path}")
+            seen.add(page.next_cursor)
+            cursor = page.next_cursor
+
+
+def _params(**values: str | list[str] | None) -> Params:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _ids(name: str, ids: Sequence[str] | None) -> list[str] | None:
+    if ids is None:
+        return None
+    if isinstance(ids, str):
+        raise TypeError(f"{name} must be a sequence of ids, not one string")
+    if len(ids) > MAX_IDS_PER_CALL:
+        raise ValueError(f"{name}: fal accepts at most {MAX_IDS_PER_CALL} ids, got {len(ids)}")
+    return list(ids) or None
+
+
+def _batches(ids: Sequence[str]) -> Iterator[list[str]]:
+    if isinstance(ids, str):
+        raise TypeError("expected a sequence of ids, not one string")
+    for start in range(0, len(ids), MAX_IDS_PER_CALL):
+        yield list(ids[start : start + MAX_IDS_PER_CALL])
+
+
+def _iso(value: TimeBound) -> str:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("use a timezone-aware datetime: fal would read a naive one in its own zone")
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def _flag(value: bool | None) -> str | None:
+    return None if value is None else str(value).lower()
+
+
+def _merge_buckets[BucketT: (UsageBucket, AnalyticsBucket)](
+    merged: list[BucketT], page: list[BucketT]
+) -> list[BucketT]:
+    """Append a page's buckets; a bucket split across two pages becomes one."""
+    by_key = {bucket.bucket: bucket for bucket in merged}
+    for bucket in page:
+        if bucket.bucket in by_key:
+            by_key[bucket.bucket].results.extend(bucket.results)
+        else:
+            by_key[bucket.bucket] = bucket
+            merged.append(bucket)
+    return merged
