@@ -1,0 +1,85 @@
+"""The fal ports the domain code depends on; the httpx clients here implement them, and unit
+tests of the domain code can pass small in-memory fakes instead."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, BinaryIO, Protocol
+
+from falflow.fal.endpoints import EndpointId
+from falflow.fal.platform import (
+    BillingEvent,
+    CostEstimate,
+    Price,
+    TimeBound,
+    Timeframe,
+    UsageReport,
+)
+from falflow.fal.queue import CancelOutcome, QueuePriority, QueueStatus, QueueUrls, Submission
+
+
+class FalQueue(Protocol):
+    def submit(
+        self,
+        endpoint_id: str | EndpointId,
+        input: Mapping[str, Any],
+        *,
+        webhook_url: str | None = None,
+        priority: QueuePriority | None = None,
+        start_timeout: float | None = None,
+        runner_hint: str | None = None,
+        store_io: bool | None = None,
+        max_queue_length: int | None = None,
+    ) -> Submission: ...
+
+    def status(self, status_url: str, *, logs: bool = False) -> QueueStatus: ...
+
+    def result(self, response_url: str) -> dict[str, Any]: ...
+
+    def cancel(self, cancel_url: str) -> CancelOutcome: ...
+
+    def urls_for(self, endpoint_id: str | EndpointId, request_id: str) -> QueueUrls: ...
+
+
+class FalPlatform(Protocol):
+    """The part of the Platform API the collect function uses."""
+
+    def pricing(self, endpoint_ids: Sequence[str]) -> list[Price]: ...
+
+    def estimate_cost(
+        self,
+        *,
+        call_quantities: Mapping[str, int] | None = None,
+        unit_quantities: Mapping[str, float] | None = None,
+    ) -> CostEstimate: ...
+
+    def usage(
+        self,
+        start: TimeBound,
+        end: TimeBound,
+        *,
+        endpoint_ids: Sequence[str] | None = None,
+        timeframe: Timeframe | None = None,
+        bound_to_timeframe: bool | None = None,
+        expand: Sequence[str] = ("time_series",),
+    ) -> UsageReport: ...
+
+    def iter_billing_events(
+        self,
+        start: TimeBound,
+        end: TimeBound,
+        *,
+        endpoint_ids: Sequence[str] | None = None,
+        request_ids: Sequence[str] | None = None,
+    ) -> Iterator[BillingEvent]: ...
+
+
+class FalStorage(Protocol):
+    def upload(
+        self,
+        source: bytes | BinaryIO,
+        *,
+        content_type: str,
+        file_name: str | None = None,
+        size: int | None = None,
+    ) -> str: ...
