@@ -51,6 +51,11 @@ class EndpointId:
             )
         return cls(owner=rest[0], alias=rest[1], path="/".join(rest[2:]) or None, namespace=namespace)
 
+    @classmethod
+    def of(cls, endpoint_id: str | EndpointId) -> EndpointId:
+        """Accept either form at API boundaries."""
+        return endpoint_id if isinstance(endpoint_id, EndpointId) else cls.parse(endpoint_id)
+
     @property
     def app_path(self) -> str:
         """``[namespace/]owner/alias``: the prefix of the status, result and cancel URLs."""

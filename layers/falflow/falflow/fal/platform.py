@@ -12,10 +12,11 @@ from datetime import date, datetime
 from typing import Any, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from falflow.fal.errors import FalError
 from falflow.fal.http import FalHttp, RetryPolicy
+from falflow.fal.model import FalModel
 from falflow.settings import FalSettings
 
 Timeframe = Literal["minute", "hour", "day", "week", "month"]
@@ -26,11 +27,7 @@ MAX_IDS_PER_CALL = 50
 DEFAULT_ANALYTICS_METRICS = ("request_count", "success_count", "user_error_count", "error_count")
 
 
-class _FalModel(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class ModelMetadata(_FalModel):
+class ModelMetadata(FalModel):
     display_name: str | None = None
     category: str | None = None
     description: str | None = None
@@ -44,7 +41,7 @@ class ModelMetadata(_FalModel):
     duration_estimate: float | None = None
 
 
-class ModelInfo(_FalModel):
+class ModelInfo(FalModel):
     endpoint_id: str
     metadata: ModelMetadata | None = None
     # Present with expand=openapi-3.0 / enterprise_status; either may be an {"error": …} object.
@@ -52,26 +49,26 @@ class ModelInfo(_FalModel):
     enterprise_status: str | dict[str, Any] | None = None
 
 
-class Price(_FalModel):
+class Price(FalModel):
     endpoint_id: str
     unit_price: float
     unit: str
     currency: str
 
 
-class CostEstimate(_FalModel):
+class CostEstimate(FalModel):
     estimate_type: str
     total_cost: float
     currency: str
 
 
-class AuthMethodStructured(_FalModel):
+class AuthMethodStructured(FalModel):
     detail: str
     api_key_id: str | None = None
     login_username: str | None = None
 
 
-class UsageLineItem(_FalModel):
+class UsageLineItem(FalModel):
     endpoint_id: str
     unit: str | None = None
     quantity: float | None = None
@@ -86,17 +83,17 @@ class UsageLineItem(_FalModel):
     auth_method_structured: AuthMethodStructured | None = None
 
 
-class UsageBucket(_FalModel):
+class UsageBucket(FalModel):
     bucket: str  # ISO 8601 with offset
     results: list[UsageLineItem] = Field(default_factory=list)
 
 
-class UsageReport(_FalModel):
+class UsageReport(FalModel):
     time_series: list[UsageBucket] = Field(default_factory=list)
     summary: list[UsageLineItem] = Field(default_factory=list)
 
 
-class BillingEvent(_FalModel):
+class BillingEvent(FalModel):
     request_id: str
     endpoint_id: str
     timestamp: str
@@ -111,7 +108,7 @@ class BillingEvent(_FalModel):
     auth_method_structured: AuthMethodStructured | None = None
 
 
-class AnalyticsResult(_FalModel):
+class AnalyticsResult(FalModel):
     """Metrics of one endpoint; only the metrics asked for in ``expand`` are filled in."""
 
     endpoint_id: str
@@ -128,17 +125,17 @@ class AnalyticsResult(_FalModel):
     # Latency percentiles (p50_duration, p90_prepare_duration, …) arrive as extra fields.
 
 
-class AnalyticsBucket(_FalModel):
+class AnalyticsBucket(FalModel):
     bucket: str
     results: list[AnalyticsResult] = Field(default_factory=list)
 
 
-class AnalyticsReport(_FalModel):
+class AnalyticsReport(FalModel):
     time_series: list[AnalyticsBucket] = Field(default_factory=list)
     summary: list[AnalyticsResult] = Field(default_factory=list)
 
 
-class ComputeInstance(_FalModel):
+class ComputeInstance(FalModel):
     id: str
     instance_type: str
     region: str
@@ -148,11 +145,11 @@ class ComputeInstance(_FalModel):
     creator_user_nickname: str | None = None
 
 
-class Meta(_FalModel):
+class Meta(FalModel):
     webhook_ip_ranges: list[str]
 
 
-class _Page(_FalModel):
+class _Page(FalModel):
     next_cursor: str | None = None
     has_more: bool = False
 

@@ -8,11 +8,11 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, ConfigDict
 
 from falflow.fal.endpoints import EndpointId
 from falflow.fal.errors import FalError
 from falflow.fal.http import FalHttp, RetryPolicy
+from falflow.fal.model import FalModel
 from falflow.settings import FalSettings
 
 QueuePriority = Literal["normal", "low"]
@@ -21,12 +21,7 @@ QueueState = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
 MIN_START_TIMEOUT_S = 1.0
 
 
-class _FalModel(BaseModel):
-    # fal adds fields over time; keep them instead of failing or silently dropping them.
-    model_config = ConfigDict(extra="allow")
-
-
-class Submission(_FalModel):
+class Submission(FalModel):
     """What submit returns. Store the three URLs: the docs prefer them to URLs built by hand."""
 
     request_id: str
@@ -39,14 +34,14 @@ class Submission(_FalModel):
     status: str | None = None
 
 
-class QueueLog(_FalModel):
+class QueueLog(FalModel):
     message: str
     level: str | None = None
     source: str | None = None
     timestamp: str | None = None
 
 
-class QueueStatus(_FalModel):
+class QueueStatus(FalModel):
     """A status poll. A failed request is COMPLETED with ``error``/``error_type`` set."""
 
     status: QueueState
@@ -75,7 +70,7 @@ class CancelOutcome(StrEnum):
     NOT_FOUND = "NOT_FOUND"
 
 
-class QueueUrls(_FalModel):
+class QueueUrls(FalModel):
     """The app-level URLs of one request, for when a stored URL is missing."""
 
     status_url: str
@@ -112,7 +107,7 @@ class FalQueueClient:
         max_queue_length: int | None = None,
     ) -> Submission:
         """Queue one request. Never re-sent after an ambiguous failure (see ``FalHttp.request``)."""
-        endpoint = endpoint_id if isinstance(endpoint_id, EndpointId) else EndpointId.parse(endpoint_id)
+        endpoint = EndpointId.of(endpoint_id)
         headers: dict[str, str] = {}
         params: dict[str, str | list[str]] = {}
         if webhook_url is not None:
@@ -175,7 +170,7 @@ class FalQueueClient:
 
     def urls_for(self, endpoint_id: str | EndpointId, request_id: str) -> QueueUrls:
         """Build a request's URLs from the app path (no subpath). Prefer the URLs submit returned."""
-        endpoint = endpoint_id if isinstance(endpoint_id, EndpointId) else EndpointId.parse(endpoint_id)
+        endpoint = EndpointId.of(endpoint_id)
         if not request_id:
             raise ValueError("request_id must not be empty")
         app_url = f"{self._settings.queue_url.rstrip('/')}/{endpoint.app_path}"

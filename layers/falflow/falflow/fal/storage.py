@@ -14,10 +14,10 @@ from datetime import datetime
 from typing import BinaryIO
 
 import httpx
-from pydantic import BaseModel, ConfigDict
 
 from falflow.fal.errors import FalError
 from falflow.fal.http import FalHttp, RetryPolicy
+from falflow.fal.model import FalModel
 from falflow.settings import FalSettings
 
 MULTIPART_THRESHOLD = 100 * 1024 * 1024
@@ -26,9 +26,7 @@ PART_SIZE = 10 * 1024 * 1024
 TOKEN_RENEW_MARGIN_S = 60.0
 
 
-class CdnToken(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
+class CdnToken(FalModel):
     token: str
     token_type: str
     base_url: str
