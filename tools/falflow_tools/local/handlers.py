@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from falflow_tools.template import FunctionSpec, function_specs
@@ -22,18 +23,24 @@ def load_handler(logical_id: str, *, fresh: bool = True) -> Handler:
     `fresh` re-imports the module, as a new Lambda container would (a cold start).
     """
     spec: FunctionSpec = function_specs()[logical_id]
-    module_name, attribute = spec.handler.rsplit(".", 1)
-    qualified = f"falflow_function_{logical_id}_{module_name}"
+    return load_handler_at(spec.code_dir, spec.handler, name=logical_id, fresh=fresh)
+
+
+def load_handler_at(code_dir: Path, handler: str, *, name: str, fresh: bool = True) -> Handler:
+    """Import `<code_dir>/<module>.py` and return the attribute named by a Lambda `Handler` string
+    ("module.function"); `name` keeps modules of different functions apart in `sys.modules`."""
+    module_name, attribute = handler.rsplit(".", 1)
+    qualified = f"falflow_function_{name}_{module_name}"
     if fresh or qualified not in sys.modules:
-        path = spec.code_dir / f"{module_name.replace('.', '/')}.py"
+        path = code_dir / f"{module_name.replace('.', '/')}.py"
         module_spec = importlib.util.spec_from_file_location(qualified, path)
         if module_spec is None or module_spec.loader is None:
             raise ImportError(f"cannot load {path}")
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[qualified] = module
         module_spec.loader.exec_module(module)
-    handler: Handler = getattr(sys.modules[qualified], attribute)
-    return handler
+    loaded: Handler = getattr(sys.modules[qualified], attribute)
+    return loaded
 
 
 @dataclass

@@ -1,0 +1,152 @@
+"""The front door: real HTTP requests become API Gateway HTTP API (payload 2.0) events and back."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from falflow_tools.local.front_door import FrontDoor, Route, routes_from_template
+from falflow_tools.local.workers import InvocationResult
+from falflow_tools.template import function_specs
+
+
+class Function:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.reply: InvocationResult = InvocationResult("r", payload={"statusCode": 200, "body": "ok"})
+
+    def __call__(self, function: str, event: dict[str, Any]) -> InvocationResult:
+        self.events.append((function, event))
+        return self.reply
+
+
+@pytest.fixture
+def function() -> Function:
+    return Function()
+
+
+@pytest.fixture
+def door(function: Function) -> Iterator[FrontDoor]:
+    door = FrontDoor(
+        [Route("POST", "/webhooks/fal", "WebhookFunction"), Route("GET", "/items/{id}", "ItemFunction")],
+        function,
+    )
+    door.start()
+    yield door
+    door.stop()
+
+
+def test_the_templates_routes_are_served() -> None:
+    routes = routes_from_template({k: s.events for k, s in function_specs().items()})
+    assert Route("POST", "/webhooks/fal", "WebhookFunction") in routes
+
+
+def test_a_json_request_becomes_a_payload_2_event(door: FrontDoor, function: Function) -> None:
+    body = b'{"request_id": "r-1", "status": "OK"}'
+    response = httpx.post(
+        f"{door.url}/webhooks/fal?job_id=a%2Fb&x=1&x=2&empty=",
+        content=body,
+        headers=[
+            ("Content-Type", "application/json"),
+            ("X-Fal-Webhook-Signature", "c2ln"),
+            ("X-Dup", "one"),
+            ("X-Dup", "two"),
+            ("Cookie", "a=1; b=2"),
+        ],
+    )
+
+    assert response.status_code == 200
+    assert response.text == "ok"
+    assert response.headers["apigw-requestid"]
+    name, event = function.events[0]
+    assert name == "WebhookFunction"
+    assert event["version"] == "2.0"
+    assert event["routeKey"] == "POST /webhooks/fal"
+    assert event["rawPath"] == "/webhooks/fal"
+    assert event["rawQueryString"] == "job_id=a%2Fb&x=1&x=2&empty="
+    assert event["queryStringParameters"] == {"job_id": "a/b", "x": "1,2", "empty": ""}
+    assert event["headers"]["x-fal-webhook-signature"] == "c2ln"
+    assert event["headers"]["x-dup"] == "one,two"
+    assert event["headers"]["content-type"] == "application/json"
+    assert all(name == name.lower() for name in event["headers"])
+    assert event["cookies"] == ["a=1", "b=2"]
+    assert event["isBase64Encoded"] is False
+    assert event["body"].encode() == body  # the raw bytes, for signature checks
+    context = event["requestContext"]
+    assert context["http"] == {
+        "method": "POST",
+        "path": "/webhooks/fal",
+        "protocol": "HTTP/1.1",
+        "sourceIp": "127.0.0.1",
+        "userAgent": response.request.headers["user-agent"],
+    }
+    assert context["requestId"] == response.headers["apigw-requestid"]
+    assert context["stage"] == "$default"
+    assert context["routeKey"] == "POST /webhooks/fal"
+    assert isinstance(context["timeEpoch"], int)
+
+
+def test_a_binary_body_is_base64_encoded(door: FrontDoor, function: Function) -> None:
+    body = bytes(range(256))
+    httpx.post(f"{door.url}/webhooks/fal", content=body, headers={"content-type": "application/octet-stream"})
+    httpx.post(f"{door.url}/webhooks/fal", content=b"\xff\xfe", headers={"content-type": "application/json"})
+
+    (_, binary), (_, not_utf8) = function.events
+    assert binary["isBase64Encoded"] is True
+    assert base64.b64decode(binary["body"]) == body
+    assert not_utf8["isBase64Encoded"] is True
+
+
+def test_path_parameters_and_unknown_routes(door: FrontDoor, function: Function) -> None:
+    assert httpx.get(f"{door.url}/items/42").status_code == 200
+    assert function.events[-1][1]["pathParameters"] == {"id": "42"}
+    assert function.events[-1][1].get("body") is None
+
+    missing = httpx.get(f"{door.url}/webhooks/fal")
+    assert missing.status_code == 404
+    assert missing.json() == {"message": "Not Found"}
+
+
+def test_the_functions_response_becomes_the_http_reply(door: FrontDoor, function: Function) -> None:
+    function.reply = InvocationResult(
+        "r",
+        payload={
+            "statusCode": 401,
+            "headers": {"Content-Type": "application/json", "X-Reason": "signature"},
+            "cookies": ["s=1; Path=/"],
+            "body": json.dumps({"message": "bad signature"}),
+        },
+    )
+    reply = httpx.post(f"{door.url}/webhooks/fal", content=b"{}")
+    assert reply.status_code == 401
+    assert reply.json() == {"message": "bad signature"}
+    assert reply.headers["x-reason"] == "signature"
+    assert reply.headers["set-cookie"] == "s=1; Path=/"
+
+    function.reply = InvocationResult(
+        "r", payload={"statusCode": 200, "isBase64Encoded": True, "body": "AAE="}
+    )
+    assert httpx.post(f"{door.url}/webhooks/fal", content=b"{}").content == b"\x00\x01"
+
+
+def test_plain_json_without_status_code_is_a_200_json_reply(door: FrontDoor, function: Function) -> None:
+    function.reply = InvocationResult("r", payload={"accepted": True})
+    reply = httpx.post(f"{door.url}/webhooks/fal", content=b"{}")
+    assert reply.status_code == 200
+    assert reply.headers["content-type"] == "application/json"
+    assert reply.json() == {"accepted": True}
+
+
+def test_function_errors_are_api_gateway_errors(door: FrontDoor, function: Function) -> None:
+    function.reply = InvocationResult("r", error={"errorType": "KeyError", "errorMessage": "x"})
+    failed = httpx.post(f"{door.url}/webhooks/fal", content=b"{}")
+    function.reply = InvocationResult("r", error={"errorType": "Sandbox.Timedout", "errorMessage": "x"})
+    timed_out = httpx.post(f"{door.url}/webhooks/fal", content=b"{}")
+
+    assert (failed.status_code, failed.json()) == (500, {"message": "Internal Server Error"})
+    assert (timed_out.status_code, timed_out.json()) == (503, {"message": "Service Unavailable"})
