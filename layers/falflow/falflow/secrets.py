@@ -17,6 +17,11 @@ def _read_key(secret_id: str, what: str) -> str:
     if not secret_id:
         raise MissingSecretError(f"no Secrets Manager id configured for the fal {what} key")
     raw = parameters.get_secret(secret_id, max_age=secret_ids().secret_cache_seconds)
+    return key_from_secret(raw, secret_id, what)
+
+
+def key_from_secret(raw: str | bytes, secret_id: str, what: str) -> str:
+    """The fal key in a secret's value (also used by the operator CLI, which reads secrets itself)."""
     value = raw.decode() if isinstance(raw, bytes) else str(raw)
     # Accept a bare key, or a JSON object as the console's key/value editor writes it.
     if value.lstrip().startswith("{"):
