@@ -1,0 +1,49 @@
+"""The collect function's configuration, validated once per cold start (env vars of template.yaml)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# fal serves at most 90 days of billing events per call; the cost lookback stays well inside it.
+MAX_COST_LOOKBACK_HOURS = 24 * 60
+
+
+class CollectSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    usage_table: str
+    jobs_table: str
+    output_bucket: str
+    # Every snapshot object lives under this prefix (the function may write nowhere else).
+    snapshot_prefix: str = "collect/"
+    job_retention_days: int = Field(default=90, ge=1)
+
+    # Usage and analytics windows: from the last watermark minus an overlap (fal's most recent
+    # buckets may still grow), or this far back on the first run; at most max_window per run, so
+    # a collector that was down for weeks catches up over several runs instead of timing out.
+    usage_overlap_hours: int = Field(default=2, ge=0, le=48)
+    initial_lookback_hours: int = Field(default=24, ge=1, le=24 * 90)
+    max_window_hours: int = Field(default=24 * 7, ge=1, le=24 * 90)
+    # Finished jobs are matched with their billing events (or estimated) for this long.
+    cost_lookback_hours: int = Field(default=72, ge=1, le=MAX_COST_LOOKBACK_HOURS)
+    # Parts not yet started when less time than this is left are reported as failed, not begun.
+    reserve_seconds: float = Field(default=30.0, ge=0)
+
+    @property
+    def usage_overlap(self) -> timedelta:
+        return timedelta(hours=self.usage_overlap_hours)
+
+    @property
+    def initial_lookback(self) -> timedelta:
+        return timedelta(hours=self.initial_lookback_hours)
+
+    @property
+    def max_window(self) -> timedelta:
+        return timedelta(hours=self.max_window_hours)
+
+    @property
+    def cost_lookback(self) -> timedelta:
+        return timedelta(hours=self.cost_lookback_hours)
