@@ -9,12 +9,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from random import random as _uniform
 from typing import Any
 
 import httpx
 
+from falflow import __version__
 from falflow.fal.errors import FalError, FalTransportError, error_from_response, transport_error
 from falflow.settings import FalSettings
 
@@ -24,14 +24,7 @@ ApiKeyProvider = Callable[[], str]
 _INGRESS_STATUSES = frozenset({502, 503, 504})
 
 
-def _package_version() -> str:
-    try:
-        return version("falflow")
-    except PackageNotFoundError:  # the Lambda layer copies the package without its dist-info
-        return "unknown"
-
-
-USER_AGENT = f"falflow/{_package_version()}"
+USER_AGENT = f"falflow/{__version__}"
 
 
 def request_timeout(settings: FalSettings) -> httpx.Timeout:
