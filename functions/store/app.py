@@ -1,1 +1,20 @@
-"""Handler placeholder until its capability lands."""
+"""Outputs queue consumer: copy a finished job's files into S3, write result.json, finalise, announce."""
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from falflow.completion.runtime import handle_outputs_batch
+
+logger = Logger()
+metrics = Metrics()
+tracer = Tracer()
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    return handle_outputs_batch(event, context)

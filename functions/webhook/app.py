@@ -1,1 +1,19 @@
-"""Handler placeholder until its capability lands."""
+"""fal's completion webhook (HTTP API ``POST /webhooks/fal``): verify, record, hand to the store."""
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from falflow.completion.runtime import handle_webhook_event
+
+logger = Logger()
+metrics = Metrics()
+tracer = Tracer()
+
+
+@logger.inject_lambda_context(correlation_id_path="queryStringParameters.job_id")
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return handle_webhook_event(event)

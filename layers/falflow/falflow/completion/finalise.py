@@ -1,0 +1,108 @@
+"""The end of a job: its final state, and the one EventBridge event that announces it.
+
+The final write is a forward-only conditional write, so it happens once. The event is published
+only by whoever holds the job (the store's lease, or the writer that made the job final) and
+marked with ``event_published_at``; a retry after a crash between the publish and the mark may
+publish again (at-least-once), but a run finding the mark publishes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+
+from falflow.completion.ports import EventPublisher
+from falflow.jobs import ABSENT, Job, JobError, JobState, JobStore, TrailEntry, isoformat
+
+logger = Logger(child=True)
+metrics = Metrics(namespace="falflow")
+
+JOB_COMPLETED = "Job Completed"
+JOB_FAILED = "Job Failed"
+
+
+def completion_event(job: Job, bucket: str) -> tuple[str, dict[str, Any]]:
+    """``(detail-type, detail)`` of the event for a finished job."""
+    detail: dict[str, Any] = {
+        "job_id": job.job_id,
+        "model": job.model,
+        "status": job.state.value,
+        "request_id": job.request_id,
+        "source": job.source,
+        "bucket": bucket,
+        "outputs": list(job.outputs),
+        "result_key": job.result_key,
+        "metadata": job.metadata,
+    }
+    if job.error is not None:
+        detail["error"] = {"type": job.error.type, "message": job.error.message}
+    return (JOB_COMPLETED if job.state is JobState.COMPLETED else JOB_FAILED), detail
+
+
+class Finaliser:
+    def __init__(self, jobs: JobStore, events: EventPublisher, bucket: str) -> None:
+        self._jobs = jobs
+        self._events = events
+        self._bucket = bucket
+
+    def complete(
+        self,
+        job: Job,
+        *,
+        outputs: Sequence[str],
+        result_key: str,
+        timings: Mapping[str, Any],
+        now: datetime,
+    ) -> Job:
+        done = self._jobs.advance(
+            job.job_id,
+            JobState.COMPLETED,
+            now=now,
+            fields={"outputs": list(outputs), "result_key": result_key, "timings": dict(timings)},
+            require={"request_id": job.request_id} if job.request_id else None,
+        )
+        if done is None:
+            return self._current(job)
+        metrics.add_metric(name="JobsCompleted", unit=MetricUnit.Count, value=1)
+        logger.info("job completed", job_id=job.job_id, outputs=len(outputs))
+        return done
+
+    def fail(
+        self,
+        job: Job,
+        error: JobError,
+        *,
+        now: datetime,
+        actor: str,
+        require: Mapping[str, Any] | None = None,
+    ) -> Job | None:
+        """Mark the job FAILED (if ``require`` holds); returns the job if this call made it final."""
+        failed = self._jobs.advance(
+            job.job_id, JobState.FAILED, now=now, fields={"error": error}, require=require
+        )
+        if failed is None:
+            return None
+        self._jobs.add_trail(
+            job.job_id, TrailEntry(at=isoformat(now), actor=actor, action="failed", reason=error.message)
+        )
+        metrics.add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
+        logger.warning("job failed", job_id=job.job_id, error_type=error.type)
+        return failed
+
+    def announce(self, job: Job, now: datetime) -> bool:
+        """Publish the job's completion event unless it was published already."""
+        if not job.is_final or job.event_published_at is not None:
+            return False
+        detail_type, detail = completion_event(job, self._bucket)
+        self._events.publish(detail_type, detail)
+        self._jobs.update(
+            job.job_id, fields={"event_published_at": isoformat(now)}, require={"event_published_at": ABSENT}
+        )
+        return True
+
+    def _current(self, job: Job) -> Job:
+        return self._jobs.get(job.job_id) or job

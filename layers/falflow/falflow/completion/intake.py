@@ -1,0 +1,159 @@
+"""The completion intake: the one door through which fal's answer for a job enters falflow.
+
+Both the webhook (a verified delivery) and the reconciler (a result it polled) call
+``CompletionIntake.record``. The rules that make at-least-once delivery safe:
+
+1. The request id is bound to the job first (``JobStore.bind_request``: the first id wins). A
+   completion for another request id of the same job (a duplicate fal submission) is kept in the
+   inbox for operators and noted in the trail, but never stored.
+2. The raw completion is written to the inbox *before* the job record points at it.
+3. One conditional write records it: the job moves forward to STORING with ``completion_key`` —
+   possible once per job, whatever its state was (the webhook may beat the submit's own write).
+4. Only the writer that won (3) sends the outputs message, then marks ``completion_enqueued_at``.
+   A duplicate sends nothing, unless the mark is still missing after ``handoff_grace`` (the first
+   writer died between the write and the send): then it hands the completion over again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from aws_lambda_powertools import Logger
+
+from falflow.completion.keys import inbox_key
+from falflow.completion.messages import CompletionSource, OutputsMessage
+from falflow.completion.ports import Inbox, OutputsQueue
+from falflow.jobs import ABSENT, Job, JobState, JobStore, TrailEntry, isoformat
+
+logger = Logger(child=True)
+
+# Longer than the webhook function's timeout: by then a first writer has sent or has died.
+DEFAULT_HANDOFF_GRACE = timedelta(seconds=60)
+
+
+class IntakeOutcome(StrEnum):
+    RECORDED = "recorded"  # the job's completion, recorded now and handed to the store
+    DUPLICATE = "duplicate"  # recorded before: nothing new
+    HANDED_OVER_AGAIN = "handed_over_again"  # recorded before, but the hand-off had been lost
+    FOREIGN_REQUEST = "foreign_request"  # another request id than the job's: kept aside, not stored
+    AFTER_FINAL = "after_final"  # the job had already ended without this completion
+    UNKNOWN_JOB = "unknown_job"  # no such job: nothing written
+
+    @property
+    def recorded(self) -> bool:
+        """Whether the completion is now durably on our side (what a 200 to fal promises)."""
+        return self is not IntakeOutcome.UNKNOWN_JOB
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    outcome: IntakeOutcome
+    job: Job | None
+
+
+class CompletionIntake:
+    def __init__(
+        self,
+        jobs: JobStore,
+        inbox: Inbox,
+        queue: OutputsQueue,
+        *,
+        handoff_grace: timedelta = DEFAULT_HANDOFF_GRACE,
+    ) -> None:
+        self._jobs = jobs
+        self._inbox = inbox
+        self._queue = queue
+        self._handoff_grace = handoff_grace
+
+    def record(
+        self,
+        job_id: str,
+        request_id: str,
+        raw: bytes,
+        *,
+        source: CompletionSource,
+        now: datetime,
+        metadata: Mapping[str, str] | None = None,
+    ) -> IntakeResult:
+        """Record fal's completion ``raw`` (the exact bytes fal sent, or the reconciler's own) for
+        ``request_id`` of job ``job_id``."""
+        bound = self._jobs.bind_request(job_id, request_id)
+        job = bound.job
+        if job is None:
+            return IntakeResult(IntakeOutcome.UNKNOWN_JOB, None)
+        key = inbox_key(job_id, request_id, source)
+        if not bound.bound:
+            self._inbox.put(key, raw, {**(metadata or {}), "source": source})
+            self._jobs.add_trail(
+                job_id,
+                TrailEntry(
+                    at=isoformat(now),
+                    actor=source,
+                    action="ignored_foreign_request",
+                    reason=f"completion for request {request_id}, but the job's request is "
+                    f"{bound.conflicting_request_id}; kept at {key}, not stored",
+                ),
+            )
+            return IntakeResult(IntakeOutcome.FOREIGN_REQUEST, job)
+
+        if job.completion_key is None:
+            self._inbox.put(key, raw, {**(metadata or {}), "source": source})
+            recorded = self._jobs.advance(
+                job_id,
+                JobState.STORING,
+                now=now,
+                fields={"completion_key": key, "completion_source": source},
+                require={"request_id": request_id, "completion_key": ABSENT},
+            )
+            if recorded is not None:
+                self._hand_over(recorded, now)
+                return IntakeResult(IntakeOutcome.RECORDED, recorded)
+            job = self._jobs.get(job_id) or job
+
+        if job.completion_key is None:
+            # Ended without a completion (given up, cancelled): keep what fal sent, change nothing.
+            self._jobs.add_trail(
+                job_id,
+                TrailEntry(
+                    at=isoformat(now),
+                    actor=source,
+                    action="completion_after_final",
+                    reason=f"job already {job.state.value}; completion kept at {key}, not stored",
+                ),
+            )
+            return IntakeResult(IntakeOutcome.AFTER_FINAL, job)
+        if self.resume_handoff(job, now):
+            return IntakeResult(IntakeOutcome.HANDED_OVER_AGAIN, job)
+        return IntakeResult(IntakeOutcome.DUPLICATE, job)
+
+    def resume_handoff(self, job: Job, now: datetime) -> bool:
+        """Send the outputs message again if a recorded completion was never handed over (the
+        recorder died between its write and the send) and ``handoff_grace`` has passed."""
+        if job.is_final or job.completion_key is None or job.completion_enqueued_at is not None:
+            return False
+        recorded_at = job.state_times.get(JobState.STORING.value)
+        if recorded_at is not None and datetime.fromisoformat(recorded_at) > now - self._handoff_grace:
+            return False  # the first recorder may still be about to send
+        logger.warning("completion was never handed to the store; handing it over again", job_id=job.job_id)
+        self._hand_over(job, now)
+        return True
+
+    def _hand_over(self, job: Job, now: datetime) -> None:
+        assert job.completion_key is not None
+        assert job.request_id is not None
+        self._queue.send(
+            OutputsMessage(
+                job_id=job.job_id,
+                request_id=job.request_id,
+                completion_key=job.completion_key,
+                source="reconcile" if job.completion_source == "reconcile" else "webhook",
+            )
+        )
+        self._jobs.update(
+            job.job_id,
+            fields={"completion_enqueued_at": isoformat(now)},
+            require={"completion_key": job.completion_key},
+        )

@@ -1,0 +1,119 @@
+"""What the webhook and store handlers call: their dependencies, built once per container from
+the environment (pydantic settings, boto3 clients from ``falflow.aws``), and the event shapes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from falflow.aws import aws_client
+from falflow.completion.adapters import EventBridgePublisher, S3Inbox, S3OutputStore, SqsOutputsQueue
+from falflow.completion.finalise import Finaliser
+from falflow.completion.http_api import UnreadableBodyError, http_response, webhook_request
+from falflow.completion.intake import CompletionIntake
+from falflow.completion.media import MediaFetcher
+from falflow.completion.messages import OutputsMessage
+from falflow.completion.settings import IntakeSettings, StoreSettings, WebhookSettings
+from falflow.completion.store import StoreOutcome, StoreWorker
+from falflow.completion.webhook import WebhookReceiver, WebhookReply
+from falflow.dead_letter import DeadLetterPolicy, with_dead_letter_reason
+from falflow.fal.queue import FalQueueClient
+from falflow.fal.webhook import JwksCache
+from falflow.jobs import DynamoJobStore, JobStore, utcnow
+from falflow.secrets import fal_api_key
+from falflow.settings import fal_settings
+
+logger = Logger(child=True)
+
+
+# ------------------------------------------------------------------------------------ webhook
+
+
+@cache
+def webhook_settings() -> WebhookSettings:
+    return WebhookSettings()  # read from the environment
+
+
+def completion_intake(settings: IntakeSettings, jobs: JobStore | None = None) -> CompletionIntake:
+    """The intake on the stack's table, inbox and outputs queue (webhook and reconciler alike)."""
+    return CompletionIntake(
+        jobs or DynamoJobStore(aws_client("dynamodb"), settings.jobs_table, retention=settings.job_retention),
+        S3Inbox(aws_client("s3"), settings.output_bucket),
+        SqsOutputsQueue(aws_client("sqs"), settings.outputs_queue_url),
+        handoff_grace=settings.handoff_grace,
+    )
+
+
+@cache
+def webhook_receiver() -> WebhookReceiver:
+    settings = webhook_settings()
+    intake = completion_intake(settings)
+    jwks = JwksCache(fal_settings().jwks_urls, min_refetch_interval_s=settings.jwks_refetch_seconds)
+    return WebhookReceiver(intake, jwks, tolerance_s=settings.webhook_tolerance_seconds)
+
+
+def handle_webhook_event(event: Mapping[str, Any]) -> dict[str, Any]:
+    """An API Gateway HTTP API (v2) event in, its response out."""
+    try:
+        request = webhook_request(event)
+    except UnreadableBodyError as error:
+        return http_response(WebhookReply(400, {"message": str(error)}))
+    return http_response(webhook_receiver().receive(request))
+
+
+# -------------------------------------------------------------------------------------- store
+
+
+@cache
+def store_settings() -> StoreSettings:
+    return StoreSettings()  # read from the environment
+
+
+@cache
+def store_worker() -> StoreWorker:
+    settings = store_settings()
+    jobs = DynamoJobStore(aws_client("dynamodb"), settings.jobs_table, retention=settings.job_retention)
+    outputs = S3OutputStore(aws_client("s3"), settings.output_bucket)
+    return StoreWorker(
+        jobs,
+        inbox=S3Inbox(aws_client("s3"), settings.output_bucket),
+        outputs=outputs,
+        media=MediaFetcher(settings.media_policy()),
+        fal=FalQueueClient(fal_settings(), fal_api_key),
+        finaliser=Finaliser(
+            jobs, EventBridgePublisher(aws_client("events"), settings.event_bus_name), outputs.bucket
+        ),
+        limits=settings.copy_limits(),
+        lease=settings.store_lease,
+    )
+
+
+@cache
+def _store_dead_letter_policy() -> DeadLetterPolicy:
+    return DeadLetterPolicy.from_env()
+
+
+def store_record(record: SQSRecord) -> StoreOutcome:
+    message = OutputsMessage.model_validate_json(record.body)
+    outcome = store_worker().handle(message, utcnow())
+    logger.info("outputs message handled", job_id=message.job_id, outcome=outcome.value)
+    return outcome
+
+
+def handle_outputs_batch(event: Mapping[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    """An SQS batch from the outputs queue; failed records are reported (or dead-lettered with
+    their reason on the last receive), the others consumed."""
+    handler = with_dead_letter_reason(store_record, _store_dead_letter_policy(), lambda: aws_client("sqs"))
+    return process_partial_response(
+        event=dict(event),
+        record_handler=handler,
+        processor=BatchProcessor(event_type=EventType.SQS),
+        context=context,
+    )

@@ -1,0 +1,93 @@
+"""Configuration of the webhook and store functions, validated once per cold start.
+
+Each field is read from the environment variable of the same name in upper case, as template.yaml
+sets it for WebhookFunction / StoreFunction.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from falflow.completion.copy import MIN_PART_SIZE, CopyLimits
+from falflow.completion.media import MediaPolicy
+
+
+class IntakeSettings(BaseSettings):
+    """What every caller of the completion intake (webhook, reconciler) needs."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    jobs_table: Annotated[str, Field(min_length=1)]
+    output_bucket: Annotated[str, Field(min_length=1)]
+    outputs_queue_url: Annotated[str, Field(min_length=1)]
+    job_retention_days: Annotated[int, Field(ge=1)] = 90
+    # A recorded completion whose hand-off to the store is still missing after this long is handed
+    # over again by the next duplicate delivery (or the reconciler); longer than the webhook timeout.
+    handoff_grace_seconds: Annotated[int, Field(ge=1)] = 60
+
+    @property
+    def job_retention(self) -> timedelta:
+        return timedelta(days=self.job_retention_days)
+
+    @property
+    def handoff_grace(self) -> timedelta:
+        return timedelta(seconds=self.handoff_grace_seconds)
+
+
+class WebhookSettings(IntakeSettings):
+    # fal's signature timestamp may be this far from our clock, either way.
+    webhook_tolerance_seconds: Annotated[int, Field(ge=1, le=3600)] = 300
+    # After a signature no cached key verifies, fal's JWKS is refetched at most this often.
+    jwks_refetch_seconds: Annotated[float, Field(ge=0)] = 60.0
+
+
+class StoreSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    jobs_table: Annotated[str, Field(min_length=1)]
+    output_bucket: Annotated[str, Field(min_length=1)]
+    event_bus_name: Annotated[str, Field(min_length=1)] = "default"
+    job_retention_days: Annotated[int, Field(ge=1)] = 90
+    # Host patterns (fnmatch, e.g. "*.fal.media") output files may be downloaded from, over https.
+    media_hosts: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*.fal.media"])
+    # Exact origins ("http://127.0.0.1:8123") trusted although they are plain http or loopback.
+    # Only the local stack and tests set this (the fal emulator's CDN); deployed stacks leave it empty.
+    media_allow_local: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_output_bytes: Annotated[int, Field(ge=1)] = 5 * 2**30
+    part_size_bytes: Annotated[int, Field(ge=MIN_PART_SIZE)] = 8 * 2**20
+    copy_concurrency: Annotated[int, Field(ge=1, le=16)] = 4
+    # How long one store run holds a job; longer than the store function's timeout.
+    store_lease_seconds: Annotated[int, Field(ge=60)] = 960
+
+    @property
+    def job_retention(self) -> timedelta:
+        return timedelta(days=self.job_retention_days)
+
+    @field_validator("media_hosts", "media_allow_local", mode="before")
+    @classmethod
+    def _json_or_comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            return (
+                json.loads(text)
+                if text.startswith("[")
+                else [p.strip() for p in text.split(",") if p.strip()]
+            )
+        return value
+
+    @property
+    def store_lease(self) -> timedelta:
+        return timedelta(seconds=self.store_lease_seconds)
+
+    def media_policy(self) -> MediaPolicy:
+        return MediaPolicy.build(self.media_hosts, self.media_allow_local, self.max_output_bytes)
+
+    def copy_limits(self) -> CopyLimits:
+        return CopyLimits(
+            part_size=self.part_size_bytes, concurrency=self.copy_concurrency, max_bytes=self.max_output_bytes
+        )
