@@ -1,1 +1,19 @@
-"""Handler placeholder until its capability lands."""
+"""Scheduled reconcile: poll fal for jobs whose webhook never came and move them forward."""
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from falflow.reconcile.runtime import handle_schedule
+
+logger = Logger()
+metrics = Metrics()
+tracer = Tracer()
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return handle_schedule(event, context)

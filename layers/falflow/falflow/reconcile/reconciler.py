@@ -1,0 +1,318 @@
+"""The reconciler: no job depends on one webhook arriving.
+
+Every run looks at jobs that have waited longer than ``reconcile_after`` (the ByState index, never a
+scan) and acts only through conditional writes, so two runs at once, or a run racing a webhook,
+cannot store twice or move a job backwards:
+
+- SUBMITTED / IN_PROGRESS: ask fal through the stored ``status_url``. IN_PROGRESS moves the job
+  forward; COMPLETED fetches the result and records it through the *same* completion intake as the
+  webhook (one path for outputs); a request or result fal no longer holds ends FAILED with that
+  reason. Only a job with no completion recorded may be failed here.
+- STORING without a hand-off: the recorder died between its write and the send; hand it over again.
+- ACCEPTED with no live submit lease (the submit worker died and its message is gone): send the job's
+  original request to the intake queue again, so the submit path's own lease and ambiguity rule
+  decides whether fal may be asked — never a blind resubmission from here.
+- Older than ``give_up_after`` and still not finished: FAILED with the reason, and a best-effort
+  cancel at fal.
+
+Each action leaves a trail entry saying when and why.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Final, Protocol
+from urllib.parse import parse_qs, quote_plus, urlsplit
+
+from aws_lambda_powertools import Logger
+
+from falflow.completion.delivery import RESULT_UNAVAILABLE, delivery_body
+from falflow.completion.finalise import Finaliser
+from falflow.completion.intake import CompletionIntake, IntakeOutcome
+from falflow.fal.errors import FalError, FalNotFoundError
+from falflow.fal.ports import FalQueue
+from falflow.fal.queue import QueueStatus, QueueUrls
+from falflow.jobs import ABSENT, WAITING_STATES, Job, JobError, JobState, JobStore, TrailEntry, isoformat
+
+logger = Logger(child=True)
+
+ACTOR: Final = "reconcile"
+GAVE_UP = "gave_up"
+REDRIVE_ACTION = "redriven_to_intake"
+
+
+class IntakeQueue(Protocol):
+    """The submit path's intake queue (the reconciler only re-sends a job's original request)."""
+
+    def send(self, body: str) -> None: ...
+
+
+class Action(StrEnum):
+    WAITING = "waiting"  # fal still has it queued or running (or could not be asked this run)
+    ADVANCED = "advanced"  # moved to IN_PROGRESS
+    COMPLETED = "completed"  # fal finished: recorded through the completion intake
+    ALREADY_RECORDED = "already_recorded"  # a webhook (or another run) recorded it first
+    FAILED = "failed"  # fal no longer holds the request or its result
+    GAVE_UP = "gave_up"
+    HANDED_OVER = "handed_over"  # a recorded completion handed to the store again
+    REDRIVEN = "redriven"  # an ACCEPTED job's request sent to the intake queue again
+    SKIPPED = "skipped"  # nothing to do, or not ours to do now
+    ERROR = "error"
+
+
+@dataclass
+class ReconcileReport:
+    actions: Counter[Action] = field(default_factory=Counter)
+    stopped_early: bool = False
+
+    @property
+    def examined(self) -> int:
+        return sum(self.actions.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "examined": self.examined,
+            "stopped_early": self.stopped_early,
+            **{a.value: n for a, n in sorted(self.actions.items())},
+        }
+
+
+@dataclass(frozen=True)
+class ReconcilePolicy:
+    reconcile_after: timedelta = timedelta(minutes=10)
+    give_up_after: timedelta = timedelta(hours=24)
+    concurrency: int = 8
+
+
+class Reconciler:
+    def __init__(
+        self,
+        jobs: JobStore,
+        *,
+        fal: FalQueue,
+        intake: CompletionIntake,
+        finaliser: Finaliser,
+        intake_queue: IntakeQueue,
+        policy: ReconcilePolicy,
+    ) -> None:
+        self._jobs = jobs
+        self._fal = fal
+        self._intake = intake
+        self._finaliser = finaliser
+        self._intake_queue = intake_queue
+        self._policy = policy
+
+    def run(self, now: datetime, *, time_left: Callable[[], float] | None = None) -> ReconcileReport:
+        """One pass. ``time_left`` (seconds) stops it early, leaving the rest to the next run."""
+        report = ReconcileReport()
+        in_flight: set[Future[Action]] = set()
+        with ThreadPoolExecutor(max_workers=self._policy.concurrency, thread_name_prefix="reconcile") as pool:
+            for job in self._due(now):
+                if time_left is not None and time_left() <= 0:
+                    report.stopped_early = True
+                    break
+                if len(in_flight) >= 2 * self._policy.concurrency:
+                    done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                    report.actions.update(f.result() for f in done)
+                in_flight.add(pool.submit(self._reconcile_one, job, now))
+            report.actions.update(f.result() for f in in_flight)
+        logger.info("reconcile run done", **report.as_dict())
+        return report
+
+    def _due(self, now: datetime) -> Iterator[Job]:
+        cutoff = now - self._policy.reconcile_after
+        for state in (JobState.STORING, *WAITING_STATES, JobState.ACCEPTED):
+            yield from self._jobs.list_by_state(state, changed_before=cutoff)
+
+    def _reconcile_one(self, job: Job, now: datetime) -> Action:
+        try:
+            if job.state is JobState.STORING:
+                return Action.HANDED_OVER if self._intake.resume_handoff(job, now) else Action.SKIPPED
+            if now - datetime.fromisoformat(job.created_at) >= self._policy.give_up_after:
+                return self._give_up(job, now)
+            if job.state is JobState.ACCEPTED:
+                return self._redrive(job, now)
+            return self._poll(job, now)
+        except Exception:  # one job's trouble must not stop the run; the next run tries again
+            logger.exception("could not reconcile job", job_id=job.job_id)
+            return Action.ERROR
+
+    # ------------------------------------------------------------------------ SUBMITTED / IN_PROGRESS
+
+    def _urls(self, job: Job) -> QueueUrls | None:
+        if job.status_url and job.response_url and job.cancel_url:
+            return QueueUrls(
+                status_url=job.status_url, response_url=job.response_url, cancel_url=job.cancel_url
+            )
+        if job.model and job.request_id:
+            return self._fal.urls_for(job.model, job.request_id)
+        return None
+
+    def _poll(self, job: Job, now: datetime) -> Action:
+        urls = self._urls(job)
+        if urls is None or job.request_id is None:
+            return Action.SKIPPED
+        try:
+            status = self._fal.status(urls.status_url)
+        except FalNotFoundError:
+            return self._fail(job, now, "fal no longer knows this request (status 404)")
+        except FalError as error:
+            logger.warning(
+                "fal status poll failed; next run tries again", job_id=job.job_id, error=error.message
+            )
+            return Action.WAITING
+        if status.status == "IN_QUEUE":
+            return Action.WAITING
+        if status.status == "IN_PROGRESS":
+            if job.state is JobState.IN_PROGRESS:
+                return Action.WAITING
+            advanced = self._jobs.advance(
+                job.job_id, JobState.IN_PROGRESS, now=now, require={"request_id": job.request_id}
+            )
+            if advanced is None:
+                return Action.SKIPPED
+            self._trail(job, now, "advanced", "no webhook yet; fal reports IN_PROGRESS")
+            return Action.ADVANCED
+        # COMPLETED, successfully or not: fetch what fal holds and record it like a webhook would.
+        try:
+            body = self._completion_body(job.request_id, urls, status)
+        except FalNotFoundError:
+            return self._fail(job, now, "fal reports the request COMPLETED but no longer holds its result")
+        if body is None:
+            return Action.WAITING
+        result = self._intake.record(job.job_id, job.request_id, body, source=ACTOR, now=now)
+        if result.outcome is not IntakeOutcome.RECORDED:
+            return Action.ALREADY_RECORDED
+        self._trail(
+            job, now, "completion_recorded", "no webhook received; fal reports COMPLETED, result fetched"
+        )
+        return Action.COMPLETED
+
+    def _completion_body(self, request_id: str, urls: QueueUrls, status: QueueStatus) -> bytes | None:
+        """A completion in the webhook's shape; None when fal could not be read this time."""
+        if status.failed:
+            return delivery_body(
+                request_id, error=status.error or "fal reported an error", error_type=status.error_type
+            )
+        try:
+            payload = self._fal.result(urls.response_url)
+        except FalNotFoundError:
+            raise
+        except FalError as error:
+            if error.retryable:
+                logger.warning("fal result fetch failed; next run tries again", request_id=request_id)
+                return None
+            return delivery_body(
+                request_id, error=error.message, error_type=error.error_type, payload={"detail": error.detail}
+            )
+        return delivery_body(request_id, payload=payload)
+
+    def _fail(self, job: Job, now: datetime, reason: str) -> Action:
+        error = JobError(type=RESULT_UNAVAILABLE, message=reason, detail={"request_id": job.request_id})
+        failed = self._finaliser.fail(job, error, now=now, actor=ACTOR, require={"completion_key": ABSENT})
+        if failed is None:
+            return Action.SKIPPED
+        self._finaliser.announce(failed, now)
+        return Action.FAILED
+
+    # ---------------------------------------------------------------------------------- give up
+
+    def _give_up(self, job: Job, now: datetime) -> Action:
+        hours = self._policy.give_up_after.total_seconds() / 3600
+        error = JobError(
+            type=GAVE_UP,
+            message=f"no completion {hours:g} h after the job was accepted (last state {job.state.value})",
+            detail={"request_id": job.request_id},
+        )
+        failed = self._finaliser.fail(job, error, now=now, actor=ACTOR, require={"completion_key": ABSENT})
+        if failed is None:
+            return Action.SKIPPED
+        urls = self._urls(job)
+        if urls is not None:
+            try:
+                outcome = self._fal.cancel(urls.cancel_url).value
+            except (FalError, ValueError) as cancel_error:
+                outcome = f"cancel failed: {cancel_error}"
+            self._trail(job, now, "cancel_requested", f"gave up; fal cancel: {outcome}")
+        self._finaliser.announce(failed, now)
+        return Action.GAVE_UP
+
+    # ---------------------------------------------------------------------------------- ACCEPTED
+
+    def _redrive(self, job: Job, now: datetime) -> Action:
+        if job.request_id is not None:
+            return Action.SKIPPED  # fal has it; the completion will tell
+        if job.submit_lease_until is not None and job.submit_lease_until > isoformat(now):
+            return Action.SKIPPED  # a submit is sending it, or waiting out an ambiguous reply
+        last = max((t.at for t in job.trail if t.actor == ACTOR and t.action == REDRIVE_ACTION), default=None)
+        if last is not None and datetime.fromisoformat(last) > now - self._policy.reconcile_after:
+            return Action.SKIPPED  # re-sent recently; give the submit path time
+        body = original_request(job)
+        if body is None:
+            self._trail(job, now, "cannot_redrive", "the job's original request cannot be rebuilt")
+            return Action.SKIPPED
+        self._intake_queue.send(body)
+        ambiguous = (
+            f"; an earlier submit was ambiguous at {job.submit_ambiguous_at}"
+            if job.submit_ambiguous_at
+            else ""
+        )
+        self._trail(
+            job,
+            now,
+            REDRIVE_ACTION,
+            f"left ACCEPTED with no live submit lease{ambiguous}; the submit path decides",
+        )
+        return Action.REDRIVEN
+
+    def _trail(self, job: Job, now: datetime, action: str, reason: str) -> None:
+        self._jobs.add_trail(
+            job.job_id, TrailEntry(at=isoformat(now), actor=ACTOR, action=action, reason=reason)
+        )
+
+
+def original_request(job: Job) -> str | None:
+    """The intake message that makes the submit path plan this very job again.
+
+    An S3 source becomes its ObjectCreated notification (bucket, key and version: the job id is
+    derived from them); a queue message becomes a job message carrying the job's own id as its
+    ``job_id`` and the request fields the record kept. None when it cannot be rebuilt exactly (an
+    unversioned object, or an input kept outside the record).
+    """
+    if job.source_kind in ("s3_media", "s3_document"):
+        parts = urlsplit(job.source)
+        version = parse_qs(parts.query).get("versionId", [None])[0]
+        if parts.scheme != "s3" or not version:
+            return None
+        record = {
+            "eventVersion": "2.1",
+            "eventSource": "aws:s3",
+            "eventName": "ObjectCreated:Put",
+            "s3": {
+                "bucket": {"name": parts.netloc},
+                "object": {"key": quote_plus(parts.path.removeprefix("/"), safe="/"), "versionId": version},
+            },
+        }
+        return json.dumps({"Records": [record]})
+    if job.input is None or job.model is None:
+        return None
+    message: dict[str, Any] = {
+        "job_id": job.job_id,
+        "model": job.model,
+        "input": {k: v for k, v in job.input.items() if k not in job.files},
+        "metadata": job.metadata,
+        "priority": job.priority,
+    }
+    if job.files:
+        message["files"] = job.files
+    if job.start_timeout is not None:
+        message["start_timeout"] = job.start_timeout
+    if job.output_prefix is not None:
+        message["output_prefix"] = job.output_prefix
+    return json.dumps(message)

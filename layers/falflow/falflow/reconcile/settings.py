@@ -1,0 +1,28 @@
+"""The reconcile function's configuration (env vars of template.yaml's ReconcileFunction)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from pydantic import Field
+
+from falflow.completion.settings import IntakeSettings
+from falflow.reconcile.reconciler import ReconcilePolicy
+
+
+class ReconcileSettings(IntakeSettings):
+    intake_queue_url: Annotated[str, Field(min_length=1)]
+    event_bus_name: Annotated[str, Field(min_length=1)] = "default"
+    reconcile_after_minutes: Annotated[float, Field(gt=0)] = 10
+    give_up_after_hours: Annotated[float, Field(gt=0)] = 24
+    reconcile_concurrency: Annotated[int, Field(ge=1, le=64)] = 8
+    # Stop taking new jobs when less than this is left of the invocation; the next run continues.
+    reserve_seconds: Annotated[float, Field(ge=0)] = 20
+
+    def policy(self) -> ReconcilePolicy:
+        return ReconcilePolicy(
+            reconcile_after=timedelta(minutes=self.reconcile_after_minutes),
+            give_up_after=timedelta(hours=self.give_up_after_hours),
+            concurrency=self.reconcile_concurrency,
+        )
