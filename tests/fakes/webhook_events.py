@@ -1,0 +1,169 @@
+"""Signed fal webhook deliveries for tests and for ``events/``: a signing key, its JWKS, and
+API Gateway HTTP API (v2) events carrying a delivery.
+
+The committed key in ``events/webhook/`` is a TEST key (it signs nothing but samples). Re-sign the
+samples with the current time (fal's signatures are valid for ±300 s) before a local invoke:
+
+    .venv/bin/python -m tests.fakes.webhook_events
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+    load_pem_private_key,
+)
+
+EVENTS_DIR = Path(__file__).resolve().parents[2] / "events" / "webhook"
+TEST_KEY_PATH = EVENTS_DIR / "test-signing-key.pem"
+TEST_JWKS_PATH = EVENTS_DIR / "jwks.json"
+TEST_USER_ID = "falflow-test-user"
+WEBHOOK_PATH = "/webhooks/fal"
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@dataclass(frozen=True)
+class WebhookSigner:
+    """Signs deliveries the way fal does (fact sheet §3)."""
+
+    key: Ed25519PrivateKey
+    kid: str
+    user_id: str = TEST_USER_ID
+
+    @classmethod
+    def generate(cls, kid: str | None = None) -> WebhookSigner:
+        return cls(Ed25519PrivateKey.generate(), kid or f"test-{uuid.uuid4().hex[:8]}")
+
+    @classmethod
+    def committed(cls) -> WebhookSigner:
+        """The TEST key committed in events/webhook/ (never used for anything real)."""
+        key = load_pem_private_key(TEST_KEY_PATH.read_bytes(), password=None)
+        assert isinstance(key, Ed25519PrivateKey)
+        kid = json.loads(TEST_JWKS_PATH.read_text())["keys"][0]["kid"]
+        return cls(key, kid)
+
+    def jwk(self) -> dict[str, str]:
+        raw = self.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        return {"kty": "OKP", "crv": "Ed25519", "kid": self.kid, "use": "sig", "x": _b64url(raw)}
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [self.jwk()]}
+
+    def headers(self, body: bytes, request_id: str, *, timestamp: int | None = None) -> dict[str, str]:
+        stamp = str(int(time.time()) if timestamp is None else timestamp)
+        message = "\n".join((request_id, self.user_id, stamp, hashlib.sha256(body).hexdigest())).encode()
+        return {
+            "X-Fal-Webhook-Request-Id": request_id,
+            "X-Fal-Webhook-User-Id": self.user_id,
+            "X-Fal-Webhook-Timestamp": stamp,
+            "X-Fal-Webhook-Signature": self.key.sign(message).hex(),
+        }
+
+
+def delivery(request_id: str, *, payload: Any = None, status: str = "OK", **extra: Any) -> bytes:
+    """A webhook body in fal's shape, serialised compactly like fal's sender."""
+    body = {"request_id": request_id, "gateway_request_id": request_id, "status": status, "payload": payload}
+    return json.dumps({**body, **extra}, separators=(",", ":")).encode()
+
+
+def http_api_event(
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    job_id: str | None,
+    base64_body: bool = False,
+    lower_case_headers: bool = True,
+) -> dict[str, Any]:
+    """An API Gateway HTTP API (payload 2.0) event for ``POST /webhooks/fal?job_id=…``."""
+    all_headers = {"content-type": "application/json", "user-agent": "fal-webhook", **headers}
+    if lower_case_headers:
+        all_headers = {k.lower(): v for k, v in all_headers.items()}
+    query = {"job_id": job_id} if job_id is not None else {}
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": f"POST {WEBHOOK_PATH}",
+        "rawPath": WEBHOOK_PATH,
+        "rawQueryString": "&".join(f"{k}={v}" for k, v in query.items()),
+        "headers": all_headers,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "local",
+            "domainName": "local.execute-api.us-east-1.amazonaws.com",
+            "http": {
+                "method": "POST",
+                "path": WEBHOOK_PATH,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "192.0.2.10",
+                "userAgent": "fal-webhook",
+            },
+            "requestId": str(uuid.uuid4()),
+            "routeKey": f"POST {WEBHOOK_PATH}",
+            "stage": "$default",
+            "timeEpoch": int(time.time() * 1000),
+        },
+        "body": base64.b64encode(body).decode() if base64_body else body.decode(),
+        "isBase64Encoded": base64_body,
+    }
+    if query:
+        event["queryStringParameters"] = query
+    return event
+
+
+def event_body(event: Mapping[str, Any]) -> bytes:
+    body = str(event.get("body") or "")
+    return base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
+
+
+def resign_event(
+    event: dict[str, Any], signer: WebhookSigner, *, timestamp: int | None = None
+) -> dict[str, Any]:
+    """The same event with a fresh signature (the body bytes unchanged)."""
+    headers = {k: v for k, v in event["headers"].items() if not k.lower().startswith("x-fal-webhook-")}
+    request_id = event["headers"]["x-fal-webhook-request-id"]
+    signed = {
+        k.lower(): v for k, v in signer.headers(event_body(event), request_id, timestamp=timestamp).items()
+    }
+    return {**event, "headers": {**headers, **signed}}
+
+
+def write_test_key() -> WebhookSigner:
+    """Create the committed TEST key and its JWKS (run once; kept in git)."""
+    signer = WebhookSigner.generate(kid="falflow-events-test-key")
+    pem = signer.key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    EVENTS_DIR.mkdir(parents=True, exist_ok=True)
+    TEST_KEY_PATH.write_bytes(pem)
+    TEST_JWKS_PATH.write_text(json.dumps(signer.jwks(), indent=2) + "\n")
+    return signer
+
+
+def main() -> None:
+    """Re-sign every webhook sample in events/webhook/ with the current time."""
+    signer = WebhookSigner.committed()
+    for path in sorted(EVENTS_DIR.glob("*.json")):
+        if path == TEST_JWKS_PATH:
+            continue
+        event = json.loads(path.read_text())
+        path.write_text(json.dumps(resign_event(event, signer), indent=2) + "\n")
+        print(f"re-signed {path.relative_to(EVENTS_DIR.parents[1])}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
