@@ -1,0 +1,272 @@
+"""The reconciler: moves waiting jobs forward through the completion intake, fails what fal no
+longer holds, re-drives jobs a crashed submit left behind, gives up after the horizon."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from falflow.completion.finalise import JOB_FAILED, Finaliser
+from falflow.completion.intake import CompletionIntake
+from falflow.fal.errors import FalNotFoundError, FalServerError
+from falflow.fal.queue import QueueStatus
+from falflow.jobs import Job, JobState, isoformat, utcnow
+from falflow.reconcile.reconciler import Action, ReconcilePolicy, Reconciler, original_request
+from tests.fakes.job_store import InMemoryJobStore
+from tests.fakes.webhook_events import delivery
+from tests.unit.completion.fakes import FakeFalQueue, MemoryInbox, MemoryOutputsQueue, RecordingPublisher
+
+T0 = utcnow()
+LATER = T0 + timedelta(minutes=15)
+POLICY = ReconcilePolicy(
+    reconcile_after=timedelta(minutes=10), give_up_after=timedelta(hours=24), concurrency=4
+)
+BASE = "https://queue.fal.run/fal-ai/flux/requests"
+
+
+class IntakeQueueSpy:
+    def __init__(self) -> None:
+        self.bodies: list[str] = []
+
+    def send(self, body: str) -> None:
+        self.bodies.append(body)
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.jobs = InMemoryJobStore()
+        self.fal = FakeFalQueue()
+        self.inbox = MemoryInbox()
+        self.outputs_queue = MemoryOutputsQueue()
+        self.events = RecordingPublisher()
+        self.intake_queue = IntakeQueueSpy()
+        self.intake = CompletionIntake(self.jobs, self.inbox, self.outputs_queue)
+        self.reconciler = Reconciler(
+            self.jobs,
+            fal=self.fal,
+            intake=self.intake,
+            finaliser=Finaliser(self.jobs, self.events, "outputs-bucket"),
+            intake_queue=self.intake_queue,
+            policy=POLICY,
+        )
+
+    def submitted(self, job_id: str, request_id: str, *, at: Any = T0, **fields: Any) -> Job:
+        self.jobs.create(
+            Job.new(job_id, source="sqs:m", source_kind="sqs", now=at, model="fal-ai/flux/dev", **fields)
+        )
+        urls = {
+            "status_url": f"{BASE}/{request_id}/status",
+            "response_url": f"{BASE}/{request_id}",
+            "cancel_url": f"{BASE}/{request_id}/cancel",
+        }
+        self.jobs.bind_request(job_id, request_id, fields=urls)
+        job = self.jobs.advance(job_id, JobState.SUBMITTED, now=at)
+        assert job is not None
+        return job
+
+    def get(self, job_id: str) -> Job:
+        job = self.jobs.get(job_id)
+        assert job is not None
+        return job
+
+
+@pytest.fixture
+def h() -> Harness:
+    return Harness()
+
+
+def status(state: str, **fields: Any) -> QueueStatus:
+    return QueueStatus(status=state, **fields)  # type: ignore[arg-type]
+
+
+def test_lost_webhooks_are_recorded_through_the_same_intake(h: Harness) -> None:
+    h.submitted("done", "r-done")
+    h.submitted("running", "r-running")
+    h.submitted("queued", "r-queued")
+    h.submitted("fresh", "r-fresh", at=LATER - timedelta(minutes=2))  # not waiting long enough yet
+    h.fal.statuses[f"{BASE}/r-done/status"] = status("COMPLETED")
+    h.fal.results[f"{BASE}/r-done"] = {"images": [{"url": "https://v3.fal.media/files/x.png"}]}
+    h.fal.statuses[f"{BASE}/r-running/status"] = status("IN_PROGRESS")
+    h.fal.statuses[f"{BASE}/r-queued/status"] = status("IN_QUEUE", queue_position=3)
+
+    report = h.reconciler.run(LATER)
+
+    assert report.actions == {Action.COMPLETED: 1, Action.ADVANCED: 1, Action.WAITING: 1}
+    done = h.get("done")
+    assert done.state is JobState.STORING
+    assert done.completion_source == "reconcile"
+    (message,) = h.outputs_queue.messages
+    assert message.job_id == "done"
+    assert message.source == "reconcile"
+    assert json.loads(h.inbox.objects[message.completion_key])["payload"]["images"][0]["url"].endswith(
+        "x.png"
+    )
+    assert h.get("running").state is JobState.IN_PROGRESS
+    assert h.get("queued").state is JobState.SUBMITTED
+    assert h.get("fresh").state is JobState.SUBMITTED
+    assert ("status", f"{BASE}/r-fresh/status") not in h.fal.calls
+    assert [t.action for t in done.trail] == ["completion_recorded"]
+    assert [t.action for t in h.get("running").trail] == ["advanced"]
+
+
+def test_a_webhook_that_won_the_race_leaves_the_reconciler_nothing_to_record(h: Harness) -> None:
+    job = h.submitted("done", "r-done")
+    h.fal.statuses[f"{BASE}/r-done/status"] = status("COMPLETED")
+    h.fal.results[f"{BASE}/r-done"] = {"images": []}
+    stale_view = [job]
+    h.intake.record("done", "r-done", delivery("r-done", payload={}), source="webhook", now=LATER)
+
+    assert h.reconciler._reconcile_one(stale_view[0], LATER) is Action.ALREADY_RECORDED
+    assert len(h.outputs_queue.messages) == 1
+    assert h.get("done").completion_source == "webhook"
+
+
+def test_a_result_fal_no_longer_holds_fails_the_job_with_that_reason(h: Harness) -> None:
+    h.submitted("expired", "r-expired")
+    h.submitted("unknown", "r-unknown")
+    h.fal.statuses[f"{BASE}/r-expired/status"] = status("COMPLETED")
+    h.fal.results[f"{BASE}/r-expired"] = FalNotFoundError("gone", status=404)
+    h.fal.statuses[f"{BASE}/r-unknown/status"] = FalNotFoundError("no such request", status=404)
+
+    report = h.reconciler.run(LATER)
+
+    assert report.actions == {Action.FAILED: 2}
+    for job_id in ("expired", "unknown"):
+        job = h.get(job_id)
+        assert job.state is JobState.FAILED
+        assert job.error is not None
+        assert job.error.type == "result_unavailable"
+        assert "no longer" in job.error.message
+        assert job.event_published_at is not None
+    assert [e[0] for e in h.events.events] == [JOB_FAILED, JOB_FAILED]
+    assert h.outputs_queue.messages == []
+
+
+def test_a_failed_fal_request_is_recorded_as_an_error_completion(h: Harness) -> None:
+    h.submitted("bad", "r-bad")
+    h.fal.statuses[f"{BASE}/r-bad/status"] = status(
+        "COMPLETED", error="Invalid status code: 422", error_type="x"
+    )
+    assert h.reconciler.run(LATER).actions == {Action.COMPLETED: 1}
+    body = json.loads(h.inbox.objects[h.outputs_queue.messages[0].completion_key])
+    assert (body["status"], body["error"], body["error_type"]) == ("ERROR", "Invalid status code: 422", "x")
+
+
+def test_fal_trouble_leaves_the_job_for_the_next_run(h: Harness) -> None:
+    h.submitted("j", "r-j")
+    h.fal.statuses[f"{BASE}/r-j/status"] = FalServerError("busy", status=503, retryable=True)
+    assert h.reconciler.run(LATER).actions == {Action.WAITING: 1}
+    assert h.get("j").state is JobState.SUBMITTED
+
+
+def test_a_recorded_completion_that_was_never_handed_over_is_handed_over(h: Harness) -> None:
+    h.submitted("stuck", "r-stuck")
+    crashing = CompletionIntake(h.jobs, h.inbox, MemoryOutputsQueue(fail_sends=1))
+    with pytest.raises(ConnectionError):
+        crashing.record("stuck", "r-stuck", delivery("r-stuck", payload={}), source="webhook", now=T0)
+
+    assert h.reconciler.run(LATER).actions == {Action.HANDED_OVER: 1}
+    assert [m.job_id for m in h.outputs_queue.messages] == ["stuck"]
+    assert h.reconciler.run(LATER + timedelta(minutes=5)).actions == {Action.SKIPPED: 1}
+    assert len(h.outputs_queue.messages) == 1
+
+
+def test_give_up_after_the_horizon_with_a_cancel_and_one_event(h: Harness) -> None:
+    h.submitted("ancient", "r-ancient")
+    h.fal.statuses[f"{BASE}/r-ancient/status"] = status("IN_QUEUE")
+    much_later = T0 + timedelta(hours=25)
+
+    assert h.reconciler.run(much_later).actions == {Action.GAVE_UP: 1}
+    assert h.reconciler.run(much_later).actions == {}
+
+    job = h.get("ancient")
+    assert job.state is JobState.FAILED
+    assert job.error is not None
+    assert job.error.type == "gave_up"
+    assert ("cancel", f"{BASE}/r-ancient/cancel") in h.fal.calls
+    assert [t.action for t in job.trail] == ["failed", "cancel_requested"]
+    assert len(h.events.events) == 1
+
+
+def accepted(h: Harness, job_id: str, **fields: Any) -> Job:
+    job, _ = h.jobs.create(
+        Job.new(
+            job_id,
+            source="sqs:m",
+            source_kind="sqs",
+            now=T0,
+            model="fal-ai/flux/dev",
+            input={"prompt": "p", "image_url": "s3://in/a.png"},
+            files={"image_url": "s3://in/a.png"},
+            metadata={"k": "v"},
+            **fields,
+        )
+    )
+    return job
+
+
+def test_a_job_left_accepted_is_redriven_through_the_intake_queue_not_resubmitted(h: Harness) -> None:
+    accepted(
+        h,
+        "orphan",
+        submit_ambiguous_at=isoformat(T0),
+        submit_lease_until=isoformat(T0 + timedelta(minutes=5)),
+    )
+    accepted(h, "busy", submit_lease_until=isoformat(LATER + timedelta(minutes=5)))
+
+    report = h.reconciler.run(LATER)
+
+    assert report.actions == {Action.REDRIVEN: 1, Action.SKIPPED: 1}
+    (body,) = h.intake_queue.bodies
+    message = json.loads(body)
+    assert message == {
+        "job_id": "orphan",
+        "model": "fal-ai/flux/dev",
+        "input": {"prompt": "p"},
+        "files": {"image_url": "s3://in/a.png"},
+        "metadata": {"k": "v"},
+        "priority": "normal",
+    }
+    assert h.fal.calls == []  # the reconciler itself never sends a job to fal
+    # a second run soon after does not re-send it again
+    assert h.reconciler.run(LATER + timedelta(minutes=1)).actions[Action.REDRIVEN] == 0
+
+
+def test_an_s3_job_is_redriven_as_its_object_created_notification() -> None:
+    job = Job.new(
+        "s3-abc", source="s3://in-bucket/upscale/my cat.png?versionId=v1", source_kind="s3_media", now=T0
+    )
+    record = json.loads(original_request(job) or "")["Records"][0]
+    assert record["eventSource"] == "aws:s3"
+    assert record["s3"]["bucket"]["name"] == "in-bucket"
+    assert record["s3"]["object"]["versionId"] == "v1"
+    assert record["s3"]["object"]["key"] == "upscale/my+cat.png"  # encoded as S3 notifications are
+    unversioned = Job.new("s3-x", source="s3://in-bucket/a.png", source_kind="s3_media", now=T0)
+    assert original_request(unversioned) is None
+
+
+def test_two_runs_at_once_act_once(h: Harness) -> None:
+    for i in range(6):
+        h.submitted(f"j{i}", f"r{i}")
+        h.fal.statuses[f"{BASE}/r{i}/status"] = status("COMPLETED")
+        h.fal.results[f"{BASE}/r{i}"] = {"images": []}
+
+    with ThreadPoolExecutor(2) as pool:
+        reports = list(pool.map(lambda _: h.reconciler.run(LATER), range(2)))
+
+    assert sum(r.actions[Action.COMPLETED] for r in reports) == 6
+    assert len(h.outputs_queue.messages) == 6
+    assert {m.job_id for m in h.outputs_queue.messages} == {f"j{i}" for i in range(6)}
+
+
+def test_the_run_stops_taking_jobs_when_time_runs_out(h: Harness) -> None:
+    for i in range(3):
+        h.submitted(f"j{i}", f"r{i}")
+        h.fal.statuses[f"{BASE}/r{i}/status"] = status("IN_QUEUE")
+    report = h.reconciler.run(LATER, time_left=lambda: 0.0)
+    assert report.stopped_early
+    assert report.examined == 0
