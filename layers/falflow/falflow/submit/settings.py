@@ -1,0 +1,74 @@
+"""The submit function's configuration, validated once per cold start.
+
+Every field is read from the environment variable of the same name in upper case, exactly as
+template.yaml sets it for SubmitFunction (a test holds the two equal). A bad route table or a
+webhook URL that cannot carry a job id fails the cold start, not the first job.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Self
+from urllib.parse import parse_qsl, urlsplit
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from falflow.submit.routes import RouteTable
+
+JOB_ID_QUERY_PARAMETER = "job_id"
+
+
+class SubmitSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    jobs_table: Annotated[str, Field(min_length=1)]
+    input_bucket: Annotated[str, Field(min_length=1)]
+    webhook_url: str
+    routes: RouteTable = Field(default_factory=RouteTable)
+    jobs_prefix: Annotated[str, Field(min_length=1)] = "jobs/"
+    # Lifetime of the presigned GET URLs fal reads input files through. A URL signed with the
+    # function's role credentials dies with them, whatever this says: see falflow.submit.files.
+    presign_expiry_seconds: Annotated[int, Field(ge=60, le=7 * 86400)] = 6 * 3600
+    # Where inputs too large for the job record are kept (input_ref); empty: such jobs are rejected.
+    output_bucket: str = ""
+    max_inline_input_bytes: Annotated[int, Field(ge=1024, le=300 * 1024)] = 64 * 1024
+    # The model catalogue the collect function keeps; empty: leave unknown models to fal's 404.
+    usage_table: str = ""
+    # How long a submit whose reply was lost keeps the job to itself: the time fal's webhook has to
+    # bind the request it may have queued before the job is sent again (falflow.submit.service).
+    # Keep it below the intake queue's visibility timeout so the first redelivery can resend.
+    submit_ambiguous_grace_seconds: Annotated[int, Field(ge=1, le=12 * 3600)] = 300
+    # Submissions of one batch in flight at once (the batch size is 10).
+    submit_concurrency: Annotated[int, Field(ge=1, le=100)] = 10
+    job_retention_days: Annotated[int, Field(ge=1)] = 90
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url_carries_a_job_id(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL")
+        if parts.fragment:
+            raise ValueError("must not have a fragment")
+        if any(name == JOB_ID_QUERY_PARAMETER for name, _ in parse_qsl(parts.query)):
+            raise ValueError(f"must not carry a {JOB_ID_QUERY_PARAMETER!r} parameter: each job adds its own")
+        return value
+
+    @model_validator(mode="after")
+    def _jobs_prefix_is_no_route(self) -> Self:
+        for prefix in self.routes.prefixes:
+            if prefix.startswith(self.jobs_prefix) or self.jobs_prefix.startswith(prefix):
+                raise ValueError(
+                    f"route prefix {prefix!r} overlaps the jobs prefix {self.jobs_prefix!r}: "
+                    "a key under both would be a job document and a media drop at once"
+                )
+        return self
+
+    @property
+    def ambiguous_grace(self) -> timedelta:
+        return timedelta(seconds=self.submit_ambiguous_grace_seconds)
+
+    @property
+    def job_retention(self) -> timedelta:
+        return timedelta(days=self.job_retention_days)
