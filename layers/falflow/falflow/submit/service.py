@@ -1,0 +1,537 @@
+"""submit_job: one source in, at most one fal queue submission per job out.
+
+The order of writes is what makes at-least-once delivery safe:
+
+1. The job record is created ACCEPTED (conditional put) before fal hears of the job. A request
+   that can never succeed is recorded REJECTED instead, and fal never hears of it.
+2. ``claim_submit`` gives one worker a lease on the ACCEPTED job; a worker that loses the race
+   sends nothing (two batches racing on one job submit it once).
+3. After fal answers, ``bind_request`` records fal's request id and URLs — the first request id
+   reported for a job wins, whether it comes from this reply or from fal's webhook (which may beat
+   this write; the job may already be STORING or COMPLETED, and is never moved back) — then the
+   job advances to SUBMITTED.
+
+Failures:
+
+- fal refused the job (422, unknown model 404, another non-retryable 4xx): FAILED with fal's error
+  kept whole; the message is consumed.
+- fal certainly did not take it (429, an ingress 502/503/504 without a request id, a connection
+  never made) or AWS failed: the lease is released and `SubmitRetryLaterError` returns the message
+  to the queue (the last receive dead-letters it with this reason).
+- Ambiguous — the request may have reached fal but its reply was lost (read timeout, reset,
+  another 5xx): **the ambiguity rule**. The job keeps its lease for the grace period
+  (SUBMIT_AMBIGUOUS_GRACE_SECONDS) and records ``submit_ambiguous_at``; the message returns to the
+  queue. Within the grace nobody resends: if fal had queued the job, its webhook binds that
+  request id through the completion intake and any redelivery finds the job no longer waiting to
+  be sent. After the grace the next delivery sends it again. Should the first request exist after
+  all, both ids race for ``bind_request``: only the first is ever bound, the submit path cancels
+  a request of its own that lost, and the completion intake keeps any result of an unbound request
+  aside instead of storing it. So a lost reply can cost at most a duplicate fal run (billed), never
+  a second stored result or a lost job. A worker that died mid-submit leaves the same lease behind
+  and is treated the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Final
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from aws_lambda_powertools import Logger
+
+from falflow.catalogue import ModelCatalogue
+from falflow.fal.errors import (
+    FalAuthError,
+    FalError,
+    FalNotFoundError,
+    FalRateLimitedError,
+    FalRequestTimeoutError,
+    FalServerError,
+    FalTransportError,
+    FalValidationError,
+)
+from falflow.fal.ports import FalQueue
+from falflow.fal.queue import Submission
+from falflow.jobs import ABSENT, Job, JobError, JobState, JobStore, TrailEntry, isoformat, utcnow
+from falflow.submit.files import CheckedInputs, InputFiles
+from falflow.submit.objects import InputArchive
+from falflow.submit.plan import JobIdentity, JobPlan, Planner, PlanRejectedError
+from falflow.submit.request import RequestRejectedError
+from falflow.submit.settings import JOB_ID_QUERY_PARAMETER
+from falflow.submit.sources import JobSource
+
+logger = Logger(child=True)
+
+ACTOR: Final = "submit"
+MAX_METADATA_BYTES: Final = 16 * 1024
+# An ingress proxy answers these before fal's queue assigns a request id (see falflow.fal.http).
+_INGRESS_STATUSES: Final = frozenset({502, 503, 504})
+
+
+class SubmitOutcome(StrEnum):
+    SUBMITTED = "submitted"  # sent to fal now; the job holds fal's request id
+    DUPLICATE = "duplicate"  # the job was already sent, ended, or is another delivery's: nothing sent
+    REJECTED = "rejected"  # the request can never succeed: REJECTED, fal never heard of it
+    FAILED = "failed"  # fal refused it: FAILED with fal's reason
+    SUPERSEDED = "superseded"  # sent, but an earlier request of the job had been bound: ours cancelled
+    IGNORED = "ignored"  # not a job at all (a folder marker)
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    job_id: str | None
+    outcome: SubmitOutcome
+    # Whether this call created the job record (counts each job once in the metrics).
+    created: bool = False
+    request_id: str | None = None
+    fal_latency_s: float | None = None
+    error: JobError | None = None
+
+
+class SubmitRetryLaterError(Exception):
+    """Not now: the message goes back to the queue. ``ambiguous`` when fal may already have it."""
+
+    def __init__(self, job_id: str, reason: str, *, ambiguous: bool = False) -> None:
+        super().__init__(f"job {job_id}: {reason}")
+        self.job_id = job_id
+        self.reason = reason
+        self.ambiguous = ambiguous
+
+
+class FalFailure(StrEnum):
+    REFUSED = "refused"  # fal will never take this job as sent
+    NOT_ACCEPTED = "not_accepted"  # fal certainly did not queue it; sending again is safe
+    AMBIGUOUS = "ambiguous"  # fal may have queued it
+
+
+def classify_submit_error(error: FalError) -> FalFailure:
+    if isinstance(error, FalTransportError):
+        return FalFailure.AMBIGUOUS if error.ambiguous else FalFailure.NOT_ACCEPTED
+    if isinstance(error, FalRateLimitedError):
+        return FalFailure.NOT_ACCEPTED
+    # A wrong or revoked key fails every job alike: keep them for the DLQ, not as FAILED records.
+    if isinstance(error, FalAuthError):
+        return FalFailure.NOT_ACCEPTED
+    if isinstance(error, FalServerError):
+        ingress = error.status in _INGRESS_STATUSES and error.request_id is None
+        return FalFailure.NOT_ACCEPTED if ingress else FalFailure.AMBIGUOUS
+    if error.retryable:  # 408/409 and whatever else fal may still have taken in
+        return FalFailure.AMBIGUOUS
+    return FalFailure.REFUSED
+
+
+def refusal_error(error: FalError) -> JobError:
+    """The FAILED record's error: our classification, fal's message, fal's detail whole."""
+    if isinstance(error, FalValidationError):
+        kind = "fal_validation_error"
+    elif isinstance(error, FalNotFoundError):
+        kind = "unknown_model"
+    elif isinstance(error, FalRequestTimeoutError):
+        kind = "fal_start_timeout"
+    else:
+        kind = "fal_refused"
+    return JobError(type=kind, message=error.message, detail=error.detail)
+
+
+def job_webhook_url(webhook_url: str, job_id: str) -> str:
+    """``<WEBHOOK_URL>?job_id=<job_id>`` (URL-encoded, other parameters kept): the completion
+    webhook matches a delivery to its job by it, even before the job holds the request id."""
+    parts = urlsplit(webhook_url)
+    query = [*parse_qsl(parts.query, keep_blank_values=True), (JOB_ID_QUERY_PARAMETER, job_id)]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _awaits_submit(job: Job) -> bool:
+    return job.state is JobState.ACCEPTED and job.request_id is None
+
+
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":")).encode())
+
+
+@dataclass(frozen=True)
+class SubmitConfig:
+    webhook_url: str
+    ambiguous_grace: timedelta
+    max_inline_input_bytes: int
+
+
+class SubmitService:
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        fal: FalQueue,
+        planner: Planner,
+        files: InputFiles,
+        config: SubmitConfig,
+        archive: InputArchive | None = None,
+        catalogue: ModelCatalogue | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        timer: Callable[[], float] = time.monotonic,
+        correlate: Callable[[str], None] = lambda job_id: None,
+    ) -> None:
+        self._store = store
+        self._fal = fal
+        self._planner = planner
+        self._files = files
+        self._config = config
+        self._archive = archive
+        self._catalogue = catalogue
+        self._clock = clock
+        self._timer = timer
+        # Called with the job id as soon as it is known (the edge makes it the log correlation id).
+        self._correlate = correlate
+
+    # ------------------------------------------------------------------------------ the flow
+
+    def submit_job(self, source: JobSource) -> SubmitResult:
+        """Turn one source into (at most) one fal submission; see the module docstring.
+
+        Raises `SubmitRetryLaterError` (or an AWS error) when the source must be tried again.
+        """
+        try:
+            plan = self._planner.plan(source)
+        except PlanRejectedError as rejected:
+            self._correlate(rejected.identity.job_id)
+            return self._reject_new(rejected.identity, rejected.error, model=rejected.model)
+        if plan is None:
+            return SubmitResult(None, SubmitOutcome.IGNORED)
+        self._correlate(plan.job_id)
+
+        existing = self._store.get(plan.job_id)
+        if existing is not None and not _awaits_submit(existing):
+            return self._duplicate(existing)
+        try:
+            checked = self._check(plan)
+            accepted = self._accepted_job(checked)
+        except RequestRejectedError as rejected:
+            return self._reject_checked(plan, rejected.error, existing)
+
+        job, created = self._store.create(accepted)
+        if not created:
+            if not _awaits_submit(job):
+                return self._duplicate(job)
+            if not _same_work(job, checked):
+                logger.warning(
+                    "job id reused for different work: this delivery is ignored", job_id=job.job_id
+                )
+                return self._duplicate(job)
+        else:
+            logger.info("job accepted", job_id=job.job_id, model=job.model, source_kind=job.source_kind)
+        # A lease left behind (not released) means an earlier attempt may have reached fal.
+        stale_lease = existing.submit_lease_until if existing is not None else None
+        return self._claim_and_send(checked, created=created, stale_lease=stale_lease)
+
+    def _check(self, plan: JobPlan) -> CheckedInputs:
+        """Everything that can reject a valid request before fal is asked."""
+        request = plan.request
+        if self._catalogue is not None and self._catalogue.is_loaded():
+            status = self._catalogue.status(request.model)
+            if status is None:
+                raise RequestRejectedError(
+                    "unknown_model", f"fal's model catalogue does not list {request.model!r}"
+                )
+            if status == "deprecated":
+                raise RequestRejectedError(
+                    "deprecated_model", f"{request.model!r} is deprecated in fal's model catalogue"
+                )
+        if _json_size(request.metadata) > MAX_METADATA_BYTES:
+            raise RequestRejectedError(
+                "metadata_too_large", f"metadata may take at most {MAX_METADATA_BYTES} bytes as JSON"
+            )
+        return self._files.check(plan)
+
+    def _claim_and_send(
+        self, checked: CheckedInputs, *, created: bool, stale_lease: str | None
+    ) -> SubmitResult:
+        job_id = checked.plan.job_id
+        claimed = self._store.claim_submit(job_id, now=self._clock(), lease=self._config.ambiguous_grace)
+        if claimed is None:
+            return self._not_claimed(job_id)
+        if claimed.submit_ambiguous_at is not None or stale_lease is not None:
+            # An earlier attempt may have reached fal, and its grace passed without a webhook.
+            earlier = (
+                f"its reply was lost at {claimed.submit_ambiguous_at}"
+                if claimed.submit_ambiguous_at
+                else f"its worker stopped without an outcome (lease until {stale_lease})"
+            )
+            self._trail(
+                job_id,
+                "resubmit",
+                f"attempt {claimed.attempts}: an earlier submit may have reached "
+                f"fal ({earlier}) and no webhook bound it within the grace period",
+            )
+            logger.warning(
+                "sending a job again after its grace period", job_id=job_id, attempts=claimed.attempts
+            )
+        lease = claimed.submit_lease_until
+        try:
+            return self._send(checked, created=created)
+        except SubmitRetryLaterError as retry:
+            if not retry.ambiguous:
+                self._release(job_id, lease)
+            raise
+        except RequestRejectedError as rejected:  # a file vanished since it was checked
+            return self._reject_claimed(checked.plan, rejected.error, created=created)
+        except Exception:
+            self._release(job_id, lease)
+            raise
+
+    def _send(self, checked: CheckedInputs, *, created: bool) -> SubmitResult:
+        plan, request = checked.plan, checked.plan.request
+        job_id = plan.job_id
+        fal_input = self._files.resolve(checked)
+        started = self._timer()
+        try:
+            submission = self._fal.submit(
+                request.model,
+                fal_input,
+                webhook_url=job_webhook_url(self._config.webhook_url, job_id),
+                priority=request.priority,
+                start_timeout=request.start_timeout,
+            )
+        except FalError as error:
+            return self._fal_failed(job_id, error, created=created)
+        latency = self._timer() - started
+        return self._record_submission(job_id, submission, latency, created=created)
+
+    def _record_submission(
+        self, job_id: str, submission: Submission, latency: float, *, created: bool
+    ) -> SubmitResult:
+        fields = {
+            "status_url": submission.status_url,
+            "response_url": submission.response_url,
+            "cancel_url": submission.cancel_url,
+            "gateway_request_id": submission.gateway_request_id or submission.request_id,
+        }
+        bound = self._store.bind_request(job_id, submission.request_id, fields=fields)
+        if not bound.bound:
+            self._cancel_superseded(job_id, submission, bound.conflicting_request_id)
+            return SubmitResult(
+                job_id,
+                SubmitOutcome.SUPERSEDED,
+                created=created,
+                request_id=submission.request_id,
+                fal_latency_s=latency,
+            )
+        advanced = self._store.advance(
+            job_id,
+            JobState.SUBMITTED,
+            now=self._clock(),
+            require={"request_id": submission.request_id},
+            remove=["submit_lease_until"],
+        )
+        logger.info(
+            "job submitted to fal",
+            job_id=job_id,
+            request_id=submission.request_id,
+            fal_latency_ms=round(latency * 1000),
+            webhook_first=advanced is None,  # the completion was recorded before this write
+        )
+        return SubmitResult(
+            job_id,
+            SubmitOutcome.SUBMITTED,
+            created=created,
+            request_id=submission.request_id,
+            fal_latency_s=latency,
+        )
+
+    # ------------------------------------------------------------------------ the failure paths
+
+    def _fal_failed(self, job_id: str, error: FalError, *, created: bool) -> SubmitResult:
+        failure = classify_submit_error(error)
+        if failure is FalFailure.REFUSED:
+            job_error = refusal_error(error)
+            failed = self._store.advance(
+                job_id,
+                JobState.FAILED,
+                now=self._clock(),
+                fields={"error": job_error},
+                require={"request_id": ABSENT},
+                remove=["submit_lease_until"],
+            )
+            logger.warning(
+                "fal refused the job",
+                job_id=job_id,
+                error_type=job_error.type,
+                status=error.status,
+                recorded=failed is not None,
+            )
+            return SubmitResult(job_id, SubmitOutcome.FAILED, created=created, error=job_error)
+        if failure is FalFailure.NOT_ACCEPTED:
+            raise SubmitRetryLaterError(job_id, f"fal did not take the job: {error.message}") from error
+        self._mark_ambiguous(job_id, error)
+        raise SubmitRetryLaterError(
+            job_id,
+            f"fal may have queued the job but its reply was lost ({error.message}); not resent "
+            f"before {self._config.ambiguous_grace.total_seconds():.0f} s have passed",
+            ambiguous=True,
+        ) from error
+
+    def _mark_ambiguous(self, job_id: str, error: FalError) -> None:
+        now = self._clock()
+        self._store.update(
+            job_id,
+            fields={
+                "submit_ambiguous_at": isoformat(now),
+                "submit_lease_until": isoformat(now + self._config.ambiguous_grace),
+            },
+            require={"request_id": ABSENT},
+            max_rank=0,
+        )
+        self._trail(job_id, "submit_ambiguous", error.message)
+        logger.warning("submit reply lost: holding the job for fal's webhook", job_id=job_id)
+
+    def _release(self, job_id: str, lease: str | None) -> None:
+        """Let the next delivery send the job at once (best effort: the lease also expires)."""
+        try:
+            self._store.update(
+                job_id,
+                remove=["submit_lease_until"],
+                require={"submit_lease_until": lease, "request_id": ABSENT},
+                max_rank=0,
+            )
+        except Exception:  # the original failure is what matters; the lease expires anyway
+            logger.exception("could not release the submit lease", job_id=job_id)
+
+    def _not_claimed(self, job_id: str) -> SubmitResult:
+        current = self._store.get(job_id)
+        if current is None or not _awaits_submit(current):
+            return self._duplicate(current) if current else SubmitResult(job_id, SubmitOutcome.DUPLICATE)
+        why = (
+            f"an earlier submit at {current.submit_ambiguous_at} may have reached fal; waiting for its "
+            f"webhook until {current.submit_lease_until}"
+            if current.submit_ambiguous_at
+            else f"another worker is sending it (lease until {current.submit_lease_until})"
+        )
+        raise SubmitRetryLaterError(job_id, why, ambiguous=current.submit_ambiguous_at is not None)
+
+    def _cancel_superseded(self, job_id: str, submission: Submission, bound_id: str | None) -> None:
+        """Our request lost to an earlier one of the same job: it must not run for nothing."""
+        try:
+            outcome = self._fal.cancel(submission.cancel_url)
+        except (FalError, ValueError) as error:
+            outcome_text = f"cancel failed: {error}"
+        else:
+            outcome_text = f"cancel: {outcome.value}"
+        reason = f"request {submission.request_id} refused: the job is bound to {bound_id}; {outcome_text}"
+        self._trail(job_id, "duplicate_request_refused", reason)
+        logger.warning(
+            "duplicate fal request refused",
+            job_id=job_id,
+            request_id=submission.request_id,
+            bound_request_id=bound_id,
+        )
+
+    # ------------------------------------------------------------------------------ rejections
+
+    def _reject_new(
+        self, identity: JobIdentity, error: JobError, *, model: str | None = None, plan: JobPlan | None = None
+    ) -> SubmitResult:
+        job = Job.new(
+            identity.job_id,
+            source=identity.source,
+            source_kind=identity.source_kind,
+            now=self._clock(),
+            state=JobState.REJECTED,
+            model=model,
+            error=error,
+            **(_request_fields(plan) if plan else {}),
+        )
+        stored, created = self._store.create(job)
+        if not created:
+            return self._duplicate(stored)
+        logger.warning("job rejected", job_id=job.job_id, error_type=error.type, reason=error.message)
+        return SubmitResult(job.job_id, SubmitOutcome.REJECTED, created=True, error=error)
+
+    def _reject_checked(self, plan: JobPlan, error: JobError, existing: Job | None) -> SubmitResult:
+        if existing is None:
+            return self._reject_new(plan.identity, error, model=plan.request.model, plan=plan)
+        # Accepted by an earlier delivery and never sent: end it, but only under the submit lease so
+        # a worker that is sending it right now is not overtaken.
+        if (
+            self._store.claim_submit(plan.job_id, now=self._clock(), lease=self._config.ambiguous_grace)
+            is None
+        ):
+            return self._not_claimed(plan.job_id)
+        return self._reject_claimed(plan, error, created=False)
+
+    def _reject_claimed(self, plan: JobPlan, error: JobError, *, created: bool) -> SubmitResult:
+        rejected = self._store.advance(
+            plan.job_id,
+            JobState.REJECTED,
+            now=self._clock(),
+            fields={"error": error},
+            require={"request_id": ABSENT},
+            remove=["submit_lease_until"],
+        )
+        if rejected is None:
+            current = self._store.get(plan.job_id)
+            return self._duplicate(current) if current else SubmitResult(plan.job_id, SubmitOutcome.DUPLICATE)
+        logger.warning("job rejected", job_id=plan.job_id, error_type=error.type, reason=error.message)
+        return SubmitResult(plan.job_id, SubmitOutcome.REJECTED, created=created, error=error)
+
+    def _duplicate(self, job: Job) -> SubmitResult:
+        logger.info("duplicate delivery: nothing sent", job_id=job.job_id, state=job.state.value)
+        return SubmitResult(job.job_id, SubmitOutcome.DUPLICATE, request_id=job.request_id)
+
+    # ---------------------------------------------------------------------------------- records
+
+    def _accepted_job(self, checked: CheckedInputs) -> Job:
+        plan = checked.plan
+        identity = plan.identity
+        record_input: dict[str, Any] | None = checked.record_input
+        input_ref = None
+        if _json_size(record_input) > self._config.max_inline_input_bytes:
+            input_ref = self._keep_large_input(plan, checked.record_input)
+            record_input = None
+        return Job.new(
+            identity.job_id,
+            source=identity.source,
+            source_kind=identity.source_kind,
+            now=self._clock(),
+            model=plan.request.model,
+            input=record_input,
+            input_ref=input_ref,
+            **_request_fields(plan),
+        )
+
+    def _keep_large_input(self, plan: JobPlan, record_input: dict[str, Any]) -> str:
+        if plan.document is not None:
+            return plan.document.uri  # the request already lives in S3, version-pinned
+        if self._archive is None:
+            raise RequestRejectedError(
+                "input_too_large",
+                f"the input is larger than {self._config.max_inline_input_bytes} bytes and no bucket "
+                "is configured to keep large inputs",
+            )
+        return self._archive.keep(plan.job_id, record_input)
+
+    def _trail(self, job_id: str, action: str, reason: str) -> None:
+        self._store.add_trail(
+            job_id, TrailEntry(at=isoformat(self._clock()), actor=ACTOR, action=action, reason=reason)
+        )
+
+
+def _request_fields(plan: JobPlan) -> dict[str, Any]:
+    request = plan.request
+    return {
+        "metadata": request.metadata,
+        "files": request.files,
+        "priority": request.priority,
+        "start_timeout": request.start_timeout,
+        "output_prefix": request.output_prefix,
+    }
+
+
+def _same_work(job: Job, checked: CheckedInputs) -> bool:
+    request = checked.plan.request
+    if job.model != request.model or job.files != request.files:
+        return False
+    return job.input is None or job.input == checked.record_input
