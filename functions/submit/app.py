@@ -1,1 +1,21 @@
-"""Handler placeholder until its capability lands."""
+"""Submit: S3 drops and SQS job messages from the intake queue become fal queue submissions."""
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from falflow.submit import SubmitApp
+
+logger = Logger()
+metrics = Metrics()
+tracer = Tracer()
+app = SubmitApp.from_environment()  # cold start: settings validated, clients built once
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics(capture_cold_start_metric=True)
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    return app.handle(event, context)

@@ -1,0 +1,316 @@
+"""The edge of the submit function: the intake queue's SQS batch in, partial batch failures out.
+
+Everything that knows a Lambda event lives here. An SQS record's body is one of:
+
+- an S3 event notification (the input bucket notifies the intake queue): one source per
+  ObjectCreated record, with the key URL-decoded (S3 sends it encoded, ``+`` for a space, and
+  Powertools' ``S3Model`` leaves it so) and the version id where the bucket has one;
+- the ``s3:TestEvent`` S3 sends when the notification is configured: ignored;
+- anything else: a job message from another service (validated, or rejected, by the domain).
+
+The records of a batch are submitted concurrently (Powertools' AsyncBatchProcessor, each record on
+a worker thread of its own), so a batch of ten costs about one fal round trip, not ten. A record
+that must be retried is reported in ``batchItemFailures``; on its last receive it goes to the DLQ
+with its reason instead (``falflow.dead_letter``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import unquote_plus
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import (
+    AsyncBatchProcessor,
+    EventType,
+    async_process_partial_response,
+)
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from botocore.config import Config
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from falflow.aws import aws_client
+from falflow.catalogue import DynamoModelCatalogue
+from falflow.dead_letter import DeadLetterPolicy, with_dead_letter_reason
+from falflow.fal.http import build_http_client
+from falflow.fal.queue import FalQueueClient
+from falflow.fal.storage import FalStorageClient
+from falflow.jobs import DynamoJobStore, JobStore, TrailEntry, isoformat, utcnow
+from falflow.secrets import fal_api_key
+from falflow.settings import FalSettings
+from falflow.submit.files import InputFiles
+from falflow.submit.objects import S3InputArchive, S3InputObjects
+from falflow.submit.plan import Planner
+from falflow.submit.request import S3ObjectRef
+from falflow.submit.service import (
+    ACTOR,
+    SubmitConfig,
+    SubmitOutcome,
+    SubmitResult,
+    SubmitRetryLaterError,
+    SubmitService,
+)
+from falflow.submit.settings import SubmitSettings
+from falflow.submit.sources import JobMessage, JobSource, ObjectCreated
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+    from mypy_boto3_s3 import S3Client
+
+logger = Logger(child=True)
+metrics = Metrics(namespace="falflow")
+
+S3_TEST_EVENT: Final = "s3:TestEvent"
+_OBJECT_CREATED: Final = "ObjectCreated:"
+
+# One metric per outcome, counted once per job (duplicates are counted apart).
+_OUTCOME_METRICS: Final = {
+    SubmitOutcome.SUBMITTED: "JobsSubmitted",
+    SubmitOutcome.REJECTED: "JobsRejected",
+    SubmitOutcome.FAILED: "JobsFailed",
+    SubmitOutcome.DUPLICATE: "DuplicateDeliveries",
+    SubmitOutcome.SUPERSEDED: "DuplicateRequestsCancelled",
+    SubmitOutcome.IGNORED: "IgnoredObjects",
+}
+
+
+# ------------------------------------------------------------------------------ event parsing
+
+
+class _S3Bucket(BaseModel):
+    name: str
+
+
+class _S3Object(BaseModel):
+    key: str
+    size: int | None = None
+    etag: str | None = Field(default=None, alias="eTag")
+    version_id: str | None = Field(default=None, alias="versionId")
+
+
+class _S3Entity(BaseModel):
+    bucket: _S3Bucket
+    object: _S3Object
+
+
+class _S3Record(BaseModel):
+    event_source: str = Field(alias="eventSource")
+    event_name: str = Field(alias="eventName")
+    s3: _S3Entity
+
+
+class _S3Notification(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    records: list[_S3Record] = Field(alias="Records", min_length=1)
+
+
+class _S3TestEvent(BaseModel):
+    event: str = Field(alias="Event")
+    service: str = Field(alias="Service")
+
+
+def sources_from_body(body: str, *, message_id: str) -> list[JobSource]:
+    """The job sources one intake message carries (none for S3's test event)."""
+    notification = _s3_notification(body)
+    if notification is None:
+        return [JobMessage(body=body, message_id=message_id)]
+    sources: list[JobSource] = []
+    for record in notification.records:
+        if not record.event_name.startswith(_OBJECT_CREATED):
+            logger.info("S3 event ignored: not an object creation", event_name=record.event_name)
+            continue
+        obj = record.s3.object
+        sources.append(
+            ObjectCreated(
+                object=S3ObjectRef(
+                    bucket=record.s3.bucket.name,
+                    key=unquote_plus(obj.key),
+                    version_id=obj.version_id or None,
+                ),
+                etag=obj.etag,
+                size=obj.size,
+            )
+        )
+    return sources
+
+
+def _s3_notification(body: str) -> _S3Notification | None:
+    """The S3 notification in ``body``; an empty one for the test event; None for anything else."""
+    if '"Records"' not in body and S3_TEST_EVENT not in body:
+        return None  # a job message: its parsing (and its errors) are the domain's
+    try:
+        notification = _S3Notification.model_validate_json(body)
+    except ValidationError:
+        return _S3Notification.model_construct(records=[]) if _is_test_event(body) else None
+    if not all(record.event_source == "aws:s3" for record in notification.records):
+        return None
+    return notification
+
+
+def _is_test_event(body: str) -> bool:
+    try:
+        test = _S3TestEvent.model_validate_json(body)
+    except ValidationError:
+        return False
+    if test.event != S3_TEST_EVENT or test.service != "Amazon S3":
+        return False
+    logger.info("S3 test event ignored")
+    return True
+
+
+# --------------------------------------------------------------------------------- the batch
+
+
+class SubmitApp:
+    """What a submit function container holds: settings, clients and the service, built once."""
+
+    def __init__(
+        self,
+        service: SubmitService,
+        *,
+        store: JobStore,
+        dead_letter: DeadLetterPolicy,
+        concurrency: int,
+        sqs: Callable[[], Any] = lambda: aws_client("sqs"),
+        log_keys: Logger | None = None,
+    ) -> None:
+        self._service = service
+        self._store = store
+        self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="submit")
+        self._handle_record = with_dead_letter_reason(
+            self._submit_record, dead_letter, sqs, on_dead_letter=self._dead_lettered
+        )
+        # A Logger of the function's own service (not a child): it may set per-thread keys.
+        self._keys = log_keys or Logger()
+
+    @classmethod
+    def from_environment(cls) -> SubmitApp:
+        """Cold start: validate the configuration and build every client once."""
+        settings = SubmitSettings()  # every field read from the environment
+        log_keys = Logger()
+        fal_settings = FalSettings()
+        http = build_http_client(fal_settings)
+        dynamodb = aws_client("dynamodb")
+        s3 = aws_client("s3")
+        store = DynamoJobStore(dynamodb, settings.jobs_table, retention=settings.job_retention)
+        objects = S3InputObjects(s3, _presigning_client())
+        service = SubmitService(
+            store=store,
+            fal=FalQueueClient(fal_settings, fal_api_key, http),
+            planner=Planner(settings.routes, settings.jobs_prefix, objects),
+            files=InputFiles(
+                objects,
+                FalStorageClient(fal_settings, fal_api_key, http),
+                input_bucket=settings.input_bucket,
+                presign_expiry_seconds=settings.presign_expiry_seconds,
+            ),
+            config=SubmitConfig(
+                webhook_url=settings.webhook_url,
+                ambiguous_grace=settings.ambiguous_grace,
+                max_inline_input_bytes=settings.max_inline_input_bytes,
+            ),
+            archive=S3InputArchive(s3, settings.output_bucket) if settings.output_bucket else None,
+            catalogue=DynamoModelCatalogue(dynamodb, settings.usage_table) if settings.usage_table else None,
+            correlate=correlate_logs(log_keys),
+        )
+        return cls(
+            service,
+            store=store,
+            dead_letter=DeadLetterPolicy.from_env(),
+            concurrency=settings.submit_concurrency,
+            log_keys=log_keys,
+        )
+
+    def handle(
+        self, event: dict[str, Any], context: LambdaContext | None = None
+    ) -> PartialItemFailureResponse:
+        """Submit every record of an SQS batch; report the ones to retry."""
+        processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+        return async_process_partial_response(
+            event=event, record_handler=self._record_handler, processor=processor, context=context
+        )
+
+    async def _record_handler(self, record: SQSRecord) -> list[SubmitResult] | None:
+        # Each record runs on its own thread in a copy of the context, so per-record log keys
+        # (the correlation id) never leak between concurrent records.
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()
+        try:
+            results = await loop.run_in_executor(self._executor, context.run, self._handle_record, record)
+        except SubmitRetryLaterError as retry:
+            metrics.add_metric(
+                name="SubmitAmbiguous" if retry.ambiguous else "SubmitRetries", unit=MetricUnit.Count, value=1
+            )
+            raise
+        except Exception:
+            metrics.add_metric(name="SubmitErrors", unit=MetricUnit.Count, value=1)
+            raise
+        # Metrics are added here, on the event loop's thread, never from the workers.
+        if results is None:
+            metrics.add_metric(name="MessagesDeadLettered", unit=MetricUnit.Count, value=1)
+        for result in results or []:
+            _count(result)
+        return results
+
+    def _submit_record(self, record: SQSRecord) -> list[SubmitResult]:
+        self._keys.thread_safe_append_keys(message_id=record.message_id)
+        results: list[SubmitResult] = []
+        retries: list[SubmitRetryLaterError] = []
+        for source in sources_from_body(record.body, message_id=record.message_id):
+            try:
+                results.append(self._service.submit_job(source))
+            except SubmitRetryLaterError as retry:
+                logger.warning("job goes back to the queue", reason=retry.reason, ambiguous=retry.ambiguous)
+                retries.append(retry)
+        if retries:
+            raise retries[0]  # the message carries them all; the others are redone as duplicates
+        return results
+
+    def _dead_lettered(self, record: SQSRecord, error: BaseException) -> None:
+        logger.error(
+            "message dead-lettered after its last receive",
+            error_type=type(error).__name__,
+            reason=str(error),
+            receive_count=record.attributes.approximate_receive_count,
+        )
+        if isinstance(error, SubmitRetryLaterError):
+            self._store.add_trail(
+                error.job_id,
+                TrailEntry(at=isoformat(utcnow()), actor=ACTOR, action="dead_lettered", reason=error.reason),
+            )
+
+
+def correlate_logs(log_keys: Logger) -> Callable[[str], None]:
+    """Make a job id the correlation id of the current record's logs (they run on a context of
+    their own, so concurrent records never see each other's)."""
+
+    def correlate(job_id: str) -> None:
+        log_keys.thread_safe_append_keys(correlation_id=job_id, job_id=job_id)
+
+    return correlate
+
+
+def _count(result: SubmitResult) -> None:
+    if result.created and result.outcome is not SubmitOutcome.REJECTED:
+        metrics.add_metric(name="JobsAccepted", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name=_OUTCOME_METRICS[result.outcome], unit=MetricUnit.Count, value=1)
+    if result.fal_latency_s is not None:
+        metrics.add_metric(
+            name="SubmitLatency", unit=MetricUnit.Milliseconds, value=result.fal_latency_s * 1000
+        )
+
+
+def _presigning_client() -> S3Client:
+    """S3 client for presigning: SigV4 (boto3 would sign SigV2 for us-east-1's global endpoint)."""
+    client: S3Client = boto3.session.Session().client(
+        "s3", config=Config(signature_version="s3v4", s3={"addressing_style": "auto"})
+    )
+    return client
