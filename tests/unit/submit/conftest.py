@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from falflow.jobs import Job
+from falflow.submit import (
+    InputFiles,
+    JobMessage,
+    ObjectCreated,
+    Planner,
+    RouteTable,
+    S3ObjectRef,
+    SubmitConfig,
+    SubmitService,
+)
+from tests.fakes.job_store import InMemoryJobStore
+from tests.unit.submit.fakes import Clock, FakeArchive, FakeCatalogue, FakeFalQueue, FakeObjects, FakeStorage
+
+BUCKET = "falflow-inputbucket"
+WEBHOOK = "https://abc123.execute-api.us-east-1.amazonaws.com/webhooks/fal"
+GRACE_S = 300
+PRESIGN_S = 21600
+ROUTES = RouteTable.model_validate(
+    {
+        "upscale/": {
+            "model": "fal-ai/clarity-upscaler",
+            "input": {"image_url": "{file_url}", "upscale_factor": 2},
+            "max_bytes": 1000,
+        },
+        "upscale/cdn/": {
+            "model": "fal-ai/clarity-upscaler",
+            "input": {"image_url": "{file_url}"},
+            "file_via": "fal_cdn",
+            "output_prefix": "cdn",
+        },
+        "animate/": {
+            "model": "fal-ai/kling-video/v2/master/text-to-video",
+            "input": {"prompt": "{file_text}", "duration": "5"},
+            "max_bytes": 100,
+            "priority": "low",
+            "metadata": {"team": "motion"},
+        },
+    }
+)
+
+
+@dataclass
+class Harness:
+    store: InMemoryJobStore = field(default_factory=InMemoryJobStore)
+    fal: FakeFalQueue = field(default_factory=FakeFalQueue)
+    objects: FakeObjects = field(default_factory=FakeObjects)
+    storage: FakeStorage = field(default_factory=FakeStorage)
+    catalogue: FakeCatalogue = field(default_factory=lambda: FakeCatalogue(loaded=False))
+    archive: FakeArchive = field(default_factory=FakeArchive)
+    clock: Clock = field(default_factory=Clock)
+    max_inline_input_bytes: int = 64 * 1024
+    correlated: list[str] = field(default_factory=list)
+    correlate: Callable[[str], None] | None = None
+
+    @property
+    def service(self) -> SubmitService:
+        return SubmitService(
+            store=self.store,
+            fal=self.fal,
+            planner=Planner(ROUTES, "jobs/", self.objects),
+            files=InputFiles(
+                self.objects, self.storage, input_bucket=BUCKET, presign_expiry_seconds=PRESIGN_S
+            ),
+            config=SubmitConfig(
+                webhook_url=WEBHOOK,
+                ambiguous_grace=timedelta(seconds=GRACE_S),
+                max_inline_input_bytes=self.max_inline_input_bytes,
+            ),
+            archive=self.archive,
+            catalogue=self.catalogue,
+            clock=self.clock,
+            correlate=self.correlate or self.correlated.append,
+        )
+
+    def drop(
+        self,
+        key: str,
+        data: bytes = b"\x89PNG fake",
+        *,
+        version: str | None = "v1",
+        content_type: str = "image/png",
+    ) -> ObjectCreated:
+        ref = self.objects.put(BUCKET, key, data, content_type=content_type, version_id=version)
+        return ObjectCreated(object=ref, etag="etag-" + key, size=len(data))
+
+    def document(self, key: str, body: Any, *, version: str | None = "v1") -> ObjectCreated:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return self.drop(key, raw, version=version, content_type="application/json")
+
+    def job(self, job_id: str | None) -> Job:
+        assert job_id is not None
+        job = self.store.get(job_id)
+        assert job is not None, f"no job record {job_id}"
+        return job
+
+
+def message(body: Any, message_id: str = "m-1") -> JobMessage:
+    return JobMessage(body=body if isinstance(body, str) else json.dumps(body), message_id=message_id)
+
+
+def ref(key: str, version: str | None = None) -> S3ObjectRef:
+    return S3ObjectRef(BUCKET, key, version)
+
+
+@pytest.fixture
+def harness() -> Harness:
+    return Harness()

@@ -1,0 +1,488 @@
+"""submit_job against in-memory fakes: the three request forms, duplicates, failure classes and the
+ambiguity rule."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from falflow.fal import (
+    FalNotFoundError,
+    FalRateLimitedError,
+    FalServerError,
+    FalTransportError,
+    FalValidationError,
+)
+from falflow.jobs import JobState, isoformat
+from falflow.submit import SubmitOutcome, SubmitRetryLaterError, message_job_id, object_job_id
+from tests.unit.submit.conftest import BUCKET, GRACE_S, PRESIGN_S, WEBHOOK, Harness, message
+from tests.unit.submit.fakes import Lost, SentSubmission
+
+UPSCALE_MESSAGE: dict[str, Any] = {
+    "model": "fal-ai/clarity-upscaler",
+    "input": {"prompt": "sharp", "upscale_factor": 2},
+    "files": {"image_url": f"s3://{BUCKET}/uploads/cat.png"},
+    "metadata": {"order": 42},
+    "priority": "low",
+    "start_timeout": 120,
+    "output_prefix": "orders/42",
+}
+
+
+def webhook_job_id(sent: SentSubmission) -> str:
+    assert sent.webhook_url is not None
+    parts = urlsplit(sent.webhook_url)
+    assert f"{parts.scheme}://{parts.netloc}{parts.path}" == WEBHOOK
+    return parse_qs(parts.query)["job_id"][0]
+
+
+# ------------------------------------------------------------------------- the three forms
+
+
+def test_media_drop_is_sent_with_a_presigned_url_and_a_webhook_naming_the_job(harness: Harness) -> None:
+    drop = harness.drop("upscale/holiday photo.png")
+
+    result = harness.service.submit_job(drop)
+
+    assert result.outcome is SubmitOutcome.SUBMITTED
+    assert result.created
+    (sent,) = harness.fal.submitted
+    assert sent.endpoint_id == "fal-ai/clarity-upscaler"
+    assert sent.input == {
+        "image_url": f"https://{BUCKET}.s3.amazonaws.com/upscale/holiday photo.png?X-Amz-Expires={PRESIGN_S}"
+        "&versionId=v1",
+        "upscale_factor": 2,
+    }
+    assert webhook_job_id(sent) == result.job_id == object_job_id(drop)
+    job = harness.job(result.job_id)
+    assert job.state is JobState.SUBMITTED
+    assert job.request_id == sent.request_id == result.request_id
+    assert job.status_url
+    assert job.response_url
+    assert job.cancel_url
+    assert job.gateway_request_id
+    assert job.source == f"s3://{BUCKET}/upscale/holiday photo.png?versionId=v1"
+    assert job.source_kind == "s3_media"
+    # The record shows the file by its S3 URI: a presigned URL is a bearer credential.
+    assert job.input == {"image_url": job.source, "upscale_factor": 2}
+    assert job.submit_lease_until is None
+    assert set(job.state_times) == {"ACCEPTED", "SUBMITTED"}
+    assert harness.correlated == [result.job_id]
+
+
+def test_job_message_is_sent_with_its_files_as_urls_and_its_options(harness: Harness) -> None:
+    harness.objects.put(BUCKET, "uploads/cat.png", b"png")
+
+    result = harness.service.submit_job(message(UPSCALE_MESSAGE, "msg-a"))
+
+    assert result.outcome is SubmitOutcome.SUBMITTED
+    (sent,) = harness.fal.submitted
+    assert sent.input == {
+        "prompt": "sharp",
+        "upscale_factor": 2,
+        "image_url": f"https://{BUCKET}.s3.amazonaws.com/uploads/cat.png?X-Amz-Expires={PRESIGN_S}",
+    }
+    assert (sent.priority, sent.start_timeout) == ("low", 120)
+    job = harness.job(result.job_id)
+    assert job.job_id == message_job_id("", UPSCALE_MESSAGE)
+    assert (job.source, job.source_kind) == ("sqs:msg-a", "sqs")
+    assert job.metadata == {"order": 42}
+    assert job.files == {"image_url": f"s3://{BUCKET}/uploads/cat.png"}
+    assert job.output_prefix == "orders/42"
+    assert job.input == {
+        "prompt": "sharp",
+        "upscale_factor": 2,
+        "image_url": f"s3://{BUCKET}/uploads/cat.png",
+    }
+
+
+def test_job_document_is_sent_under_the_callers_job_id(harness: Harness) -> None:
+    document = {"model": "fal-ai/flux/dev", "input": {"prompt": "a lighthouse"}, "job_id": "order-7"}
+
+    result = harness.service.submit_job(harness.document("jobs/order-7.json", document))
+
+    assert result.outcome is SubmitOutcome.SUBMITTED
+    assert result.job_id == "order-7"
+    (sent,) = harness.fal.submitted
+    assert (sent.endpoint_id, sent.input) == ("fal-ai/flux/dev", {"prompt": "a lighthouse"})
+    assert webhook_job_id(sent) == "order-7"
+    assert harness.job("order-7").source_kind == "s3_document"
+
+
+def test_a_document_without_job_id_takes_its_objects_job_id(harness: Harness) -> None:
+    created = harness.document("jobs/a.json", {"model": "fal-ai/flux/dev", "input": {"prompt": "x"}})
+    assert harness.service.submit_job(created).job_id == object_job_id(created)
+
+
+def test_a_text_route_sends_the_files_text_and_the_routes_options(harness: Harness) -> None:
+    result = harness.service.submit_job(harness.drop("animate/wave.txt", b"a wave {big}"))
+
+    (sent,) = harness.fal.submitted
+    assert sent.input == {"prompt": "a wave {big}", "duration": "5"}
+    assert sent.priority == "low"
+    job = harness.job(result.job_id)
+    assert job.metadata == {"team": "motion"}
+    assert job.input == sent.input
+
+
+def test_a_cdn_route_uploads_the_file_to_fal_and_sends_the_cdn_url(harness: Harness) -> None:
+    result = harness.service.submit_job(harness.drop("upscale/cdn/big.png", b"pixels" * 500))
+
+    ((data, content_type, name),) = harness.storage.uploads
+    assert (data, content_type, name) == (b"pixels" * 500, "image/png", "big.png")
+    (sent,) = harness.fal.submitted
+    assert sent.input == {"image_url": "https://v3.fal.media/files/upload-1/big.png"}
+    assert not harness.objects.presigned
+    assert harness.job(result.job_id).output_prefix == "cdn"
+
+
+def test_a_folder_marker_is_no_job(harness: Harness) -> None:
+    result = harness.service.submit_job(harness.drop("upscale/", b""))
+    assert result.outcome is SubmitOutcome.IGNORED
+    assert not harness.fal.submitted
+    assert list(harness.store.list_by_state(JobState.REJECTED)) == []
+
+
+# -------------------------------------------------------------------------------- duplicates
+
+
+def test_the_same_drop_twice_is_sent_once(harness: Harness) -> None:
+    drop = harness.drop("upscale/a.png")
+    first = harness.service.submit_job(drop)
+    second = harness.service.submit_job(drop)
+
+    assert (first.outcome, second.outcome) == (SubmitOutcome.SUBMITTED, SubmitOutcome.DUPLICATE)
+    assert second.job_id == first.job_id
+    assert second.request_id == first.request_id
+    assert len(harness.fal.submitted) == 1
+    assert harness.fal.attempts == 1
+
+
+def test_the_same_message_three_times_is_sent_once_whatever_its_formatting(harness: Harness) -> None:
+    body = {"model": "fal-ai/flux/dev", "input": {"prompt": "x", "seed": 1}}
+    deliveries = [
+        message(body, "m1"),
+        message('{"input": {"seed": 1, "prompt": "x"}, "model": "fal-ai/flux/dev"}', "m2"),
+        message(body, "m3"),
+    ]
+    outcomes = [harness.service.submit_job(delivery).outcome for delivery in deliveries]
+
+    assert outcomes == [SubmitOutcome.SUBMITTED, SubmitOutcome.DUPLICATE, SubmitOutcome.DUPLICATE]
+    assert len(harness.fal.submitted) == 1
+
+
+def test_an_overwritten_object_is_a_new_job_and_a_version_pins_the_old_one(harness: Harness) -> None:
+    first = harness.drop("upscale/a.png", b"one", version="v1")
+    second = harness.drop("upscale/a.png", b"two", version="v2")
+
+    assert object_job_id(first) != object_job_id(second)
+    harness.service.submit_job(first)
+    harness.service.submit_job(second)
+    assert [
+        s.input["image_url"].endswith(v) for s, v in zip(harness.fal.submitted, ("v1", "v2"), strict=True)
+    ] == [
+        True,
+        True,
+    ]
+
+
+def test_two_workers_racing_on_one_job_send_it_once(harness: Harness) -> None:
+    harness.fal.delay_s = 0.2  # both are past the record's creation before either has an answer
+    drop = harness.drop("upscale/race.png")
+    results: list[Any] = []
+
+    def deliver() -> None:
+        try:
+            results.append(harness.service.submit_job(drop).outcome)
+        except SubmitRetryLaterError as retry:
+            results.append(retry)
+
+    workers = [threading.Thread(target=deliver) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+    assert harness.fal.attempts == 1
+    assert len(harness.fal.submitted) == 1
+    assert SubmitOutcome.SUBMITTED in results
+    loser = next(r for r in results if r is not SubmitOutcome.SUBMITTED)
+    # The loser either saw the lease (and retries later, then finds the job sent) or the result.
+    assert loser is SubmitOutcome.DUPLICATE or (
+        isinstance(loser, SubmitRetryLaterError) and not loser.ambiguous
+    )
+    assert harness.service.submit_job(drop).outcome is SubmitOutcome.DUPLICATE
+
+
+def test_a_job_id_reused_for_other_work_sends_nothing(harness: Harness) -> None:
+    harness.fal.replies = [FalRateLimitedError("busy", status=429, retryable=True)]
+    original = message({"model": "fal-ai/flux/dev", "input": {"prompt": "a"}, "job_id": "k1"})
+    with pytest.raises(SubmitRetryLaterError):
+        harness.service.submit_job(original)
+
+    other = harness.service.submit_job(
+        message({"model": "fal-ai/flux/dev", "input": {"prompt": "b"}, "job_id": "k1"})
+    )
+
+    assert other.outcome is SubmitOutcome.DUPLICATE
+    assert harness.fal.submitted == []
+    assert harness.job("k1").input == {"prompt": "a"}
+
+
+# ------------------------------------------------------------------------ the webhook first
+
+
+def test_a_webhook_that_beats_the_submit_write_is_never_moved_back(harness: Harness) -> None:
+    drop = harness.drop("upscale/fast.png")
+    job_id = object_job_id(drop)
+
+    def webhook_arrives(sent: SentSubmission) -> None:
+        # What the completion intake does on fal's webhook: bind, then move on to STORING.
+        harness.store.bind_request(job_id, sent.request_id)
+        harness.store.advance(
+            job_id, JobState.STORING, now=harness.clock(), fields={"completion_key": "inbox/x"}
+        )
+
+    original_submit = harness.fal.submit
+
+    def submit_then_webhook(*args: Any, **kwargs: Any) -> Any:
+        submission = original_submit(*args, **kwargs)
+        webhook_arrives(harness.fal.submitted[-1])
+        return submission
+
+    harness.fal.submit = submit_then_webhook  # type: ignore[method-assign]
+
+    result = harness.service.submit_job(drop)
+
+    assert result.outcome is SubmitOutcome.SUBMITTED
+    job = harness.job(job_id)
+    assert job.state is JobState.STORING
+    assert job.request_id == result.request_id
+    assert job.status_url
+    assert job.cancel_url
+    assert "SUBMITTED" not in job.state_times
+
+
+# ---------------------------------------------------------------------------------- failures
+
+
+def test_fal_422_fails_the_job_with_fals_detail_whole_and_consumes_the_message(harness: Harness) -> None:
+    detail = [
+        {
+            "loc": ["body", "upscale_factor"],
+            "msg": "must be <= 4",
+            "type": "less_than_equal",
+            "ctx": {"le": 4},
+        }
+    ]
+    harness.fal.replies = [
+        FalValidationError(
+            "fal rejected the input (422): upscale_factor: must be <= 4", status=422, detail=detail
+        )
+    ]
+
+    result = harness.service.submit_job(harness.drop("upscale/x.png"))
+
+    assert result.outcome is SubmitOutcome.FAILED
+    job = harness.job(result.job_id)
+    assert job.state is JobState.FAILED
+    assert job.request_id is None
+    assert job.error is not None
+    assert job.error.type == "fal_validation_error"
+    assert job.error.detail == detail
+    assert "upscale_factor" in job.error.message
+    assert job.expires_at is not None  # a final state: TTL set
+
+
+def test_an_unknown_model_fal_does_not_have_fails_with_its_404(harness: Harness) -> None:
+    harness.fal.replies = [
+        FalNotFoundError("not found at fal (404): Application 'fal-ai/nope' not found", status=404)
+    ]
+    result = harness.service.submit_job(message({"model": "fal-ai/nope", "input": {}}))
+    assert result.outcome is SubmitOutcome.FAILED
+    assert harness.job(result.job_id).error.type == "unknown_model"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        FalRateLimitedError("rate limited by fal (429)", status=429, retryable=True),
+        FalServerError("fal server error (503)", status=503, retryable=True),
+        FalTransportError("ConnectError talking to fal", ambiguous=False),
+    ],
+    ids=["429", "ingress-503", "connect-error"],
+)
+def test_fal_certainly_not_taking_the_job_releases_it_for_the_next_delivery(
+    harness: Harness, error: Exception
+) -> None:
+    harness.fal.replies = [error]
+    drop = harness.drop("upscale/t.png")
+
+    with pytest.raises(SubmitRetryLaterError) as raised:
+        harness.service.submit_job(drop)
+
+    assert not raised.value.ambiguous
+    job = harness.job(object_job_id(drop))
+    assert job.state is JobState.ACCEPTED
+    assert job.submit_lease_until is None
+    assert job.submit_ambiguous_at is None
+    # The redelivery (no time has passed) sends it at once.
+    assert harness.service.submit_job(drop).outcome is SubmitOutcome.SUBMITTED
+    assert len(harness.fal.submitted) == 1
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        FalTransportError("ReadTimeout talking to fal", ambiguous=True),
+        FalServerError("fal server error (500)", status=500, retryable=True),
+        FalServerError("fal server error (503)", status=503, retryable=True, request_id="req-x"),
+    ],
+    ids=["read-timeout", "500", "503-with-request-id"],
+)
+def test_an_ambiguous_submit_is_held_for_the_grace_period(harness: Harness, error: Exception) -> None:
+    drop = harness.drop("upscale/amb.png")
+    harness.fal.replies = [Lost(error)]
+
+    with pytest.raises(SubmitRetryLaterError) as raised:
+        harness.service.submit_job(drop)
+
+    assert raised.value.ambiguous
+    job = harness.job(object_job_id(drop))
+    assert job.state is JobState.ACCEPTED
+    assert job.submit_ambiguous_at == isoformat(harness.clock())
+    assert [entry.action for entry in job.trail] == ["submit_ambiguous"]
+
+    harness.clock.advance(GRACE_S - 1)
+    with pytest.raises(SubmitRetryLaterError, match="may have reached fal"):
+        harness.service.submit_job(drop)
+    assert harness.fal.attempts == 1  # nothing resent within the grace
+
+
+def test_a_webhook_within_the_grace_means_the_job_is_never_resent(harness: Harness) -> None:
+    drop = harness.drop("upscale/amb.png")
+    harness.fal.replies = [Lost(FalTransportError("ReadTimeout", ambiguous=True))]
+    with pytest.raises(SubmitRetryLaterError):
+        harness.service.submit_job(drop)
+    (queued,) = harness.fal.submitted
+    # fal had it after all: its webhook binds the request through the completion intake.
+    assert harness.store.bind_request(webhook_job_id(queued), queued.request_id).bound
+    harness.store.advance(webhook_job_id(queued), JobState.STORING, now=harness.clock())
+
+    harness.clock.advance(GRACE_S + 1)
+    assert harness.service.submit_job(drop).outcome is SubmitOutcome.DUPLICATE
+    assert harness.fal.attempts == 1
+
+
+def test_after_the_grace_the_job_is_resent_and_only_one_request_is_ever_bound(harness: Harness) -> None:
+    drop = harness.drop("upscale/amb.png")
+    job_id = object_job_id(drop)
+    harness.fal.replies = [Lost(FalTransportError("ReadTimeout", ambiguous=True))]
+    with pytest.raises(SubmitRetryLaterError):
+        harness.service.submit_job(drop)
+
+    harness.clock.advance(GRACE_S + 1)
+    result = harness.service.submit_job(drop)
+
+    assert result.outcome is SubmitOutcome.SUBMITTED
+    first, second = harness.fal.submitted
+    job = harness.job(job_id)
+    assert job.request_id == second.request_id
+    assert job.state is JobState.SUBMITTED
+    assert [entry.action for entry in job.trail] == ["submit_ambiguous", "resubmit"]
+    # The first request's late webhook cannot bind: no second stored result is possible.
+    late = harness.store.bind_request(job_id, first.request_id)
+    assert not late.bound
+    assert late.conflicting_request_id == second.request_id
+
+
+def test_a_resent_request_that_loses_to_an_earlier_one_is_cancelled(harness: Harness) -> None:
+    drop = harness.drop("upscale/amb.png")
+    job_id = object_job_id(drop)
+    harness.fal.replies = [Lost(FalTransportError("ReadTimeout", ambiguous=True))]
+    with pytest.raises(SubmitRetryLaterError):
+        harness.service.submit_job(drop)
+    harness.clock.advance(GRACE_S + 1)
+    original_submit = harness.fal.submit
+
+    def slow_first_webhook(*args: Any, **kwargs: Any) -> Any:
+        submission = original_submit(*args, **kwargs)
+        harness.store.bind_request(job_id, harness.fal.submitted[0].request_id)  # the first one's webhook
+        return submission
+
+    harness.fal.submit = slow_first_webhook  # type: ignore[method-assign]
+
+    result = harness.service.submit_job(drop)
+
+    assert result.outcome is SubmitOutcome.SUPERSEDED
+    first, second = harness.fal.submitted
+    assert harness.job(job_id).request_id == first.request_id
+    assert harness.fal.cancelled == [
+        f"https://queue.fal.run/fal-ai/clarity-upscaler/requests/{second.request_id}/cancel"
+    ]
+    assert harness.job(job_id).trail[-1].action == "duplicate_request_refused"
+
+
+def test_a_worker_that_died_mid_submit_holds_the_job_like_an_ambiguous_submit(harness: Harness) -> None:
+    drop = harness.drop("upscale/crash.png")
+    job_id = object_job_id(drop)
+
+    class Crash(BaseException):  # not an Exception: nothing on the way may handle it
+        pass
+
+    harness.fal.replies = [Crash()]
+    with pytest.raises(Crash):
+        harness.service.submit_job(drop)
+    assert harness.job(job_id).submit_lease_until is not None
+
+    with pytest.raises(SubmitRetryLaterError, match="another worker"):
+        harness.service.submit_job(drop)
+    harness.clock.advance(GRACE_S + 1)
+    assert harness.service.submit_job(drop).outcome is SubmitOutcome.SUBMITTED
+    assert harness.job(job_id).trail[-1].action == "resubmit"
+
+
+def test_an_accepted_job_whose_file_vanished_is_rejected_on_redelivery(harness: Harness) -> None:
+    drop = harness.drop("upscale/gone.png")
+    harness.fal.replies = [FalRateLimitedError("busy", status=429, retryable=True)]
+    with pytest.raises(SubmitRetryLaterError):
+        harness.service.submit_job(drop)
+    harness.objects.delete(BUCKET, "upscale/gone.png")
+
+    result = harness.service.submit_job(drop)
+
+    assert result.outcome is SubmitOutcome.REJECTED
+    job = harness.job(result.job_id)
+    assert job.state is JobState.REJECTED
+    assert job.error.type == "input_file_missing"
+    assert harness.fal.submitted == []
+
+
+# ----------------------------------------------------------------------------- large inputs
+
+
+def test_an_input_too_large_for_the_record_is_kept_in_s3(harness: Harness) -> None:
+    harness.max_inline_input_bytes = 2048
+    body = {"model": "fal-ai/flux/dev", "input": {"prompt": "p" * 4000}}
+
+    result = harness.service.submit_job(message(body))
+
+    job = harness.job(result.job_id)
+    assert job.input is None
+    assert job.input_ref == f"s3://falflow-outputbucket/inputs/{job.job_id}/input.json"
+    assert harness.archive.kept[job.job_id] == body["input"]
+    assert harness.fal.submitted[0].input == body["input"]
+
+
+def test_a_large_document_input_points_at_the_document_itself(harness: Harness) -> None:
+    harness.max_inline_input_bytes = 2048
+    created = harness.document("jobs/big.json", {"model": "fal-ai/flux/dev", "input": {"prompt": "p" * 4000}})
+
+    job = harness.job(harness.service.submit_job(created).job_id)
+
+    assert job.input is None
+    assert job.input_ref == f"s3://{BUCKET}/jobs/big.json?versionId=v1"
+    assert harness.archive.kept == {}
