@@ -31,8 +31,8 @@ def floor_hour(moment: datetime) -> datetime:
 
 
 def run_id_for(moment: datetime) -> str:
-    """A run's id: its scheduled time, so a retried invocation rewrites the same snapshot objects."""
-    return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    """A run's id: its start time to the microsecond, so no two runs share a snapshot object."""
+    return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
 def day_of(timestamp: str) -> date:

@@ -180,7 +180,7 @@ class DynamoUsageTable:
             TableName=self._table, Key={"pk": {"S": RUN_PK}, "sk": {"S": LATEST_RUN_SK}}
         )
         item = response.get("Item")
-        return RunRecord.model_validate(_fields(item)) if item else None
+        return RunRecord.model_validate(_fields(_plain(item))) if item else None
 
     # ------------------------------------------------------------------------------- plumbing
 
