@@ -225,7 +225,7 @@ def test_transient_429s_and_500s_at_the_platform_api_are_retried_and_the_run_com
 
 
 def test_a_platform_api_that_keeps_failing_fails_the_run_clearly_and_the_next_run_recovers(
-    make_collect_stack: MakeCollectStack, fal_emulator: RunningEmulator
+    make_collect_stack: MakeCollectStack, fal_emulator: RunningEmulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
     collect = make_collect_stack(fal_emulator, FAL_MAX_ATTEMPTS="2")
     collect.run_jobs((FLUX, {"prompt": "a crab"}))
@@ -235,6 +235,8 @@ def test_a_platform_api_that_keeps_failing_fails_the_run_clearly_and_the_next_ru
         collect.invoke()
 
     report = failure.value.report
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    assert [m["CollectPartsFailed"] for m in emf] == [[6.0]]  # flushed although the handler raised
     assert {p.name for p in report.failed} == {
         "catalogue",
         "pricing",

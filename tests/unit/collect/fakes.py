@@ -47,6 +47,7 @@ class FakePlatform:
     analytics_buckets: dict[datetime, list[AnalyticsResult]] = field(default_factory=dict)
     instances: list[ComputeInstance] = field(default_factory=list)
     errors: dict[str, Exception] = field(default_factory=dict)
+    unknown_to_analytics: set[str] = field(default_factory=set)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def _call(self, method: str, **arguments: Any) -> None:
@@ -134,6 +135,9 @@ class FakePlatform:
         expand: Sequence[str] = ("time_series",),
     ) -> AnalyticsReport:
         self._call("analytics", endpoint_ids=list(endpoint_ids), start=start, end=end, metrics=list(metrics))
+        unknown = [e for e in endpoint_ids if e in self.unknown_to_analytics]
+        if unknown:
+            raise FalPlatformError(f"Unknown endpoint_id: {', '.join(unknown)}", status=400)
         lo, hi = _instant(start), _instant(end)
         return AnalyticsReport(
             time_series=[

@@ -380,3 +380,15 @@ def test_the_job_scan_reads_since_the_last_run_and_finished_jobs_over_the_cost_l
     assert asked[JobState.COMPLETED] == later - 72 * HOUR  # the cost lookback
     assert JobState.ACCEPTED not in asked
     assert JobState.REJECTED not in asked
+
+
+def test_analytics_leave_out_an_endpoint_fal_refuses_and_keep_the_others(world: World) -> None:
+    world.fal.unknown_to_analytics = {KLING}
+    report = world.run()
+    assert report.part("analytics").outcome is Outcome.OK
+    assert [call["endpoint_ids"] for call in world.fal.called("analytics")] == [
+        [FLUX, KLING],
+        [FLUX],
+        [KLING],
+    ]
+    assert {row.endpoint_id for row in world.table.analytics.values()} == {FLUX}

@@ -32,6 +32,7 @@ from typing import Any
 
 from falflow.collect.costs import BILLABLE_STATES, billing_window, needs_cost, request_ids_of, settle_costs
 from falflow.collect.model import (
+    AnalyticsRow,
     CatalogueEntry,
     CollectReport,
     Outcome,
@@ -56,7 +57,7 @@ from falflow.collect.ports import (
 from falflow.collect.settings import CollectSettings
 from falflow.collect.snapshots import write_partitioned
 from falflow.fal.errors import FalError
-from falflow.fal.platform import MAX_IDS_PER_CALL, BillingEvent, Price
+from falflow.fal.platform import MAX_IDS_PER_CALL, BillingEvent
 from falflow.jobs import Job, JobState, JobStore, isoformat, utcnow
 from falflow.secrets import MissingSecretError
 
@@ -279,7 +280,11 @@ class Collector:
 
     def _pricing(self, run: _Run, progress: _Progress) -> None:
         endpoints = self._used_endpoints(run)
-        prices = price_rows(price for batch in _batches(endpoints) for price in self._price_batch(batch))
+        prices = price_rows(
+            price
+            for batch in _batches(endpoints)
+            for price in _skip_unknown_ids(self._platform.pricing, batch)
+        )
         self._aggregates.put_prices(prices)
         run.prices = {price.endpoint_id: price for price in prices}
         progress.counts.update(prices=len(prices), unpriced=len(set(endpoints) - set(run.prices)))
@@ -287,18 +292,6 @@ class Collector:
             self._snapshots.write(
                 "pricing", run.now.date(), run.run_id, [run.stamp(p.model_dump(mode="json")) for p in prices]
             )
-
-    def _price_batch(self, batch: list[str]) -> list[Price]:
-        """Prices of `batch`; fal refuses a whole batch for one id it does not know, so such a
-        batch is asked again id by id and the unknown ids stay unpriced."""
-        try:
-            return self._platform.pricing(batch)
-        except FalError as error:
-            if error.status not in UNKNOWN_ID_STATUSES:
-                raise
-            if len(batch) == 1:
-                return []
-            return [price for endpoint_id in batch for price in self._price_batch([endpoint_id])]
 
     def _window(self, name: str, now: datetime) -> Window:
         settings = self._settings
@@ -331,17 +324,20 @@ class Collector:
     def _analytics(self, run: _Run, progress: _Progress) -> None:
         endpoints = self._used_endpoints(run)
         window = self._window("analytics", run.now)
-        rows = []
-        for batch in _batches(endpoints):
-            report = self._platform.analytics(
-                batch,
-                window.start,
-                window.end,
-                timeframe="hour",
-                bound_to_timeframe=False,
-                metrics=ANALYTICS_METRICS,
+
+        def analytics_of(ids: list[str]) -> list[AnalyticsRow]:
+            return analytics_rows(
+                self._platform.analytics(
+                    ids,
+                    window.start,
+                    window.end,
+                    timeframe="hour",
+                    bound_to_timeframe=False,
+                    metrics=ANALYTICS_METRICS,
+                )
             )
-            rows.extend(analytics_rows(report))
+
+        rows = [row for batch in _batches(endpoints) for row in _skip_unknown_ids(analytics_of, batch)]
         self._aggregates.put_analytics(rows)
         write_partitioned(
             self._snapshots,
@@ -396,9 +392,26 @@ class Collector:
         instances = list(self._admin.iter_compute_instances())
         self._aggregates.replace_compute_instances(instances)
         progress.counts["compute_instances"] = len(instances)
-        self._snapshots.write(
-            "compute", run.now.date(), run.run_id, [run.stamp(i.model_dump(mode="json")) for i in instances]
-        )
+        if instances:
+            self._snapshots.write(
+                "compute",
+                run.now.date(),
+                run.run_id,
+                [run.stamp(i.model_dump(mode="json")) for i in instances],
+            )
+
+
+def _skip_unknown_ids[T](call: Callable[[list[str]], list[T]], ids: list[str]) -> list[T]:
+    """``call(ids)``; fal refuses a whole id filter for one id it does not know (a private app, a
+    retired model), so such a call is made again id by id and the unknown ids are left out."""
+    try:
+        return call(ids)
+    except FalError as error:
+        if error.status not in UNKNOWN_ID_STATUSES:
+            raise
+        if len(ids) == 1:
+            return []
+        return [item for endpoint_id in ids for item in _skip_unknown_ids(call, [endpoint_id])]
 
 
 def _hours(window: Window) -> float:

@@ -172,6 +172,7 @@ class CostTally:
             "costs_estimated": self.estimated,
             "costs_unchanged": self.unchanged,
             "costs_waiting": self.waiting,
+            "costs_vanished": self.vanished,
         }
 
 
