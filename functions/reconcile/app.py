@@ -5,15 +5,16 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from falflow.reconcile.runtime import handle_schedule
+from falflow.reconcile.runtime import ScheduledReconcile
 
 logger = Logger()
 metrics = Metrics()
 tracer = Tracer()
+reconcile = ScheduledReconcile.from_env()  # once per cold start
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return handle_schedule(event, context)
+    return reconcile(event, context)

@@ -6,15 +6,16 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from falflow.completion.runtime import handle_outputs_batch
+from falflow.completion.runtime import OutputsBatchHandler
 
 logger = Logger()
 metrics = Metrics()
 tracer = Tracer()
+store_outputs = OutputsBatchHandler.from_env()  # once per cold start
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    return handle_outputs_batch(event, context)
+    return store_outputs(event, context)

@@ -4,7 +4,6 @@ the environment (pydantic settings, boto3 clients from ``falflow.aws``), and the
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -36,11 +35,6 @@ logger = Logger(child=True)
 # ------------------------------------------------------------------------------------ webhook
 
 
-@cache
-def webhook_settings() -> WebhookSettings:
-    return WebhookSettings()  # read from the environment
-
-
 def completion_intake(settings: IntakeSettings, jobs: JobStore | None = None) -> CompletionIntake:
     """The intake on the stack's table, inbox and outputs queue (webhook and reconciler alike)."""
     return CompletionIntake(
@@ -51,34 +45,27 @@ def completion_intake(settings: IntakeSettings, jobs: JobStore | None = None) ->
     )
 
 
-@cache
-def webhook_receiver() -> WebhookReceiver:
-    settings = webhook_settings()
-    intake = completion_intake(settings)
+def build_webhook_receiver(settings: WebhookSettings | None = None) -> WebhookReceiver:
+    """Once per cold start: settings validated, clients and the JWKS cache made."""
+    settings = settings or WebhookSettings()
     jwks = JwksCache(fal_settings().jwks_urls, min_refetch_interval_s=settings.jwks_refetch_seconds)
-    return WebhookReceiver(intake, jwks, tolerance_s=settings.webhook_tolerance_seconds)
+    return WebhookReceiver(completion_intake(settings), jwks, tolerance_s=settings.webhook_tolerance_seconds)
 
 
-def handle_webhook_event(event: Mapping[str, Any]) -> dict[str, Any]:
+def handle_webhook_event(event: Mapping[str, Any], receiver: WebhookReceiver) -> dict[str, Any]:
     """An API Gateway HTTP API (v2) event in, its response out."""
     try:
         request = webhook_request(event)
     except UnreadableBodyError as error:
         return http_response(WebhookReply(400, {"message": str(error)}))
-    return http_response(webhook_receiver().receive(request))
+    return http_response(receiver.receive(request))
 
 
 # -------------------------------------------------------------------------------------- store
 
 
-@cache
-def store_settings() -> StoreSettings:
-    return StoreSettings()  # read from the environment
-
-
-@cache
-def store_worker() -> StoreWorker:
-    settings = store_settings()
+def build_store_worker(settings: StoreSettings | None = None) -> StoreWorker:
+    settings = settings or StoreSettings()
     jobs = DynamoJobStore(aws_client("dynamodb"), settings.jobs_table, retention=settings.job_retention)
     outputs = S3OutputStore(aws_client("s3"), settings.output_bucket)
     return StoreWorker(
@@ -95,25 +82,28 @@ def store_worker() -> StoreWorker:
     )
 
 
-@cache
-def _store_dead_letter_policy() -> DeadLetterPolicy:
-    return DeadLetterPolicy.from_env()
+class OutputsBatchHandler:
+    """An SQS batch from the outputs queue: each record is one ``OutputsMessage``; a failing record
+    is reported for retry (or dead-lettered with its reason on the last receive), the rest consumed."""
 
+    def __init__(self, worker: StoreWorker, dead_letter: DeadLetterPolicy) -> None:
+        self._worker = worker
+        self._handle_record = with_dead_letter_reason(self._store, dead_letter, lambda: aws_client("sqs"))
 
-def store_record(record: SQSRecord) -> StoreOutcome:
-    message = OutputsMessage.model_validate_json(record.body)
-    outcome = store_worker().handle(message, utcnow())
-    logger.info("outputs message handled", job_id=message.job_id, outcome=outcome.value)
-    return outcome
+    @classmethod
+    def from_env(cls) -> OutputsBatchHandler:
+        return cls(build_store_worker(), DeadLetterPolicy.from_env())
 
+    def _store(self, record: SQSRecord) -> StoreOutcome:
+        message = OutputsMessage.model_validate_json(record.body)
+        outcome = self._worker.handle(message, utcnow())
+        logger.info("outputs message handled", job_id=message.job_id, outcome=outcome.value)
+        return outcome
 
-def handle_outputs_batch(event: Mapping[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    """An SQS batch from the outputs queue; failed records are reported (or dead-lettered with
-    their reason on the last receive), the others consumed."""
-    handler = with_dead_letter_reason(store_record, _store_dead_letter_policy(), lambda: aws_client("sqs"))
-    return process_partial_response(
-        event=dict(event),
-        record_handler=handler,
-        processor=BatchProcessor(event_type=EventType.SQS),
-        context=context,
-    )
+    def __call__(self, event: Mapping[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+        return process_partial_response(
+            event=dict(event),
+            record_handler=self._handle_record,
+            processor=BatchProcessor(event_type=EventType.SQS),
+            context=context,
+        )

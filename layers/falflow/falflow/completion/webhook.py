@@ -103,12 +103,12 @@ class WebhookReceiver:
         )
         metrics.add_metric(name=_METRIC_NAMES[result.outcome], unit=MetricUnit.Count, value=1)
         if result.outcome is IntakeOutcome.UNKNOWN_JOB:
-            logger.warning("verified webhook for a job we do not have", **ids)
+            logger.warning("verified webhook for a job we do not have", extra=ids)
             return WebhookReply(404, {"message": "unknown job"})
-        logger.info("webhook recorded", outcome=result.outcome.value, fal_status=delivery.status, **ids)
+        logger.info("webhook recorded", outcome=result.outcome.value, fal_status=delivery.status, extra=ids)
         return WebhookReply(200, {"outcome": result.outcome.value})
 
     def _bad_request(self, reason: str, ids: dict[str, str | None]) -> WebhookReply:
         metrics.add_metric(name="WebhookMalformed", unit=MetricUnit.Count, value=1)
-        logger.warning("verified webhook refused", reason=reason, **ids)
+        logger.warning("verified webhook refused", reason=reason, extra=ids)
         return WebhookReply(400, {"message": reason})

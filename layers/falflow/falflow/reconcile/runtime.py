@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import cache
+from collections.abc import Mapping
 from typing import Any
 
 from aws_lambda_powertools import Metrics
@@ -31,14 +31,8 @@ class SqsIntakeQueue:
         aws_client("sqs").send_message(QueueUrl=self._queue_url, MessageBody=body)
 
 
-@cache
-def reconcile_settings() -> ReconcileSettings:
-    return ReconcileSettings()  # read from the environment
-
-
-@cache
-def reconciler() -> Reconciler:
-    settings = reconcile_settings()
+def build_reconciler(settings: ReconcileSettings) -> Reconciler:
+    """Once per cold start: clients, the fal queue client, the shared completion intake."""
     jobs = DynamoJobStore(aws_client("dynamodb"), settings.jobs_table, retention=settings.job_retention)
     return Reconciler(
         jobs,
@@ -52,14 +46,23 @@ def reconciler() -> Reconciler:
     )
 
 
-def handle_schedule(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """One scheduled run (the event's content does not matter); returns the run's counts."""
-    reserve_ms = reconcile_settings().reserve_seconds * 1000
-    report = reconciler().run(
-        utcnow(), time_left=lambda: (context.get_remaining_time_in_millis() - reserve_ms) / 1000
-    )
-    for action, count in report.actions.items():
-        metrics.add_metric(
-            name=f"Reconcile{action.value.title().replace('_', '')}", unit=MetricUnit.Count, value=count
+class ScheduledReconcile:
+    """One scheduled run per invocation (the event's content does not matter)."""
+
+    def __init__(self, reconciler: Reconciler, reserve_seconds: float) -> None:
+        self._reconciler = reconciler
+        self._reserve_ms = reserve_seconds * 1000
+
+    @classmethod
+    def from_env(cls) -> ScheduledReconcile:
+        settings = ReconcileSettings()
+        return cls(build_reconciler(settings), settings.reserve_seconds)
+
+    def __call__(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
+        report = self._reconciler.run(
+            utcnow(), time_left=lambda: (context.get_remaining_time_in_millis() - self._reserve_ms) / 1000
         )
-    return report.as_dict()
+        for action, count in report.actions.items():
+            name = "Reconcile" + action.value.title().replace("_", "")
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=count)
+        return report.as_dict()
