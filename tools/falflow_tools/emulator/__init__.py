@@ -1,0 +1,40 @@
+"""A fal.ai emulator: a real HTTP server on loopback that behaves like fal's queue, sync, storage,
+CDN, webhook and Platform APIs, with fault injection, so falflow runs and is tested without a key.
+
+    with run_emulator(EmulatorConfig(run_time_s=0.2)) as fal:
+        os.environ.update(fal.env())
+        ...
+        fal.control.set_faults(submit={"rate_503": 0.3})
+"""
+
+from falflow_tools.emulator.config import (
+    ComputeInstance,
+    EmulatorConfig,
+    FaultConfig,
+    HttpFaults,
+    WebhookFaults,
+)
+from falflow_tools.emulator.control import EmulatorControl
+from falflow_tools.emulator.core import FalEmulator
+from falflow_tools.emulator.server import RunningEmulator, run_emulator
+from falflow_tools.emulator.signing import webhook_message
+from falflow_tools.emulator.state import JobView, RequestRecord, Stats, WebhookAttempt
+from falflow_tools.emulator.urls import FalUrls
+
+__all__ = [
+    "ComputeInstance",
+    "EmulatorConfig",
+    "EmulatorControl",
+    "FalEmulator",
+    "FalUrls",
+    "FaultConfig",
+    "HttpFaults",
+    "JobView",
+    "RequestRecord",
+    "RunningEmulator",
+    "Stats",
+    "WebhookAttempt",
+    "WebhookFaults",
+    "run_emulator",
+    "webhook_message",
+]

@@ -1,0 +1,84 @@
+"""``/_emulator``: inspection and control of a run (not part of fal)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from falflow_tools.emulator.config import FaultConfig
+from falflow_tools.emulator.state import JobView, RequestRecord, WebhookAttempt
+
+if TYPE_CHECKING:
+    from falflow_tools.emulator.core import FalEmulator
+
+_REQUESTS = TypeAdapter(list[RequestRecord])
+_JOBS = TypeAdapter(list[JobView])
+_WEBHOOKS = TypeAdapter(list[WebhookAttempt])
+
+
+class RotateKey(BaseModel):
+    keep_previous: bool = True
+
+
+class ControlApi:
+    def __init__(self, emulator: FalEmulator) -> None:
+        self._emulator = emulator
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/_emulator/requests", self.requests, methods=["GET"]),
+            Route("/_emulator/jobs", self.jobs, methods=["GET"]),
+            Route("/_emulator/webhooks", self.webhooks, methods=["GET"]),
+            Route("/_emulator/stats", self.stats, methods=["GET"]),
+            Route("/_emulator/faults", self.get_faults, methods=["GET"]),
+            Route("/_emulator/faults", self.set_faults, methods=["POST"]),
+            Route("/_emulator/reset", self.reset, methods=["POST"]),
+            Route("/_emulator/rotate-key", self.rotate_key, methods=["POST"]),
+        ]
+
+    async def requests(self, _request: Request) -> Response:
+        return Response(
+            _REQUESTS.dump_json(list(self._emulator.state.requests)), media_type="application/json"
+        )
+
+    async def jobs(self, _request: Request) -> Response:
+        return Response(_JOBS.dump_json(self._emulator.state.job_views()), media_type="application/json")
+
+    async def webhooks(self, _request: Request) -> Response:
+        return Response(
+            _WEBHOOKS.dump_json(self._emulator.state.webhook_attempts), media_type="application/json"
+        )
+
+    async def stats(self, _request: Request) -> Response:
+        return JSONResponse(self._emulator.stats().model_dump())
+
+    async def get_faults(self, _request: Request) -> Response:
+        return JSONResponse(self._emulator.faults.config.model_dump())
+
+    async def set_faults(self, request: Request) -> Response:
+        try:
+            faults = FaultConfig.model_validate_json(await request.body() or b"{}")
+        except ValidationError as exc:
+            return JSONResponse(
+                {"detail": exc.errors(include_url=False, include_context=False)}, status_code=422
+            )
+        self._emulator.set_faults(faults)
+        return JSONResponse(faults.model_dump())
+
+    async def reset(self, _request: Request) -> Response:
+        await self._emulator.reset()
+        return JSONResponse({"reset": True})
+
+    async def rotate_key(self, request: Request) -> Response:
+        try:
+            options = RotateKey.model_validate_json(await request.body() or b"{}")
+        except ValidationError as exc:
+            return JSONResponse(
+                {"detail": exc.errors(include_url=False, include_context=False)}, status_code=422
+            )
+        key = self._emulator.keys.rotate(keep_previous=options.keep_previous)
+        return JSONResponse({"kid": key.kid, "jwks": self._emulator.keys.jwks()})

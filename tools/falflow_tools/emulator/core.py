@@ -1,0 +1,127 @@
+"""``FalEmulator``: every part of the emulator wired together, as one ASGI application.
+
+It is not tied to a server: ``server.run_emulator`` serves it with uvicorn on loopback, and its
+``app`` can be mounted anywhere an ASGI app runs. State lives on the serving event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from starlette.applications import Starlette
+from starlette.types import ASGIApp
+
+from falflow_tools.emulator.app import build_app
+from falflow_tools.emulator.auth import Auth
+from falflow_tools.emulator.catalogue import Catalogue
+from falflow_tools.emulator.config import EmulatorConfig, FaultConfig
+from falflow_tools.emulator.faults import FaultInjector
+from falflow_tools.emulator.inputs import InputFetcher
+from falflow_tools.emulator.media import MediaFile
+from falflow_tools.emulator.runner import JobRunner
+from falflow_tools.emulator.signing import KeyRing
+from falflow_tools.emulator.state import EmulatorState, Stats
+from falflow_tools.emulator.storage import UploadStore
+from falflow_tools.emulator.urls import FalUrls
+from falflow_tools.emulator.webhooks import WebhookDispatcher
+
+
+class FalEmulator:
+    def __init__(self, config: EmulatorConfig | None = None) -> None:
+        self.config = config or EmulatorConfig()
+        self.urls = FalUrls(self.config.public_base_url or "http://127.0.0.1")
+        self.state = EmulatorState(self.config.request_log_limit)
+        self.auth = Auth(self.config)
+        self.faults = FaultInjector(self.config.faults)
+        self.keys = KeyRing()
+        self.catalogue = Catalogue()
+        self.uploads = UploadStore(self.config.storage_dir)
+        self.webhooks = WebhookDispatcher(self.config, self.state, self.keys, self.faults)
+        self.runner = JobRunner(
+            self.config,
+            self.state,
+            self.faults,
+            self.webhooks,
+            fetcher=lambda: self._fetcher,
+            files_url=lambda request_id: f"{self.urls.cdn_url}/files/{request_id}",
+        )
+        # Set when the server shuts down, so held ("timeout" fault) responses end at once.
+        self.closing = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._fetcher_instance: InputFetcher | None = None
+        self.app: ASGIApp = build_app(self, lifespan=self._lifespan)
+
+    def bind(self, base_url: str) -> None:
+        """Advertise ``base_url`` in response and file URLs (unless a public URL is configured)."""
+        if self.config.public_base_url is None:
+            self.urls = FalUrls(base_url.rstrip("/"))
+
+    @property
+    def _fetcher(self) -> InputFetcher:
+        assert self._fetcher_instance is not None, "the emulator is not serving"
+        return self._fetcher_instance
+
+    @asynccontextmanager
+    async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        self.closing = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        # One client for webhook deliveries and input downloads (creating one loads CA certificates).
+        self._http = httpx.AsyncClient(limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
+        self._fetcher_instance = InputFetcher(
+            self._http, self.file_for_url, self.config.input_fetch_timeout_s
+        )
+        self.webhooks.start(self._http)
+        try:
+            yield
+        finally:
+            self.closing.set()
+            await self.runner.reset()
+            await self.webhooks.reset()
+            await self._http.aclose()
+
+    def file(self, file_id: str, name: str) -> MediaFile | None:
+        """A file on the CDN: a job's output (``file_id`` is its request id) or an upload."""
+        job = self.state.jobs.get(file_id)
+        if job is not None:
+            return job.files.get(name)
+        return self.uploads.get(file_id, name)
+
+    def file_for_url(self, url: str) -> MediaFile | None:
+        prefix = f"{self.urls.cdn_url}/files/"
+        if not url.startswith(prefix):
+            return None
+        file_id, _, name = url[len(prefix) :].partition("/")
+        return self.file(file_id, name)
+
+    def stats(self) -> Stats:
+        return Stats(
+            jobs=len(self.state.jobs),
+            pending_jobs=self.runner.pending,
+            pending_webhooks=self.webhooks.pending,
+            requests=len(self.state.requests),
+        )
+
+    def set_faults(self, faults: FaultConfig) -> None:
+        self.faults.configure(faults)
+
+    async def reset(self) -> None:
+        """Forget every job, request, webhook, upload and token; back to the configured faults."""
+        await self.runner.reset()
+        await self.webhooks.reset()
+        self.state.clear()
+        self.uploads.clear()
+        self.auth.reset()
+        self.faults.configure(self.config.faults)
+
+    def request_close(self) -> None:
+        """From any thread: end held responses now, the server is about to stop."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.closing.set)
+
+    def close(self) -> None:
+        """Remove the uploads directory (after the server has stopped)."""
+        self.uploads.close()

@@ -1,0 +1,543 @@
+"""The Platform API (``api.fal.ai/v1``), per fact sheet §5 and fal's OpenAPI spec.
+
+Models and pricing come from the catalogue; usage, billing events and analytics are computed
+from the jobs the emulator actually ran, so a pipeline's cost collection can be checked against
+what it submitted. Errors use the Platform API's ``{"error": {"type", "message"}}`` body.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from falflow_tools.emulator.auth import Principal, platform_error
+from falflow_tools.emulator.catalogue import JSON, ModelSpec
+from falflow_tools.emulator.state import Job
+from falflow_tools.emulator.usage import BadParameter, TimeWindow, costs, paginate, parse_limit, percentile
+
+if TYPE_CHECKING:
+    from falflow_tools.emulator.core import FalEmulator
+
+CURRENCY = "USD"
+MAX_IDS = 50
+MAX_BILLING_SPAN = timedelta(days=90)
+MODEL_EXPANSIONS = {"openapi-3.0", "enterprise_status"}
+USAGE_EXPANSIONS = {"time_series", "summary", "auth_method", "auth_method_structured"}
+VOLUME_METRICS = ("request_count", "success_count", "user_error_count", "error_count")
+ERROR_TYPE_METRICS: dict[str, tuple[str, ...]] = {
+    "startup_error_count": ("startup_timeout", "runner_scheduling_failure"),
+    "connection_error_count": (
+        "runner_connection_timeout",
+        "runner_disconnected",
+        "runner_connection_refused",
+        "runner_connection_error",
+    ),
+    "timeout_error_count": ("request_timeout",),
+    "runtime_error_count": ("runner_server_error", "internal_error"),
+}
+PREPARE_PERCENTILES = {f"p{p}_prepare_duration": p for p in (50, 75, 90, 95, 99)}
+DURATION_PERCENTILES = {f"p{p}_duration": p for p in (25, 50, 75, 90, 95, 99)}
+COLD_BOOT_METRICS = (
+    "cold_boot_count",
+    "p50_cold_boot_duration",
+    "p75_cold_boot_duration",
+    "p90_cold_boot_duration",
+)
+ANALYTICS_METRICS = {
+    *VOLUME_METRICS,
+    *ERROR_TYPE_METRICS,
+    *PREPARE_PERCENTILES,
+    *DURATION_PERCENTILES,
+    *COLD_BOOT_METRICS,
+    "total_billable_duration",
+}
+
+Scope = Literal["optional", "api", "admin"]
+
+
+class _Rejected(Exception):
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+class _HistoricalEstimate(BaseModel):
+    estimate_type: Literal["historical_api_price"]
+    endpoints: dict[
+        str, Annotated[dict[Literal["call_quantity"], Annotated[int, Field(ge=1)]], Field(min_length=1)]
+    ]
+
+
+class _UnitEstimate(BaseModel):
+    estimate_type: Literal["unit_price"]
+    endpoints: dict[
+        str, Annotated[dict[Literal["unit_quantity"], Annotated[float, Field(ge=1e-6)]], Field(min_length=1)]
+    ]
+
+
+class _EstimateRequest(BaseModel):
+    body: Annotated[_HistoricalEstimate | _UnitEstimate, Field(discriminator="estimate_type")]
+
+
+def _multi(request: Request, name: str) -> list[str]:
+    """A parameter given repeated and/or comma-separated."""
+    values = [part.strip() for value in request.query_params.getlist(name) for part in value.split(",")]
+    return [value for value in values if value]
+
+
+def _ids(request: Request, name: str, *, required: bool = False) -> list[str]:
+    ids = _multi(request, name)
+    if required and not ids:
+        raise BadParameter(f"{name} is required")
+    if len(ids) > MAX_IDS:
+        raise BadParameter(f"at most {MAX_IDS} values of {name} are accepted")
+    return ids
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+
+
+class PlatformApi:
+    def __init__(self, emulator: FalEmulator) -> None:
+        self._emulator = emulator
+
+    def routes(self) -> list[Route]:
+        def route(path: str, handler: Callable[[Request], Awaitable[JSON]], method: str = "GET") -> Route:
+            return Route(f"/api/v1{path}", self._endpoint(handler), methods=[method])
+
+        return [
+            route("/models", self.models),
+            route("/models/pricing", self.pricing),
+            route("/models/pricing/estimate", self.estimate, "POST"),
+            route("/models/usage", self.usage),
+            route("/models/billing-events", self.billing_events),
+            route("/models/analytics", self.analytics),
+            route("/compute/instances", self.compute_instances),
+            route("/meta", self.meta),
+            Route("/api/v1/{path:path}", self.not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+        ]
+
+    @staticmethod
+    def _endpoint(handler: Callable[[Request], Awaitable[JSON]]) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                return JSONResponse(await handler(request))
+            except _Rejected as rejected:
+                return rejected.response
+            except BadParameter as exc:
+                return platform_error(400, str(exc))
+
+        return endpoint
+
+    async def not_found(self, request: Request) -> Response:
+        return platform_error(404, f"{request.method} {request.url.path} is not served by the fal emulator")
+
+    def _require(self, request: Request, scope: Scope) -> Principal:
+        principal = self._emulator.auth(request)
+        if principal.kind == "none" and scope != "optional":
+            raise _Rejected(platform_error(401, "Missing API key: send 'Authorization: Key <FAL_KEY>'"))
+        if principal.kind not in ("none", "api", "admin"):
+            raise _Rejected(platform_error(401, "Invalid API key"))
+        if scope == "admin" and principal.kind != "admin":
+            raise _Rejected(platform_error(403, "This endpoint requires an ADMIN API key"))
+        return principal
+
+    def _models_by_id(self, ids: Iterable[str]) -> list[ModelSpec]:
+        models = [(endpoint_id, self._emulator.catalogue.get(endpoint_id)) for endpoint_id in ids]
+        unknown = [endpoint_id for endpoint_id, model in models if model is None]
+        if unknown:
+            raise _Rejected(platform_error(404, f"Unknown endpoint_id: {', '.join(unknown)}"))
+        return [model for _, model in models if model is not None]
+
+    # ------------------------------------------------------------------ models and pricing
+
+    async def models(self, request: Request) -> JSON:
+        principal = self._require(request, "optional")
+        ids = set(_ids(request, "endpoint_id"))
+        status = request.query_params.get("status")
+        if status not in (None, "active", "deprecated"):
+            raise BadParameter("status must be active or deprecated")
+        expand = set(_multi(request, "expand"))
+        if not expand <= MODEL_EXPANSIONS:
+            raise BadParameter(f"expand accepts {', '.join(sorted(MODEL_EXPANSIONS))}")
+        category = request.query_params.get("category")
+        words = _words(request.query_params.get("q", ""))
+        models = [
+            model
+            for model in self._emulator.catalogue.listed()
+            if (not ids or model.endpoint_id in ids)
+            and (status is None or model.status == status)
+            and (category is None or model.category == category)
+            and all(word in _words(_searchable(model)) for word in words)
+        ]
+        page = paginate(
+            models,
+            parse_limit(request.query_params.get("limit"), 50, 100),
+            request.query_params.get("cursor"),
+        )
+        return {
+            "models": [self._model_entry(model, principal, expand) for model in page.items],
+            **page.fields,
+        }
+
+    def _model_entry(self, model: ModelSpec, principal: Principal, expand: set[str]) -> JSON:
+        urls = self._emulator.urls
+        entry: JSON = {
+            "endpoint_id": model.endpoint_id,
+            "metadata": {
+                "display_name": model.display_name,
+                "category": model.category,
+                "description": model.description,
+                "status": model.status,
+                "tags": list(model.tags),
+                "updated_at": model.updated_at,
+                "is_favorited": False if principal.is_key else None,
+                "thumbnail_url": f"{urls.cdn_url}/files/thumbnails/{model.endpoint_id.replace('/', '_')}.png",
+                "model_url": f"{urls.run_url}/{model.endpoint_id}",
+                "license_type": model.license_type,
+                "date": model.date,
+                "highlighted": False,
+                "kind": "inference",
+                "duration_estimate": model.duration_estimate_min,
+                "pinned": False,
+            },
+        }
+        if "openapi-3.0" in expand:
+            entry["openapi"] = self._openapi(model)
+        if "enterprise_status" in expand:
+            entry["enterprise_status"] = "ready"
+        return entry
+
+    def _openapi(self, model: ModelSpec) -> JSON:
+        """An OpenAPI 3.0 document of the model's queue API, from its pydantic input/output."""
+        components: dict[str, Any] = {}
+        refs = {}
+        for kind, schema_model in (("Input", model.input_model), ("Output", model.output_model)):
+            schema = schema_model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(schema.pop("$defs", {}))
+            name = schema_model.__name__
+            components[name] = schema
+            refs[kind] = {"$ref": f"#/components/schemas/{name}"}
+        path = f"/{model.endpoint_id}"
+        return {
+            "openapi": "3.0.4",
+            "info": {
+                "title": model.display_name,
+                "version": "1.0.0",
+                "x-fal-metadata": {"endpointId": model.endpoint_id, "category": model.category},
+            },
+            "servers": [{"url": self._emulator.urls.queue_url}],
+            "paths": {
+                path: {
+                    "post": {
+                        "requestBody": {
+                            "required": True,
+                            "content": {"application/json": {"schema": refs["Input"]}},
+                        },
+                        "responses": {"200": {"description": "The request is queued"}},
+                    }
+                },
+                f"{path}/requests/{{request_id}}": {
+                    "get": {
+                        "parameters": [
+                            {
+                                "name": "request_id",
+                                "in": "path",
+                                "required": True,
+                                "schema": {"type": "string"},
+                            }
+                        ],
+                        "responses": {
+                            "200": {
+                                "description": "Result",
+                                "content": {"application/json": {"schema": refs["Output"]}},
+                            }
+                        },
+                    }
+                },
+            },
+            "components": {"schemas": components},
+        }
+
+    async def pricing(self, request: Request) -> JSON:
+        self._require(request, "api")
+        models = self._models_by_id(_ids(request, "endpoint_id", required=True))
+        prices = [
+            {
+                "endpoint_id": model.endpoint_id,
+                "unit_price": model.unit_price,
+                "unit": model.unit,
+                "currency": CURRENCY,
+            }
+            for model in models
+        ]
+        return {"prices": prices, "next_cursor": None, "has_more": False}
+
+    async def estimate(self, request: Request) -> JSON:
+        self._require(request, "api")
+        try:
+            body = _EstimateRequest.model_validate({"body": await _json(request)}).body
+        except ValidationError as exc:
+            raise BadParameter(_first_error(exc)) from exc
+        models = dict(zip(body.endpoints, self._models_by_id(body.endpoints), strict=True))
+        if isinstance(body, _HistoricalEstimate):
+            total = sum(
+                quantity["call_quantity"] * models[endpoint_id].typical_units * models[endpoint_id].unit_price
+                for endpoint_id, quantity in body.endpoints.items()
+            )
+        else:
+            total = sum(
+                quantity["unit_quantity"] * models[endpoint_id].unit_price
+                for endpoint_id, quantity in body.endpoints.items()
+            )
+        return {"estimate_type": body.estimate_type, "total_cost": round(total, 9), "currency": CURRENCY}
+
+    # ------------------------------------------------------------------ usage and billing
+
+    def _finished_jobs(self, request: Request, window: TimeWindow, *, billed_only: bool) -> list[Job]:
+        ids = set(_ids(request, "endpoint_id"))
+        key_ids = set(_ids(request, "api_key_id"))
+        usernames = set(_ids(request, "login_username"))
+        request_ids = set(_ids(request, "request_id"))
+        jobs = [
+            job
+            for job in self._emulator.state.jobs.values()
+            if job.outcome is not None
+            and job.completed_at is not None
+            and window.contains(job.completed_at)
+            and (not billed_only or job.outcome.billed_units > 0)
+            and (not ids or str(job.endpoint) in ids)
+            and (not key_ids or job.api_key_id in key_ids)
+            # Every job is the emulated account's own; keys carry no team-member username.
+            and (not usernames or self._emulator.config.user_id in usernames)
+            and (not request_ids or job.request_id in request_ids)
+        ]
+        return sorted(jobs, key=lambda job: job.completed_at or 0.0)
+
+    def _line(self, model: ModelSpec, quantity: float, key_id: str | None, expand: set[str]) -> JSON:
+        discount = self._emulator.config.percent_discount
+        money = costs(quantity, model.unit_price, discount)
+        line: JSON = {
+            "endpoint_id": model.endpoint_id,
+            "unit": model.unit,
+            "quantity": quantity,
+            "unit_price": model.unit_price,
+            "percent_discount": discount,
+            **money,
+            "cost": money["cost_total"],
+            "currency": CURRENCY,
+        }
+        return line | _auth_fields(key_id, expand)
+
+    async def usage(self, request: Request) -> JSON:
+        self._require(request, "admin")
+        window = _window(request)
+        expand = set(_multi(request, "expand")) or {"time_series"}
+        if not expand <= USAGE_EXPANSIONS or not expand & {"time_series", "summary"}:
+            raise BadParameter(
+                "expand needs time_series and/or summary (plus auth_method, auth_method_structured)"
+            )
+        by_key = bool(expand & {"auth_method", "auth_method_structured"})
+        jobs = self._finished_jobs(request, window, billed_only=True)
+
+        def lines(group: Iterable[Job]) -> list[JSON]:
+            quantities: dict[tuple[str, str | None], float] = defaultdict(float)
+            models: dict[str, ModelSpec] = {}
+            for job in group:
+                assert job.outcome is not None
+                quantities[(job.model.endpoint_id, job.api_key_id if by_key else None)] += (
+                    job.outcome.billed_units
+                )
+                models[job.model.endpoint_id] = job.model
+            return [
+                self._line(models[endpoint_id], quantity, key_id, expand)
+                for (endpoint_id, key_id), quantity in sorted(quantities.items(), key=lambda item: item[0][0])
+            ]
+
+        limit = parse_limit(request.query_params.get("limit"), 100, 1000)
+        cursor = request.query_params.get("cursor")
+        summary = lines(jobs) if "summary" in expand else None
+        if "time_series" not in expand:
+            page = paginate(summary or [], limit, cursor)
+            return {"summary": page.items, **page.fields}
+        buckets: dict[str, list[Job]] = defaultdict(list)
+        for job in jobs:
+            buckets[window.bucket(job.completed_at or 0.0)].append(job)
+        series = [{"bucket": bucket, "results": lines(group)} for bucket, group in buckets.items()]
+        page = paginate(series, limit, cursor)
+        return {"time_series": page.items, **page.fields} | (
+            {"summary": summary} if summary is not None else {}
+        )
+
+    async def billing_events(self, request: Request) -> JSON:
+        self._require(request, "admin")
+        query = request.query_params
+        window = TimeWindow.from_query(query.get("start"), query.get("end"), bound_to_timeframe="false")
+        if window.end - window.start > MAX_BILLING_SPAN:
+            raise BadParameter("the date range is limited to 90 days per request")
+        expand = set(_multi(request, "expand"))
+        if not expand <= {"auth_method", "auth_method_structured"}:
+            raise BadParameter("expand accepts auth_method and auth_method_structured")
+        jobs = self._finished_jobs(request, window, billed_only=True)
+        jobs.reverse()  # newest first
+        page = paginate(jobs, parse_limit(query.get("limit"), 100, 10_000), query.get("cursor"))
+        return {"billing_events": [self._billing_event(job, expand) for job in page.items], **page.fields}
+
+    def _billing_event(self, job: Job, expand: set[str]) -> JSON:
+        assert job.outcome is not None
+        assert job.completed_at is not None
+        discount = self._emulator.config.percent_discount
+        money = costs(job.outcome.billed_units, job.model.unit_price, discount)
+        event: JSON = {
+            "request_id": job.request_id,
+            "endpoint_id": job.model.endpoint_id,
+            "timestamp": _iso(job.completed_at),
+            "output_units": job.outcome.billed_units,
+            "unit_price": job.model.unit_price,
+            "percent_discount": discount,
+            **money,
+            "cost_estimate_nano_usd": round(money["cost_total"] * 1e9),
+        }
+        return event | _auth_fields(job.api_key_id, expand)
+
+    # ------------------------------------------------------------------ analytics
+
+    async def analytics(self, request: Request) -> JSON:
+        self._require(request, "api")
+        _ids(request, "endpoint_id", required=True)
+        window = _window(request)
+        expand = set(_multi(request, "expand")) or {"time_series", "request_count"}
+        metrics = expand & ANALYTICS_METRICS
+        shapes = expand & {"time_series", "summary"}
+        if not shapes or not metrics or expand - ANALYTICS_METRICS - shapes:
+            raise BadParameter("expand needs time_series and/or summary plus at least one known metric")
+        jobs = self._finished_jobs(request, window, billed_only=False)
+
+        def results(group: Iterable[Job]) -> list[JSON]:
+            by_endpoint: dict[str, list[Job]] = defaultdict(list)
+            for job in group:
+                by_endpoint[job.model.endpoint_id].append(job)
+            return [
+                {"endpoint_id": endpoint_id, **_metrics(endpoint_jobs, metrics)}
+                for endpoint_id, endpoint_jobs in sorted(by_endpoint.items())
+            ]
+
+        limit = parse_limit(request.query_params.get("limit"), 100, 1000)
+        cursor = request.query_params.get("cursor")
+        summary = results(jobs) if "summary" in shapes else None
+        if "time_series" not in shapes:
+            page = paginate(summary or [], limit, cursor)
+            return {"summary": page.items, **page.fields}
+        buckets: dict[str, list[Job]] = defaultdict(list)
+        for job in jobs:
+            buckets[window.bucket(job.completed_at or 0.0)].append(job)
+        page = paginate(
+            [{"bucket": bucket, "results": results(group)} for bucket, group in buckets.items()],
+            limit,
+            cursor,
+        )
+        return {"time_series": page.items, **page.fields} | (
+            {"summary": summary} if summary is not None else {}
+        )
+
+    # ------------------------------------------------------------------ compute and meta
+
+    async def compute_instances(self, request: Request) -> JSON:
+        self._require(request, "admin")
+        if not self._emulator.config.compute_permission:
+            raise _Rejected(platform_error(403, "Compute instances are not enabled for this account"))
+        instances = [
+            instance.model_dump(exclude_none=True) for instance in self._emulator.config.compute_instances
+        ]
+        page = paginate(
+            instances,
+            parse_limit(request.query_params.get("limit"), 50, 100),
+            request.query_params.get("cursor"),
+        )
+        return {"instances": page.items, **page.fields}
+
+    async def meta(self, _request: Request) -> JSON:
+        return {"webhook_ip_ranges": list(self._emulator.config.webhook_ip_ranges)}
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+async def _json(request: Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError as exc:
+        raise BadParameter("the body must be JSON") from exc
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors(include_url=False)[0]
+    location = ".".join(str(part) for part in error["loc"][1:]) or "body"
+    return f"{location}: {error['msg']}"
+
+
+def _window(request: Request) -> TimeWindow:
+    query = request.query_params
+    return TimeWindow.from_query(
+        query.get("start"),
+        query.get("end"),
+        timezone=query.get("timezone"),
+        timeframe=query.get("timeframe"),
+        bound_to_timeframe=query.get("bound_to_timeframe"),
+    )
+
+
+def _words(text: str) -> list[str]:
+    return text.lower().replace("-", " ").replace("/", " ").replace("_", " ").split()
+
+
+def _searchable(model: ModelSpec) -> str:
+    return " ".join([model.endpoint_id, model.display_name, model.description, model.category, *model.tags])
+
+
+def _auth_fields(key_id: str | None, expand: set[str]) -> JSON:
+    fields: JSON = {}
+    if key_id is None:
+        return fields
+    if "auth_method" in expand:
+        fields["auth_method"] = f"API key {key_id}"
+    if "auth_method_structured" in expand:
+        fields["auth_method_structured"] = {"detail": f"API key {key_id}", "api_key_id": key_id}
+    return fields
+
+
+def _metrics(jobs: list[Job], wanted: set[str]) -> JSON:
+    """The requested analytics metrics of one endpoint's requests in one bucket."""
+    statuses = [job.outcome.status_code for job in jobs if job.outcome is not None]
+    error_types = [job.outcome.error_type for job in jobs if job.outcome is not None]
+    prepare = [job.started_at - job.submitted_at for job in jobs if job.started_at is not None]
+    durations = [
+        job.completed_at - job.started_at
+        for job in jobs
+        if job.started_at is not None and job.completed_at is not None
+    ]
+    billable = sum(
+        job.completed_at - job.started_at
+        for job in jobs
+        if job.outcome is not None and job.outcome.billed_units > 0 and job.started_at and job.completed_at
+    )
+    values: JSON = {
+        "request_count": len(jobs),
+        "success_count": sum(200 <= status < 300 for status in statuses),
+        "user_error_count": sum(400 <= status < 500 for status in statuses),
+        "error_count": sum(status >= 500 for status in statuses),
+        "cold_boot_count": 0,  # the emulator's runners are always warm
+        "total_billable_duration": round(billable, 6),
+    }
+    values |= {name: sum(kind in types for kind in error_types) for name, types in ERROR_TYPE_METRICS.items()}
+    values |= {name: round(percentile(prepare, p), 6) for name, p in PREPARE_PERCENTILES.items()}
+    values |= {name: round(percentile(durations, p), 6) for name, p in DURATION_PERCENTILES.items()}
+    values |= {name: 0.0 for name in COLD_BOOT_METRICS if name != "cold_boot_count"}
+    return {name: value for name, value in values.items() if name in wanted}

@@ -1,0 +1,50 @@
+"""The emulator's stand-ins for fal's hosts: one port, one path prefix per host."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FalUrls:
+    base: str
+
+    @property
+    def queue_url(self) -> str:  # https://queue.fal.run
+        return f"{self.base}/queue"
+
+    @property
+    def run_url(self) -> str:  # https://fal.run
+        return f"{self.base}/run"
+
+    @property
+    def rest_url(self) -> str:  # https://rest.fal.ai
+        return f"{self.base}/rest"
+
+    @property
+    def cdn_url(self) -> str:  # https://v3.fal.media
+        return f"{self.base}/cdn"
+
+    @property
+    def api_url(self) -> str:  # https://api.fal.ai/v1
+        return f"{self.base}/api/v1"
+
+    @property
+    def jwks_url(self) -> str:
+        return f"{self.rest_url}/.well-known/jwks.json"
+
+    @property
+    def control_url(self) -> str:  # not fal: inspection and fault control
+        return f"{self.base}/_emulator"
+
+    def env(self) -> dict[str, str]:
+        """Environment that points ``falflow.settings.FalSettings`` (prefix FAL_) at the emulator."""
+        return {
+            "FAL_QUEUE_URL": self.queue_url,
+            "FAL_RUN_URL": self.run_url,
+            "FAL_REST_URL": self.rest_url,
+            "FAL_API_URL": self.api_url,
+            "FAL_CDN_URL": self.cdn_url,
+            "FAL_JWKS_URLS": json.dumps([self.jwks_url]),
+        }
