@@ -84,12 +84,11 @@ def request_error(status_code: int, error_type: str, detail: str) -> JSONRespons
     )
 
 
-def queue_unauthorized(principal: Principal, app: str) -> JSONResponse:
+def unauthorized(principal: Principal, app: str | None = None) -> JSONResponse:
+    """401 of the queue, run and storage hosts: no key at all, or one fal does not know."""
     if principal.kind == "none":
-        return fal_error(
-            401,
-            f"Cannot access application '{app}'. Authentication is required to access this application.",
-        )
+        target = f"application '{app}'" if app else "this resource"
+        return fal_error(401, f"Cannot access {target}. Authentication is required to access it.")
     return fal_error(401, "No user found for Key ID and Secret")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from falflow_tools.emulator.auth import Principal, platform_error
 from falflow_tools.emulator.catalogue import JSON, ModelSpec
-from falflow_tools.emulator.state import Job
+from falflow_tools.emulator.state import Job, utc_iso
 from falflow_tools.emulator.usage import BadParameter, TimeWindow, costs, paginate, parse_limit, percentile
 
 if TYPE_CHECKING:
@@ -98,10 +98,6 @@ def _ids(request: Request, name: str, *, required: bool = False) -> list[str]:
     if len(ids) > MAX_IDS:
         raise BadParameter(f"at most {MAX_IDS} values of {name} are accepted")
     return ids
-
-
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
 
 
 class PlatformApi:
@@ -361,20 +357,7 @@ class PlatformApi:
                 for (endpoint_id, key_id), quantity in sorted(quantities.items(), key=lambda item: item[0][0])
             ]
 
-        limit = parse_limit(request.query_params.get("limit"), 100, 1000)
-        cursor = request.query_params.get("cursor")
-        summary = lines(jobs) if "summary" in expand else None
-        if "time_series" not in expand:
-            page = paginate(summary or [], limit, cursor)
-            return {"summary": page.items, **page.fields}
-        buckets: dict[str, list[Job]] = defaultdict(list)
-        for job in jobs:
-            buckets[window.bucket(job.completed_at or 0.0)].append(job)
-        series = [{"bucket": bucket, "results": lines(group)} for bucket, group in buckets.items()]
-        page = paginate(series, limit, cursor)
-        return {"time_series": page.items, **page.fields} | (
-            {"summary": summary} if summary is not None else {}
-        )
+        return _report(request, window, jobs, expand, lines)
 
     async def billing_events(self, request: Request) -> JSON:
         self._require(request, "admin")
@@ -398,7 +381,7 @@ class PlatformApi:
         event: JSON = {
             "request_id": job.request_id,
             "endpoint_id": job.model.endpoint_id,
-            "timestamp": _iso(job.completed_at),
+            "timestamp": utc_iso(job.completed_at),
             "output_units": job.outcome.billed_units,
             "unit_price": job.model.unit_price,
             "percent_discount": discount,
@@ -429,23 +412,7 @@ class PlatformApi:
                 for endpoint_id, endpoint_jobs in sorted(by_endpoint.items())
             ]
 
-        limit = parse_limit(request.query_params.get("limit"), 100, 1000)
-        cursor = request.query_params.get("cursor")
-        summary = results(jobs) if "summary" in shapes else None
-        if "time_series" not in shapes:
-            page = paginate(summary or [], limit, cursor)
-            return {"summary": page.items, **page.fields}
-        buckets: dict[str, list[Job]] = defaultdict(list)
-        for job in jobs:
-            buckets[window.bucket(job.completed_at or 0.0)].append(job)
-        page = paginate(
-            [{"bucket": bucket, "results": results(group)} for bucket, group in buckets.items()],
-            limit,
-            cursor,
-        )
-        return {"time_series": page.items, **page.fields} | (
-            {"summary": summary} if summary is not None else {}
-        )
+        return _report(request, window, jobs, shapes, results)
 
     # ------------------------------------------------------------------ compute and meta
 
@@ -492,6 +459,30 @@ def _window(request: Request) -> TimeWindow:
         timeframe=query.get("timeframe"),
         bound_to_timeframe=query.get("bound_to_timeframe"),
     )
+
+
+def _report(
+    request: Request,
+    window: TimeWindow,
+    jobs: list[Job],
+    expand: set[str],
+    results: Callable[[Iterable[Job]], list[JSON]],
+) -> JSON:
+    """The shape usage and analytics share: ``time_series`` buckets (paged) and/or a ``summary``
+    over the whole window, each made of ``results`` of a group of jobs."""
+    limit = parse_limit(request.query_params.get("limit"), 100, 1000)
+    cursor = request.query_params.get("cursor")
+    summary = {"summary": results(jobs)} if "summary" in expand else {}
+    if "time_series" not in expand:
+        page = paginate(summary["summary"], limit, cursor)
+        return {"summary": page.items, **page.fields}
+    buckets: dict[str, list[Job]] = defaultdict(list)
+    for job in jobs:  # sorted by completion, so buckets come out in time order
+        buckets[window.bucket(job.completed_at or 0.0)].append(job)
+    page = paginate(
+        [{"bucket": bucket, "results": results(group)} for bucket, group in buckets.items()], limit, cursor
+    )
+    return {"time_series": page.items, **page.fields, **summary}
 
 
 def _words(text: str) -> list[str]:

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from falflow_tools.emulator.auth import fal_error, queue_unauthorized, request_error
+from falflow_tools.emulator.auth import fal_error, request_error, unauthorized
 from falflow_tools.emulator.catalogue import JSON, ModelSpec
 from falflow_tools.emulator.endpoints import EndpointId, RequestPath, parse_request_path
 from falflow_tools.emulator.state import Job
@@ -101,7 +101,7 @@ class QueueApi:
         path = request.path_params["path"]
         principal = self._emulator.auth(request)
         if not principal.is_key:
-            raise _BadRequest(queue_unauthorized(principal, _app_of(path)))
+            raise _BadRequest(unauthorized(principal, _app_of(path)))
         model = self._model(path)
         try:
             payload = json.loads(await request.body())
@@ -151,7 +151,7 @@ class QueueApi:
         path = request.path_params["path"]
         principal = self._emulator.auth(request)
         if not principal.is_key:
-            return queue_unauthorized(principal, _app_of(path))
+            return unauthorized(principal, _app_of(path))
         target = parse_request_path(path)
         if target is None:
             return _not_found()

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
-from falflow_tools.emulator.catalogue import ModelError, RunContext
+from falflow_tools.emulator.catalogue import JSON, ModelError, RunContext
 from falflow_tools.emulator.config import EmulatorConfig
 from falflow_tools.emulator.faults import FaultInjector
 from falflow_tools.emulator.inputs import InputFetcher
@@ -27,8 +27,8 @@ from falflow_tools.emulator.webhooks import WebhookDispatcher
 LARGE_RESULT_BYTES = 10_000  # fal keeps results of 10 KB or more for 6 minutes instead of 1 hour
 
 
-def success(body: dict[str, object], units: float) -> Outcome:
-    return Outcome(200, dict(body), headers={"X-Fal-Billable-Units": f"{units:g}"}, billed_units=units)
+def success(body: JSON, units: float) -> Outcome:
+    return Outcome(200, body, headers={"X-Fal-Billable-Units": f"{units:g}"}, billed_units=units)
 
 
 def model_failure(error: ModelError) -> Outcome:

@@ -103,6 +103,11 @@ class Outcome:
         return self.status_code < 300
 
 
+def utc_iso(timestamp: float) -> str:
+    """ISO8601 in UTC with a ``Z``, as fal writes timestamps."""
+    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+
+
 _sequence = itertools.count()
 
 
@@ -138,8 +143,9 @@ class Job:
         return (0 if self.priority == "normal" else 1, self.seq)
 
     def log(self, message: str, level: str = "INFO") -> None:
-        timestamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-        self.logs.append({"message": message, "level": level, "source": "USER", "timestamp": timestamp})
+        self.logs.append(
+            {"message": message, "level": level, "source": "USER", "timestamp": utc_iso(time.time())}
+        )
 
     def view(self, deliveries: list[WebhookAttempt]) -> JobView:
         outcome = self.outcome

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -18,8 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from falflow_tools.emulator.auth import CDN_TOKEN_TYPE, fal_error
+from falflow_tools.emulator.auth import CDN_TOKEN_TYPE, fal_error, unauthorized
 from falflow_tools.emulator.media import MediaFile
+from falflow_tools.emulator.state import utc_iso
 from falflow_tools.emulator.storage import StoredFile, UploadError, safe_file_name
 
 if TYPE_CHECKING:
@@ -82,21 +82,21 @@ class StorageApi:
     # ------------------------------------------------------------------ rest.fal.ai
 
     async def token(self, request: Request) -> Response:
-        if not self._emulator.auth(request).is_key:
-            return fal_error(401, "No user found for Key ID and Secret")
+        if not (principal := self._emulator.auth(request)).is_key:
+            return unauthorized(principal)
         token, expires_at = self._emulator.auth.issue_cdn_token()
         return JSONResponse(
             {
                 "token": token,
                 "token_type": CDN_TOKEN_TYPE,
                 "base_url": self._emulator.urls.cdn_url,
-                "expires_at": datetime.fromtimestamp(expires_at, UTC).isoformat(),
+                "expires_at": utc_iso(expires_at),
             }
         )
 
     async def initiate(self, request: Request) -> Response:
-        if not self._emulator.auth(request).is_key:
-            return fal_error(401, "No user found for Key ID and Secret")
+        if not (principal := self._emulator.auth(request)).is_key:
+            return unauthorized(principal)
         try:
             body = _InitiateBody.model_validate_json(await request.body() or b"{}")
         except ValidationError as exc:
