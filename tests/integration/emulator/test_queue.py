@@ -316,3 +316,9 @@ def test_status_stream_sends_events_until_completed(fal: RunningEmulator, client
     statuses = [event["status"] for event in events]
     assert statuses[-1] == "COMPLETED"
     assert statuses == sorted(statuses, key=["IN_QUEUE", "IN_PROGRESS", "COMPLETED"].index)
+
+
+def test_deprecated_models_still_run(fal: RunningEmulator, client: httpx.Client) -> None:
+    _, result = run_to_completion(client, fal, "fal-ai/fast-sdxl", {"prompt": "x", "num_images": 3})
+    assert result.status_code == 200
+    assert [(image["width"], image["height"]) for image in result.json()["images"]] == [(1024, 1024)] * 3
