@@ -66,7 +66,7 @@ class ControlApi:
             return JSONResponse(
                 {"detail": exc.errors(include_url=False, include_context=False)}, status_code=422
             )
-        self._emulator.set_faults(faults)
+        self._emulator.faults.configure(faults)
         return JSONResponse(faults.model_dump())
 
     async def reset(self, _request: Request) -> Response:

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp
 from falflow_tools.emulator.app import build_app
 from falflow_tools.emulator.auth import Auth
 from falflow_tools.emulator.catalogue import Catalogue
-from falflow_tools.emulator.config import EmulatorConfig, FaultConfig
+from falflow_tools.emulator.config import EmulatorConfig
 from falflow_tools.emulator.faults import FaultInjector
 from falflow_tools.emulator.inputs import InputFetcher
 from falflow_tools.emulator.media import MediaFile
@@ -40,19 +40,18 @@ class FalEmulator:
         self.catalogue = Catalogue()
         self.uploads = UploadStore(self.config.storage_dir)
         self.webhooks = WebhookDispatcher(self.config, self.state, self.keys, self.faults)
+        self.inputs = InputFetcher(self.file_for_url, self.config.input_fetch_timeout_s)
         self.runner = JobRunner(
             self.config,
             self.state,
             self.faults,
             self.webhooks,
-            fetcher=lambda: self._fetcher,
+            inputs=self.inputs,
             files_url=lambda request_id: f"{self.urls.cdn_url}/files/{request_id}",
         )
         # Set when the server shuts down, so held ("timeout" fault) responses end at once.
         self.closing = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._http: httpx.AsyncClient | None = None
-        self._fetcher_instance: InputFetcher | None = None
         self.app: ASGIApp = build_app(self, lifespan=self._lifespan)
 
     def bind(self, base_url: str) -> None:
@@ -60,28 +59,21 @@ class FalEmulator:
         if self.config.public_base_url is None:
             self.urls = FalUrls(base_url.rstrip("/"))
 
-    @property
-    def _fetcher(self) -> InputFetcher:
-        assert self._fetcher_instance is not None, "the emulator is not serving"
-        return self._fetcher_instance
-
     @asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         self.closing = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         # One client for webhook deliveries and input downloads (creating one loads CA certificates).
-        self._http = httpx.AsyncClient(limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
-        self._fetcher_instance = InputFetcher(
-            self._http, self.file_for_url, self.config.input_fetch_timeout_s
-        )
-        self.webhooks.start(self._http)
+        http = httpx.AsyncClient(limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
+        self.inputs.start(http)
+        self.webhooks.start(http)
         try:
             yield
         finally:
             self.closing.set()
             await self.runner.reset()
             await self.webhooks.reset()
-            await self._http.aclose()
+            await http.aclose()
 
     def file(self, file_id: str, name: str) -> MediaFile | None:
         """A file on the CDN: a job's output (``file_id`` is its request id) or an upload."""
@@ -94,7 +86,7 @@ class FalEmulator:
         prefix = f"{self.urls.cdn_url}/files/"
         if not url.startswith(prefix):
             return None
-        file_id, _, name = url[len(prefix) :].partition("/")
+        file_id, _, name = url[len(prefix) :].split("?", 1)[0].partition("/")
         return self.file(file_id, name)
 
     def stats(self) -> Stats:
@@ -104,9 +96,6 @@ class FalEmulator:
             pending_webhooks=self.webhooks.pending,
             requests=len(self.state.requests),
         )
-
-    def set_faults(self, faults: FaultConfig) -> None:
-        self.faults.configure(faults)
 
     async def reset(self) -> None:
         """Forget every job, request, webhook, upload and token; back to the configured faults."""

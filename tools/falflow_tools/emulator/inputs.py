@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Iterator
+import contextlib
+from collections.abc import Callable
 
 import httpx
 
@@ -28,37 +29,37 @@ def _download_failed(field_name: str, url: str, reason: str) -> ModelError:
     )
 
 
-def _head(chunks: Iterator[bytes]) -> bytes:
-    head = b""
-    for chunk in chunks:
-        head += chunk[: _HEAD_BYTES - len(head)]
-        if len(head) >= _HEAD_BYTES:
-            break
-    return head
+def _head(media: MediaFile) -> bytes:
+    with contextlib.closing(media.chunks()) as chunks:  # closes an upload's file at once
+        head = b""
+        for chunk in chunks:
+            head += chunk[: _HEAD_BYTES - len(head)]
+            if len(head) >= _HEAD_BYTES:
+                break
+        return head
 
 
 class InputFetcher:
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        local_file: Callable[[str], MediaFile | None],
-        timeout_s: float,
-    ) -> None:
-        self._client = client
+    def __init__(self, local_file: Callable[[str], MediaFile | None], timeout_s: float) -> None:
         self._local_file = local_file
         self._timeout = httpx.Timeout(timeout_s)
+        self._client: httpx.AsyncClient | None = None
+
+    def start(self, client: httpx.AsyncClient) -> None:
+        self._client = client
 
     async def fetch(self, field_name: str, url: str) -> FetchedInput:
         if url.startswith("data:"):
             return self._decode_data_uri(field_name, url)
         local = self._local_file(url)
         if local is not None:
-            dimensions = png_dimensions(_head(local.chunks()))
+            dimensions = png_dimensions(_head(local))
             return FetchedInput(
                 url=url, size=local.size, content_type=local.content_type, dimensions=dimensions
             )
         if not url.startswith(("http://", "https://")):
             raise _download_failed(field_name, url, "unsupported URL scheme")
+        assert self._client is not None, "the emulator is not serving"
         try:
             async with self._client.stream(
                 "GET", url, timeout=self._timeout, follow_redirects=True

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Protocol
@@ -30,7 +30,7 @@ class MediaFile(Protocol):
     @property
     def size(self) -> int: ...
 
-    def chunks(self) -> Iterator[bytes]: ...
+    def chunks(self) -> Generator[bytes]: ...
 
 
 def _repeat(block: bytes, total: int) -> Iterator[bytes]:
@@ -109,7 +109,7 @@ class PngImage:
     def size(self) -> int:
         return len(self.data)
 
-    def chunks(self) -> Iterator[bytes]:
+    def chunks(self) -> Generator[bytes]:
         data = self.data
         for start in range(0, len(data), CHUNK_BYTES):
             yield data[start : start + CHUNK_BYTES]
@@ -156,7 +156,7 @@ class Mp4Video:
         if self.size < len(_FTYP) + 16 + _MOOV_BYTES:
             raise ValueError(f"an MP4 needs at least {len(_FTYP) + 16 + _MOOV_BYTES} bytes")
 
-    def chunks(self) -> Iterator[bytes]:
+    def chunks(self) -> Generator[bytes]:
         mdat_bytes = self.size - len(_FTYP) - _MOOV_BYTES
         if mdat_bytes <= 0xFFFFFFFF:
             mdat_header = struct.pack(">I", mdat_bytes) + b"mdat"
@@ -193,7 +193,7 @@ class WavAudio:
         if not WAV_HEADER_BYTES + 2 <= self.size <= 0xFFFFFFFF or self.size % 2:
             raise ValueError("a WAV file must be an even size between 46 bytes and 4 GiB")
 
-    def chunks(self) -> Iterator[bytes]:
+    def chunks(self) -> Generator[bytes]:
         data_bytes = self.size - WAV_HEADER_BYTES
         fmt = struct.pack("<IHHIIHH", 16, 1, 1, WAV_SAMPLE_RATE, 2 * WAV_SAMPLE_RATE, 2, 16)
         yield (

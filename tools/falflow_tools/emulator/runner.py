@@ -92,14 +92,14 @@ class JobRunner:
         faults: FaultInjector,
         webhooks: WebhookDispatcher,
         *,
-        fetcher: Callable[[], InputFetcher],
+        inputs: InputFetcher,
         files_url: Callable[[str], str],
     ) -> None:
         self._config = config
         self._state = state
         self._faults = faults
         self._webhooks = webhooks
-        self._fetcher = fetcher
+        self._inputs = inputs
         self._files_url = files_url
         self._slots: dict[str, AppSlots] = {}
         self._queued: dict[str, dict[str, Job]] = {}
@@ -183,9 +183,8 @@ class JobRunner:
         job.log(f"Starting {job.model.endpoint_id} on a warm runner")
         try:
             request = job.model.validate_input(job.payload)
-            fetcher = self._fetcher()
             inputs = {
-                name: await fetcher.fetch(name, url)
+                name: await self._inputs.fetch(name, url)
                 for name in job.model.url_fields
                 if isinstance(url := getattr(request, name, None), str)
             }

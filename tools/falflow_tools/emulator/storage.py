@@ -12,7 +12,7 @@ import re
 import secrets
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +44,7 @@ class StoredFile:
     def size(self) -> int:
         return self.path.stat().st_size
 
-    def chunks(self) -> Iterator[bytes]:
+    def chunks(self) -> Generator[bytes]:
         with self.path.open("rb") as stream:
             while chunk := stream.read(CHUNK_BYTES):
                 yield chunk
