@@ -272,19 +272,32 @@ def test_start_timeout_ends_in_a_user_timeout(fal_emulator_factory: EmulatorFact
         ).json()
         status = wait_completed(client, late["status_url"], timeout_s=2)
         result = client.get(late["response_url"])
-        sync = client.post(
-            f"{fal.urls.run_url}/{FLUX}", json={"prompt": "x"}, headers={"X-Fal-Request-Timeout": "0.2"}
-        )
         too_small = client.post(
             f"{fal.urls.queue_url}/{FLUX}", json={"prompt": "x"}, headers={"X-Fal-Request-Timeout": "0.05"}
         )
 
     assert status["error_type"] == "request_timeout"
-    for response in (result, sync):
-        assert response.status_code == 504
-        assert response.headers["x-fal-request-timeout-type"] == "user"
-        assert response.json()["error_type"] == "request_timeout"
+    assert result.status_code == 504
+    assert result.headers["x-fal-request-timeout-type"] == "user"
+    assert result.json()["error_type"] == "request_timeout"
     assert too_small.status_code == 400
+
+
+def test_sync_runs_get_429_when_every_runner_is_busy(fal_emulator_factory: EmulatorFactory) -> None:
+    fal = fal_emulator_factory(queue_wait_s=0.0, run_time_s=0.5, concurrency=1)
+    with key_client(fal) as client:
+        queued = submit(client, fal, FLUX, {"prompt": "hogs the runner"})
+        time.sleep(0.1)
+        busy = client.post(f"{fal.urls.run_url}/{FLUX}", json={"prompt": "x"})
+        wait_completed(client, queued["status_url"])
+        free = client.post(f"{fal.urls.run_url}/{FLUX}", json={"prompt": "x"})
+
+    assert busy.status_code == 429
+    assert (busy.json()["error_type"], busy.headers["x-fal-needs-retry"]) == (
+        "concurrent_requests_limit",
+        "1",
+    )
+    assert free.status_code == 200
 
 
 def test_max_queue_length_rejects_with_429(fal_emulator_factory: EmulatorFactory) -> None:

@@ -84,6 +84,15 @@ def request_error(status_code: int, error_type: str, detail: str) -> JSONRespons
     )
 
 
+def concurrency_limited() -> JSONResponse:
+    """fal.run's answer when every runner is busy: retry with backoff (the queue would wait)."""
+    return JSONResponse(
+        {"detail": "Too many concurrent requests, retry later", "error_type": "concurrent_requests_limit"},
+        status_code=429,
+        headers={"X-Fal-Needs-Retry": "1", "X-Fal-Error-Type": "concurrent_requests_limit"},
+    )
+
+
 def unauthorized(principal: Principal, app: str | None = None) -> JSONResponse:
     """401 of the queue, run and storage hosts: no key at all, or one fal does not know."""
     if principal.kind == "none":

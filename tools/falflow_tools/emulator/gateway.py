@@ -15,10 +15,10 @@ import struct
 import time
 from typing import TYPE_CHECKING
 
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from falflow_tools.emulator.auth import fal_error, platform_error
+from falflow_tools.emulator.auth import concurrency_limited, fal_error, platform_error
 from falflow_tools.emulator.config import HttpGroup
 from falflow_tools.emulator.faults import HttpFault, http_group
 from falflow_tools.emulator.state import RequestRecord
@@ -64,11 +64,7 @@ def fault_response(fault: HttpFault, group: HttpGroup) -> Response:
             return platform_error(429, "Rate limit exceeded")
         return platform_error(int(fault), "An unexpected error occurred")
     if fault == "429":
-        return JSONResponse(
-            {"detail": "Too many requests, retry later", "error_type": "concurrent_requests_limit"},
-            status_code=429,
-            headers={"X-Fal-Needs-Retry": "1", "X-Fal-Error-Type": "concurrent_requests_limit"},
-        )
+        return concurrency_limited()
     if fault == "503":
         return Response(_INGRESS_503, status_code=503, media_type="text/html")
     return fal_error(500, "Internal Server Error")

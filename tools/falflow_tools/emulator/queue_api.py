@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from falflow_tools.emulator.auth import fal_error, request_error, unauthorized
+from falflow_tools.emulator.auth import concurrency_limited, fal_error, request_error, unauthorized
 from falflow_tools.emulator.catalogue import JSON, ModelSpec
 from falflow_tools.emulator.endpoints import EndpointId, RequestPath, parse_request_path
 from falflow_tools.emulator.state import Job
@@ -93,6 +93,8 @@ class QueueApi:
             job = await self._new_job(request, sync=True)
         except _BadRequest as bad:
             return bad.response
+        if not self._emulator.runner.has_free_runner(job.endpoint.app):
+            return concurrency_limited()  # sync calls bypass the queue, so they cannot wait in it
         self._emulator.runner.start(job)
         await job.finished.wait()
         return self._result_response(job)

@@ -53,6 +53,10 @@ def request_failure(status_code: int, error_type: str, detail: str, **headers: s
     )
 
 
+def cancelled() -> Outcome:
+    return request_failure(499, "client_cancelled", "Request was cancelled")
+
+
 class AppSlots:
     """The runners of one app: at most ``capacity`` jobs in progress; waiting jobs get a runner in
     queue order (every normal-priority job before any low-priority one, then by arrival)."""
@@ -74,6 +78,10 @@ class AppSlots:
             if granted.done() and not granted.cancelled():
                 self.release()
             raise
+
+    @property
+    def free(self) -> int:
+        return self._free
 
     def release(self) -> None:
         while self._waiting:
@@ -116,6 +124,10 @@ class JobRunner:
         self._tasks[job.request_id] = task
         task.add_done_callback(lambda _: self._tasks.pop(job.request_id, None))
 
+    def has_free_runner(self, app: str) -> bool:
+        slots = self._slots.get(app)
+        return slots is None or slots.free > 0
+
     def queue_length(self, app: str) -> int:
         return len(self._queued.get(app, {}))
 
@@ -131,7 +143,7 @@ class JobRunner:
             return 400
         job.cancel_requested = True
         if job.status == "IN_QUEUE":
-            self._finish(job, request_failure(499, "client_cancelled", "Request was cancelled"))
+            self._finish(job, cancelled())
             task = self._tasks.get(job.request_id)
             if task is not None:
                 task.cancel()
@@ -153,7 +165,8 @@ class JobRunner:
         )
         try:
             async with asyncio.timeout_at(deadline):
-                await asyncio.sleep(self._config.queue_wait_s)
+                if not job.sync:  # sync calls go straight to a runner
+                    await asyncio.sleep(self._config.queue_wait_s)
                 await slots.acquire(job.queue_key)
         except TimeoutError:
             # X-Fal-Request-Timeout bounds the time to start, and fal does not retry after it.
@@ -189,7 +202,7 @@ class JobRunner:
                 if isinstance(url := getattr(request, name, None), str)
             }
             if not await self._work(job):
-                return request_failure(499, "client_cancelled", "Request was cancelled")
+                return cancelled()
             if self._faults.chance("job_error", self._faults.config.job_error_rate):
                 job.log("CUDA error: an illegal memory access was encountered", level="ERROR")
                 return request_failure(500, "runner_server_error", "Internal error while running the model")
