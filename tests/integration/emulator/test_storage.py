@@ -40,6 +40,19 @@ def cdn_token(client: httpx.Client, fal: RunningEmulator) -> dict[str, str]:
     return token
 
 
+def upload_png(client: httpx.Client, fal: RunningEmulator, png: bytes) -> str:
+    """Upload through the token flow; returns the access URL."""
+    token = cdn_token(client, fal)
+    response = client.post(
+        f"{token['base_url']}/files/upload",
+        content=png,
+        headers={"Authorization": f"{token['token_type']} {token['token']}", "Content-Type": "image/png"},
+    )
+    assert response.status_code == 200
+    access_url: str = response.json()["access_url"]
+    return access_url
+
+
 def test_token_then_upload_then_download(
     fal: RunningEmulator, client: httpx.Client, anonymous: httpx.Client
 ) -> None:
@@ -129,12 +142,7 @@ def test_initiate_gives_a_presigned_upload_url(
 
 
 def test_upscaler_reads_the_uploaded_image(fal: RunningEmulator, client: httpx.Client) -> None:
-    token = cdn_token(client, fal)
-    access_url = client.post(
-        f"{token['base_url']}/files/upload",
-        content=tiny_png(64, 48),
-        headers={"Authorization": f"Bearer {token['token']}", "Content-Type": "image/png"},
-    ).json()["access_url"]
+    access_url = upload_png(client, fal, tiny_png(64, 48))
 
     _, result = run_to_completion(
         client, fal, "fal-ai/clarity-upscaler", {"image_url": access_url, "upscale_factor": 2}
@@ -152,12 +160,7 @@ def test_inputs_on_other_hosts_are_downloaded(
 ) -> None:
     elsewhere = fal_emulator_factory()
     with key_client(elsewhere) as other:
-        token = cdn_token(other, elsewhere)
-        remote_url = other.post(
-            f"{token['base_url']}/files/upload",
-            content=tiny_png(100, 50),
-            headers={"Authorization": f"Bearer {token['token']}", "Content-Type": "image/png"},
-        ).json()["access_url"]
+        remote_url = upload_png(other, elsewhere, tiny_png(100, 50))
 
     _, result = run_to_completion(
         client, fal, "fal-ai/clarity-upscaler", {"image_url": remote_url, "upscale_factor": 3}
@@ -190,12 +193,7 @@ def test_upscaler_validates_its_factor(
 def test_too_large_upscales_fail_with_image_too_large(fal_emulator_factory: EmulatorFactory) -> None:
     fal = fal_emulator_factory(max_image_side=256)
     with key_client(fal) as client:
-        token = cdn_token(client, fal)
-        url = client.post(
-            f"{token['base_url']}/files/upload",
-            content=tiny_png(200, 100),
-            headers={"Authorization": f"Bearer {token['token']}", "Content-Type": "image/png"},
-        ).json()["access_url"]
+        url = upload_png(client, fal, tiny_png(200, 100))
         _, result = run_to_completion(client, fal, "fal-ai/clarity-upscaler", {"image_url": url})
 
     assert result.status_code == 422

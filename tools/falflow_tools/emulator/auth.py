@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -73,6 +74,11 @@ class Auth:
 def fal_error(status_code: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
     """The queue, run, storage and CDN hosts answer errors as ``{"detail": ...}``."""
     return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
+
+
+def invalid_body(exc: ValidationError) -> JSONResponse:
+    """422 for a request body that does not parse into the expected model."""
+    return fal_error(422, exc.errors(include_url=False, include_context=False))
 
 
 def request_error(status_code: int, error_type: str, detail: str) -> JSONResponse:

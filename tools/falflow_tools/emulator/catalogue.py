@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -313,21 +313,22 @@ class ModelSpec:
             raise ModelError(validation_detail(exc)) from exc
 
 
+FLUX_DEV = ModelSpec(
+    endpoint_id="fal-ai/flux/dev",
+    display_name="FLUX.1 [dev]",
+    category="text-to-image",
+    description="FLUX.1 [dev], a 12 billion parameter flow transformer that generates images from text.",
+    input_model=FluxDevInput,
+    output_model=TextToImageOutput,
+    generate=_generate_images,
+    unit="image",
+    unit_price=0.025,
+    typical_units=1,
+    tags=("flux", "text-to-image"),
+)
+
 MODELS: tuple[ModelSpec, ...] = (
-    ModelSpec(
-        endpoint_id="fal-ai/flux/dev",
-        display_name="FLUX.1 [dev]",
-        category="text-to-image",
-        description="FLUX.1 [dev], a 12 billion parameter flow transformer that generates images from text.",
-        input_model=FluxDevInput,
-        output_model=TextToImageOutput,
-        generate=_generate_images,
-        unit="image",
-        unit_price=0.025,
-        typical_units=1,
-        tags=("flux", "text-to-image"),
-        license_type="commercial",
-    ),
+    FLUX_DEV,
     ModelSpec(
         endpoint_id="fal-ai/fast-sdxl",
         display_name="Stable Diffusion XL",
@@ -387,17 +388,13 @@ MODELS: tuple[ModelSpec, ...] = (
         license_type="research",
         duration_estimate_min=0.5,
     ),
-    ModelSpec(
+    # A user's own workflow around FLUX.1 [dev]: exercises the workflows namespace in queue URLs.
+    replace(
+        FLUX_DEV,
         endpoint_id="workflows/falflow/text-to-image",
         display_name="falflow text-to-image workflow",
-        category="text-to-image",
-        description="A private workflow wrapping FLUX.1 [dev]; exercises the workflows namespace.",
-        input_model=FluxDevInput,
-        output_model=TextToImageOutput,
-        generate=_generate_images,
-        unit="image",
-        unit_price=0.025,
-        typical_units=1,
+        description="A private workflow wrapping FLUX.1 [dev].",
+        tags=(),
         license_type="private",
         listed=False,
     ),

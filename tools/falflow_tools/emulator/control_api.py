@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from falflow_tools.emulator.auth import invalid_body
 from falflow_tools.emulator.config import FaultConfig
 from falflow_tools.emulator.state import JobView, RequestRecord, WebhookAttempt
 
@@ -63,9 +64,7 @@ class ControlApi:
         try:
             faults = FaultConfig.model_validate_json(await request.body() or b"{}")
         except ValidationError as exc:
-            return JSONResponse(
-                {"detail": exc.errors(include_url=False, include_context=False)}, status_code=422
-            )
+            return invalid_body(exc)
         self._emulator.faults.configure(faults)
         return JSONResponse(faults.model_dump())
 
@@ -77,8 +76,6 @@ class ControlApi:
         try:
             options = RotateKey.model_validate_json(await request.body() or b"{}")
         except ValidationError as exc:
-            return JSONResponse(
-                {"detail": exc.errors(include_url=False, include_context=False)}, status_code=422
-            )
+            return invalid_body(exc)
         key = self._emulator.keys.rotate(keep_previous=options.keep_previous)
         return JSONResponse({"kid": key.kid, "jwks": self._emulator.keys.jwks()})

@@ -4,6 +4,9 @@ An endpoint id splits on ``/`` into owner, alias and an optional subpath; the ``
 ``comfy`` namespaces shift that by one segment and stay as a URL prefix; a legacy ``123-myapp``
 means ``123/myapp``. Submit uses the full id; status, result and cancel use the app only
 (``[namespace/]owner/alias/requests/{id}...``), so a subpath there is not found.
+
+Deliberately independent of ``falflow.fal.endpoints``: the emulator plays fal's side, and sharing
+the client's parser would make a bug in it agree with itself instead of failing a test.
 """
 
 from __future__ import annotations

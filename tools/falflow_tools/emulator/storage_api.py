@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from falflow_tools.emulator.auth import CDN_TOKEN_TYPE, fal_error, unauthorized
+from falflow_tools.emulator.auth import CDN_TOKEN_TYPE, fal_error, invalid_body, unauthorized
 from falflow_tools.emulator.media import MediaFile
 from falflow_tools.emulator.state import utc_iso
 from falflow_tools.emulator.storage import StoredFile, UploadError, safe_file_name
@@ -100,7 +100,7 @@ class StorageApi:
         try:
             body = _InitiateBody.model_validate_json(await request.body() or b"{}")
         except ValidationError as exc:
-            return fal_error(422, exc.errors(include_url=False, include_context=False))
+            return invalid_body(exc)
         name = safe_file_name(body.file_name)
         file_id, token = self._emulator.uploads.presign(name, body.content_type)
         file_url = self._file_url(file_id, name)
@@ -162,7 +162,7 @@ class StorageApi:
                 self._emulator.uploads.complete, params["file_id"], params["name"], params["upload_id"], parts
             )
         except ValidationError as exc:
-            return fal_error(422, exc.errors(include_url=False, include_context=False))
+            return invalid_body(exc)
         except UploadError as exc:
             return fal_error(400, str(exc))
         return JSONResponse({"access_url": self._access_url(stored)})
