@@ -311,7 +311,7 @@ class PlatformApi:
             and (not billed_only or job.outcome.billed_units > 0)
             and (not ids or str(job.endpoint) in ids)
             and (not key_ids or job.api_key_id in key_ids)
-            # Every job is the emulated account's own; keys carry no team-member username.
+            # Every job belongs to the one emulated user: a username filter matches all or none.
             and (not usernames or self._emulator.config.user_id in usernames)
             and (not request_ids or job.request_id in request_ids)
         ]
