@@ -2,14 +2,15 @@
 
 The order of writes is what makes at-least-once delivery safe:
 
-1. The job record is created ACCEPTED (conditional put) before fal hears of the job. A request
-   that can never succeed is recorded REJECTED instead, and fal never hears of it.
-2. ``claim_submit`` gives one worker a lease on the ACCEPTED job; a worker that loses the race
-   sends nothing (two batches racing on one job submit it once).
-3. After fal answers, ``bind_request`` records fal's request id and URLs — the first request id
-   reported for a job wins, whether it comes from this reply or from fal's webhook (which may beat
-   this write; the job may already be STORING or COMPLETED, and is never moved back) — then the
-   job advances to SUBMITTED.
+1. The job record is created ACCEPTED (a conditional put) before fal hears of the job, holding
+   the creating worker's submit lease. A request that can never succeed is recorded REJECTED
+   instead, and fal never hears of it.
+2. A delivery that finds the record ACCEPTED takes the lease with ``claim_submit``; whoever does
+   not hold it sends nothing (two batches racing on one job submit it once).
+3. After fal answers, one conditional write records fal's request id and URLs and moves the job to
+   SUBMITTED. If fal's webhook was recorded first (the job may already be STORING or COMPLETED),
+   ``bind_request`` records them instead — the first request id reported for a job wins — and the
+   job is never moved back.
 
 Failures:
 
@@ -29,6 +30,11 @@ Failures:
   aside instead of storing it. So a lost reply can cost at most a duplicate fal run (billed), never
   a second stored result or a lost job. A worker that died mid-submit leaves the same lease behind
   and is treated the same way.
+
+  fal calls the webhook when a job ends, not when it is queued, so the grace settles the question
+  only for jobs that finish within it: choose it from the models' usual time to result, below the
+  intake queue's visibility timeout so the first redelivery may resend. (fal offers no lookup by a
+  client key, so nothing better than the webhook can tell whether the lost request exists.)
 """
 
 from __future__ import annotations
@@ -204,29 +210,23 @@ class SubmitService:
             return SubmitResult(None, SubmitOutcome.IGNORED)
         self._correlate(plan.job_id)
 
-        existing = self._store.get(plan.job_id)
-        if existing is not None and not _awaits_submit(existing):
-            return self._duplicate(existing)
         try:
             checked = self._check(plan)
             accepted = self._accepted_job(checked)
         except RequestRejectedError as rejected:
-            return self._reject_checked(plan, rejected.error, existing)
+            return self._reject_new(plan.identity, rejected.error, model=plan.request.model, plan=plan)
 
+        # Created with this worker's submit lease: the common path costs one write before fal.
         job, created = self._store.create(accepted)
-        if not created:
-            if not _awaits_submit(job):
-                return self._duplicate(job)
-            if not _same_work(job, checked):
-                logger.warning(
-                    "job id reused for different work: this delivery is ignored", job_id=job.job_id
-                )
-                return self._duplicate(job)
-        else:
+        if created:
             logger.info("job accepted", job_id=job.job_id, model=job.model, source_kind=job.source_kind)
-        # A lease left behind (not released) means an earlier attempt may have reached fal.
-        stale_lease = existing.submit_lease_until if existing is not None else None
-        return self._claim_and_send(checked, created=created, stale_lease=stale_lease)
+            return self._send_leased(checked, job, created=True)
+        if not _awaits_submit(job):
+            return self._duplicate(job)
+        if not _same_work(job, checked):
+            logger.warning("job id reused for different work: this delivery is ignored", job_id=job.job_id)
+            return self._duplicate(job)
+        return self._claim_and_send(checked, previous=job)
 
     def _check(self, plan: JobPlan) -> CheckedInputs:
         """Everything that can reject a valid request before fal is asked."""
@@ -247,40 +247,44 @@ class SubmitService:
             )
         return self._files.check(plan)
 
-    def _claim_and_send(
-        self, checked: CheckedInputs, *, created: bool, stale_lease: str | None
-    ) -> SubmitResult:
+    def _claim_and_send(self, checked: CheckedInputs, *, previous: Job) -> SubmitResult:
+        """Send an accepted job that an earlier delivery recorded, if its lease can be had."""
         job_id = checked.plan.job_id
         claimed = self._store.claim_submit(job_id, now=self._clock(), lease=self._config.ambiguous_grace)
         if claimed is None:
             return self._not_claimed(job_id)
-        if claimed.submit_ambiguous_at is not None or stale_lease is not None:
-            # An earlier attempt may have reached fal, and its grace passed without a webhook.
+        # A lease left behind (not released) or a recorded ambiguity: an earlier attempt may have
+        # reached fal, and its grace passed without a webhook binding it.
+        if claimed.submit_ambiguous_at is not None or previous.submit_lease_until is not None:
             earlier = (
                 f"its reply was lost at {claimed.submit_ambiguous_at}"
                 if claimed.submit_ambiguous_at
-                else f"its worker stopped without an outcome (lease until {stale_lease})"
+                else f"its worker stopped without an outcome (lease until {previous.submit_lease_until})"
             )
             self._trail(
                 job_id,
                 "resubmit",
-                f"attempt {claimed.attempts}: an earlier submit may have reached "
-                f"fal ({earlier}) and no webhook bound it within the grace period",
+                f"attempt {claimed.attempts}: an earlier submit may have reached fal ({earlier}) and no "
+                "webhook bound it within the grace period",
             )
             logger.warning(
                 "sending a job again after its grace period", job_id=job_id, attempts=claimed.attempts
             )
-        lease = claimed.submit_lease_until
+        return self._send_leased(checked, claimed, created=False)
+
+    def _send_leased(self, checked: CheckedInputs, job: Job, *, created: bool) -> SubmitResult:
+        """Send a job this worker holds the submit lease of; whatever happens, settle the lease."""
+        lease = job.submit_lease_until
         try:
             return self._send(checked, created=created)
         except SubmitRetryLaterError as retry:
             if not retry.ambiguous:
-                self._release(job_id, lease)
+                self._release(job.job_id, lease)
             raise
         except RequestRejectedError as rejected:  # a file vanished since it was checked
-            return self._reject_claimed(checked.plan, rejected.error, created=created)
+            return self._reject_leased(checked.plan, rejected.error, created=created)
         except Exception:
-            self._release(job_id, lease)
+            self._release(job.job_id, lease)
             raise
 
     def _send(self, checked: CheckedInputs, *, created: bool) -> SubmitResult:
@@ -304,42 +308,52 @@ class SubmitService:
     def _record_submission(
         self, job_id: str, submission: Submission, latency: float, *, created: bool
     ) -> SubmitResult:
+        request_id = submission.request_id
         fields = {
             "status_url": submission.status_url,
             "response_url": submission.response_url,
             "cancel_url": submission.cancel_url,
-            "gateway_request_id": submission.gateway_request_id or submission.request_id,
+            "gateway_request_id": submission.gateway_request_id or request_id,
         }
-        bound = self._store.bind_request(job_id, submission.request_id, fields=fields)
-        if not bound.bound:
-            self._cancel_superseded(job_id, submission, bound.conflicting_request_id)
-            return SubmitResult(
-                job_id,
-                SubmitOutcome.SUPERSEDED,
-                created=created,
-                request_id=submission.request_id,
-                fal_latency_s=latency,
-            )
+        # The common case in one conditional write: still ACCEPTED and no request id bound yet.
         advanced = self._store.advance(
             job_id,
             JobState.SUBMITTED,
             now=self._clock(),
-            require={"request_id": submission.request_id},
+            fields={"request_id": request_id, **fields},
+            require={"request_id": ABSENT},
             remove=["submit_lease_until"],
         )
+        webhook_first = advanced is None
+        if webhook_first:
+            # fal's webhook was recorded first: bind our id (refused if it bound another one), and
+            # never move the job back from where the completion path has taken it.
+            bound = self._store.bind_request(job_id, request_id, fields=fields)
+            if not bound.bound:
+                self._cancel_superseded(job_id, submission, bound.conflicting_request_id)
+                return SubmitResult(
+                    job_id,
+                    SubmitOutcome.SUPERSEDED,
+                    created=created,
+                    request_id=request_id,
+                    fal_latency_s=latency,
+                )
+            self._store.advance(
+                job_id,
+                JobState.SUBMITTED,
+                now=self._clock(),
+                require={"request_id": request_id},
+                remove=["submit_lease_until"],
+            )
         logger.info(
             "job submitted to fal",
             job_id=job_id,
-            request_id=submission.request_id,
+            request_id=request_id,
             fal_latency_ms=round(latency * 1000),
-            webhook_first=advanced is None,  # the completion was recorded before this write
+            webhook_first=webhook_first,
         )
         return SubmitResult(
-            job_id,
-            SubmitOutcome.SUBMITTED,
-            created=created,
-            request_id=submission.request_id,
-            fal_latency_s=latency,
+            job_id, SubmitOutcome.SUBMITTED, created=created, request_id=request_id, fal_latency_s=latency
         )
 
     # ------------------------------------------------------------------------ the failure paths
@@ -445,24 +459,21 @@ class SubmitService:
             **(_request_fields(plan) if plan else {}),
         )
         stored, created = self._store.create(job)
-        if not created:
+        if created:
+            logger.warning("job rejected", job_id=job.job_id, error_type=error.type, reason=error.message)
+            return SubmitResult(job.job_id, SubmitOutcome.REJECTED, created=True, error=error)
+        if plan is None or not _awaits_submit(stored):
             return self._duplicate(stored)
-        logger.warning("job rejected", job_id=job.job_id, error_type=error.type, reason=error.message)
-        return SubmitResult(job.job_id, SubmitOutcome.REJECTED, created=True, error=error)
-
-    def _reject_checked(self, plan: JobPlan, error: JobError, existing: Job | None) -> SubmitResult:
-        if existing is None:
-            return self._reject_new(plan.identity, error, model=plan.request.model, plan=plan)
-        # Accepted by an earlier delivery and never sent: end it, but only under the submit lease so
-        # a worker that is sending it right now is not overtaken.
+        # Accepted by an earlier delivery and never sent (its file has gone since): end it, but
+        # only under the submit lease so that a worker sending it right now is not overtaken.
         if (
             self._store.claim_submit(plan.job_id, now=self._clock(), lease=self._config.ambiguous_grace)
             is None
         ):
             return self._not_claimed(plan.job_id)
-        return self._reject_claimed(plan, error, created=False)
+        return self._reject_leased(plan, error, created=False)
 
-    def _reject_claimed(self, plan: JobPlan, error: JobError, *, created: bool) -> SubmitResult:
+    def _reject_leased(self, plan: JobPlan, error: JobError, *, created: bool) -> SubmitResult:
         rejected = self._store.advance(
             plan.job_id,
             JobState.REJECTED,
@@ -491,14 +502,18 @@ class SubmitService:
         if _json_size(record_input) > self._config.max_inline_input_bytes:
             input_ref = self._keep_large_input(plan, checked.record_input)
             record_input = None
+        now = self._clock()
         return Job.new(
             identity.job_id,
             source=identity.source,
             source_kind=identity.source_kind,
-            now=self._clock(),
+            now=now,
             model=plan.request.model,
             input=record_input,
             input_ref=input_ref,
+            # Created holding the submit lease, as `claim_submit` would have given it.
+            submit_lease_until=isoformat(now + self._config.ambiguous_grace),
+            attempts=1,
             **_request_fields(plan),
         )
 
