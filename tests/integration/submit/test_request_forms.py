@@ -1,0 +1,89 @@
+"""Each request form ends as one fal submission with the right input and webhook, and a SUBMITTED
+record — through the real handler, moto's S3/SQS/DynamoDB and the fal emulator."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+
+from falflow.jobs import JobState
+from falflow.submit import ObjectCreated, S3ObjectRef, object_job_id
+from tests.integration.submit.conftest import EVENTS, SubmitHarness, sample_body
+
+
+def _webhook_query(url: str | None) -> dict[str, list[str]]:
+    assert url is not None
+    return parse_qs(urlsplit(url).query)
+
+
+def test_a_media_drop_notified_by_s3_becomes_a_submitted_upscale(submit: SubmitHarness) -> None:
+    key = "upscale/holiday photo (1)+final.png"
+    put = submit.s3.put_object(
+        Bucket=submit.bucket, Key=key, Body=b"\x89PNG not really", ContentType="image/png"
+    )
+    records = submit.notifications()  # what S3 (moto) put on the intake queue, test event included
+
+    delivery = submit.deliver(records)
+
+    assert delivery.responses == [{"batchItemFailures": []}]
+    # moto's notifications carry no versionId (S3's do, for a versioned bucket): the ETag identifies
+    # the object instead.
+    job_id = object_job_id(ObjectCreated(S3ObjectRef(submit.bucket, key), etag=put["ETag"]))
+    job = submit.job(job_id)
+    assert job.state is JobState.SUBMITTED
+    assert job.source == f"s3://{submit.bucket}/{key}"
+    (fal_job,) = submit.fal_jobs_for(job_id)
+    assert (fal_job.request_id, fal_job.endpoint_id) == (job.request_id, "fal-ai/clarity-upscaler")
+    assert _webhook_query(fal_job.webhook_url) == {"job_id": [job_id]}
+    assert fal_job.webhook_url.startswith(submit.sink.url)  # type: ignore[union-attr]
+    # The input fal received: the route's template with a presigned URL fal can read the file at.
+    (sent,) = [r for r in submit.fal.control.requests() if r.group == "submit"]
+    image_url = sent.body["image_url"]
+    assert "X-Amz-Signature=" in image_url
+    assert "X-Amz-Expires=21600" in image_url
+    assert httpx.get(image_url).content == b"\x89PNG not really"
+    assert (
+        job.status_url
+        == f"{submit.fal.urls.queue_url}/fal-ai/clarity-upscaler/requests/{job.request_id}/status"
+    )
+    assert len(submit.jobs()) == 1  # S3's test event made no job
+
+
+def test_a_job_message_from_the_events_sample_is_submitted(submit: SubmitHarness) -> None:
+    message = sample_body("sqs-job-message.json")
+
+    delivery = submit.deliver([submit.record(message)])
+
+    assert delivery.responses == [{"batchItemFailures": []}]
+    job = submit.job(message["job_id"])
+    assert job.state is JobState.SUBMITTED
+    assert job.metadata == message["metadata"]
+    assert job.output_prefix == "orders/1234"
+    (fal_job,) = submit.fal_jobs_for(message["job_id"])
+    assert fal_job.request_id == job.request_id
+    assert fal_job.endpoint_id == "fal-ai/flux/dev"
+    (sent,) = [r for r in submit.fal.control.requests() if r.group == "submit"]
+    assert sent.body == message["input"]
+    assert sent.headers["x-fal-queue-priority"] == "normal"
+    assert float(sent.headers["x-fal-request-timeout"]) == 600
+
+
+def test_a_job_document_from_the_events_sample_is_submitted_with_its_file(submit: SubmitHarness) -> None:
+    document = json.loads((EVENTS / "job-document.json").read_text())
+    assert document["files"] == {"image_url": f"s3://{submit.bucket}/uploads/product-1234.png"}
+    submit.s3.put_object(Bucket=submit.bucket, Key="uploads/product-1234.png", Body=b"product")
+    record = submit.put("jobs/order-1234-upscale.json", json.dumps(document).encode(), "application/json")
+
+    delivery = submit.deliver([record])
+
+    assert delivery.responses == [{"batchItemFailures": []}]
+    (job,) = submit.jobs()
+    assert job.state is JobState.SUBMITTED
+    assert job.source_kind == "s3_document"
+    (fal_job,) = submit.fal_jobs_for(job.job_id)
+    (sent,) = [r for r in submit.fal.control.requests() if r.group == "submit"]
+    assert {k: v for k, v in sent.body.items() if k != "image_url"} == document["input"]
+    assert httpx.get(sent.body["image_url"]).content == b"product"
+    assert fal_job.request_id == job.request_id
