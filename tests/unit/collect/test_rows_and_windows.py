@@ -8,6 +8,7 @@ import pytest
 
 from falflow.collect.collector import collection_window
 from falflow.collect.model import analytics_rows, catalogue_entries, usage_rows
+from falflow.collect.settings import CollectSettings
 from falflow.fal.platform import (
     AnalyticsBucket,
     AnalyticsReport,
@@ -103,3 +104,11 @@ def test_a_mark_at_or_past_now_still_rereads_the_current_hour(ahead: timedelta) 
     start, end = _window(NOW + ahead)
     assert start <= datetime(2026, 9, 1, 12, tzinfo=UTC)
     assert end == NOW
+
+
+@pytest.mark.parametrize(
+    ("given", "prefix"), [("collect/", "collect/"), ("collect", "collect/"), ("/a/b/", "a/b/"), ("", "")]
+)
+def test_the_snapshot_prefix_is_always_a_folder(given: str, prefix: str) -> None:
+    settings = CollectSettings(usage_table="u", jobs_table="j", output_bucket="b", snapshot_prefix=given)
+    assert settings.snapshot_prefix == prefix

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # fal serves at most 90 days of billing events per call; the cost lookback stays well inside it.
@@ -31,6 +31,12 @@ class CollectSettings(BaseSettings):
     cost_lookback_hours: int = Field(default=72, ge=1, le=MAX_COST_LOOKBACK_HOURS)
     # Parts not yet started when less time than this is left are reported as failed, not begun.
     reserve_seconds: float = Field(default=30.0, ge=0)
+
+    @field_validator("snapshot_prefix")
+    @classmethod
+    def _prefix_is_a_folder(cls, prefix: str) -> str:
+        # "collect" and "collect/" mean the same folder; the IAM policy grants "<prefix>*".
+        return prefix.strip("/") + "/" if prefix.strip("/") else ""
 
     @property
     def usage_overlap(self) -> timedelta:
