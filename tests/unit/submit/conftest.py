@@ -60,6 +60,7 @@ class Harness:
     archive: FakeArchive = field(default_factory=FakeArchive)
     clock: Clock = field(default_factory=Clock)
     max_inline_input_bytes: int = 64 * 1024
+    grace_s: float = GRACE_S
     correlated: list[str] = field(default_factory=list)
     correlate: Callable[[str], None] | None = None
 
@@ -74,7 +75,7 @@ class Harness:
             ),
             config=SubmitConfig(
                 webhook_url=WEBHOOK,
-                ambiguous_grace=timedelta(seconds=GRACE_S),
+                ambiguous_grace=timedelta(seconds=self.grace_s),
                 max_inline_input_bytes=self.max_inline_input_bytes,
             ),
             archive=self.archive,

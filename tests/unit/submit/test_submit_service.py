@@ -18,6 +18,8 @@ from falflow.fal import (
 )
 from falflow.jobs import JobState, isoformat
 from falflow.submit import SubmitOutcome, SubmitRetryLaterError, message_job_id, object_job_id
+from falflow.submit.service import WORKER_LEASE
+from falflow_tools.template import function_specs
 from tests.unit.submit.conftest import BUCKET, GRACE_S, PRESIGN_S, WEBHOOK, Harness, message
 from tests.unit.submit.fakes import Lost, SentSubmission
 
@@ -424,6 +426,33 @@ def test_a_resent_request_that_loses_to_an_earlier_one_is_cancelled(harness: Har
         f"https://queue.fal.run/fal-ai/clarity-upscaler/requests/{second.request_id}/cancel"
     ]
     assert harness.job(job_id).trail[-1].action == "duplicate_request_refused"
+
+
+def test_a_slow_submit_keeps_its_lease_even_past_a_short_grace(harness: Harness) -> None:
+    harness.grace_s = 1
+    drop = harness.drop("upscale/slow.png")
+    service = harness.service
+    original_submit = harness.fal.submit
+    racing: list[BaseException] = []
+
+    def slow_submit(*args: Any, **kwargs: Any) -> Any:
+        harness.clock.advance(WORKER_LEASE.total_seconds() - 1)  # fal takes long to answer
+        try:
+            service.submit_job(drop)  # meanwhile the same event, delivered again
+        except SubmitRetryLaterError as retry:
+            racing.append(retry)
+        return original_submit(*args, **kwargs)
+
+    harness.fal.submit = slow_submit  # type: ignore[method-assign]
+
+    assert service.submit_job(drop).outcome is SubmitOutcome.SUBMITTED
+    assert len(racing) == 1
+    assert "another worker" in str(racing[0])
+    assert len(harness.fal.submitted) == 1
+
+
+def test_the_worker_lease_outlasts_the_submit_function() -> None:
+    assert function_specs()["SubmitFunction"].timeout * 2 <= WORKER_LEASE.total_seconds()
 
 
 def test_a_worker_that_died_mid_submit_holds_the_job_like_an_ambiguous_submit(harness: Harness) -> None:

@@ -74,6 +74,9 @@ from falflow.submit.sources import JobSource
 logger = Logger(child=True)
 
 ACTOR: Final = "submit"
+# A worker's hold on a job while it sends it: longer than a submit function can run (its Timeout
+# is 60 s in template.yaml; a test holds it below this), so a live worker never loses its lease.
+WORKER_LEASE: Final = timedelta(seconds=120)
 MAX_METADATA_BYTES: Final = 16 * 1024
 # An ingress proxy answers these before fal's queue assigns a request id (see falflow.fal.http).
 _INGRESS_STATUSES: Final = frozenset({502, 503, 504})
@@ -166,6 +169,12 @@ class SubmitConfig:
     ambiguous_grace: timedelta
     max_inline_input_bytes: int
 
+    @property
+    def submit_lease(self) -> timedelta:
+        """How long a worker holds a job it sends: its own lifetime at least, and the grace, since
+        a worker that dies mid-submit leaves the same doubt as a lost reply."""
+        return max(WORKER_LEASE, self.ambiguous_grace)
+
 
 class SubmitService:
     def __init__(
@@ -250,7 +259,7 @@ class SubmitService:
     def _claim_and_send(self, checked: CheckedInputs, *, previous: Job) -> SubmitResult:
         """Send an accepted job that an earlier delivery recorded, if its lease can be had."""
         job_id = checked.plan.job_id
-        claimed = self._store.claim_submit(job_id, now=self._clock(), lease=self._config.ambiguous_grace)
+        claimed = self._store.claim_submit(job_id, now=self._clock(), lease=self._config.submit_lease)
         if claimed is None:
             return self._not_claimed(job_id)
         # A lease left behind (not released) or a recorded ambiguity: an earlier attempt may have
@@ -466,10 +475,7 @@ class SubmitService:
             return self._duplicate(stored)
         # Accepted by an earlier delivery and never sent (its file has gone since): end it, but
         # only under the submit lease so that a worker sending it right now is not overtaken.
-        if (
-            self._store.claim_submit(plan.job_id, now=self._clock(), lease=self._config.ambiguous_grace)
-            is None
-        ):
+        if self._store.claim_submit(plan.job_id, now=self._clock(), lease=self._config.submit_lease) is None:
             return self._not_claimed(plan.job_id)
         return self._reject_leased(plan, error, created=False)
 
@@ -512,7 +518,7 @@ class SubmitService:
             input=record_input,
             input_ref=input_ref,
             # Created holding the submit lease, as `claim_submit` would have given it.
-            submit_lease_until=isoformat(now + self._config.ambiguous_grace),
+            submit_lease_until=isoformat(now + self._config.submit_lease),
             attempts=1,
             **_request_fields(plan),
         )
