@@ -136,9 +136,14 @@ class SubmitHarness:
 
     # --------------------------------------------------------------------------- driving
 
-    def invoke(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        response: dict[str, Any] = self.handler({"Records": list(records)}, context_for("SubmitFunction"))
+    def invoke(self, records: Sequence[dict[str, Any]], handler: Handler | None = None) -> dict[str, Any]:
+        run = handler or self.handler
+        response: dict[str, Any] = run({"Records": list(records)}, context_for("SubmitFunction"))
         return response
+
+    def another_container(self) -> Handler:
+        """The handler loaded again: a second execution environment of the same function."""
+        return load_handler("SubmitFunction")
 
     def deliver(
         self,
@@ -146,6 +151,7 @@ class SubmitHarness:
         *,
         max_receives: int = 5,
         redelivery_delay_s: float = GRACE_S + 0.2,
+        handler: Handler | None = None,
     ) -> Delivery:
         """Invoke, then redeliver what the batch reported failed (receive count + 1), like SQS after
         the visibility timeout, until nothing fails or the last receive is behind us."""
@@ -154,7 +160,7 @@ class SubmitHarness:
         for receive in range(1, max_receives + 1):
             for record in pending:
                 record["attributes"]["ApproximateReceiveCount"] = str(receive)
-            response = self.invoke(pending)
+            response = self.invoke(pending, handler)
             delivery.responses.append(response)
             failed = {item["itemIdentifier"] for item in response["batchItemFailures"]}
             pending = [r for r in pending if r["messageId"] in failed]
@@ -209,19 +215,25 @@ def submit_env() -> dict[str, str]:
 
 
 @pytest.fixture
+def submit_fal(fal_emulator: RunningEmulator) -> RunningEmulator:
+    """The fal the handler talks to; a test module may override it (e.g. a slower one)."""
+    return fal_emulator
+
+
+@pytest.fixture
 def submit(
     moto_server: ProvisionedStack,
-    fal_emulator: RunningEmulator,
+    submit_fal: RunningEmulator,
     webhook_sink: WebhookSink,
     submit_env: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[SubmitHarness]:
     secret_name = str(moto_server.resolver.parameters["FalKeySecretName"])
-    boto3.client("secretsmanager").create_secret(Name=secret_name, SecretString=fal_emulator.api_key)
+    boto3.client("secretsmanager").create_secret(Name=secret_name, SecretString=submit_fal.api_key)
     environment = moto_server.function_environment(
         "SubmitFunction",
         {
-            **fal_emulator.env(),
+            **submit_fal.env(),
             "WEBHOOK_URL": webhook_sink.url,
             "SUBMIT_AMBIGUOUS_GRACE_SECONDS": str(GRACE_S),
             # Fail fast in tests: fal's own retries are covered by the fal client's tests.
@@ -238,7 +250,7 @@ def submit(
         monkeypatch.setenv(name, value)
     _forget_cached_configuration()
     handler = load_handler("SubmitFunction")  # a cold start, after the environment is in place
-    yield SubmitHarness(moto_server, fal_emulator, webhook_sink, handler, environment)
+    yield SubmitHarness(moto_server, submit_fal, webhook_sink, handler, environment)
     _forget_cached_configuration()
 
 
