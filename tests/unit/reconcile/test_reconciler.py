@@ -270,3 +270,37 @@ def test_the_run_stops_taking_jobs_when_time_runs_out(h: Harness) -> None:
     report = h.reconciler.run(LATER, time_left=lambda: 0.0)
     assert report.stopped_early
     assert report.examined == 0
+
+
+def test_the_redriven_message_is_planned_by_the_submit_path_as_the_same_job_and_work() -> None:
+    """Contract with the submit path: what the reconciler re-sends maps to the very same job."""
+    from falflow.submit.plan import Planner  # noqa: PLC0415 - the submit path's own planner
+    from falflow.submit.routes import RouteTable  # noqa: PLC0415
+    from falflow.submit.sources import JobMessage, message_job_id  # noqa: PLC0415
+
+    original = {
+        "model": "fal-ai/flux/dev",
+        "input": {"prompt": "p"},
+        "metadata": {"k": "v"},
+        "start_timeout": 30.0,
+    }
+    job_id = message_job_id(json.dumps(original), original)  # no caller job_id: a content hash
+    job = Job.new(
+        job_id,
+        source="sqs:m1",
+        source_kind="sqs",
+        now=T0,
+        model="fal-ai/flux/dev",
+        input={"prompt": "p"},
+        metadata={"k": "v"},
+        start_timeout=30.0,
+    )
+    body = original_request(job)
+    assert body is not None
+    plan = Planner(RouteTable(), "jobs/", objects=None).plan(JobMessage(body=body, message_id="redrive-1"))  # type: ignore[arg-type]
+    assert plan is not None
+    assert plan.job_id == job_id
+    assert plan.request.model == job.model
+    assert plan.request.input == job.input
+    assert plan.request.metadata == job.metadata
+    assert plan.request.start_timeout == job.start_timeout
