@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 EVENTS = Path(__file__).resolve().parents[3] / "events" / "submit"
-GRACE_S = 1  # SUBMIT_AMBIGUOUS_GRACE_SECONDS in these tests
+GRACE_S = 0.3  # SUBMIT_AMBIGUOUS_GRACE_SECONDS in these tests
 
 
 def sample(name: str) -> dict[str, Any]:
@@ -100,10 +100,16 @@ class SubmitHarness:
         return record
 
     def s3_event_record(
-        self, key: str, *, version_id: str | None, etag: str = "e", size: int = 1
+        self,
+        key: str,
+        *,
+        version_id: str | None,
+        etag: str = "e",
+        size: int = 1,
+        sample_name: str = "sqs-s3-put.json",
     ) -> dict[str, Any]:
-        """The sam `s3 put` sample, aimed at an object of the local input bucket."""
-        notification = sample_body("sqs-s3-put.json")
+        """An S3 notification sample (sam `s3 put`), aimed at an object of the local input bucket."""
+        notification = sample_body(sample_name)
         entity = notification["Records"][0]["s3"]
         entity["bucket"].update(name=self.bucket, arn=f"arn:aws:s3:::{self.bucket}")
         entity["object"].update(key=_encode_key(key), eTag=etag, size=size)
@@ -111,11 +117,23 @@ class SubmitHarness:
             entity["object"]["versionId"] = version_id
         return self.record(json.dumps(notification))
 
-    def put(self, key: str, body: bytes, content_type: str = "application/octet-stream") -> dict[str, Any]:
-        """Put an object and return the S3 event record announcing it."""
+    def put(
+        self,
+        key: str,
+        body: bytes,
+        content_type: str = "application/octet-stream",
+        *,
+        sample_name: str = "sqs-s3-put.json",
+    ) -> dict[str, Any]:
+        """Put an object and return the S3 event record announcing it (with its version id, as S3
+        sends for a versioned bucket)."""
         put = self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
         return self.s3_event_record(
-            key, version_id=put.get("VersionId"), etag=put["ETag"].strip('"'), size=len(body)
+            key,
+            version_id=put.get("VersionId"),
+            etag=put["ETag"].strip('"'),
+            size=len(body),
+            sample_name=sample_name,
         )
 
     def notifications(self) -> list[dict[str, Any]]:

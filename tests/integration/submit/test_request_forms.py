@@ -74,7 +74,12 @@ def test_a_job_document_from_the_events_sample_is_submitted_with_its_file(submit
     document = json.loads((EVENTS / "job-document.json").read_text())
     assert document["files"] == {"image_url": f"s3://{submit.bucket}/uploads/product-1234.png"}
     submit.s3.put_object(Bucket=submit.bucket, Key="uploads/product-1234.png", Body=b"product")
-    record = submit.put("jobs/order-1234-upscale.json", json.dumps(document).encode(), "application/json")
+    record = submit.put(
+        "jobs/order-1234-upscale.json",
+        json.dumps(document).encode(),
+        "application/json",
+        sample_name="sqs-s3-job-document.json",
+    )
 
     delivery = submit.deliver([record])
 
@@ -87,3 +92,30 @@ def test_a_job_document_from_the_events_sample_is_submitted_with_its_file(submit
     assert {k: v for k, v in sent.body.items() if k != "image_url"} == document["input"]
     assert httpx.get(sent.body["image_url"]).content == b"product"
     assert fal_job.request_id == job.request_id
+
+
+def test_every_sample_event_works_as_it_is(submit: SubmitHarness) -> None:
+    """events/submit is a contract: what `sam local invoke SubmitFunction -e` would be given."""
+    submit.s3.put_object(Bucket=submit.bucket, Key="upscale/holiday photo (1).png", Body=b"\x89PNG")
+    submit.s3.put_object(Bucket=submit.bucket, Key="uploads/product-1234.png", Body=b"product")
+    document = (EVENTS / "job-document.json").read_bytes()
+    submit.s3.put_object(Bucket=submit.bucket, Key="jobs/order-1234-upscale.json", Body=document)
+    names = sorted(path.name for path in EVENTS.glob("sqs-*.json"))
+    assert names == [
+        "sqs-bad-message.json",
+        "sqs-job-message.json",
+        "sqs-s3-job-document.json",
+        "sqs-s3-put.json",
+        "sqs-s3-test-event.json",
+    ]
+
+    responses = [submit.invoke(json.loads((EVENTS / name).read_text())["Records"]) for name in names]
+
+    assert responses == [{"batchItemFailures": []}] * len(names)
+    states = sorted((job.source_kind, job.state.value) for job in submit.jobs())
+    assert states == [
+        ("s3_document", "SUBMITTED"),
+        ("s3_media", "SUBMITTED"),
+        ("sqs", "REJECTED"),
+        ("sqs", "SUBMITTED"),
+    ]

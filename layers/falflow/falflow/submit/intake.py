@@ -241,6 +241,7 @@ class SubmitApp:
     async def _record_handler(self, record: SQSRecord) -> list[SubmitResult] | None:
         # Each record runs on its own thread in a copy of the context, so per-record log keys
         # (the correlation id) never leak between concurrent records.
+        metrics.add_metric(name="IntakeMessages", unit=MetricUnit.Count, value=1)
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()
         try:

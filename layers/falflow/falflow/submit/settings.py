@@ -38,7 +38,7 @@ class SubmitSettings(BaseSettings):
     # How long a submit whose reply was lost keeps the job to itself: the time fal's webhook has to
     # bind the request it may have queued before the job is sent again (falflow.submit.service).
     # Keep it below the intake queue's visibility timeout so the first redelivery can resend.
-    submit_ambiguous_grace_seconds: Annotated[int, Field(ge=1, le=12 * 3600)] = 300
+    submit_ambiguous_grace_seconds: Annotated[float, Field(gt=0, le=12 * 3600)] = 300
     # Submissions of one batch in flight at once (the batch size is 10).
     submit_concurrency: Annotated[int, Field(ge=1, le=100)] = 10
     job_retention_days: Annotated[int, Field(ge=1)] = 90

@@ -1,0 +1,185 @@
+"""Faults injected at fal's queue (429, 500, 503, read timeouts, connection resets): nothing is lost.
+
+Every job ends SUBMITTED or its message waits in the intake DLQ with its reason; the redelivery of
+failed records is driven like SQS does it (receive count + 1, after the visibility timeout). fal's
+webhooks are recorded through the real completion intake between redeliveries, so the ambiguity
+rule is tested with what binds a request id in production: a reply lost to a timeout is not
+resent when fal's webhook arrives within the grace period.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from falflow.completion.intake import CompletionIntake, IntakeOutcome, IntakeResult
+from falflow.completion.messages import OutputsMessage
+from falflow.dead_letter import ERROR_MESSAGE_ATTRIBUTE, ERROR_TYPE_ATTRIBUTE
+from falflow.jobs import JobState, utcnow
+from tests.integration.submit.conftest import GRACE_S, Delivery, SubmitHarness
+
+JOBS = 6
+GRACE_WAIT_S = GRACE_S + 0.2  # the visibility timeout here: longer than the ambiguity grace
+
+
+@pytest.fixture
+def submit_env() -> dict[str, str]:
+    # One attempt per submit: every fault reaches the submit path instead of being absorbed by the
+    # fal client's own retries (those are the client's tests).
+    return {"FAL_MAX_ATTEMPTS": "1", "FAL_READ_TIMEOUT_S": "1"}
+
+
+@dataclass
+class Completions:
+    """fal's webhooks, as the sink received them, recorded through the completion intake."""
+
+    submit: SubmitHarness
+    inbox: dict[str, bytes] = field(default_factory=dict)
+    handed_over: list[OutputsMessage] = field(default_factory=list)
+    results: list[IntakeResult] = field(default_factory=list)
+    _seen: int = 0
+
+    def put(self, key: str, body: bytes, metadata: Any) -> None:
+        self.inbox[key] = body
+
+    def get(self, key: str) -> bytes:
+        return self.inbox[key]
+
+    def send(self, message: OutputsMessage) -> None:
+        self.handed_over.append(message)
+
+    def record_new(self) -> None:
+        intake = CompletionIntake(self.submit.store, self, self)
+        for hook in self.submit.sink.received[self._seen :]:
+            job_id = parse_qs(urlsplit(hook.path).query)["job_id"][0]
+            result = intake.record(
+                job_id, hook.json()["request_id"], hook.body, source="webhook", now=utcnow()
+            )
+            self.results.append(result)
+        self._seen = len(self.submit.sink.received)
+
+    def settle(self) -> None:
+        self.submit.fal.control.wait_idle(timeout_s=10)
+        self.record_new()
+
+
+def _messages(count: int) -> list[dict[str, Any]]:
+    return [
+        {"model": "fal-ai/flux/dev", "input": {"prompt": f"job {n}"}, "job_id": f"fault-{n}"}
+        for n in range(count)
+    ]
+
+
+def _deliver(submit: SubmitHarness, bodies: list[dict[str, Any]], between: Callable[[], None]) -> Delivery:
+    delivery = Delivery()
+    pending = [submit.record(body) for body in bodies]
+    for receive in range(1, 6):  # MAX_RECEIVES in template.yaml
+        for record in pending:
+            record["attributes"]["ApproximateReceiveCount"] = str(receive)
+        response = submit.invoke(pending)
+        delivery.responses.append(response)
+        failed = {item["itemIdentifier"] for item in response["batchItemFailures"]}
+        pending = [record for record in pending if record["messageId"] in failed]
+        if not pending:
+            break
+        between()
+    delivery.left = pending
+    return delivery
+
+
+FAULTS: dict[str, dict[str, Any]] = {
+    "429": {"rate_429": 0.6},
+    "500": {"rate_500": 0.6},
+    "503": {"rate_503": 0.6},
+    "timeout": {"rate_timeout": 0.6, "timeout_hold_s": 1.5},  # the client gives up after 1 s
+    "reset": {"rate_reset": 0.6},
+    "all at once": {
+        "rate_429": 0.15,
+        "rate_500": 0.15,
+        "rate_503": 0.15,
+        "rate_timeout": 0.15,
+        "rate_reset": 0.15,
+        "timeout_hold_s": 1.5,
+    },
+}
+
+
+@pytest.mark.parametrize("faults", FAULTS.values(), ids=FAULTS.keys())
+def test_faults_at_fal_lose_nothing_and_submit_each_job_once(
+    submit: SubmitHarness, faults: dict[str, Any]
+) -> None:
+    submit.fal.control.set_faults(seed=11, submit={**faults, "max_faults": 8})
+    completions = Completions(submit)
+    bodies = _messages(JOBS)
+
+    def between_receives() -> None:
+        time.sleep(GRACE_WAIT_S)
+        completions.settle()
+
+    delivery = _deliver(submit, bodies, between_receives)
+    completions.settle()
+
+    assert delivery.left == []
+    assert len(delivery.responses) > 1, "no fault reached the submit path"
+    assert submit.dead_letters() == []  # 8 faults spread over 6 jobs and 5 receives: all get through
+    for body in bodies:
+        job = submit.job(body["job_id"])
+        assert job.state in (JobState.SUBMITTED, JobState.STORING), job
+        (fal_job,) = submit.fal_jobs_for(job.job_id)  # exactly one fal submission
+        assert fal_job.request_id == job.request_id
+    assert not any(r.outcome is IntakeOutcome.FOREIGN_REQUEST for r in completions.results)
+
+
+def test_a_fal_that_stays_down_sends_every_job_to_the_dlq_with_its_reason(submit: SubmitHarness) -> None:
+    submit.fal.control.set_faults(submit={"rate_503": 1.0})
+    bodies = _messages(3)
+
+    delivery = _deliver(submit, bodies, lambda: None)
+
+    assert delivery.left == []  # consumed: on the last receive each went to the DLQ itself
+    assert len(delivery.responses) == 5
+    dead = submit.dead_letters()
+    assert sorted(json.loads(m["Body"])["job_id"] for m in dead) == [b["job_id"] for b in bodies]
+    for message in dead:
+        attributes = message["MessageAttributes"]
+        assert attributes[ERROR_TYPE_ATTRIBUTE]["StringValue"] == "SubmitRetryLaterError"
+        assert (
+            "fal did not take the job: fal server error (503"
+            in attributes[ERROR_MESSAGE_ATTRIBUTE]["StringValue"]
+        )
+    for body in bodies:
+        job = submit.job(body["job_id"])
+        assert job.state is JobState.ACCEPTED
+        assert job.request_id is None
+        assert job.submit_lease_until is None  # released: a redrive from the DLQ sends it at once
+        assert job.attempts == 5
+        assert job.trail[-1].action == "dead_lettered"
+    assert submit.fal.control.jobs() == []
+
+
+def test_a_lost_reply_whose_webhook_comes_late_is_resent_and_the_late_result_refused(
+    submit: SubmitHarness,
+) -> None:
+    submit.fal.control.set_faults(submit={"rate_timeout": 1.0, "timeout_hold_s": 1.5, "max_faults": 1})
+    completions = Completions(submit)
+    (body,) = _messages(1)
+
+    # No webhook is recorded within the grace (the job ran long): the redelivery sends it again.
+    delivery = _deliver(submit, [body], lambda: time.sleep(GRACE_WAIT_S))
+    completions.settle()  # now both webhooks arrive
+
+    assert delivery.left == []
+    job = submit.job(body["job_id"])
+    first, second = sorted(submit.fal_jobs_for(job.job_id), key=lambda fal_job: fal_job.submitted_at)
+    assert job.request_id == second.request_id  # the resent request's id, bound first
+    assert [entry.action for entry in job.trail][:2] == ["submit_ambiguous", "resubmit"]
+    outcomes = {r.outcome for r in completions.results}
+    assert IntakeOutcome.FOREIGN_REQUEST in outcomes  # the first request's result: kept aside, not stored
+    assert [message.request_id for message in completions.handed_over] == [second.request_id]
+    assert first.request_id not in {m.request_id for m in completions.handed_over}
