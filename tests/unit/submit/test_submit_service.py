@@ -94,11 +94,8 @@ def test_job_message_is_sent_with_its_files_as_urls_and_its_options(harness: Har
     assert job.metadata == {"order": 42}
     assert job.files == {"image_url": f"s3://{BUCKET}/uploads/cat.png"}
     assert job.output_prefix == "orders/42"
-    assert job.input == {
-        "prompt": "sharp",
-        "upscale_factor": 2,
-        "image_url": f"s3://{BUCKET}/uploads/cat.png",
-    }
+    # The record keeps the request as sent (what a redrive rebuilds it from): files apart.
+    assert job.input == {"prompt": "sharp", "upscale_factor": 2}
 
 
 def test_job_document_is_sent_under_the_callers_job_id(harness: Harness) -> None:
@@ -217,6 +214,25 @@ def test_two_workers_racing_on_one_job_send_it_once(harness: Harness) -> None:
         isinstance(loser, SubmitRetryLaterError) and not loser.ambiguous
     )
     assert harness.service.submit_job(drop).outcome is SubmitOutcome.DUPLICATE
+
+
+def test_a_redriven_request_rebuilt_from_the_record_is_the_same_job_and_work(harness: Harness) -> None:
+    """What the reconciler sends back to the intake queue for a job left ACCEPTED (falflow.reconcile)."""
+    from falflow.reconcile.reconciler import original_request  # noqa: PLC0415
+
+    harness.objects.put(BUCKET, "uploads/cat.png", b"png")
+    harness.fal.replies = [FalRateLimitedError("busy", status=429, retryable=True)]
+    with pytest.raises(SubmitRetryLaterError):
+        harness.service.submit_job(message(UPSCALE_MESSAGE, "first"))
+    (job,) = harness.store.list_by_state(JobState.ACCEPTED)
+    body = original_request(job)
+    assert body is not None
+
+    result = harness.service.submit_job(message(body, "redriven"))
+
+    assert (result.outcome, result.job_id) == (SubmitOutcome.SUBMITTED, job.job_id)
+    (sent,) = harness.fal.submitted
+    assert sent.input["image_url"].startswith(f"https://{BUCKET}.s3.amazonaws.com/uploads/cat.png?")
 
 
 def test_a_job_id_reused_for_other_work_sends_nothing(harness: Harness) -> None:

@@ -74,7 +74,7 @@ class InputFiles:
         if plan.route is not None and plan.dropped is not None:
             return self._check_drop(plan, plan.route, plan.dropped)
         files = {name: self._check_file(name, ref) for name, ref in plan.request.file_refs().items()}
-        record_input = {**plan.request.input, **plan.request.files}
+        record_input = dict(plan.request.input)  # the files stay apart, in the record's `files`
         return CheckedInputs(plan=plan, record_input=record_input, files=files)
 
     def resolve(self, checked: CheckedInputs) -> dict[str, Any]:
