@@ -37,7 +37,7 @@ from falflow.submit import (
 from falflow.submit.routes import render
 from falflow.submit.service import FalFailure
 from falflow.submit.settings import JOB_ID_QUERY_PARAMETER
-from falflow_tools.template import function_specs
+from falflow_tools.template import function_specs, load_template, parameter_defaults
 
 # ------------------------------------------------------------------------------- request
 
@@ -257,3 +257,32 @@ def test_settings_read_exactly_the_variables_the_template_sets() -> None:
     others |= {"DLQ_URL", "MAX_RECEIVES"}
     assert environment - others <= set(fields), f"unread: {environment - others - set(fields)}"
     assert {"USAGE_TABLE", "OUTPUT_BUCKET", "SUBMIT_AMBIGUOUS_GRACE_SECONDS"} <= environment
+
+
+def test_the_templates_defaults_make_valid_settings() -> None:
+    template = load_template()
+    parameters = parameter_defaults(template)
+    settings = SubmitSettings(
+        jobs_table="jobs",
+        input_bucket="in",
+        webhook_url="https://abc.execute-api.us-east-1.amazonaws.com/webhooks/fal",
+        routes=json.loads(parameters["Routes"]),
+        jobs_prefix=parameters["JobsPrefix"],
+        presign_expiry_seconds=parameters["PresignExpirySeconds"],
+        submit_ambiguous_grace_seconds=parameters["SubmitAmbiguousGraceSeconds"],
+    )
+    assert settings.routes.match("upscale/cat.png") is not None
+    assert settings.routes.match("animate/wave.txt") is not None
+    # The first redelivery after an ambiguous submit (one visibility timeout later) may resend it.
+    visibility = template["Resources"]["IntakeQueue"]["Properties"]["VisibilityTimeout"]
+    assert settings.submit_ambiguous_grace_seconds < visibility
+
+
+def test_the_submit_function_may_only_read_and_conditionally_write_jobs() -> None:
+    policies = load_template()["Resources"]["SubmitFunction"]["Properties"]["Policies"]
+    text = json.dumps(policies)
+    assert "DynamoDBCrudPolicy" not in text  # no delete, no scan
+    statements = [s for p in policies if "Statement" in p for s in p["Statement"]]
+    jobs = next(s for s in statements if s.get("Sid") == "JobRecords")
+    assert sorted(jobs["Action"]) == ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+    assert {"DynamoDBReadPolicy": {"TableName": {"Ref": "UsageTable"}}} in policies
