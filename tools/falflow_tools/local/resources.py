@@ -20,7 +20,9 @@ from falflow_tools.template import (
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
 
 ACCOUNT_ID = "123456789012"  # moto's default account
@@ -214,3 +216,51 @@ def _create_buckets(stack: ProvisionedStack, template: Mapping[str, Any], s3: S3
                     ]
                 },
             )
+
+
+# ------------------------------------------------------------------ local additions to the stack
+
+
+def template_outputs(stack: ProvisionedStack) -> dict[str, str]:
+    """The template's `Outputs`, resolved to the local names (what `--stack` reads from CloudFormation)."""
+    outputs = stack.resolver.template.get("Outputs", {})
+    return {name: str(stack.resolver.resolve(spec["Value"])) for name, spec in outputs.items()}
+
+
+def set_visibility_timeout(stack: ProvisionedStack, sqs: SQSClient, logical_id: str, seconds: int) -> None:
+    """Shorten a queue's visibility timeout, so a failed message comes back in seconds locally."""
+    info = stack.queues[logical_id]
+    sqs.set_queue_attributes(QueueUrl=info.url, Attributes={"VisibilityTimeout": str(seconds)})
+    info.visibility_timeout = seconds
+
+
+def create_event_tap(
+    stack: ProvisionedStack, events: EventBridgeClient, sqs: SQSClient, *, prefix: str = "falflow"
+) -> QueueInfo:
+    """An EventBridge rule sending falflow's events from the stack's bus to an SQS queue.
+
+    Not part of the template (subscribers bring their own rules); locally it lets the demo, the
+    tests and `falflow` show the "Job Completed" / "Job Failed" events the store publishes.
+    """
+    bus = str(stack.resolver.parameters.get("EventBusName") or "default")
+    if bus != "default":
+        events.create_event_bus(Name=bus)
+    name = f"{prefix}-events"
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name=name, EventBusName=bus, EventPattern=json.dumps({"source": ["falflow"]}))
+    events.put_targets(Rule=name, EventBusName=bus, Targets=[{"Id": "events-queue", "Arn": arn}])
+    return QueueInfo(logical_id="EventsTap", name=name, url=url, arn=arn, visibility_timeout=30)
+
+
+def create_fal_secrets(
+    stack: ProvisionedStack, secrets: SecretsManagerClient, *, api_key: str, admin_key: str | None
+) -> dict[str, str]:
+    """Store the fal keys under the secret names the template's parameters give the functions."""
+    created = {}
+    for parameter, value in (("FalKeySecretName", api_key), ("FalAdminKeySecretName", admin_key)):
+        name = str(stack.resolver.parameters.get(parameter) or "")
+        if name and value:
+            secrets.create_secret(Name=name, SecretString=value)
+            created[parameter] = name
+    return created

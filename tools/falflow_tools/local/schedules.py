@@ -1,8 +1,9 @@
 """The template's `ScheduleV2` events, run locally: invoke a function every so often.
 
-EventBridge Scheduler invokes its Lambda target asynchronously with the schedule's `Input` (an
-empty object when there is none). Locally the interval comes from the `rate(...)` expression
-unless the stack shortens it (the demo and the tests do not wait five minutes for a reconcile).
+EventBridge Scheduler invokes its Lambda target with the schedule's `Input`, or without one with
+its default notification (a "Scheduled Event" from `aws.scheduler`, as in events/*/schedule.json).
+Locally the interval comes from the `rate(...)` expression unless the stack shortens it (the demo
+and the tests do not wait five minutes for a reconcile).
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import json
 import logging
 import re
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from falflow_tools.local.workers import InvocationResult
@@ -34,19 +37,44 @@ def rate_seconds(expression: str) -> float | None:
 @dataclass(frozen=True)
 class ScheduleSpec:
     function: str
-    name: str
+    name: str  # as SAM names the schedule: <function logical id><event name>
     expression: str
-    event: Any
+    input: Any = None  # the schedule's Input; None: Scheduler's default notification
+    region: str = "us-east-1"
+    account: str = "123456789012"
+    stack: str = "falflow"
 
     @classmethod
-    def from_event(cls, function: str, name: str, properties: Mapping[str, Any]) -> ScheduleSpec:
+    def from_event(
+        cls, function: str, event_name: str, properties: Mapping[str, Any], **where: str
+    ) -> ScheduleSpec:
         raw = properties.get("Input")
         return cls(
             function=function,
-            name=name,
+            name=f"{function}{event_name}",
             expression=str(properties.get("ScheduleExpression", "")),
-            event=json.loads(raw) if raw else {},
+            input=json.loads(raw) if raw else None,
+            **where,
         )
+
+    def event(self, now: datetime | None = None) -> Any:
+        """What one run of the schedule delivers to the function."""
+        if self.input is not None:
+            return self.input
+        moment = (now or datetime.now(UTC)).astimezone(UTC)
+        return {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "Scheduled Event",
+            "source": "aws.scheduler",
+            "account": self.account,
+            "time": moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": self.region,
+            "resources": [
+                f"arn:aws:scheduler:{self.region}:{self.account}:schedule/default/{self.stack}-{self.name}"
+            ],
+            "detail": {},
+        }
 
 
 class ScheduleRunner:
@@ -91,7 +119,7 @@ class ScheduleRunner:
     def run_now(self) -> InvocationResult:
         # One run at a time, like a schedule whose previous invocation is still running locally.
         with self._run_lock:
-            result = self._invoke(self.spec.event)
+            result = self._invoke(self.spec.event())
             self.runs += 1
             self.last_result = result
         if not result.ok and result.error:

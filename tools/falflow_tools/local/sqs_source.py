@@ -156,6 +156,10 @@ class SqsEventSource:
             thread.start()
             self._threads.append(thread)
 
+    def request_stop(self) -> None:
+        """Stop polling after the current receive (see `stop`)."""
+        self._stop.set()
+
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         deadline = time.monotonic() + timeout

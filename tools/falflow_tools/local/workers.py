@@ -17,6 +17,7 @@ import logging
 import multiprocessing
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -83,6 +84,9 @@ def _redirect_output(log_path: Path) -> None:
 
 def serve(runtime: FunctionRuntime, conn: Connection) -> None:
     """The worker process's main loop (module level so that spawn can import it)."""
+    # Ctrl-C reaches every process of the terminal's group; the stack stops its workers itself,
+    # after their invocations, rather than having them die in the middle of one.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if runtime.log_path is not None:
         _redirect_output(runtime.log_path)
     # The function sees its own environment and nothing of the process that started it.
@@ -101,9 +105,12 @@ def serve(runtime: FunctionRuntime, conn: Connection) -> None:
         try:
             message = conn.recv()
         except EOFError:
-            return
+            message = _STOP
         if message is _STOP:
-            return
+            # Like a retired Lambda environment: no interpreter teardown (it takes a second).
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
         request_id, event = message
         context = LambdaContext(
             function_name=runtime.name,
@@ -233,13 +240,18 @@ class FunctionWorker:
         if self._on_crash is not None:
             self._on_crash(message)
 
-    def stop(self) -> None:
+    def request_stop(self) -> None:
+        """Ask the process to exit after its current invocation (see `stop`)."""
+        conn = self._conn
+        if conn is not None:
+            with contextlib.suppress(OSError, ValueError):
+                conn.send(_STOP)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self.request_stop()
         with self._lock:
-            if self._conn is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    self._conn.send(_STOP)
             if self._process is not None:
-                self._process.join(2)
+                self._process.join(timeout)
             self._kill()
 
 
@@ -297,5 +309,7 @@ class LocalFunction:
             return worker.invoke(event, request_id=request_id)
 
     def stop(self) -> None:
+        for worker in self._workers:
+            worker.request_stop()
         for worker in self._workers:
             worker.stop()
