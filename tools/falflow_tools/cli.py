@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import click
 
+from falflow_tools.commands.dlq import dlq_group
+from falflow_tools.commands.jobs import jobs_group
+from falflow_tools.commands.local import demo_command, local_group
+from falflow_tools.commands.models import models_group
+from falflow_tools.commands.submit import submit_command
+from falflow_tools.commands.usage import costs_command, usage_command
 from falflow_tools.emulator.cli import emulator_command
 
 
@@ -14,6 +20,17 @@ def main() -> None:
 
 
 main.add_command(emulator_command)
+for command in (
+    demo_command,
+    local_group,
+    submit_command,
+    jobs_group,
+    dlq_group,
+    models_group,
+    usage_command,
+    costs_command,
+):
+    main.add_command(command)
 
 
 if __name__ == "__main__":

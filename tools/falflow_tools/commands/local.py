@@ -1,0 +1,178 @@
+"""`falflow local up` and `falflow demo`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import click
+
+from falflow_tools.local.state import LocalState, state_file_path
+from falflow_tools.template import REPO_ROOT
+
+if TYPE_CHECKING:
+    from falflow_tools.local.stack import LocalStack
+
+DEFAULT_LOG_DIR = REPO_ROOT / ".falflow" / "logs"
+
+
+def _quiet_libraries() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for name in ("httpx", "werkzeug", "uvicorn", "uvicorn.error", "botocore", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM stops the stack as cleanly as Ctrl-C does."""
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handle)
+
+
+@click.group("local")
+def local_group() -> None:
+    """The whole pipeline on this machine: moto, the fal emulator and the real handlers."""
+
+
+@local_group.command("up")
+@click.option("--aws-port", default=0, show_default=True, help="moto's port (0: a free one).")
+@click.option(
+    "--port", "front_door_port", default=0, show_default=True, help="The HTTP API front door's port."
+)
+@click.option("--emulator-port", default=0, show_default=True, help="The fal emulator's port.")
+@click.option(
+    "--reconcile-every", default=30.0, show_default=True, help="Seconds between reconcile runs (0: off)."
+)
+@click.option(
+    "--collect-every", default=300.0, show_default=True, help="Seconds between collect runs (0: off)."
+)
+@click.option(
+    "--reconcile-after",
+    default=None,
+    type=float,
+    help="Minutes before a silent job is polled (template: 10).",
+)
+@click.option(
+    "--visibility-timeout", default=30, show_default=True, help="Seconds before a failed message returns."
+)
+@click.option(
+    "--log-dir", type=click.Path(path_type=Path, file_okay=False), default=DEFAULT_LOG_DIR, show_default=True
+)
+@click.option("--state-file", type=click.Path(path_type=Path, dir_okay=False), default=None)
+def up_command(
+    *,
+    aws_port: int,
+    front_door_port: int,
+    emulator_port: int,
+    reconcile_every: float,
+    collect_every: float,
+    reconcile_after: float | None,
+    visibility_timeout: int,
+    log_dir: Path,
+    state_file: Path | None,
+) -> None:
+    """Run the local stack until Ctrl-C. With FAL_KEY set it talks to real fal instead of the emulator
+    (fal's webhooks cannot reach this machine, so the reconciler polls for results after a minute)."""
+    from falflow_tools.local.stack import LocalStack, LocalStackConfig  # noqa: PLC0415 - moto is slow to import
+
+    _quiet_libraries()
+    state_path = state_file_path(state_file)
+    if state_path.exists():
+        previous = LocalState.read(state_path)
+        if previous.is_alive() and previous.pid != os.getpid():
+            raise click.ClickException(
+                f"a local stack is already running (process {previous.pid}, {state_path}); "
+                "stop it first or pass --state-file"
+            )
+    config = LocalStackConfig.from_environment(
+        aws_port=aws_port,
+        front_door_port=front_door_port,
+        emulator_port=emulator_port,
+        visibility_timeout_s=visibility_timeout,
+        schedule_intervals_s={"ReconcileFunction": reconcile_every, "CollectFunction": collect_every},
+        log_dir=log_dir,
+        state_file=state_path,
+        on_report=lambda message: click.echo(f"! {message}", err=True),
+    )
+    after = reconcile_after if reconcile_after is not None else (1.0 if config.fal_key else None)
+    if after is not None:
+        config.parameters["ReconcileAfterMinutes"] = f"{after:g}"
+    _stop_on_sigterm()
+    click.echo("starting the local stack ...")
+    stack = LocalStack(config)
+    try:
+        stack.start()
+        _describe(stack, state_path)
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        click.echo("\nstopping ...")
+    finally:
+        stack.stop()
+    click.echo("stopped")
+
+
+def _describe(stack: LocalStack, state_path: Path) -> None:
+    state = stack.state()
+    out = state.outputs
+    fal = (
+        f"fal emulator     {state.emulator_url}"
+        if state.emulator_url
+        else "fal              real fal (FAL_KEY)"
+    )
+    click.echo(
+        f"""
+falflow is running locally.
+  AWS (moto)       {state.aws_endpoint_url}   (export AWS_ENDPOINT_URL={state.aws_endpoint_url})
+  {fal}
+  webhook          {out.get("WebhookUrl")}
+  input bucket     {out.get("InputBucketName")}     output bucket {out.get("OutputBucketName")}
+  intake queue     {out.get("IntakeQueueUrl")}
+  jobs table       {out.get("JobsTableName")}
+  function logs    {state.log_dir}/
+  state            {state_path}
+
+Try, in another terminal:
+  .venv/bin/falflow submit fal-ai/flux/dev --input '{{"prompt": "a lighthouse at dusk"}}' --wait
+  .venv/bin/falflow submit --drop some.png --prefix upscale/
+  .venv/bin/falflow jobs list
+
+Ctrl-C stops everything."""
+    )
+
+
+@click.command("demo")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the jobs.")
+@click.option(
+    "--real-fal", is_flag=True, help="Use real fal with FAL_KEY (spends money) instead of the emulator."
+)
+def demo_command(*, timeout: float, real_fal: bool) -> None:
+    """Run the whole pipeline locally on sample inputs and show where every output landed."""
+    from falflow_tools.demo import run_demo  # noqa: PLC0415 - keeps `falflow --help` quick
+
+    _quiet_libraries()
+    logging.getLogger("falflow.local").setLevel(logging.WARNING)
+    fal_key = os.environ.get("FAL_KEY") if real_fal else None
+    if real_fal and not fal_key:
+        raise click.UsageError("--real-fal needs FAL_KEY in the environment")
+    if os.environ.get("FAL_KEY") and not real_fal:
+        click.echo("(FAL_KEY is set, but the demo uses the fal emulator; --real-fal spends real money)")
+    _stop_on_sigterm()
+    result = run_demo(click.echo, timeout_s=timeout, fal_key=fal_key)
+    click.echo("")
+    click.echo(result.table())
+    click.echo(f"\n{result.summary()}")
+    if not result.ok:
+        click.echo("error: not every job completed with its outputs stored; see .falflow/logs/", err=True)
+        sys.exit(1)
+    click.echo(
+        "Next: `.venv/bin/falflow local up` keeps the stack running for `falflow submit` and `falflow jobs`."
+    )

@@ -1,0 +1,267 @@
+"""Looking at jobs and acting on them: list, show, cancel, retry."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from falflow.fal import CancelOutcome, FalError, FalQueueClient
+from falflow.jobs import ABSENT, WAITING_STATES, Job, JobState, TrailEntry, isoformat, utcnow
+from falflow.submit.request import S3ObjectRef
+from falflow.submit.sources import ObjectCreated, object_job_id
+from falflow_tools.ops.dlq import find_dead_letter, redrive
+from falflow_tools.ops.submit import send_message
+from falflow_tools.ops.target import OpsError, Target
+
+RETRY_ACTOR = "falflow-cli"
+_MAX_JOB_ID = 128
+
+
+def list_jobs(
+    target: Target,
+    *,
+    states: Sequence[JobState] = (),
+    model: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 50,
+) -> list[Job]:
+    """Newest first (by when each job entered its state), through the ByState index."""
+    store = target.job_store()
+    wanted = list(states) or list(JobState)
+
+    def of_state(state: JobState) -> Iterator[Job]:
+        jobs: Iterable[Job] = store.list_by_state(
+            state, changed_after=since, changed_before=until, newest_first=True
+        )
+        if model:
+            jobs = (job for job in jobs if job.model == model)
+        return itertools.islice(jobs, limit)
+
+    merged = heapq.merge(*(of_state(s) for s in wanted), key=lambda job: job.state_changed_at, reverse=True)
+    return list(itertools.islice(merged, limit))
+
+
+def get_job(target: Target, job_id: str) -> Job:
+    job = target.job_store().get(job_id)
+    if job is None:
+        raise OpsError(f"no job {job_id!r} in {target.name}")
+    return job
+
+
+@dataclass(frozen=True)
+class JobDetails:
+    job: Job
+    output_bucket: str
+    links: dict[str, str] = field(default_factory=dict)  # object key → presigned GET URL
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "job": self.job.model_dump(mode="json", exclude_none=True),
+            "output_bucket": self.output_bucket,
+            "links": self.links,
+        }
+
+
+def show_job(target: Target, job_id: str, *, link_expiry_s: int = 3600) -> JobDetails:
+    """The whole record plus a presigned link to every stored output and result.json."""
+    job = get_job(target, job_id)
+    bucket = target.output("OutputBucketName")
+    keys = [*job.outputs, *([job.result_key] if job.result_key else [])]
+    s3 = target.s3()
+    links = {
+        key: s3.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=link_expiry_s
+        )
+        for key in keys
+    }
+    return JobDetails(job=job, output_bucket=bucket, links=links)
+
+
+# ---------------------------------------------------------------------------------- cancel
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    job_id: str
+    outcome: str  # "cancelled" | fal's CancelOutcome when it was not cancelled
+    state: JobState
+    message: str
+
+
+def cancel_job(target: Target, job_id: str, *, fal: FalQueueClient | None = None) -> CancelResult:
+    """Cancel at fal through the stored cancel URL, then mark the job CANCELLED.
+
+    A job fal has not heard of yet (ACCEPTED, no request id) is marked CANCELLED at once, which
+    also stops a later submit (it only claims ACCEPTED jobs). A job fal reports as already
+    completed is left alone: its result is on its way (webhook or reconciler).
+    """
+    store = target.job_store()
+    job = get_job(target, job_id)
+    if job.is_final:
+        raise OpsError(f"job {job_id} is already {job.state.value}")
+    now = utcnow()
+    reason = "cancelled by an operator"
+    if job.request_id is None and job.state == JobState.ACCEPTED:
+        updated = store.advance(job_id, JobState.CANCELLED, now=now, require={"request_id": ABSENT})
+        if updated is None:
+            raise OpsError(f"job {job_id} changed while cancelling it; look again with `falflow jobs show`")
+        store.add_trail(
+            job_id, TrailEntry(at=isoformat(now), actor=RETRY_ACTOR, action="cancel", reason=reason)
+        )
+        return CancelResult(job_id, "cancelled", updated.state, "cancelled before it reached fal")
+    if not job.cancel_url:
+        raise OpsError(
+            f"job {job_id} has no cancel URL from fal (state {job.state.value}); try again shortly"
+        )
+    queue = fal or FalQueueClient(target.fal, target.fal_api_key)
+    try:
+        outcome = queue.cancel(job.cancel_url)
+    except FalError as error:
+        raise OpsError(f"fal refused the cancel of job {job_id}: {error}") from error
+    if outcome is not CancelOutcome.CANCELLATION_REQUESTED:
+        what = "already finished at fal" if outcome is CancelOutcome.ALREADY_COMPLETED else "unknown to fal"
+        return CancelResult(job_id, outcome.value, job.state, f"not cancelled: the request is {what}")
+    updated = store.advance(job_id, JobState.CANCELLED, now=now)
+    if updated is None:
+        latest = get_job(target, job_id)
+        return CancelResult(
+            job_id, outcome.value, latest.state, f"fal was asked; the job is {latest.state.value}"
+        )
+    store.add_trail(job_id, TrailEntry(at=isoformat(now), actor=RETRY_ACTOR, action="cancel", reason=reason))
+    note = (
+        "cancelled at fal"
+        if job.state != JobState.IN_PROGRESS
+        else "fal signalled (a running request may still bill)"
+    )
+    return CancelResult(job_id, "cancelled", updated.state, note)
+
+
+# ----------------------------------------------------------------------------------- retry
+
+
+@dataclass(frozen=True)
+class RetryResult:
+    retried: str  # the job id or DLQ message id given
+    via: str  # "message" | "s3" | "dlq"
+    new_job_id: str | None
+    detail: str
+
+
+def retry_job(target: Target, job_id: str) -> RetryResult:
+    """Run a FAILED (or REJECTED, CANCELLED) job again as a new job, through the intake path.
+
+    Jobs move forward only, so a retry is a new job: a media drop is dropped again (a new version
+    of the same object, so the route applies afresh); any other job is sent as a job message with
+    the record's request under the id `<job id>.r<n>`, and `retry_of` in its metadata.
+    """
+    job = get_job(target, job_id)
+    if job.state == JobState.COMPLETED:
+        raise OpsError(f"job {job_id} completed; there is nothing to retry")
+    if not job.is_final:
+        waiting = "fal is still working on it" if job.state in WAITING_STATES else "it is still in progress"
+        raise OpsError(f"job {job_id} is {job.state.value}: {waiting} (cancel it first to run it again)")
+    if job.source_kind == "s3_media":
+        return _drop_again(target, job)
+    return _send_again(target, job)
+
+
+def _drop_again(target: Target, job: Job) -> RetryResult:
+    ref = S3ObjectRef.parse(job.source)
+    s3 = target.s3()
+    source: dict[str, Any] = {"Bucket": ref.bucket, "Key": ref.key}
+    if ref.version_id:
+        source["VersionId"] = ref.version_id
+    try:
+        head = s3.head_object(**source)
+        # A copy onto the same key is a new version and a new ObjectCreated event; S3 only allows
+        # it with new metadata, which also records what the version is for.
+        copied = s3.copy_object(
+            Bucket=ref.bucket,
+            Key=ref.key,
+            CopySource=source,  # type: ignore[arg-type]
+            MetadataDirective="REPLACE",
+            ContentType=head.get("ContentType", "application/octet-stream"),
+            Metadata={**head.get("Metadata", {}), "falflow-retry-of": job.job_id},
+        )
+    except ClientError as error:
+        raise OpsError(f"cannot drop {job.source} again: {error}") from error
+    again = S3ObjectRef(bucket=ref.bucket, key=ref.key, version_id=copied.get("VersionId"))
+    etag = copied.get("CopyObjectResult", {}).get("ETag")
+    new_id = object_job_id(ObjectCreated(object=again, etag=etag))
+    return RetryResult(job.job_id, "s3", new_id, f"dropped {again.uri} again")
+
+
+def _retry_id(target: Target, job_id: str) -> str:
+    store = target.job_store()
+    base = job_id.split(".r", 1)[0] if _is_retry_id(job_id) else job_id
+    for attempt in range(1, 1000):
+        suffix = f".r{attempt}"
+        candidate = base[: _MAX_JOB_ID - len(suffix)] + suffix
+        if store.get(candidate) is None:
+            return candidate
+    raise OpsError(f"job {job_id} has been retried too often")
+
+
+def _is_retry_id(job_id: str) -> bool:
+    head, _, tail = job_id.rpartition(".r")
+    return bool(head) and tail.isdigit()
+
+
+def _request_input(target: Target, job: Job) -> dict[str, Any]:
+    if job.input is not None:
+        return job.input
+    if not job.input_ref:
+        raise OpsError(f"job {job.job_id} has no input on record to send again")
+    ref = S3ObjectRef.parse(job.input_ref)
+    body = target.s3().get_object(Bucket=ref.bucket, Key=ref.key)["Body"].read()
+    kept = json.loads(body)
+    return dict(kept.get("input", kept)) if isinstance(kept, dict) else {}
+
+
+def _send_again(target: Target, job: Job) -> RetryResult:
+    if not job.model:
+        raise OpsError(f"job {job.job_id} never named a valid model; fix the request and submit it anew")
+    new_id = _retry_id(target, job.job_id)
+    message: dict[str, Any] = {
+        "model": job.model,
+        "input": _request_input(target, job),
+        "job_id": new_id,
+        "metadata": {**job.metadata, "retry_of": job.job_id},
+        "priority": job.priority,
+    }
+    if job.files:
+        message["files"] = job.files
+    if job.start_timeout is not None:
+        message["start_timeout"] = job.start_timeout
+    if job.output_prefix:
+        message["output_prefix"] = job.output_prefix
+    sent = send_message(target, message)
+    return RetryResult(job.job_id, "message", new_id, f"sent as job {sent.job_id}")
+
+
+def retry(target: Target, job_or_message_id: str) -> RetryResult:
+    """Retry a finished job by its id, or re-drive a DLQ message by its message id."""
+    if target.job_store().get(job_or_message_id) is not None:
+        return retry_job(target, job_or_message_id)
+    found = find_dead_letter(target, job_or_message_id)
+    if found is None:
+        raise OpsError(f"{job_or_message_id!r} is neither a job nor a message in a dead-letter queue")
+    queue, _ = found
+    (moved,) = redrive(target, queue, message_ids=[job_or_message_id])
+    return RetryResult(
+        job_or_message_id, "dlq", None, f"sent back from the {queue} DLQ to {moved.to_queue_url}"
+    )
+
+
+def job_duration_s(job: Job, now: datetime | None = None) -> float:
+    """From the job's creation to its final state (or to now while it runs)."""
+    end = datetime.fromisoformat(job.state_changed_at) if job.is_final else (now or utcnow())
+    return max((end - datetime.fromisoformat(job.created_at)).total_seconds(), 0.0)
