@@ -105,14 +105,24 @@ def test_records_look_like_lambdas_sqs_event(queues: dict[str, str]) -> None:
     assert record["receiptHandle"]
 
 
-def test_a_batch_fills_up_within_the_batching_window(queues: dict[str, str]) -> None:
+def test_a_batch_fills_up_to_batch_size_within_the_window(queues: dict[str, str]) -> None:
     recorder = Recorder()
-    send(queues, *({"n": n} for n in range(12)))
+    send(queues, *({"n": n} for n in range(10)))
 
-    poller = source(queues, recorder, batch_size=5, batching_window_s=1.0)
+    filling = source(queues, recorder, batch_size=5, batching_window_s=5.0)
 
-    assert [poller.poll_once(), poller.poll_once(), poller.poll_once()] == [5, 5, 2]
+    assert [filling.poll_once(), filling.poll_once()] == [5, 5]
     assert visible_and_in_flight(queues) == (0, 0)
+
+
+def test_a_partial_batch_goes_when_the_window_closes(queues: dict[str, str]) -> None:
+    recorder = Recorder()
+    send(queues, {"n": 1}, {"n": 2})
+    waiting = source(queues, recorder, batch_size=5, batching_window_s=0.5)
+
+    started = time.monotonic()
+    assert waiting.poll_once() == 2
+    assert time.monotonic() - started >= 0.5
 
 
 def test_only_reported_failures_stay_and_come_back_after_the_visibility_timeout(
