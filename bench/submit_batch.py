@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import os
 import signal
@@ -32,7 +33,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, redirect_stdout
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -227,7 +228,8 @@ def _measure(
     context = context_for("SubmitFunction")
 
     # Warm up with a full batch (imports, secret, a connection per worker), as a busy function is.
-    handler(sqs_event(job_messages(jobs, "warmup"), queue_arn), context)
+    with redirect_stdout(io.StringIO()):  # Powertools' cold-start metric (EMF) is not ours
+        handler(sqs_event(job_messages(jobs, "warmup"), queue_arn), context)
 
     batch_times: list[float] = []
     batches: list[dict[str, Any]] = []
