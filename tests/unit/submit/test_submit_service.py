@@ -471,6 +471,32 @@ def test_the_worker_lease_outlasts_the_submit_function() -> None:
     assert function_specs()["SubmitFunction"].timeout * 2 <= WORKER_LEASE.total_seconds()
 
 
+def test_a_failed_write_after_fal_queued_the_job_holds_it_for_the_webhook(harness: Harness) -> None:
+    drop = harness.drop("upscale/write-fails.png")
+    job_id = object_job_id(drop)
+    advance = harness.store.advance
+
+    def throttled_once(job: str, to: JobState, **kwargs: Any) -> Any:
+        harness.store.advance = advance  # type: ignore[method-assign]
+        raise RuntimeError("ProvisionedThroughputExceededException")
+
+    harness.store.advance = throttled_once  # type: ignore[method-assign]
+
+    with pytest.raises(SubmitRetryLaterError) as raised:
+        harness.service.submit_job(drop)
+
+    assert raised.value.ambiguous
+    (queued,) = harness.fal.submitted
+    assert queued.request_id in raised.value.reason
+    assert harness.job(job_id).submit_lease_until is not None  # not released: fal has the job
+    with pytest.raises(SubmitRetryLaterError):
+        harness.service.submit_job(drop)  # a redelivery does not send it again
+    # fal's webhook binds it; the next redelivery finds the job sent.
+    harness.store.bind_request(job_id, queued.request_id)
+    assert harness.service.submit_job(drop).outcome is SubmitOutcome.DUPLICATE
+    assert harness.fal.attempts == 1
+
+
 def test_a_worker_that_died_mid_submit_holds_the_job_like_an_ambiguous_submit(harness: Harness) -> None:
     drop = harness.drop("upscale/crash.png")
     job_id = object_job_id(drop)

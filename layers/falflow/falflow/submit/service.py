@@ -312,7 +312,22 @@ class SubmitService:
         except FalError as error:
             return self._fal_failed(job_id, error, created=created)
         latency = self._timer() - started
-        return self._record_submission(job_id, submission, latency, created=created)
+        try:
+            return self._record_submission(job_id, submission, latency, created=created)
+        except Exception as error:
+            # fal has the job: the lease must hold (no resend) until its webhook binds the request.
+            logger.exception(
+                "fal queued the job but recording its request failed",
+                job_id=job_id,
+                request_id=submission.request_id,
+            )
+            raise SubmitRetryLaterError(
+                job_id,
+                f"fal queued request {submission.request_id} but recording it failed "
+                f"({type(error).__name__}); its webhook binds it, or a delivery after the lease sends "
+                "the job again",
+                ambiguous=True,
+            ) from error
 
     def _record_submission(
         self, job_id: str, submission: Submission, latency: float, *, created: bool
