@@ -404,7 +404,10 @@ class SubmitService:
             return SubmitResult(job_id, SubmitOutcome.FAILED, created=created, error=job_error)
         if failure is FalFailure.NOT_ACCEPTED:
             raise SubmitRetryLaterError(job_id, f"fal did not take the job: {error.message}") from error
-        self._mark_ambiguous(job_id, error)
+        try:
+            self._mark_ambiguous(job_id, error)
+        except Exception:  # the claim's lease (at least the grace) still holds the job
+            logger.exception("could not record the ambiguous submit", job_id=job_id)
         raise SubmitRetryLaterError(
             job_id,
             f"fal may have queued the job but its reply was lost ({error.message}); not resent "
