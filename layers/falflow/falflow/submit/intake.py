@@ -63,6 +63,7 @@ from falflow.submit.sources import JobMessage, JobSource, ObjectCreated
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
 
 logger = Logger(child=True)
 metrics = Metrics(namespace="falflow")
@@ -179,7 +180,7 @@ class SubmitApp:
         store: JobStore,
         dead_letter: DeadLetterPolicy,
         concurrency: int,
-        sqs: Callable[[], Any] = lambda: aws_client("sqs"),
+        sqs: Callable[[], SQSClient] = lambda: aws_client("sqs"),
         log_keys: Logger | None = None,
     ) -> None:
         self._service = service
