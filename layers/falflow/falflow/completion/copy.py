@@ -73,8 +73,10 @@ def copy_into(
 
             def send_full_parts() -> None:
                 while len(buffer) >= part_size:
-                    parts.send(bytes(buffer[:part_size]))
+                    with memoryview(buffer) as view:
+                        part = bytes(view[:part_size])  # one copy, not a slice and then a copy
                     del buffer[:part_size]
+                    parts.send(part)
 
             send_full_parts()
             for chunk in iterator:

@@ -60,7 +60,7 @@ class StoreSettings(BaseSettings):
     media_allow_local: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_output_bytes: Annotated[int, Field(ge=1)] = 5 * 2**30
     part_size_bytes: Annotated[int, Field(ge=MIN_PART_SIZE)] = 8 * 2**20
-    copy_concurrency: Annotated[int, Field(ge=1, le=16)] = 4
+    copy_concurrency: Annotated[int, Field(ge=1, le=16)] = 8
     # How long one store run holds a job; longer than the store function's timeout.
     store_lease_seconds: Annotated[int, Field(ge=60)] = 960
 

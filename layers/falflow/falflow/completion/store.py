@@ -63,7 +63,7 @@ metrics = Metrics(namespace="falflow")
 
 SOURCE_METADATA = "falflow-source"
 JOB_METADATA = "falflow-job-id"
-DOWNLOAD_CHUNK_BYTES = 1 * 2**20
+DOWNLOAD_CHUNK_BYTES = 256 * 2**10
 DEFAULT_LEASE = timedelta(seconds=960)  # the store function's 900 s timeout, and a margin
 
 OUTPUT_REFUSED = "output_refused"
