@@ -59,6 +59,15 @@ def lookup_ids(endpoint_id: str) -> list[str]:
     return [endpoint_id, *parents, parsed.app_path]
 
 
+def owner_prefix(endpoint_id: str) -> str | None:
+    """``fal-ai/flux/dev`` → ``fal-ai/``; ``workflows/me/flow`` → ``workflows/me/``; None if invalid."""
+    try:
+        parsed = EndpointId.parse(endpoint_id)
+    except ValueError:
+        return None
+    return f"{parsed.namespace}/{parsed.owner}/" if parsed.namespace else f"{parsed.owner}/"
+
+
 class ModelCatalogue(Protocol):
     def status(self, endpoint_id: str) -> CatalogueStatus | None:
         """``active`` or ``deprecated``; None when fal's catalogue does not list the model."""
@@ -66,6 +75,14 @@ class ModelCatalogue(Protocol):
 
     def is_loaded(self) -> bool:
         """True when a recent enough snapshot exists to judge models by."""
+        ...
+
+    def lists_owner_of(self, endpoint_id: str) -> bool:
+        """True when the catalogue lists any model of the same owner (and namespace).
+
+        fal's catalogue lists public models only: an account's private apps are absent from it,
+        so a model is "unknown" only where the catalogue knows its owner.
+        """
         ...
 
 
@@ -87,6 +104,7 @@ class DynamoModelCatalogue:
         self._cache_ttl = cache_ttl
         self._clock = clock
         self._entries: dict[str, tuple[datetime, str | None]] = {}
+        self._owners: dict[str, tuple[datetime, bool]] = {}
 
     def snapshot_taken_at(self) -> datetime | None:
         """When the current snapshot was taken; None when none was ever written."""
@@ -105,6 +123,25 @@ class DynamoModelCatalogue:
             if stored is not None:
                 return catalogue_status(stored)
         return None
+
+    def lists_owner_of(self, endpoint_id: str) -> bool:
+        prefix = owner_prefix(endpoint_id)
+        if prefix is None:
+            return False
+        now = self._clock()
+        hit = self._owners.get(prefix)
+        if hit is not None and now - hit[0] < self._cache_ttl:
+            return hit[1]
+        response = self._client.query(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+            ExpressionAttributeValues={":pk": {"S": CATALOGUE_PK}, ":prefix": {"S": prefix}},
+            ProjectionExpression="sk",
+            Limit=1,
+        )
+        listed = bool(response.get("Items"))
+        self._owners[prefix] = (now, listed)
+        return listed
 
     def _cached(self, sort_key: str, attribute: str) -> str | None:
         now = self._clock()

@@ -53,6 +53,11 @@ def test_the_snapshot_reads_back_through_the_submit_paths_catalogue(
     assert catalogue.status("fal-ai/fast-sdxl") == "deprecated"
     assert catalogue.status("fal-ai/flux/dev/image-to-image") == "active"  # its listed parent decides
     assert catalogue.status("fal-ai/unknown-model") is None
+    # Unknown means unknown to an owner the catalogue lists; private apps are never listed.
+    assert catalogue.lists_owner_of("fal-ai/unknown-model") is True
+    assert catalogue.lists_owner_of("my-team/private-app") is False
+    assert catalogue.lists_owner_of("workflows/fal-ai/flow") is False
+    assert catalogue.lists_owner_of("not an id") is False
 
 
 def test_a_new_snapshot_replaces_the_old_one_writing_only_what_changed(

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
-from falflow.catalogue import CatalogueStatus
+from falflow.catalogue import CatalogueStatus, owner_prefix
 from falflow.fal import CancelOutcome, EndpointId, QueueStatus, QueueUrls, Submission
 from falflow.fal.queue import QueuePriority
 from falflow.submit.objects import ObjectInfo, ObjectStream
@@ -194,6 +194,10 @@ class FakeCatalogue:
 
     def is_loaded(self) -> bool:
         return self.loaded
+
+    def lists_owner_of(self, endpoint_id: str) -> bool:
+        prefix = owner_prefix(endpoint_id)
+        return prefix is not None and any(model.startswith(prefix) for model in self.models)
 
 
 @dataclass

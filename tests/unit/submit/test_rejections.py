@@ -136,6 +136,13 @@ def test_a_loaded_catalogue_rejects_unknown_and_deprecated_models(
     assert accepted.outcome is SubmitOutcome.SUBMITTED
 
 
+def test_a_private_app_of_an_owner_the_catalogue_does_not_list_goes_to_fal(harness: Harness) -> None:
+    harness.catalogue.loaded = True
+    harness.catalogue.models = {"fal-ai/flux/dev": "active"}
+    private = harness.service.submit_job(message({"model": "my-team/upscaler", "input": {}}))
+    assert private.outcome is SubmitOutcome.SUBMITTED
+
+
 def test_without_a_loaded_catalogue_fal_judges_the_model(harness: Harness) -> None:
     harness.catalogue.loaded = False
     assert (

@@ -242,7 +242,8 @@ class SubmitService:
         request = plan.request
         if self._catalogue is not None and self._catalogue.is_loaded():
             status = self._catalogue.status(request.model)
-            if status is None:
+            # Private apps are not in fal's public catalogue: judge only owners it lists.
+            if status is None and self._catalogue.lists_owner_of(request.model):
                 raise RequestRejectedError(
                     "unknown_model", f"fal's model catalogue does not list {request.model!r}"
                 )
