@@ -76,19 +76,25 @@ def wait_for_job(
 
 
 def read_events(stack: LocalStack, job_id: str, timeout_s: float = 10.0) -> list[dict[str, Any]]:
-    """Completion events for one job from the events queue (others are left for their tests)."""
+    """Completion events for one job from the events queue; others are left for their tests."""
     assert stack.events_queue is not None
-    sqs = stack.sqs()
+    sqs, url = stack.sqs(), stack.events_queue.url
     deadline = time.monotonic() + timeout_s
     found: list[dict[str, Any]] = []
+    others: list[str] = []
     while time.monotonic() < deadline and not found:
+        # Held briefly while looking, so each receive walks further through the queue.
         for message in sqs.receive_message(
-            QueueUrl=stack.events_queue.url, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=0
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=30
         ).get("Messages", []):
             event = json.loads(message["Body"])
             if event["detail"].get("job_id") == job_id:
                 found.append(event)
-                sqs.delete_message(QueueUrl=stack.events_queue.url, ReceiptHandle=message["ReceiptHandle"])
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+            else:
+                others.append(message["ReceiptHandle"])
+    for handle in others:
+        sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=0)
     return found
 
 

@@ -154,7 +154,10 @@ Ctrl-C stops everything."""
 @click.option(
     "--real-fal", is_flag=True, help="Use real fal with FAL_KEY (spends money) instead of the emulator."
 )
-def demo_command(*, timeout: float, real_fal: bool) -> None:
+@click.option(
+    "--log-dir", type=click.Path(path_type=Path, file_okay=False), default=DEFAULT_LOG_DIR, show_default=True
+)
+def demo_command(*, timeout: float, real_fal: bool, log_dir: Path) -> None:
     """Run the whole pipeline locally on sample inputs and show where every output landed."""
     from falflow_tools.demo import run_demo  # noqa: PLC0415 - keeps `falflow --help` quick
 
@@ -166,12 +169,12 @@ def demo_command(*, timeout: float, real_fal: bool) -> None:
     if os.environ.get("FAL_KEY") and not real_fal:
         click.echo("(FAL_KEY is set, but the demo uses the fal emulator; --real-fal spends real money)")
     _stop_on_sigterm()
-    result = run_demo(click.echo, timeout_s=timeout, fal_key=fal_key)
+    result = run_demo(click.echo, timeout_s=timeout, fal_key=fal_key, log_dir=log_dir)
     click.echo("")
     click.echo(result.table())
     click.echo(f"\n{result.summary()}")
     if not result.ok:
-        click.echo("error: not every job completed with its outputs stored; see .falflow/logs/", err=True)
+        click.echo(f"error: not every job completed with its outputs stored; see {log_dir}/", err=True)
         sys.exit(1)
     click.echo(
         "Next: `.venv/bin/falflow local up` keeps the stack running for `falflow submit` and `falflow jobs`."

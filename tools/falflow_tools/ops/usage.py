@@ -63,8 +63,9 @@ def _usage_rows(target: Target, day: date) -> Iterator[UsageRow]:
     while True:
         page = client.query(**kwargs)
         for item in page.get("Items", []):
+            fields = {k: v for k, v in item.items() if k not in ("pk", "sk")}
             yield UsageRow.model_validate(
-                {k: from_dynamo(_deserializer.deserialize(v)) for k, v in item.items()}
+                {k: from_dynamo(_deserializer.deserialize(v)) for k, v in fields.items()}
             )
         if "LastEvaluatedKey" not in page:
             return

@@ -1,0 +1,144 @@
+"""`falflow local up` and `falflow demo` as a user runs them: separate processes, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from falflow_tools.cli import main
+
+pytestmark = pytest.mark.e2e
+
+FALFLOW = [sys.executable, "-m", "falflow_tools.cli"]
+
+
+def start_local_up(state: Path, logs: Path) -> subprocess.Popen[str]:
+    # A session of its own, so a signal to the group is what Ctrl-C in a terminal sends.
+    return subprocess.Popen(
+        [
+            *FALFLOW,
+            "local",
+            "up",
+            "--state-file",
+            str(state),
+            "--log-dir",
+            str(logs),
+            "--reconcile-every",
+            "0",
+            "--collect-every",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_for_state(process: subprocess.Popen[str], state: Path, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not state.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            output = process.stdout.read() if process.stdout else ""
+            process.kill()
+            raise AssertionError(f"local up did not come up:\n{output}")
+        time.sleep(0.2)
+
+
+def function_workers(pid: int) -> set[int]:
+    """Child processes of `pid` that are function workers (spawned interpreters)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                command = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in command:
+                found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+def test_local_up_serves_until_ctrl_c_and_starts_again(tmp_path: Path) -> None:
+    state, logs = tmp_path / "local.json", tmp_path / "logs"
+    first = start_local_up(state, logs)
+    wait_for_state(first, state)
+    workers = function_workers(first.pid)
+
+    submitted = CliRunner().invoke(
+        main,
+        [
+            "submit",
+            "fal-ai/fast-sdxl",
+            "--input",
+            '{"prompt": "up"}',
+            "--wait",
+            "--json",
+            "--local-state",
+            str(state),
+        ],
+    )
+    second = subprocess.run(
+        [*FALFLOW, "local", "up", "--state-file", str(state)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    os.killpg(first.pid, signal.SIGINT)
+    output, _ = first.communicate(timeout=30)
+
+    assert submitted.exit_code == 0, submitted.output
+    assert json.loads(submitted.stdout)["job"]["state"] == "COMPLETED"
+    assert second.returncode == 1
+    assert "already running" in second.stderr
+    assert first.returncode == 0, output
+    assert "stopped" in output
+    assert not state.exists()
+    assert len(workers) == 5  # one per function
+    assert not [pid for pid in workers if alive(pid)]
+    assert (logs / "SubmitFunction.log").stat().st_size > 0
+
+    again = start_local_up(state, logs)
+    wait_for_state(again, state)
+    listed = CliRunner().invoke(main, ["jobs", "list", "--json", "--local-state", str(state)])
+    again.send_signal(signal.SIGTERM)
+    again.communicate(timeout=30)
+
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.stdout) == []  # a fresh stack: nothing carried over
+    assert again.returncode == 0
+    assert not state.exists()
+
+
+def test_the_demo_completes_every_job_it_starts(tmp_path: Path) -> None:
+    demo = subprocess.run(
+        [*FALFLOW, "demo", "--log-dir", str(tmp_path / "logs")],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    rows = [line for line in demo.stdout.splitlines() if line.startswith(("S3 ", "SQS "))]
+    assert len([row for row in rows if " COMPLETED " in row]) == 5, demo.stdout
+    assert all("s3://falflow-outputbucket/outputs/" in row for row in rows if " COMPLETED " in row)
+    assert "5/5 jobs completed" in demo.stdout
