@@ -5,7 +5,7 @@ upload of the same bytes — time, throughput and the process's peak memory.
 
 moto's server stands in for S3/DynamoDB/SQS and the fal emulator for fal (its CDN streams a
 generated MP4 of exactly ``--size-mib``); each runs in a process of its own. Measured in the same
-run, each copy in a fresh process of its own so its peak RSS (``ru_maxrss``, the high-water mark)
+run, each copy in a fresh process of its own so its peak RSS (``VmHWM``, the high-water mark)
 is the copy's alone:
 
 - ours: the real store handler (functions/store/app.py) given the outputs queue message of a job
@@ -31,6 +31,7 @@ import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -104,7 +105,14 @@ class BenchResult:
 
 
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """This process's peak RSS so far. VmHWM belongs to the process image: unlike ``ru_maxrss``,
+    it does not carry over the parent's peak through fork and exec."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, bytes on macOS
 
 
 def _child(mode: str, spec: dict[str, Any]) -> None:

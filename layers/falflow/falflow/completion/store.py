@@ -154,9 +154,15 @@ class StoreWorker:
         )
 
     def _release(self, held: Job) -> None:
-        self._jobs.update(
-            held.job_id, remove=["store_lease_until"], require={"store_lease_until": held.store_lease_until}
-        )
+        """Let a retry start at once (best effort: the lease also runs out by itself)."""
+        try:
+            self._jobs.update(
+                held.job_id,
+                remove=["store_lease_until"],
+                require={"store_lease_until": held.store_lease_until},
+            )
+        except Exception:  # the run's own outcome or failure is what matters
+            logger.exception("could not release the store lease", job_id=held.job_id)
 
     # ----------------------------------------------------------------------------- the work
 
