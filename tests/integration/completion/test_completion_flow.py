@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from falflow.aws import aws_client
 from falflow.jobs import JobState
 from falflow_tools.emulator import RunningEmulator
 from tests.fakes.webhook_events import delivery
@@ -259,3 +260,32 @@ def test_ssrf_and_path_attempts_are_refused_recorded_and_nothing_is_fetched(
     assert origins.requests["a"] == ["/redirect"]  # only the redirect itself was asked, nothing else
     refused = [e for e in stack.completion_events() if e["detail-type"] == "Job Failed"]
     assert len(refused) == len(ATTEMPTS)
+
+
+def test_after_the_last_try_the_message_sits_in_the_dlq_with_its_reason(
+    completion_stack: CompletionStackFactory, fal_emulator: RunningEmulator, webhook_sink: WebhookSink
+) -> None:
+    stack = completion_stack(fal=fal_emulator)
+    job = send(
+        stack, fal_emulator, "flaky-cdn", "fal-ai/flux/dev", {"prompt": "x"}, webhook_base=webhook_sink.url
+    )
+    submit_write(stack, job)
+    (raw,) = webhook_sink.wait_for(1)
+    assert replay(stack, webhook_sink, raw) == 200
+    fal_emulator.control.set_faults(cdn={"rate_503": 1.0})  # the CDN keeps failing
+
+    (record,) = stack.outputs_messages()
+    assert stack.store([record]) == [record["messageId"]]  # an early try: back to the queue
+    record["attributes"]["ApproximateReceiveCount"] = "5"  # the queue's maxReceiveCount
+    assert stack.store([record]) == []  # the last try: consumed, into the DLQ with its reason
+
+    dlq = aws_client("sqs").receive_message(
+        QueueUrl=stack.stack.queue("OutputsDLQ").url, MessageAttributeNames=["All"]
+    )["Messages"]
+    assert [json.loads(m["Body"])["job_id"] for m in dlq] == ["flaky-cdn"]
+    reason = dlq[0]["MessageAttributes"]
+    assert reason["falflow-error-type"]["StringValue"] == "MediaTransientError"
+    assert "503" in reason["falflow-error-message"]["StringValue"]
+    assert stack.job("flaky-cdn").state is JobState.STORING  # not failed: a redrive can finish it
+    assert stack.job("flaky-cdn").store_lease_until is None
+    assert stack.keys("outputs/flaky-cdn/") == []

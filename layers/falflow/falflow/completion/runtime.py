@@ -104,6 +104,7 @@ class OutputsBatchHandler:
         return process_partial_response(
             event=dict(event),
             record_handler=self._handle_record,
-            processor=BatchProcessor(event_type=EventType.SQS),
+            # Failed records are reported, never the whole invocation: the rest of the batch is done.
+            processor=BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False),
             context=context,
         )
