@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import httpx
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
@@ -23,6 +24,7 @@ from falflow.completion.settings import IntakeSettings, StoreSettings, WebhookSe
 from falflow.completion.store import StoreOutcome, StoreWorker
 from falflow.completion.webhook import WebhookReceiver, WebhookReply
 from falflow.dead_letter import DeadLetterPolicy, with_dead_letter_reason
+from falflow.fal.http import USER_AGENT
 from falflow.fal.queue import FalQueueClient
 from falflow.fal.webhook import JwksCache
 from falflow.jobs import DynamoJobStore, JobStore, utcnow
@@ -30,6 +32,7 @@ from falflow.secrets import fal_api_key
 from falflow.settings import fal_settings
 
 logger = Logger(child=True)
+JWKS_TIMEOUT_S = 2.0
 
 
 # ------------------------------------------------------------------------------------ webhook
@@ -48,7 +51,14 @@ def completion_intake(settings: IntakeSettings, jobs: JobStore | None = None) ->
 def build_webhook_receiver(settings: WebhookSettings | None = None) -> WebhookReceiver:
     """Once per cold start: settings validated, clients and the JWKS cache made."""
     settings = settings or WebhookSettings()
-    jwks = JwksCache(fal_settings().jwks_urls, min_refetch_interval_s=settings.jwks_refetch_seconds)
+    # Short timeouts: even a fetch from both JWKS hosts must fit the function's 10 s, well inside
+    # the 15 s fal waits for a reply.
+    jwks_http = httpx.Client(
+        timeout=httpx.Timeout(JWKS_TIMEOUT_S), headers={"User-Agent": USER_AGENT}, follow_redirects=False
+    )
+    jwks = JwksCache(
+        fal_settings().jwks_urls, jwks_http, min_refetch_interval_s=settings.jwks_refetch_seconds
+    )
     return WebhookReceiver(completion_intake(settings), jwks, tolerance_s=settings.webhook_tolerance_seconds)
 
 
