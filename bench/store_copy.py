@@ -46,6 +46,7 @@ from falflow.jobs import DynamoJobStore, Job, JobState, utcnow
 from falflow.settings import FalSettings
 from falflow_tools.emulator import EmulatorConfig
 from falflow_tools.local.resources import ProvisionedStack
+from falflow_tools.local.sqs_source import sqs_record
 
 MEMORY_LIMIT_MB = 256
 VIDEO_MODEL = "fal-ai/kling-video/v2/master/text-to-video"
@@ -245,21 +246,7 @@ def _ours_once(
         QueueUrl=outputs_queue.url, MessageSystemAttributeNames=["All"]
     )
     (message,) = received["Messages"]
-    event = {
-        "Records": [
-            {
-                "messageId": message["MessageId"],
-                "receiptHandle": message["ReceiptHandle"],
-                "body": message["Body"],
-                "attributes": message.get("Attributes", {}),
-                "messageAttributes": {},
-                "md5OfBody": message["MD5OfBody"],
-                "eventSource": "aws:sqs",
-                "eventSourceARN": outputs_queue.arn,
-                "awsRegion": stack.region,
-            }
-        ]
-    }
+    event = {"Records": [sqs_record(message, queue_arn=outputs_queue.arn, region=stack.region)]}
     measured = _run_child("ours", {"event": event}, {**os.environ, **store_env})
     aws_client("sqs").delete_message(QueueUrl=outputs_queue.url, ReceiptHandle=message["ReceiptHandle"])
     job = jobs.get(job_id)

@@ -10,7 +10,6 @@ samples with the current time (fal's signatures are valid for ±300 s) before a 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import sys
 import time
@@ -29,15 +28,13 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
+from falflow_tools.emulator.signing import base64url_unpadded, webhook_message
+
 EVENTS_DIR = Path(__file__).resolve().parents[2] / "events" / "webhook"
 TEST_KEY_PATH = EVENTS_DIR / "test-signing-key.pem"
 TEST_JWKS_PATH = EVENTS_DIR / "jwks.json"
 TEST_USER_ID = "falflow-test-user"
 WEBHOOK_PATH = "/webhooks/fal"
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 @dataclass(frozen=True)
@@ -62,14 +59,14 @@ class WebhookSigner:
 
     def jwk(self) -> dict[str, str]:
         raw = self.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        return {"kty": "OKP", "crv": "Ed25519", "kid": self.kid, "use": "sig", "x": _b64url(raw)}
+        return {"kty": "OKP", "crv": "Ed25519", "kid": self.kid, "use": "sig", "x": base64url_unpadded(raw)}
 
     def jwks(self) -> dict[str, Any]:
         return {"keys": [self.jwk()]}
 
     def headers(self, body: bytes, request_id: str, *, timestamp: int | None = None) -> dict[str, str]:
         stamp = str(int(time.time()) if timestamp is None else timestamp)
-        message = "\n".join((request_id, self.user_id, stamp, hashlib.sha256(body).hexdigest())).encode()
+        message = webhook_message(request_id, self.user_id, stamp, body)
         return {
             "X-Fal-Webhook-Request-Id": request_id,
             "X-Fal-Webhook-User-Id": self.user_id,
