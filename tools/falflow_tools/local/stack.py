@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import boto3
+import httpx
 from moto.server import ThreadedMotoServer
 
 from falflow_tools.local.fidelity import faithful_moto
@@ -200,6 +201,8 @@ class LocalStack:
         self._moto.start()
         host, port = self._moto.get_host_and_port()
         self.aws_endpoint_url = f"http://{host}:{port}"
+        # moto keeps its state per process, not per server: start from nothing, whatever ran before.
+        self._reset_moto()
 
         parameters: dict[str, Any] = dict(config.parameters)
         if not config.fal_key or config.fal_admin_key:
@@ -284,6 +287,7 @@ class LocalStack:
             self.emulator.stop()
             self.emulator = None
         if self._moto is not None:
+            self._reset_moto()  # leave nothing behind for other moto users of this process
             self._moto.stop()
             self._moto = None
         self._patches.close()
@@ -295,6 +299,10 @@ class LocalStack:
         self.sources.clear()
         self.schedules.clear()
         self.functions.clear()
+
+    def _reset_moto(self) -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.post(f"{self.aws_endpoint_url}/moto-api/reset", timeout=10).raise_for_status()
 
     def _warm_all(self) -> None:
         errors: list[BaseException] = []
