@@ -82,7 +82,8 @@ def up_command(
 ) -> None:
     """Run the local stack until Ctrl-C. With FAL_KEY set it talks to real fal instead of the emulator
     (fal's webhooks cannot reach this machine, so the reconciler polls for results after a minute)."""
-    from falflow_tools.local.stack import LocalStack, LocalStackConfig  # noqa: PLC0415 - moto is slow to import
+    from falflow_tools.emulator import EmulatorConfig  # noqa: PLC0415 - heavy imports only when used
+    from falflow_tools.local.stack import LocalStack, LocalStackConfig  # noqa: PLC0415
 
     _quiet_libraries()
     state_path = state_file_path(state_file)
@@ -98,6 +99,8 @@ def up_command(
         front_door_port=front_door_port,
         emulator_port=emulator_port,
         visibility_timeout_s=visibility_timeout,
+        # fal-like pacing, so progress can be watched: a queue wait, then a few seconds of work.
+        emulator=EmulatorConfig(queue_wait_s=0.5, run_time_s=3.0, log_interval_s=0.5),
         schedule_intervals_s={"ReconcileFunction": reconcile_every, "CollectFunction": collect_every},
         log_dir=log_dir,
         state_file=state_path,

@@ -222,8 +222,10 @@ def _request_input(target: Target, job: Job) -> dict[str, Any]:
         raise OpsError(f"job {job.job_id} has no input on record to send again")
     ref = S3ObjectRef.parse(job.input_ref)
     body = target.s3().get_object(Bucket=ref.bucket, Key=ref.key)["Body"].read()
-    kept = json.loads(body)
-    return dict(kept.get("input", kept)) if isinstance(kept, dict) else {}
+    kept = json.loads(body)  # the input itself, as the submit function archived it
+    if not isinstance(kept, dict):
+        raise OpsError(f"the archived input of job {job.job_id} ({job.input_ref}) is not a JSON object")
+    return kept
 
 
 def _send_again(target: Target, job: Job) -> RetryResult:
