@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import click
 
 from falflow_tools.local.state import LocalState, state_file_path
+from falflow_tools.local.workers import WorkerError
 from falflow_tools.template import REPO_ROOT
 
 if TYPE_CHECKING:
@@ -118,6 +119,8 @@ def up_command(
         threading.Event().wait()
     except KeyboardInterrupt:
         click.echo("\nstopping ...")
+    except WorkerError as error:
+        raise click.ClickException(f"a function could not start: {error} (its log: {log_dir})") from None
     finally:
         stack.stop()
     click.echo("stopped")
@@ -172,7 +175,10 @@ def demo_command(*, timeout: float, real_fal: bool, log_dir: Path) -> None:
     if os.environ.get("FAL_KEY") and not real_fal:
         click.echo("(FAL_KEY is set, but the demo uses the fal emulator; --real-fal spends real money)")
     _stop_on_sigterm()
-    result = run_demo(click.echo, timeout_s=timeout, fal_key=fal_key, log_dir=log_dir)
+    try:
+        result = run_demo(click.echo, timeout_s=timeout, fal_key=fal_key, log_dir=log_dir)
+    except WorkerError as error:
+        raise click.ClickException(f"a function could not start: {error} (its log: {log_dir})") from None
     click.echo("")
     click.echo(result.table())
     click.echo(f"\n{result.summary()}")

@@ -163,17 +163,18 @@ class FunctionWorker:
         init_timeout = max(self.runtime.timeout_s, 30.0)
         if not parent.poll(init_timeout):
             self._kill()
-            raise WorkerError(_error("Runtime.InitTimeout", f"{self.runtime.name} did not start"))
+            raise WorkerError(_error("Runtime.InitTimeout", "did not start in time"), self.runtime.name)
         try:
             kind, detail = parent.recv()
         except EOFError:
             code = process.exitcode
             self._kill()
-            raise WorkerError(_error("Runtime.ExitError", f"exited during init (code {code})")) from None
+            detail = _error("Runtime.ExitError", f"exited during init (code {code})")
+            raise WorkerError(detail, self.runtime.name) from None
         if kind != "ready":
             self._kill()
             why = f"{detail['errorType']}: {detail['errorMessage']}"
-            raise WorkerError(_error("Runtime.ImportModuleError", why))
+            raise WorkerError(_error("Runtime.ImportModuleError", why), self.runtime.name)
         return parent
 
     def _kill(self) -> None:
@@ -226,7 +227,10 @@ class FunctionWorker:
             return InvocationResult(request_id, error=detail, duration_s=duration)
 
     def _crashed(self, request_id: str, started: float, why: str) -> InvocationResult:
-        code = self._process.exitcode if self._process is not None else None
+        code = None
+        if self._process is not None:
+            self._process.join(2)  # the pipe closes a moment before the exit status is there
+            code = self._process.exitcode
         self._report(f"{self.runtime.name} worker crashed: {why} (exit code {code}); it restarts")
         self._kill()
         return InvocationResult(
@@ -256,9 +260,12 @@ class FunctionWorker:
 
 
 class WorkerError(Exception):
-    def __init__(self, detail: dict[str, str]) -> None:
-        super().__init__(detail["errorMessage"])
+    """A worker could not become ready (its handler failed to import, or the process died)."""
+
+    def __init__(self, detail: dict[str, str], function: str = "") -> None:
+        super().__init__(f"{function}: {detail['errorType']}: {detail['errorMessage']}".lstrip(": "))
         self.detail = detail
+        self.function = function
 
 
 @dataclass
