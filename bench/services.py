@@ -2,11 +2,12 @@
 its own — as AWS and fal are elsewhere, their work does not compete with the measured code for
 this interpreter.
 
-    python -m bench.services --serve-fal PORT CONFIG_JSON    # what fal_process() runs
+    python -m bench.services --serve-fal PORT LATENCY_S CONFIG_JSON    # what fal_process() runs
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -20,8 +21,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from starlette.types import ASGIApp, Receive, Scope, Send
+
 from falflow.aws import aws_client
-from falflow_tools.emulator import EmulatorConfig, EmulatorControl, FalUrls, run_emulator
+from falflow_tools.emulator import EmulatorConfig, EmulatorControl, FalEmulator, FalUrls, RunningEmulator
 from falflow_tools.local.resources import ProvisionedStack, provision
 
 REGION = "us-east-1"
@@ -93,22 +96,58 @@ class RemoteFal:
         return self.urls.base
 
 
+class AddedLatency:
+    """ASGI middleware: every fal queue submit is answered ``seconds`` later (a distant fal)."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self._app = app
+        self._seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].startswith("/queue/"):
+            await asyncio.sleep(self._seconds)
+        await self._app(scope, receive, send)
+
+
 @contextmanager
-def fal_process(config: EmulatorConfig) -> Iterator[RemoteFal]:
-    """The fal emulator with ``config``, in a process of its own."""
+def slow_fal(
+    latency_s: float, config: EmulatorConfig | None = None, *, port: int = 0
+) -> Iterator[RunningEmulator]:
+    """The fal emulator (in this process) with ``latency_s`` added to every queue submit."""
+    emulator = FalEmulator(config or EmulatorConfig())
+    if latency_s:
+        emulator.app = AddedLatency(emulator.app, latency_s)
+    running = RunningEmulator(emulator, port=port)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@contextmanager
+def fal_process(config: EmulatorConfig, *, latency_s: float = 0.0) -> Iterator[RemoteFal]:
+    """The fal emulator with ``config`` (and ``latency_s`` added to submits), in a process of its own."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "bench.services", "--serve-fal", str(port), config.model_dump_json()]
+    command = [
+        sys.executable,
+        "-m",
+        "bench.services",
+        "--serve-fal",
+        str(port),
+        str(latency_s),
+        config.model_dump_json(),
+    ]
     with process(command, f"{base}/_emulator/stats"), EmulatorControl(base) as control:
         yield RemoteFal(FalUrls(base), control, config.api_keys[0])
 
 
-def _serve_fal(port: int, config_json: str) -> None:
+def _serve_fal(port: int, latency_s: float, config_json: str) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with run_emulator(EmulatorConfig.model_validate_json(config_json), port=port):
+    with slow_fal(latency_s, EmulatorConfig.model_validate_json(config_json), port=port):
         stop.wait()
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--serve-fal"]:
-    _serve_fal(int(sys.argv[2]), sys.argv[3])
+    _serve_fal(int(sys.argv[2]), float(sys.argv[3]), sys.argv[4])

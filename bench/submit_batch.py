@@ -1,6 +1,6 @@
 """Benchmark: one SQS batch of 10 job messages through the submit handler vs 10 sequential submits.
 
-    python bench/submit_batch.py [--jobs 10] [--latency 0.3] [--min-ratio 4]
+    python -m bench.submit_batch [--jobs 10] [--latency 0.3] [--min-ratio 4]
 
 Everything runs on this machine: moto's server stands in for AWS (resources from template.yaml)
 and the fal emulator answers every queue submit after a fixed added latency, as a distant fal
@@ -19,143 +19,35 @@ the batch was submitted exactly once.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import io
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import threading
 import time
-import urllib.request
 import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, redirect_stdout
+from contextlib import ExitStack, redirect_stdout
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import boto3
-from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bench.services import RemoteFal, fal_process, moto_process
 from falflow.aws import aws_client
 from falflow.fal import FalQueueClient
 from falflow.jobs import DynamoJobStore, JobState
 from falflow.settings import FalSettings
-from falflow_tools.emulator import EmulatorConfig, EmulatorControl, FalEmulator, FalUrls, RunningEmulator
+from falflow_tools.emulator import EmulatorConfig
 from falflow_tools.local.handlers import context_for, load_handler
-from falflow_tools.local.resources import ProvisionedStack, provision
+from falflow_tools.local.resources import ProvisionedStack
 
 REPO = Path(__file__).resolve().parents[1]
 REGION = "us-east-1"
 MODEL = "fal-ai/flux/dev"
 SAMPLE_EVENT = REPO / "events" / "submit" / "sqs-job-message.json"
 NO_WEBHOOK_RECEIVER = "http://127.0.0.1:9/webhooks/fal"  # deliveries are not what is measured
-
-
-class AddedLatency:
-    """ASGI middleware: every fal queue submit is answered ``seconds`` later (a distant fal)."""
-
-    def __init__(self, app: ASGIApp, seconds: float) -> None:
-        self._app = app
-        self._seconds = seconds
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].startswith("/queue/"):
-            await asyncio.sleep(self._seconds)
-        await self._app(scope, receive, send)
-
-
-@contextmanager
-def slow_fal(
-    latency_s: float, config: EmulatorConfig | None = None, *, port: int = 0
-) -> Iterator[RunningEmulator]:
-    """The fal emulator (in this process) with ``latency_s`` added to every queue submit."""
-    emulator = FalEmulator(config or EmulatorConfig())
-    emulator.app = AddedLatency(emulator.app, latency_s)
-    running = RunningEmulator(emulator, port=port)
-    try:
-        yield running
-    finally:
-        running.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _wait_for(url: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
-
-@contextmanager
-def _process(command: list[str], ready_url: str) -> Iterator[None]:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_for(ready_url)
-        yield
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
-
-
-@dataclass(frozen=True)
-class RemoteFal:
-    urls: FalUrls
-    control: EmulatorControl
-    api_key: str
-
-
-@contextmanager
-def fal_process(latency_s: float) -> Iterator[RemoteFal]:
-    """The slow fal emulator in a process of its own (this script with ``--serve-fal``)."""
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    # No webhook retries: nobody receives them here, and retrying would only load the machine.
-    command = [sys.executable, __file__, "--serve-fal", str(port), "--latency", str(latency_s)]
-    with _process(command, f"{base}/_emulator/stats"), EmulatorControl(base) as control:
-        yield RemoteFal(FalUrls(base), control, EmulatorConfig().api_keys[0])
-
-
-def serve_fal(port: int, latency_s: float) -> None:
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with slow_fal(latency_s, EmulatorConfig(webhook_max_retries=0), port=port):
-        stop.wait()
-
-
-@contextmanager
-def local_aws() -> Iterator[ProvisionedStack]:
-    """moto's server on loopback, in a process of its own, with the template's resources."""
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_SESSION_TOKEN="testing",
-        AWS_DEFAULT_REGION=REGION,
-    )
-    os.environ.pop("AWS_PROFILE", None)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    moto_server = str(Path(sys.executable).with_name("moto_server"))
-    with _process([moto_server, "-H", "127.0.0.1", "-p", str(port)], f"{url}/moto-api/"):
-        os.environ["AWS_ENDPOINT_URL"] = url
-        aws_client.cache_clear()  # type: ignore[attr-defined]  # functools.cache over overloads
-        yield provision(region=REGION, endpoint_url=url)
 
 
 def job_messages(count: int, run: str) -> list[dict[str, Any]]:
@@ -205,8 +97,10 @@ def run(
 ) -> BenchResult:
     """Measure both sides; ``stack`` and ``fal`` (already running) are started here when absent."""
     with ExitStack() as started:
-        stack = stack or started.enter_context(local_aws())
-        fal = fal or started.enter_context(fal_process(latency_s))
+        stack = stack or started.enter_context(moto_process())
+        fal = fal or started.enter_context(
+            fal_process(EmulatorConfig(webhook_max_retries=0), latency_s=latency_s)
+        )
         return _measure(jobs, latency_s, repeat, stack, fal)
 
 
@@ -277,11 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.5, help="seconds added to every fal submit")
     parser.add_argument("--min-ratio", type=float, default=4.0)
     parser.add_argument("--repeat", type=int, default=3, help="rounds of each; the medians are compared")
-    parser.add_argument("--serve-fal", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.serve_fal:
-        serve_fal(args.serve_fal, args.latency)
-        return 0
 
     result = run(args.jobs, args.latency, args.repeat)
     batch = (

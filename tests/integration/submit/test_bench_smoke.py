@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 from unittest import mock
 
-from bench.submit_batch import RemoteFal, run, slow_fal
+from bench.services import RemoteFal, slow_fal
+from bench.submit_batch import run
 from falflow_tools.local.resources import ProvisionedStack
 
 

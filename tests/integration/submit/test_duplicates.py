@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bench.submit_batch import slow_fal
+from bench.services import slow_fal
 from falflow.jobs import JobState
 from falflow_tools.emulator import RunningEmulator
 from tests.integration.submit.conftest import Delivery, SubmitHarness
