@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,16 +25,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from falflow.aws import aws_client
 from falflow_tools.emulator import EmulatorConfig, EmulatorControl, FalEmulator, FalUrls, RunningEmulator
 from falflow_tools.local.resources import ProvisionedStack, provision
+from falflow_tools.net import free_port
 
 REGION = "us-east-1"
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def wait_for(url: str, timeout_s: float = 30.0) -> None:

@@ -6,7 +6,6 @@ emulator (built independently from the same fact sheet) agree, including under i
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -34,6 +33,7 @@ from falflow.fal import (
 )
 from falflow.settings import FalSettings
 from falflow_tools.emulator import RunningEmulator
+from falflow_tools.net import free_port
 from tests.fixtures.fal_emulator import EmulatorFactory, WebhookSink
 
 FLUX = "fal-ai/flux/dev"
@@ -298,9 +298,7 @@ def test_submit_reset_after_sending_is_ambiguous(
 
 
 def test_submit_to_a_closed_port_is_retried_then_certainly_unsent() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens there: every connect is refused
     settings = FalSettings(
         queue_url=f"http://127.0.0.1:{port}/queue", backoff_base_s=0.001, backoff_cap_s=0.002
     )
