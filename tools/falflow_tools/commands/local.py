@@ -29,13 +29,15 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _stop_on_sigterm() -> None:
-    """SIGTERM stops the stack as cleanly as Ctrl-C does."""
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM stop the stack cleanly, also when the process was started with SIGINT
+    ignored (as shells start background jobs)."""
 
     def handle(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, handle)
 
 
@@ -110,7 +112,7 @@ def up_command(
     after = reconcile_after if reconcile_after is not None else (1.0 if config.fal_key else None)
     if after is not None:
         config.parameters["ReconcileAfterMinutes"] = f"{after:g}"
-    _stop_on_sigterm()
+    _stop_on_signals()
     click.echo("starting the local stack ...")
     stack = LocalStack(config)
     try:
@@ -174,11 +176,14 @@ def demo_command(*, timeout: float, real_fal: bool, log_dir: Path) -> None:
         raise click.UsageError("--real-fal needs FAL_KEY in the environment")
     if os.environ.get("FAL_KEY") and not real_fal:
         click.echo("(FAL_KEY is set, but the demo uses the fal emulator; --real-fal spends real money)")
-    _stop_on_sigterm()
+    _stop_on_signals()
     try:
         result = run_demo(click.echo, timeout_s=timeout, fal_key=fal_key, log_dir=log_dir)
     except WorkerError as error:
         raise click.ClickException(f"a function could not start: {error} (its log: {log_dir})") from None
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted; the local stack is stopped", err=True)
+        sys.exit(130)
     click.echo("")
     click.echo(result.table())
     click.echo(f"\n{result.summary()}")
