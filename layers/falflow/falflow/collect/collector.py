@@ -47,7 +47,6 @@ from falflow.collect.model import (
 )
 from falflow.collect.ports import (
     Aggregates,
-    CollectPlatform,
     EndpointRegistry,
     Log,
     MetricsSink,
@@ -58,6 +57,7 @@ from falflow.collect.settings import CollectSettings
 from falflow.collect.snapshots import write_partitioned
 from falflow.fal.errors import FalError
 from falflow.fal.platform import MAX_IDS_PER_CALL, BillingEvent
+from falflow.fal.ports import FalPlatform
 from falflow.jobs import Job, JobState, JobStore, isoformat, utcnow
 from falflow.secrets import MissingSecretError
 
@@ -147,8 +147,8 @@ class Collector:
     def __init__(
         self,
         *,
-        platform: CollectPlatform,
-        admin_platform: CollectPlatform | None,
+        platform: FalPlatform,
+        admin_platform: FalPlatform | None,
         jobs: JobStore,
         watermarks: Watermarks,
         registry: EndpointRegistry,

@@ -4,49 +4,12 @@ Powertools Logger and Metrics; unit tests pass in-memory fakes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from falflow.collect.model import AnalyticsRow, CatalogueEntry, PriceRow, RunRecord, UsageRow
-from falflow.fal.platform import (
-    DEFAULT_ANALYTICS_METRICS,
-    AnalyticsReport,
-    ComputeInstance,
-    ModelInfo,
-    TimeBound,
-    Timeframe,
-)
-from falflow.fal.ports import FalPlatform
-
-
-class CollectPlatform(FalPlatform, Protocol):
-    """`FalPlatform` plus the catalogue, analytics and compute listings the collector reads."""
-
-    def iter_models(
-        self,
-        q: str | None = None,
-        *,
-        category: str | None = None,
-        status: Literal["active", "deprecated"] | None = None,
-        endpoint_ids: Sequence[str] | None = None,
-        expand: Sequence[str] | None = None,
-        page_size: int | None = None,
-    ) -> Iterator[ModelInfo]: ...
-
-    def analytics(
-        self,
-        endpoint_ids: Sequence[str],
-        start: TimeBound,
-        end: TimeBound,
-        *,
-        timeframe: Timeframe | None = None,
-        bound_to_timeframe: bool | None = None,
-        metrics: Sequence[str] = DEFAULT_ANALYTICS_METRICS,
-        expand: Sequence[str] = ("time_series",),
-    ) -> AnalyticsReport: ...
-
-    def iter_compute_instances(self) -> Iterator[ComputeInstance]: ...
+from falflow.fal.platform import ComputeInstance
 
 
 class Watermarks(Protocol):

@@ -4,12 +4,16 @@ tests of the domain code can pass small in-memory fakes instead."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Literal, Protocol
 
 from falflow.fal.endpoints import EndpointId
 from falflow.fal.platform import (
+    DEFAULT_ANALYTICS_METRICS,
+    AnalyticsReport,
     BillingEvent,
+    ComputeInstance,
     CostEstimate,
+    ModelInfo,
     Price,
     TimeBound,
     Timeframe,
@@ -42,7 +46,7 @@ class FalQueue(Protocol):
 
 
 class FalPlatform(Protocol):
-    """The part of the Platform API the collect function uses."""
+    """The part of the Platform API falflow uses (the collect function and the operator CLI)."""
 
     def pricing(self, endpoint_ids: Sequence[str]) -> list[Price]: ...
 
@@ -72,6 +76,31 @@ class FalPlatform(Protocol):
         endpoint_ids: Sequence[str] | None = None,
         request_ids: Sequence[str] | None = None,
     ) -> Iterator[BillingEvent]: ...
+
+    def iter_models(
+        self,
+        q: str | None = None,
+        *,
+        category: str | None = None,
+        status: Literal["active", "deprecated"] | None = None,
+        endpoint_ids: Sequence[str] | None = None,
+        expand: Sequence[str] | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[ModelInfo]: ...
+
+    def analytics(
+        self,
+        endpoint_ids: Sequence[str],
+        start: TimeBound,
+        end: TimeBound,
+        *,
+        timeframe: Timeframe | None = None,
+        bound_to_timeframe: bool | None = None,
+        metrics: Sequence[str] = DEFAULT_ANALYTICS_METRICS,
+        expand: Sequence[str] = ("time_series",),
+    ) -> AnalyticsReport: ...
+
+    def iter_compute_instances(self) -> Iterator[ComputeInstance]: ...
 
 
 class FalStorage(Protocol):
