@@ -16,6 +16,6 @@ tracer = Tracer()
 
 @logger.inject_lambda_context(correlation_id_path="id", clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
-@metrics.log_metrics
+@metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return run_collect(metrics=metrics, log=logger, time_left_ms=context.get_remaining_time_in_millis)

@@ -13,8 +13,8 @@ tracer = Tracer()
 reconcile = ScheduledReconcile.from_env()  # once per cold start
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
-@metrics.log_metrics
+@metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return reconcile(event, context)

@@ -14,8 +14,8 @@ tracer = Tracer()
 store_outputs = OutputsBatchHandler.from_env()  # once per cold start
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
-@metrics.log_metrics
+@metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return store_outputs(event, context)

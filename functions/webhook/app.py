@@ -13,8 +13,8 @@ tracer = Tracer()
 receiver = build_webhook_receiver()  # once per cold start
 
 
-@logger.inject_lambda_context(correlation_id_path="queryStringParameters.job_id")
+@logger.inject_lambda_context(correlation_id_path="queryStringParameters.job_id", clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
-@metrics.log_metrics
+@metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return handle_webhook_event(event, receiver)
