@@ -28,12 +28,15 @@ def test_a_media_drop_notified_by_s3_becomes_a_submitted_upscale(submit: SubmitH
     delivery = submit.deliver(records)
 
     assert delivery.responses == [{"batchItemFailures": []}]
-    # moto's notifications carry no versionId (S3's do, for a versioned bucket): the ETag identifies
-    # the object instead.
-    job_id = object_job_id(ObjectCreated(S3ObjectRef(submit.bucket, key), etag=put["ETag"]))
+    # The input bucket is versioned, so S3's notification names the version (moto's too, made
+    # faithful by falflow_tools.local.fidelity): bucket, key and version identify the job.
+    assert put["VersionId"]
+    job_id = object_job_id(
+        ObjectCreated(S3ObjectRef(submit.bucket, key, version_id=put["VersionId"]), etag=put["ETag"])
+    )
     job = submit.job(job_id)
     assert job.state is JobState.SUBMITTED
-    assert job.source == f"s3://{submit.bucket}/{key}"
+    assert job.source == f"s3://{submit.bucket}/{key}?versionId={put['VersionId']}"
     (fal_job,) = submit.fal_jobs_for(job_id)
     assert (fal_job.request_id, fal_job.endpoint_id) == (job.request_id, "fal-ai/clarity-upscaler")
     assert _webhook_query(fal_job.webhook_url) == {"job_id": [job_id]}
