@@ -45,7 +45,7 @@ def as_json(result: Result) -> Any:
 def test_submit_a_message_and_wait_for_it(falflow: Any) -> None:
     result = falflow(
         "submit",
-        "fal-ai/fast-sdxl",
+        "fal-ai/flux/dev",
         "--input",
         '{"prompt": "cli"}',
         "--metadata",
@@ -148,7 +148,7 @@ def test_jobs_show_gives_the_record_and_working_links(
 
 def test_jobs_cancel_before_fal_has_the_job(falflow: Any, target: Target, fal_faults: Any) -> None:
     fal_faults(submit={"rate_503": 1.0})
-    send_message(target, job_message("fal-ai/fast-sdxl", {"prompt": "cancel me"}, job_id="cli-cancel-early"))
+    send_message(target, job_message("fal-ai/flux/dev", {"prompt": "cancel me"}, job_id="cli-cancel-early"))
     wait_for_job(target, "cli-cancel-early", {JobState.ACCEPTED})
 
     cancelled = falflow("jobs", "cancel", "cli-cancel-early")
@@ -169,7 +169,7 @@ def test_jobs_cancel_a_job_fal_already_finished_changes_nothing(
 ) -> None:
     assert stack.emulator is not None
     fal_faults(webhook={"drop_rate": 1.0})
-    send_message(target, job_message("fal-ai/fast-sdxl", {"prompt": "too late"}, job_id="cli-cancel-late"))
+    send_message(target, job_message("fal-ai/flux/dev", {"prompt": "too late"}, job_id="cli-cancel-late"))
     job = wait_for_job(target, "cli-cancel-late", {JobState.SUBMITTED, JobState.IN_PROGRESS})
     assert job.request_id is not None
     deadline = time.monotonic() + 10
@@ -188,7 +188,7 @@ def test_jobs_cancel_a_job_fal_already_finished_changes_nothing(
 def test_cancel_marks_a_job_fal_agreed_to_cancel(target: Target, fal_faults: Any) -> None:
     fal_faults(webhook={"drop_rate": 1.0})
     send_message(
-        target, job_message("fal-ai/fast-sdxl", {"prompt": "cancelled at fal"}, job_id="cli-cancel-fal")
+        target, job_message("fal-ai/flux/dev", {"prompt": "cancelled at fal"}, job_id="cli-cancel-fal")
     )
     job = wait_for_job(target, "cli-cancel-fal", {JobState.SUBMITTED, JobState.IN_PROGRESS})
 
@@ -210,7 +210,7 @@ def test_cancel_marks_a_job_fal_agreed_to_cancel(target: Target, fal_faults: Any
 
 def test_jobs_retry_runs_a_failed_message_job_again(falflow: Any, target: Target, fal_faults: Any) -> None:
     fal_faults(job_error_rate=1.0)
-    send_message(target, job_message("fal-ai/fast-sdxl", {"prompt": "fails once"}, job_id="cli-retry"))
+    send_message(target, job_message("fal-ai/flux/dev", {"prompt": "fails once"}, job_id="cli-retry"))
     assert wait_for_job(target, "cli-retry").state == JobState.FAILED
     fal_faults()
 
@@ -251,7 +251,7 @@ def test_jobs_retry_drops_a_failed_media_job_again(
 def _dead_letter(target: Target, fal_faults: Any, job_id: str) -> None:
     """A job message that fails every submit until it is dead-lettered (MAX_RECEIVES=2 here)."""
     fal_faults(submit={"rate_503": 1.0})
-    send_message(target, job_message("fal-ai/fast-sdxl", {"prompt": "to the dlq"}, job_id=job_id))
+    send_message(target, job_message("fal-ai/flux/dev", {"prompt": "to the dlq"}, job_id=job_id))
     sqs = target.sqs()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -86,7 +86,7 @@ def test_local_up_serves_until_ctrl_c_and_starts_again(tmp_path: Path) -> None:
         main,
         [
             "submit",
-            "fal-ai/fast-sdxl",
+            "fal-ai/flux/dev",
             "--input",
             '{"prompt": "up"}',
             "--wait",

@@ -82,7 +82,7 @@ def test_an_sqs_job_message_ends_completed_with_every_output(stack: LocalStack, 
 
 def test_the_same_message_twice_is_one_job_and_one_fal_request(stack: LocalStack, target: Target) -> None:
     assert stack.emulator is not None
-    message = job_message("fal-ai/fast-sdxl", {"prompt": "a duplicate delivery"}, job_id="e2e-duplicate")
+    message = job_message("fal-ai/flux/dev", {"prompt": "a duplicate delivery"}, job_id="e2e-duplicate")
 
     first = send_message(target, message)
     second = send_message(target, message)
@@ -114,7 +114,7 @@ def test_the_webhook_goes_through_the_front_door_and_only_signed_deliveries_coun
     stack: LocalStack, target: Target
 ) -> None:
     assert stack.emulator is not None
-    sent = send_message(target, job_message("fal-ai/fast-sdxl", {"prompt": "signed"}))
+    sent = send_message(target, job_message("fal-ai/flux/dev", {"prompt": "signed"}))
     job = wait_for_job(target, sent.job_id)
     assert job.request_id is not None
     deliveries = [d for d in stack.emulator.control.webhooks() if d.request_id == job.request_id]
@@ -154,7 +154,7 @@ def test_the_reconciler_finishes_a_job_whose_webhook_never_came(
 ) -> None:
     assert stack.emulator is not None
     fal_faults(webhook={"drop_rate": 1.0})
-    sent = send_message(target, job_message("fal-ai/fast-sdxl", {"prompt": "nobody calls back"}))
+    sent = send_message(target, job_message("fal-ai/flux/dev", {"prompt": "nobody calls back"}))
     job = wait_for_job(target, sent.job_id, {JobState.SUBMITTED, JobState.IN_PROGRESS})
     assert job.request_id is not None
     deadline = time.monotonic() + 10
@@ -208,7 +208,7 @@ def test_a_message_that_fails_every_try_lands_in_the_dlq_with_its_reason(
     stack: LocalStack, target: Target, fal_faults: Any
 ) -> None:
     fal_faults(submit={"rate_503": 1.0})
-    sent = send_message(target, job_message("fal-ai/fast-sdxl", {"prompt": "fal is down"}, job_id="e2e-dlq"))
+    sent = send_message(target, job_message("fal-ai/flux/dev", {"prompt": "fal is down"}, job_id="e2e-dlq"))
     dlq = stack.outputs()["IntakeDLQUrl"]
     sqs = stack.sqs()
     deadline = time.monotonic() + 30

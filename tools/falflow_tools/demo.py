@@ -106,7 +106,7 @@ def start_jobs(target: Target) -> list[DemoJob]:
     drop = drop_file(target, prompt, key="animate/paper-boat.txt", content_type="text/plain")
     started.append(DemoJob("S3 drop animate/paper-boat.txt", drop.job_id))
     document = {
-        "model": "fal-ai/fast-sdxl",
+        "model": "fal-ai/flux/dev",
         "input": {"prompt": "an isometric city block, watercolor"},
         "metadata": {"requested_by": "demo"},
     }
