@@ -158,6 +158,28 @@ def test_verified_deliveries_get_the_right_answers(harness: Harness) -> None:
     assert len(harness.queue.messages) == 1
 
 
+def test_a_delivery_signed_for_another_fal_account_is_refused_when_accounts_are_pinned(
+    harness: Harness,
+) -> None:
+    harness.receiver = WebhookReceiver(
+        CompletionIntake(harness.store, harness.inbox, harness.queue),
+        harness.jwks.cache(min_refetch_interval_s=0),
+        allowed_user_ids={"our-account"},
+        clock=lambda: NOW,
+    )
+    foreign = harness.signer.headers(BODY, "req-1", timestamp=int(NOW))  # validly signed by fal
+    assert harness.receiver.receive(harness.request(BODY, foreign)).status == 403
+    assert harness.unchanged()
+
+    ours = WebhookSigner(harness.signer.key, harness.signer.kid, user_id="our-account")
+    assert (
+        harness.receiver.receive(
+            harness.request(BODY, ours.headers(BODY, "req-1", timestamp=int(NOW)))
+        ).status
+        == 200
+    )
+
+
 @pytest.mark.parametrize("base64_body", [False, True], ids=["text body", "base64 body"])
 @pytest.mark.parametrize("lower_case", [True, False], ids=["lower-case headers", "mixed-case headers"])
 def test_api_gateway_events_are_verified_over_the_exact_bytes(

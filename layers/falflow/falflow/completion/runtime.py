@@ -59,7 +59,12 @@ def build_webhook_receiver(settings: WebhookSettings | None = None) -> WebhookRe
     jwks = JwksCache(
         fal_settings().jwks_urls, jwks_http, min_refetch_interval_s=settings.jwks_refetch_seconds
     )
-    return WebhookReceiver(completion_intake(settings), jwks, tolerance_s=settings.webhook_tolerance_seconds)
+    return WebhookReceiver(
+        completion_intake(settings),
+        jwks,
+        tolerance_s=settings.webhook_tolerance_seconds,
+        allowed_user_ids=settings.fal_webhook_user_ids,
+    )
 
 
 def handle_webhook_event(event: Mapping[str, Any], receiver: WebhookReceiver) -> dict[str, Any]:

@@ -44,6 +44,8 @@ class WebhookSettings(IntakeSettings):
     webhook_tolerance_seconds: Annotated[int, Field(ge=1, le=3600)] = 300
     # After a signature no cached key verifies, fal's JWKS is refetched at most this often.
     jwks_refetch_seconds: Annotated[float, Field(ge=0)] = 60.0
+    # fal user ids (X-Fal-Webhook-User-Id) whose deliveries are accepted; empty accepts any account.
+    fal_webhook_user_ids: list[str] = Field(default_factory=list)
 
 
 class StoreSettings(BaseSettings):

@@ -14,7 +14,7 @@ Answers (fal retries anything but a 2xx, 10 times over 2 hours):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -55,11 +55,15 @@ class WebhookReceiver:
         jwks: JwksCache,
         *,
         tolerance_s: int = 300,
+        allowed_user_ids: Collection[str] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._intake = intake
         self._jwks = jwks
         self._tolerance_s = tolerance_s
+        # fal signs the webhooks of every account with the same keys: where set, only deliveries
+        # signed for our own account(s) may touch a job.
+        self._allowed_user_ids = frozenset(allowed_user_ids)
         self._clock = clock
 
     def receive(self, request: WebhookRequest) -> WebhookReply:
@@ -76,6 +80,10 @@ class WebhookReceiver:
             metrics.add_metric(name="WebhookJwksUnavailable", unit=MetricUnit.Count, value=1)
             logger.exception("webhook not verified: fal's JWKS is unavailable")
             return WebhookReply(503, {"message": "cannot verify now, retry later"})
+        if self._allowed_user_ids and verified.user_id not in self._allowed_user_ids:
+            metrics.add_metric(name="WebhookForeignAccount", unit=MetricUnit.Count, value=1)
+            logger.warning("webhook refused: signed for another fal account", request_id=verified.request_id)
+            return WebhookReply(403, {"message": "delivery is for another fal account"})
 
         job_id = request.query.get(JOB_ID_PARAMETER, "")
         ids = {"job_id": job_id or None, "request_id": verified.request_id}
