@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from datetime import timedelta
 from functools import cache
 from typing import Any
 
@@ -23,7 +22,7 @@ from falflow.collect.snapshots import S3SnapshotSink
 from falflow.collect.usage_table import DynamoUsageTable
 from falflow.fal.http import build_http_client
 from falflow.fal.platform import FalPlatformClient
-from falflow.jobs import DynamoJobStore, utcnow
+from falflow.jobs import utcnow
 from falflow.secrets import fal_admin_key, fal_api_key
 from falflow.settings import fal_settings, secret_ids
 
@@ -51,9 +50,7 @@ def collector_from_environment(http: httpx.Client, log: Log) -> Collector:
     return Collector(
         platform=FalPlatformClient(fal, fal_api_key, http),
         admin_platform=FalPlatformClient(fal, fal_admin_key, http) if has_admin_key else None,
-        jobs=DynamoJobStore(
-            dynamodb, settings.jobs_table, retention=timedelta(days=settings.job_retention_days)
-        ),
+        jobs=settings.job_store(),
         watermarks=table,
         registry=table,
         aggregates=table,

@@ -5,21 +5,18 @@ from __future__ import annotations
 from datetime import timedelta
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from falflow.jobs.settings import JobsTableSettings
 
 # fal serves at most 90 days of billing events per call; the cost lookback stays well inside it.
 MAX_COST_LOOKBACK_HOURS = 24 * 60
 
 
-class CollectSettings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore")
-
+class CollectSettings(JobsTableSettings):
     usage_table: str
-    jobs_table: str
     output_bucket: str
     # Every snapshot object lives under this prefix (the function may write nowhere else).
     snapshot_prefix: str = "collect/"
-    job_retention_days: int = Field(default=90, ge=1)
 
     # Usage and analytics windows: from the last watermark minus an overlap (fal's most recent
     # buckets may still grow), or this far back on the first run; at most max_window per run, so

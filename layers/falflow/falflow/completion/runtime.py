@@ -27,7 +27,7 @@ from falflow.dead_letter import DeadLetterPolicy, with_dead_letter_reason
 from falflow.fal.http import USER_AGENT
 from falflow.fal.queue import FalQueueClient
 from falflow.fal.webhook import JwksCache
-from falflow.jobs import DynamoJobStore, JobStore, utcnow
+from falflow.jobs import JobStore, utcnow
 from falflow.secrets import fal_api_key
 from falflow.settings import fal_settings
 
@@ -41,7 +41,7 @@ JWKS_TIMEOUT_S = 2.0
 def completion_intake(settings: IntakeSettings, jobs: JobStore | None = None) -> CompletionIntake:
     """The intake on the stack's table, inbox and outputs queue (webhook and reconciler alike)."""
     return CompletionIntake(
-        jobs or DynamoJobStore(aws_client("dynamodb"), settings.jobs_table, retention=settings.job_retention),
+        jobs or settings.job_store(),
         S3Inbox(aws_client("s3"), settings.output_bucket),
         SqsOutputsQueue(aws_client("sqs"), settings.outputs_queue_url),
         handoff_grace=settings.handoff_grace,
@@ -81,7 +81,7 @@ def handle_webhook_event(event: Mapping[str, Any], receiver: WebhookReceiver) ->
 
 def build_store_worker(settings: StoreSettings | None = None) -> StoreWorker:
     settings = settings or StoreSettings()
-    jobs = DynamoJobStore(aws_client("dynamodb"), settings.jobs_table, retention=settings.job_retention)
+    jobs = settings.job_store()
     outputs = S3OutputStore(aws_client("s3"), settings.output_bucket)
     return StoreWorker(
         jobs,

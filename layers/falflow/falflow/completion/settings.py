@@ -11,28 +11,21 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode
 
 from falflow.completion.copy import MIN_PART_SIZE, CopyLimits
 from falflow.completion.media import MediaPolicy
+from falflow.jobs.settings import JobsTableSettings
 
 
-class IntakeSettings(BaseSettings):
+class IntakeSettings(JobsTableSettings):
     """What every caller of the completion intake (webhook, reconciler) needs."""
 
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
-
-    jobs_table: Annotated[str, Field(min_length=1)]
     output_bucket: Annotated[str, Field(min_length=1)]
     outputs_queue_url: Annotated[str, Field(min_length=1)]
-    job_retention_days: Annotated[int, Field(ge=1)] = 90
     # A recorded completion whose hand-off to the store is still missing after this long is handed
     # over again by the next duplicate delivery (or the reconciler); longer than the webhook timeout.
     handoff_grace_seconds: Annotated[int, Field(ge=1)] = 60
-
-    @property
-    def job_retention(self) -> timedelta:
-        return timedelta(days=self.job_retention_days)
 
     @property
     def handoff_grace(self) -> timedelta:
@@ -48,13 +41,9 @@ class WebhookSettings(IntakeSettings):
     fal_webhook_user_ids: list[str] = Field(default_factory=list)
 
 
-class StoreSettings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
-
-    jobs_table: Annotated[str, Field(min_length=1)]
+class StoreSettings(JobsTableSettings):
     output_bucket: Annotated[str, Field(min_length=1)]
     event_bus_name: Annotated[str, Field(min_length=1)] = "default"
-    job_retention_days: Annotated[int, Field(ge=1)] = 90
     # Host patterns (fnmatch, e.g. "*.fal.media") output files may be downloaded from, over https.
     media_hosts: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*.fal.media"])
     # Exact origins ("http://127.0.0.1:8123") trusted although they are plain http or loopback.
@@ -65,10 +54,6 @@ class StoreSettings(BaseSettings):
     copy_concurrency: Annotated[int, Field(ge=1, le=16)] = 8
     # How long one store run holds a job; longer than the store function's timeout.
     store_lease_seconds: Annotated[int, Field(ge=60)] = 960
-
-    @property
-    def job_retention(self) -> timedelta:
-        return timedelta(days=self.job_retention_days)
 
     @field_validator("media_hosts", "media_allow_local", mode="before")
     @classmethod

@@ -14,7 +14,7 @@ from falflow.completion.adapters import EventBridgePublisher
 from falflow.completion.finalise import Finaliser
 from falflow.completion.runtime import completion_intake
 from falflow.fal.queue import FalQueueClient
-from falflow.jobs import DynamoJobStore, utcnow
+from falflow.jobs import utcnow
 from falflow.reconcile.reconciler import Reconciler
 from falflow.reconcile.settings import ReconcileSettings
 from falflow.secrets import fal_api_key
@@ -33,7 +33,7 @@ class SqsIntakeQueue:
 
 def build_reconciler(settings: ReconcileSettings) -> Reconciler:
     """Once per cold start: clients, the fal queue client, the shared completion intake."""
-    jobs = DynamoJobStore(aws_client("dynamodb"), settings.jobs_table, retention=settings.job_retention)
+    jobs = settings.job_store()
     return Reconciler(
         jobs,
         fal=FalQueueClient(fal_settings(), fal_api_key),

@@ -42,7 +42,7 @@ from falflow.dead_letter import DeadLetterPolicy, with_dead_letter_reason
 from falflow.fal.http import build_http_client
 from falflow.fal.queue import FalQueueClient
 from falflow.fal.storage import FalStorageClient
-from falflow.jobs import DynamoJobStore, JobStore, TrailEntry, isoformat, utcnow
+from falflow.jobs import JobStore, TrailEntry, isoformat, utcnow
 from falflow.secrets import fal_api_key
 from falflow.settings import FalSettings
 from falflow.submit.files import InputFiles
@@ -201,7 +201,7 @@ class SubmitApp:
         http = build_http_client(fal_settings)
         dynamodb = aws_client("dynamodb")
         s3 = aws_client("s3")
-        store = DynamoJobStore(dynamodb, settings.jobs_table, retention=settings.job_retention)
+        store = settings.job_store()
         objects = S3InputObjects(s3, _presigning_client())
         service = SubmitService(
             store=store,

@@ -12,17 +12,14 @@ from typing import Annotated, Self
 from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from falflow.jobs.settings import JobsTableSettings
 from falflow.submit.routes import RouteTable
 
 JOB_ID_QUERY_PARAMETER = "job_id"
 
 
-class SubmitSettings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
-
-    jobs_table: Annotated[str, Field(min_length=1)]
+class SubmitSettings(JobsTableSettings):
     input_bucket: Annotated[str, Field(min_length=1)]
     webhook_url: str
     routes: RouteTable = Field(default_factory=RouteTable)
@@ -41,7 +38,6 @@ class SubmitSettings(BaseSettings):
     submit_ambiguous_grace_seconds: Annotated[float, Field(gt=0, le=12 * 3600)] = 300
     # Submissions of one batch in flight at once (the batch size is 10).
     submit_concurrency: Annotated[int, Field(ge=1, le=100)] = 10
-    job_retention_days: Annotated[int, Field(ge=1)] = 90
 
     @field_validator("webhook_url")
     @classmethod
@@ -68,7 +64,3 @@ class SubmitSettings(BaseSettings):
     @property
     def ambiguous_grace(self) -> timedelta:
         return timedelta(seconds=self.submit_ambiguous_grace_seconds)
-
-    @property
-    def job_retention(self) -> timedelta:
-        return timedelta(days=self.job_retention_days)
