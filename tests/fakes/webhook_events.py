@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
@@ -29,6 +30,8 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from falflow_tools.emulator.signing import base64url_unpadded, webhook_message
+from falflow_tools.local.front_door import Route
+from falflow_tools.local.front_door import http_api_event as front_door_event
 
 EVENTS_DIR = Path(__file__).resolve().parents[2] / "events" / "webhook"
 TEST_KEY_PATH = EVENTS_DIR / "test-signing-key.pem"
@@ -89,38 +92,24 @@ def http_api_event(
     base64_body: bool = False,
     lower_case_headers: bool = True,
 ) -> dict[str, Any]:
-    """An API Gateway HTTP API (payload 2.0) event for ``POST /webhooks/fal?job_id=…``."""
+    """An API Gateway HTTP API (payload 2.0) event for ``POST /webhooks/fal?job_id=…``, as the local
+    front door builds it; a test may also force a base64 body or keep mixed-case header names."""
     all_headers = {"content-type": "application/json", "user-agent": "fal-webhook", **headers}
-    if lower_case_headers:
-        all_headers = {k.lower(): v for k, v in all_headers.items()}
-    query = {"job_id": job_id} if job_id is not None else {}
-    event: dict[str, Any] = {
-        "version": "2.0",
-        "routeKey": f"POST {WEBHOOK_PATH}",
-        "rawPath": WEBHOOK_PATH,
-        "rawQueryString": "&".join(f"{k}={v}" for k, v in query.items()),
-        "headers": all_headers,
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "local",
-            "domainName": "local.execute-api.us-east-1.amazonaws.com",
-            "http": {
-                "method": "POST",
-                "path": WEBHOOK_PATH,
-                "protocol": "HTTP/1.1",
-                "sourceIp": "192.0.2.10",
-                "userAgent": "fal-webhook",
-            },
-            "requestId": str(uuid.uuid4()),
-            "routeKey": f"POST {WEBHOOK_PATH}",
-            "stage": "$default",
-            "timeEpoch": int(time.time() * 1000),
-        },
-        "body": base64.b64encode(body).decode() if base64_body else body.decode(),
-        "isBase64Encoded": base64_body,
-    }
-    if query:
-        event["queryStringParameters"] = query
+    event = front_door_event(
+        route=Route("POST", WEBHOOK_PATH, "WebhookFunction"),
+        path_parameters={},
+        method="POST",
+        raw_path=WEBHOOK_PATH,
+        raw_query=urlencode({"job_id": job_id}) if job_id is not None else "",
+        headers=list(all_headers.items()),
+        body=body,
+        source_ip="192.0.2.10",
+        domain_name="local.execute-api.us-east-1.amazonaws.com",
+    )
+    if base64_body:  # API Gateway base64-encodes whatever it deems binary
+        event.update(body=base64.b64encode(body).decode(), isBase64Encoded=True)
+    if not lower_case_headers:
+        event["headers"] = all_headers
     return event
 
 
