@@ -17,8 +17,6 @@ from pathlib import PurePosixPath
 from typing import Any
 
 import pytest
-from aws_lambda_powertools.utilities import parameters
-from aws_lambda_powertools.utilities.parameters import base as parameters_base
 from boto3.dynamodb.types import TypeDeserializer
 from moto import mock_aws
 
@@ -27,11 +25,12 @@ from falflow.collect.service import collect_settings
 from falflow.fal.platform import BillingEvent, FalPlatformClient
 from falflow.fal.queue import FalQueueClient
 from falflow.jobs import DynamoJobStore, Job, JobState, utcnow
-from falflow.settings import FalSettings, fal_settings, secret_ids
+from falflow.settings import FalSettings
 from falflow_tools.emulator import RunningEmulator
 from falflow_tools.local.handlers import context_for, load_handler
 from falflow_tools.local.resources import ProvisionedStack, provision
 from falflow_tools.template import REPO_ROOT
+from tests.fixtures.aws import forget_cached_configuration
 
 REGION = "us-east-1"
 ADMIN_SECRET_NAME = "falflow/fal-admin-key"
@@ -42,11 +41,8 @@ FAST_RETRIES = {"FAL_MAX_ATTEMPTS": "8", "FAL_BACKOFF_BASE_S": "0.01", "FAL_BACK
 
 def _forget_configuration() -> None:
     """Settings and secrets are cached per container; each test is a new container."""
-    fal_settings.cache_clear()
-    secret_ids.cache_clear()
+    forget_cached_configuration()
     collect_settings.cache_clear()
-    parameters.clear_caches()
-    parameters_base.DEFAULT_PROVIDERS.clear()
 
 
 @dataclass

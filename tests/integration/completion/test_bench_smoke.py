@@ -14,7 +14,7 @@ import pytest
 
 from bench import store_copy, webhook_overhead
 from falflow_tools.local.resources import ProvisionedStack
-from tests.fixtures.completion import forget_cached_configuration
+from tests.fixtures.aws import forget_cached_configuration
 
 
 @pytest.fixture

@@ -21,15 +21,13 @@ from urllib.parse import parse_qs, quote_plus, urlsplit
 
 import boto3
 import pytest
-from aws_lambda_powertools.utilities import parameters
 
 from falflow.aws import aws_client
 from falflow.jobs import DynamoJobStore, Job, JobState
-from falflow.secrets import secret_ids
-from falflow.settings import fal_settings
 from falflow_tools.emulator import JobView, RunningEmulator
 from falflow_tools.local.handlers import Handler, context_for, load_handler
 from falflow_tools.local.resources import ProvisionedStack
+from tests.fixtures.aws import forget_cached_configuration
 from tests.fixtures.fal_emulator import WebhookSink
 
 if TYPE_CHECKING:
@@ -266,14 +264,7 @@ def submit(
     )
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
-    _forget_cached_configuration()
+    forget_cached_configuration()
     handler = load_handler("SubmitFunction")  # a cold start, after the environment is in place
     yield SubmitHarness(moto_server, submit_fal, webhook_sink, handler, environment)
-    _forget_cached_configuration()
-
-
-def _forget_cached_configuration() -> None:
-    parameters.clear_caches()  # cached secrets and the Secrets Manager client of another endpoint
-    secret_ids.cache_clear()
-    fal_settings.cache_clear()
-    aws_client.cache_clear()
+    forget_cached_configuration()
