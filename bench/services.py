@@ -22,7 +22,7 @@ from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from falflow.aws import aws_client
+from falflow.aws.clients import aws_client
 from falflow_tools.emulator import EmulatorConfig, EmulatorControl, FalEmulator, FalUrls, RunningEmulator
 from falflow_tools.local.resources import ProvisionedStack, provision
 from falflow_tools.net import free_port
@@ -55,7 +55,7 @@ def process(command: list[str], ready_url: str) -> Iterator[subprocess.Popen[byt
 
 
 def use_local_aws(endpoint_url: str) -> None:
-    """Point boto3 (and falflow.aws) at ``endpoint_url`` with fake credentials."""
+    """Point boto3 (and falflow.aws.clients) at ``endpoint_url`` with fake credentials."""
     os.environ.update(
         AWS_ACCESS_KEY_ID="testing",
         AWS_SECRET_ACCESS_KEY="testing",

@@ -37,10 +37,10 @@ from typing import Any
 import boto3
 
 from bench.services import REPO, RemoteFal, fal_process, moto_process
-from falflow.aws import aws_client
-from falflow.completion.adapters import S3Inbox, SqsOutputsQueue
+from falflow.aws.clients import aws_client
+from falflow.aws.outputs import S3Inbox, SqsOutputsQueue
 from falflow.completion.delivery import delivery_body
-from falflow.completion.intake import CompletionIntake
+from falflow.completion.handoff import CompletionHandoff
 from falflow.fal.queue import FalQueueClient
 from falflow.jobs import DynamoJobStore, Job, JobState, utcnow
 from falflow.settings import FalSettings
@@ -236,7 +236,7 @@ def _ours_once(
     jobs.bind_request(job_id, request_id)
     jobs.advance(job_id, JobState.SUBMITTED, now=utcnow())
     outputs_queue = stack.queue("OutputsQueue")
-    intake = CompletionIntake(
+    intake = CompletionHandoff(
         jobs, S3Inbox(aws_client("s3"), bucket), SqsOutputsQueue(aws_client("sqs"), outputs_queue.url)
     )
     intake.record(

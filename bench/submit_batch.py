@@ -35,7 +35,7 @@ from typing import Any
 import boto3
 
 from bench.services import RemoteFal, fal_process, moto_process
-from falflow.aws import aws_client
+from falflow.aws.clients import aws_client
 from falflow.fal import FalQueueClient
 from falflow.jobs import DynamoJobStore, JobState
 from falflow.settings import FalSettings

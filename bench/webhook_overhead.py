@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from bench.services import REPO, moto_process
-from falflow.aws import aws_client
+from falflow.aws.clients import aws_client
 from falflow.completion.keys import inbox_key
 from falflow.jobs import DynamoJobStore, Job, JobState, isoformat, utcnow
 from falflow_tools.emulator.signing import webhook_message

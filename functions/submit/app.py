@@ -6,12 +6,12 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from falflow.submit import SubmitApp
+from falflow.submit.app import SubmitApp
 
 logger = Logger()
 metrics = Metrics()
 tracer = Tracer()
-app = SubmitApp.from_environment()  # cold start: settings validated, clients built once
+app = SubmitApp.from_environment()  # once per cold start: settings validated, clients built
 
 
 @logger.inject_lambda_context(clear_state=True)

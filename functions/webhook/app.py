@@ -5,16 +5,16 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from falflow.completion.runtime import build_webhook_receiver, handle_webhook_event
+from falflow.webhook.app import WebhookApp
 
 logger = Logger()
 metrics = Metrics()
 tracer = Tracer()
-receiver = build_webhook_receiver()  # once per cold start
+app = WebhookApp.from_environment()  # once per cold start: settings validated, clients built
 
 
 @logger.inject_lambda_context(correlation_id_path="queryStringParameters.job_id", clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return handle_webhook_event(event, receiver)
+    return app.handle(event, context)

@@ -20,8 +20,7 @@ import pytest
 from boto3.dynamodb.types import TypeDeserializer
 from moto import mock_aws
 
-from falflow.aws import aws_client
-from falflow.collect.service import collect_settings
+from falflow.aws.clients import aws_client
 from falflow.fal.platform import BillingEvent, FalPlatformClient
 from falflow.fal.queue import FalQueueClient
 from falflow.jobs import DynamoJobStore, Job, JobState, utcnow
@@ -42,7 +41,6 @@ FAST_RETRIES = {"FAL_MAX_ATTEMPTS": "8", "FAL_BACKOFF_BASE_S": "0.01", "FAL_BACK
 def _forget_configuration() -> None:
     """Settings and secrets are cached per container; each test is a new container."""
     forget_cached_configuration()
-    collect_settings.cache_clear()
 
 
 @dataclass

@@ -10,9 +10,9 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from falflow.aws import aws_client
+from falflow.aws.clients import aws_client
 from falflow.catalogue import DynamoModelCatalogue
-from falflow.collect import CollectRunFailed
+from falflow.collect.app import CollectRunFailed
 from falflow.collect.usage_table import DynamoUsageTable
 from falflow.fal.platform import FalPlatformClient
 from falflow.jobs import JobCost

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from falflow.aws import aws_client
+from falflow.aws.clients import aws_client
 from falflow.catalogue import DynamoModelCatalogue
 from falflow.collect.model import CatalogueEntry, UsageRow
 from falflow.collect.usage_table import DynamoUsageTable

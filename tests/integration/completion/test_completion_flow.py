@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from falflow.aws import aws_client
+from falflow.aws.clients import aws_client
 from falflow.jobs import JobState
 from falflow_tools.emulator import RunningEmulator
 from tests.fakes.webhook_events import delivery

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from falflow.aws import aws_client
+from falflow.aws.clients import aws_client
 from falflow.jobs import ABSENT, Job, JobError, JobState, JobStore, TrailEntry
 from falflow.jobs.store import BY_REQUEST_ID_INDEX, BY_STATE_INDEX, JOB_KEY, TTL_ATTRIBUTE, DynamoJobStore
 from falflow_tools.local.resources import ProvisionedStack

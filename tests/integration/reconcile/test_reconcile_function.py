@@ -9,7 +9,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from falflow.aws import aws_client
+from falflow.aws.clients import aws_client
 from falflow.jobs import Job, JobState, isoformat, utcnow
 from falflow_tools.emulator import RunningEmulator
 from tests.fixtures.completion import CompletionStack, CompletionStackFactory

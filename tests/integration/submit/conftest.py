@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, quote_plus, urlsplit
 import boto3
 import pytest
 
-from falflow.aws import aws_client
+from falflow.aws.clients import aws_client
 from falflow.jobs import DynamoJobStore, Job, JobState
 from falflow_tools.emulator import JobView, RunningEmulator
 from falflow_tools.local.handlers import Handler, context_for, load_handler

@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from falflow.aws import aws_client
+from falflow.aws.clients import aws_client
 from falflow.catalogue import CATALOGUE_PK, SNAPSHOT_SK
 from falflow.jobs import JobState, isoformat, utcnow
-from falflow.submit import ObjectCreated, S3ObjectRef, message_job_id, object_job_id
+from falflow.submit.request import S3ObjectRef
+from falflow.submit.sources import ObjectCreated, message_job_id, object_job_id
 from falflow_tools.emulator import FalEmulator, RunningEmulator
 from falflow_tools.emulator.catalogue import ModelError
 from tests.integration.submit.conftest import EVENTS, SubmitHarness, sample

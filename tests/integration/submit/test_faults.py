@@ -2,7 +2,7 @@
 
 Every job ends SUBMITTED or its message waits in the intake DLQ with its reason; the redelivery of
 failed records is driven like SQS does it (receive count + 1, after the visibility timeout). fal's
-webhooks are recorded through the real completion intake between redeliveries, so the ambiguity
+webhooks are recorded through the real completion hand-off between redeliveries, so the ambiguity
 rule is tested with what binds a request id in production: a reply lost to a timeout is not
 resent when fal's webhook arrives within the grace period.
 """
@@ -18,9 +18,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from falflow.completion.intake import CompletionIntake, IntakeOutcome, IntakeResult
+from falflow.aws.dead_letter import ERROR_MESSAGE_ATTRIBUTE, ERROR_TYPE_ATTRIBUTE
+from falflow.completion.handoff import CompletionHandoff, HandoffOutcome, HandoffResult
 from falflow.completion.messages import OutputsMessage
-from falflow.dead_letter import ERROR_MESSAGE_ATTRIBUTE, ERROR_TYPE_ATTRIBUTE
 from falflow.jobs import JobState, utcnow
 from tests.integration.submit.conftest import GRACE_S, Delivery, SubmitHarness
 
@@ -37,12 +37,12 @@ def submit_env() -> dict[str, str]:
 
 @dataclass
 class Completions:
-    """fal's webhooks, as the sink received them, recorded through the completion intake."""
+    """fal's webhooks, as the sink received them, recorded through the completion hand-off."""
 
     submit: SubmitHarness
     inbox: dict[str, bytes] = field(default_factory=dict)
     handed_over: list[OutputsMessage] = field(default_factory=list)
-    results: list[IntakeResult] = field(default_factory=list)
+    results: list[HandoffResult] = field(default_factory=list)
     _seen: int = 0
 
     def put(self, key: str, body: bytes, metadata: Any) -> None:
@@ -55,10 +55,10 @@ class Completions:
         self.handed_over.append(message)
 
     def record_new(self) -> None:
-        intake = CompletionIntake(self.submit.store, self, self)
+        handoff = CompletionHandoff(self.submit.store, self, self)
         for hook in self.submit.sink.received[self._seen :]:
             job_id = parse_qs(urlsplit(hook.path).query)["job_id"][0]
-            result = intake.record(
+            result = handoff.record(
                 job_id, hook.json()["request_id"], hook.body, source="webhook", now=utcnow()
             )
             self.results.append(result)
@@ -133,7 +133,7 @@ def test_faults_at_fal_lose_nothing_and_submit_each_job_once(
         assert job.state in (JobState.SUBMITTED, JobState.STORING), job
         (fal_job,) = submit.fal_jobs_for(job.job_id)  # exactly one fal submission
         assert fal_job.request_id == job.request_id
-    assert not any(r.outcome is IntakeOutcome.FOREIGN_REQUEST for r in completions.results)
+    assert not any(r.outcome is HandoffOutcome.FOREIGN_REQUEST for r in completions.results)
 
 
 def test_a_fal_that_stays_down_sends_every_job_to_the_dlq_with_its_reason(submit: SubmitHarness) -> None:
@@ -180,6 +180,6 @@ def test_a_lost_reply_whose_webhook_comes_late_is_resent_and_the_late_result_ref
     assert job.request_id == second.request_id  # the resent request's id, bound first
     assert [entry.action for entry in job.trail][:2] == ["submit_ambiguous", "resubmit"]
     outcomes = {r.outcome for r in completions.results}
-    assert IntakeOutcome.FOREIGN_REQUEST in outcomes  # the first request's result: kept aside, not stored
+    assert HandoffOutcome.FOREIGN_REQUEST in outcomes  # the first request's result: kept aside, not stored
     assert [message.request_id for message in completions.handed_over] == [second.request_id]
     assert first.request_id not in {m.request_id for m in completions.handed_over}

@@ -9,7 +9,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 from falflow.jobs import JobState
-from falflow.submit import ObjectCreated, S3ObjectRef, object_job_id
+from falflow.submit.request import S3ObjectRef
+from falflow.submit.sources import ObjectCreated, object_job_id
 from tests.integration.submit.conftest import EVENTS, SubmitHarness, sample_body
 
 

@@ -9,8 +9,9 @@ from urllib.parse import parse_qs, urlsplit
 import boto3
 from botocore.config import Config
 
-from falflow.aws import aws_client
-from falflow.submit import S3InputArchive, S3InputObjects, S3ObjectRef
+from falflow.aws.clients import aws_client
+from falflow.submit.objects import S3InputArchive, S3InputObjects
+from falflow.submit.request import S3ObjectRef
 from falflow_tools.local.resources import ProvisionedStack
 
 

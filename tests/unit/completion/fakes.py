@@ -58,7 +58,7 @@ class StoredBlob:
 
 @dataclass
 class MemoryUpload:
-    store: MemoryOutputStore
+    store: MemoryOutputBucket
     key: str
     content_type: str
     metadata: Mapping[str, str]
@@ -90,7 +90,7 @@ class MemoryUpload:
         self.state = "aborted"
 
 
-class MemoryOutputStore:
+class MemoryOutputBucket:
     bucket = "outputs-bucket"
 
     def __init__(self) -> None:

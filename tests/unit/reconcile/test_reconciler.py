@@ -1,4 +1,4 @@
-"""The reconciler: moves waiting jobs forward through the completion intake, fails what fal no
+"""The reconciler: moves waiting jobs forward through the completion hand-off, fails what fal no
 longer holds, re-drives jobs a crashed submit left behind, gives up after the horizon."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from falflow.completion.finalise import JOB_FAILED, Finaliser
-from falflow.completion.intake import CompletionIntake
+from falflow.completion.handoff import CompletionHandoff
 from falflow.fal.errors import FalNotFoundError, FalServerError
 from falflow.fal.queue import QueueStatus
 from falflow.jobs import Job, JobState, isoformat, utcnow
@@ -44,11 +44,11 @@ class Harness:
         self.outputs_queue = MemoryOutputsQueue()
         self.events = RecordingPublisher()
         self.intake_queue = IntakeQueueSpy()
-        self.intake = CompletionIntake(self.jobs, self.inbox, self.outputs_queue)
+        self.handoff = CompletionHandoff(self.jobs, self.inbox, self.outputs_queue)
         self.reconciler = Reconciler(
             self.jobs,
             fal=self.fal,
-            intake=self.intake,
+            handoff=self.handoff,
             finaliser=Finaliser(self.jobs, self.events, "outputs-bucket"),
             intake_queue=self.intake_queue,
             policy=POLICY,
@@ -83,7 +83,7 @@ def status(state: str, **fields: Any) -> QueueStatus:
     return QueueStatus(status=state, **fields)  # type: ignore[arg-type]
 
 
-def test_lost_webhooks_are_recorded_through_the_same_intake(h: Harness) -> None:
+def test_lost_webhooks_are_recorded_through_the_same_handoff(h: Harness) -> None:
     h.submitted("done", "r-done")
     h.submitted("running", "r-running")
     h.submitted("queued", "r-queued")
@@ -118,7 +118,7 @@ def test_a_webhook_that_won_the_race_leaves_the_reconciler_nothing_to_record(h: 
     h.fal.statuses[f"{BASE}/r-done/status"] = status("COMPLETED")
     h.fal.results[f"{BASE}/r-done"] = {"images": []}
     stale_view = [job]
-    h.intake.record("done", "r-done", delivery("r-done", payload={}), source="webhook", now=LATER)
+    h.handoff.record("done", "r-done", delivery("r-done", payload={}), source="webhook", now=LATER)
 
     assert h.reconciler._reconcile_one(stale_view[0], LATER) is Action.ALREADY_RECORDED
     assert len(h.outputs_queue.messages) == 1
@@ -165,7 +165,7 @@ def test_fal_trouble_leaves_the_job_for_the_next_run(h: Harness) -> None:
 
 def test_a_recorded_completion_that_was_never_handed_over_is_handed_over(h: Harness) -> None:
     h.submitted("stuck", "r-stuck")
-    crashing = CompletionIntake(h.jobs, h.inbox, MemoryOutputsQueue(fail_sends=1))
+    crashing = CompletionHandoff(h.jobs, h.inbox, MemoryOutputsQueue(fail_sends=1))
     with pytest.raises(ConnectionError):
         crashing.record("stuck", "r-stuck", delivery("r-stuck", payload={}), source="webhook", now=T0)
 

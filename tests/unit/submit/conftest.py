@@ -9,16 +9,12 @@ from typing import Any
 import pytest
 
 from falflow.jobs import Job
-from falflow.submit import (
-    InputFiles,
-    JobMessage,
-    ObjectCreated,
-    Planner,
-    RouteTable,
-    S3ObjectRef,
-    SubmitConfig,
-    SubmitService,
-)
+from falflow.submit.files import InputFiles
+from falflow.submit.plan import Planner
+from falflow.submit.request import S3ObjectRef
+from falflow.submit.routes import RouteTable
+from falflow.submit.service import SubmitConfig, SubmitService
+from falflow.submit.sources import JobMessage, ObjectCreated
 from tests.fakes.job_store import InMemoryJobStore
 from tests.unit.submit.fakes import Clock, FakeArchive, FakeCatalogue, FakeFalQueue, FakeObjects, FakeStorage
 

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from falflow.jobs import JobState
-from falflow.submit import JobSource, SubmitOutcome, message_job_id, object_job_id
+from falflow.submit.service import SubmitOutcome
+from falflow.submit.sources import JobSource, message_job_id, object_job_id
 from tests.unit.submit.conftest import BUCKET, Harness, message
 
 FLUX = {"model": "fal-ai/flux/dev", "input": {"prompt": "x"}}

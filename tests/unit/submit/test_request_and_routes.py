@@ -21,22 +21,11 @@ from falflow.fal import (
     FalTransportError,
     FalValidationError,
 )
-from falflow.submit import (
-    JobRequest,
-    ObjectCreated,
-    RequestRejectedError,
-    RouteTable,
-    S3ObjectRef,
-    SubmitSettings,
-    classify_submit_error,
-    job_webhook_url,
-    message_job_id,
-    object_job_id,
-    parse_request,
-)
-from falflow.submit.routes import render
-from falflow.submit.service import FalFailure
-from falflow.submit.settings import JOB_ID_QUERY_PARAMETER
+from falflow.submit.request import JobRequest, RequestRejectedError, S3ObjectRef, parse_request
+from falflow.submit.routes import RouteTable, render
+from falflow.submit.service import FalFailure, classify_submit_error, job_webhook_url
+from falflow.submit.settings import JOB_ID_QUERY_PARAMETER, SubmitSettings
+from falflow.submit.sources import ObjectCreated, message_job_id, object_job_id
 from falflow_tools.template import function_specs, load_template, parameter_defaults
 
 # ------------------------------------------------------------------------------- request
@@ -172,7 +161,7 @@ def test_the_webhook_url_carries_the_job_id_encoded_and_keeps_its_own_query() ->
 
 
 def test_the_job_id_parameter_is_the_one_the_completion_webhook_reads() -> None:
-    from falflow.completion.webhook import JOB_ID_PARAMETER  # noqa: PLC0415
+    from falflow.webhook.receiver import JOB_ID_PARAMETER  # noqa: PLC0415
 
     assert JOB_ID_QUERY_PARAMETER == JOB_ID_PARAMETER
 

@@ -17,8 +17,8 @@ from falflow.fal import (
     FalValidationError,
 )
 from falflow.jobs import JobState, isoformat
-from falflow.submit import SubmitOutcome, SubmitRetryLaterError, message_job_id, object_job_id
-from falflow.submit.service import WORKER_LEASE
+from falflow.submit.service import WORKER_LEASE, SubmitOutcome, SubmitRetryLaterError
+from falflow.submit.sources import message_job_id, object_job_id
 from falflow_tools.template import function_specs
 from tests.unit.submit.conftest import BUCKET, GRACE_S, PRESIGN_S, WEBHOOK, Harness, message
 from tests.unit.submit.fakes import Lost, SentSubmission
@@ -258,7 +258,7 @@ def test_a_webhook_that_beats_the_submit_write_is_never_moved_back(harness: Harn
     job_id = object_job_id(drop)
 
     def webhook_arrives(sent: SentSubmission) -> None:
-        # What the completion intake does on fal's webhook: bind, then move on to STORING.
+        # What the completion hand-off does on fal's webhook: bind, then move on to STORING.
         harness.store.bind_request(job_id, sent.request_id)
         harness.store.advance(
             job_id, JobState.STORING, now=harness.clock(), fields={"completion_key": "inbox/x"}
@@ -386,7 +386,7 @@ def test_a_webhook_within_the_grace_means_the_job_is_never_resent(harness: Harne
     with pytest.raises(SubmitRetryLaterError):
         harness.service.submit_job(drop)
     (queued,) = harness.fal.submitted
-    # fal had it after all: its webhook binds the request through the completion intake.
+    # fal had it after all: its webhook binds the request through the completion hand-off.
     assert harness.store.bind_request(webhook_job_id(queued), queued.request_id).bound
     harness.store.advance(webhook_job_id(queued), JobState.STORING, now=harness.clock())
 

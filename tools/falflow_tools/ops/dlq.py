@@ -1,7 +1,7 @@
 """Dead-letter queues: what sits in them and why, and sending it back to be processed again.
 
 The DLQs are the stack outputs named `…DLQUrl` (IntakeDLQUrl, OutputsDLQUrl). A message falflow
-dead-lettered itself carries its reason (`falflow.dead_letter`); one SQS moved after a crash or
+dead-lettered itself carries its reason (`falflow.aws.dead_letter`); one SQS moved after a crash or
 timeout carries none. Redrive sends a message back to the queue it came from and deletes it here.
 """
 
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from falflow.dead_letter import (
+from falflow.aws.dead_letter import (
     ERROR_MESSAGE_ATTRIBUTE,
     ERROR_TYPE_ATTRIBUTE,
     RECEIVE_COUNT_ATTRIBUTE,

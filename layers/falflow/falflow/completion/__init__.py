@@ -1,2 +1,3 @@
-"""The completion path: fal's verified webhook (or the reconciler) → the completion intake →
-the outputs queue → the store (outputs copied into S3, result.json, final state, one event)."""
+"""The completion hand-off, shared by the webhook and reconcile functions: fal's answer for a job
+(a verified delivery or a polled result) is recorded once and handed to the store function through
+the outputs queue; the finaliser writes a job's final state and its one event."""

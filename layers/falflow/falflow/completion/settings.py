@@ -1,25 +1,22 @@
-"""Configuration of the webhook and store functions, validated once per cold start.
-
-Each field is read from the environment variable of the same name in upper case, as template.yaml
-sets it for WebhookFunction / StoreFunction.
-"""
+"""What every caller of the completion hand-off (webhook, reconcile) configures, validated once per
+cold start from the environment template.yaml sets."""
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import Field, field_validator
-from pydantic_settings import NoDecode
+from pydantic import Field
 
-from falflow.completion.copy import MIN_PART_SIZE, CopyLimits
-from falflow.completion.media import MediaPolicy
+from falflow.aws.clients import aws_client
+from falflow.aws.outputs import S3Inbox, SqsOutputsQueue
+from falflow.completion.handoff import CompletionHandoff
+from falflow.jobs import JobStore
 from falflow.jobs.settings import JobsTableSettings
 
 
-class IntakeSettings(JobsTableSettings):
-    """What every caller of the completion intake (webhook, reconciler) needs."""
+class HandoffSettings(JobsTableSettings):
+    """What every caller of the completion hand-off (webhook, reconciler) needs."""
 
     output_bucket: Annotated[str, Field(min_length=1)]
     outputs_queue_url: Annotated[str, Field(min_length=1)]
@@ -31,50 +28,11 @@ class IntakeSettings(JobsTableSettings):
     def handoff_grace(self) -> timedelta:
         return timedelta(seconds=self.handoff_grace_seconds)
 
-
-class WebhookSettings(IntakeSettings):
-    # fal's signature timestamp may be this far from our clock, either way.
-    webhook_tolerance_seconds: Annotated[int, Field(ge=1, le=3600)] = 300
-    # After a signature no cached key verifies, fal's JWKS is refetched at most this often.
-    jwks_refetch_seconds: Annotated[float, Field(ge=0)] = 60.0
-    # fal user ids (X-Fal-Webhook-User-Id) whose deliveries are accepted; empty accepts any account.
-    fal_webhook_user_ids: list[str] = Field(default_factory=list)
-
-
-class StoreSettings(JobsTableSettings):
-    output_bucket: Annotated[str, Field(min_length=1)]
-    event_bus_name: Annotated[str, Field(min_length=1)] = "default"
-    # Host patterns (fnmatch, e.g. "*.fal.media") output files may be downloaded from, over https.
-    media_hosts: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*.fal.media"])
-    # Exact origins ("http://127.0.0.1:8123") trusted although they are plain http or loopback.
-    # Only the local stack and tests set this (the fal emulator's CDN); deployed stacks leave it empty.
-    media_allow_local: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    max_output_bytes: Annotated[int, Field(ge=1)] = 5 * 2**30
-    part_size_bytes: Annotated[int, Field(ge=MIN_PART_SIZE)] = 8 * 2**20
-    copy_concurrency: Annotated[int, Field(ge=1, le=16)] = 8
-    # How long one store run holds a job; longer than the store function's timeout.
-    store_lease_seconds: Annotated[int, Field(ge=60)] = 960
-
-    @field_validator("media_hosts", "media_allow_local", mode="before")
-    @classmethod
-    def _json_or_comma_separated(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            text = value.strip()
-            return (
-                json.loads(text)
-                if text.startswith("[")
-                else [p.strip() for p in text.split(",") if p.strip()]
-            )
-        return value
-
-    @property
-    def store_lease(self) -> timedelta:
-        return timedelta(seconds=self.store_lease_seconds)
-
-    def media_policy(self) -> MediaPolicy:
-        return MediaPolicy.build(self.media_hosts, self.media_allow_local, self.max_output_bytes)
-
-    def copy_limits(self) -> CopyLimits:
-        return CopyLimits(
-            part_size=self.part_size_bytes, concurrency=self.copy_concurrency, max_bytes=self.max_output_bytes
+    def completion_handoff(self, jobs: JobStore | None = None) -> CompletionHandoff:
+        """The hand-off on the stack's table, inbox and outputs queue (webhook and reconcile alike)."""
+        return CompletionHandoff(
+            jobs or self.job_store(),
+            S3Inbox(aws_client("s3"), self.output_bucket),
+            SqsOutputsQueue(aws_client("sqs"), self.outputs_queue_url),
+            handoff_grace=self.handoff_grace,
         )

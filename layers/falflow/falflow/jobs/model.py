@@ -111,7 +111,7 @@ class Job(BaseModel):
     submit_lease_until: str | None = None
     submit_ambiguous_at: str | None = None
 
-    # Completion intake (falflow.completion): where fal's answer was kept (webhook or reconciler),
+    # Completion hand-off (falflow.completion): where fal's answer was kept (webhook or reconciler),
     # when it was handed to the store, and the store's hold on the job while it copies outputs.
     completion_key: str | None = None
     completion_source: str | None = None

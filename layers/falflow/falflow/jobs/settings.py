@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from falflow.aws import aws_client
+from falflow.aws.clients import aws_client
 from falflow.jobs.store import DynamoJobStore
 
 

@@ -1,1 +1,1 @@
-"""The reconciler: polls fal for jobs whose webhook never came and feeds the completion intake."""
+"""The reconcile function: polls fal for jobs whose webhook never came and feeds the completion hand-off."""

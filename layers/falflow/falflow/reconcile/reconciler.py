@@ -5,7 +5,7 @@ scan) and acts only through conditional writes, so two runs at once, or a run ra
 cannot store twice or move a job backwards:
 
 - SUBMITTED / IN_PROGRESS: ask fal through the stored ``status_url``. IN_PROGRESS moves the job
-  forward; COMPLETED fetches the result and records it through the *same* completion intake as the
+  forward; COMPLETED fetches the result and records it through the *same* completion hand-off as the
   webhook (one path for outputs); a request or result fal no longer holds ends FAILED with that
   reason. Only a job with no completion recorded may be failed here.
 - STORING without a hand-off: the recorder died between its write and the send; hand it over again.
@@ -34,7 +34,7 @@ from aws_lambda_powertools import Logger
 
 from falflow.completion.delivery import RESULT_UNAVAILABLE, delivery_body
 from falflow.completion.finalise import Finaliser
-from falflow.completion.intake import CompletionIntake, IntakeOutcome
+from falflow.completion.handoff import CompletionHandoff, HandoffOutcome
 from falflow.fal.errors import FalError, FalNotFoundError
 from falflow.fal.ports import FalQueue
 from falflow.fal.queue import QueueStatus, QueueUrls
@@ -56,7 +56,7 @@ class IntakeQueue(Protocol):
 class Action(StrEnum):
     WAITING = "waiting"  # fal still has it queued or running (or could not be asked this run)
     ADVANCED = "advanced"  # moved to IN_PROGRESS
-    COMPLETED = "completed"  # fal finished: recorded through the completion intake
+    COMPLETED = "completed"  # fal finished: recorded through the completion hand-off
     ALREADY_RECORDED = "already_recorded"  # a webhook (or another run) recorded it first
     FAILED = "failed"  # fal no longer holds the request or its result
     GAVE_UP = "gave_up"
@@ -96,14 +96,14 @@ class Reconciler:
         jobs: JobStore,
         *,
         fal: FalQueue,
-        intake: CompletionIntake,
+        handoff: CompletionHandoff,
         finaliser: Finaliser,
         intake_queue: IntakeQueue,
         policy: ReconcilePolicy,
     ) -> None:
         self._jobs = jobs
         self._fal = fal
-        self._intake = intake
+        self._handoff = handoff
         self._finaliser = finaliser
         self._intake_queue = intake_queue
         self._policy = policy
@@ -133,7 +133,7 @@ class Reconciler:
     def _reconcile_one(self, job: Job, now: datetime) -> Action:
         try:
             if job.state is JobState.STORING:
-                return Action.HANDED_OVER if self._intake.resume_handoff(job, now) else Action.SKIPPED
+                return Action.HANDED_OVER if self._handoff.resume_handoff(job, now) else Action.SKIPPED
             if now - datetime.fromisoformat(job.created_at) >= self._policy.give_up_after:
                 return self._give_up(job, now)
             if job.state is JobState.ACCEPTED:
@@ -186,8 +186,8 @@ class Reconciler:
             return self._fail(job, now, "fal reports the request COMPLETED but no longer holds its result")
         if body is None:
             return Action.WAITING
-        result = self._intake.record(job.job_id, job.request_id, body, source=ACTOR, now=now)
-        if result.outcome is not IntakeOutcome.RECORDED:
+        result = self._handoff.record(job.job_id, job.request_id, body, source=ACTOR, now=now)
+        if result.outcome is not HandoffOutcome.RECORDED:
             return Action.ALREADY_RECORDED
         self._trail(
             job, now, "completion_recorded", "no webhook received; fal reports COMPLETED, result fetched"

@@ -7,11 +7,11 @@ from typing import Annotated
 
 from pydantic import Field
 
-from falflow.completion.settings import IntakeSettings
+from falflow.completion.settings import HandoffSettings
 from falflow.reconcile.reconciler import ReconcilePolicy
 
 
-class ReconcileSettings(IntakeSettings):
+class ReconcileSettings(HandoffSettings):
     intake_queue_url: Annotated[str, Field(min_length=1)]
     event_bus_name: Annotated[str, Field(min_length=1)] = "default"
     reconcile_after_minutes: Annotated[float, Field(gt=0)] = 10

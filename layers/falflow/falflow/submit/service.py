@@ -23,10 +23,10 @@ Failures:
   another 5xx): **the ambiguity rule**. The job keeps its lease for the grace period
   (SUBMIT_AMBIGUOUS_GRACE_SECONDS) and records ``submit_ambiguous_at``; the message returns to the
   queue. Within the grace nobody resends: if fal had queued the job, its webhook binds that
-  request id through the completion intake and any redelivery finds the job no longer waiting to
+  request id through the completion hand-off and any redelivery finds the job no longer waiting to
   be sent. After the grace the next delivery sends it again. Should the first request exist after
   all, both ids race for ``bind_request``: only the first is ever bound, the submit path cancels
-  a request of its own that lost, and the completion intake keeps any result of an unbound request
+  a request of its own that lost, and the completion hand-off keeps any result of an unbound request
   aside instead of storing it. So a lost reply can cost at most a duplicate fal run (billed), never
   a second stored result or a lost job. A worker that died mid-submit leaves the same lease behind
   and is treated the same way.

@@ -1,4 +1,4 @@
-"""fal's completion webhook: verify first, then record through the completion intake, fast.
+"""fal's completion webhook: verify first, then record through the completion hand-off, fast.
 
 Answers (fal retries anything but a 2xx, 10 times over 2 hours):
 - 401 for anything whose ED25519 signature does not verify — nothing is read or written;
@@ -23,14 +23,14 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from falflow.completion.delivery import FalDelivery, InvalidDeliveryError
-from falflow.completion.intake import CompletionIntake, IntakeOutcome
+from falflow.completion.handoff import CompletionHandoff, HandoffOutcome
 from falflow.fal.webhook import InvalidSignatureError, JwksCache, JwksUnavailableError, verify_fal_signature
 
 logger = Logger(child=True)
 metrics = Metrics(namespace="falflow")
 
 JOB_ID_PARAMETER = "job_id"
-_METRIC_NAMES = {outcome: "Webhook" + outcome.value.title().replace("_", "") for outcome in IntakeOutcome}
+_METRIC_NAMES = {outcome: "Webhook" + outcome.value.title().replace("_", "") for outcome in HandoffOutcome}
 
 
 @dataclass(frozen=True)
@@ -51,14 +51,14 @@ class WebhookReply:
 class WebhookReceiver:
     def __init__(
         self,
-        intake: CompletionIntake,
+        handoff: CompletionHandoff,
         jwks: JwksCache,
         *,
         tolerance_s: int = 300,
         allowed_user_ids: Collection[str] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._intake = intake
+        self._handoff = handoff
         self._jwks = jwks
         self._tolerance_s = tolerance_s
         # fal signs the webhooks of every account with the same keys: where set, only deliveries
@@ -96,7 +96,7 @@ class WebhookReceiver:
         if delivery.request_id not in (None, verified.request_id):
             return self._bad_request("body request_id differs from the signed request id", ids)
 
-        result = self._intake.record(
+        result = self._handoff.record(
             job_id,
             verified.request_id,
             request.body,
@@ -110,7 +110,7 @@ class WebhookReceiver:
             },
         )
         metrics.add_metric(name=_METRIC_NAMES[result.outcome], unit=MetricUnit.Count, value=1)
-        if result.outcome is IntakeOutcome.UNKNOWN_JOB:
+        if result.outcome is HandoffOutcome.UNKNOWN_JOB:
             logger.warning("verified webhook for a job we do not have", extra=ids)
             return WebhookReply(404, {"message": "unknown job"})
         logger.info("webhook recorded", outcome=result.outcome.value, fal_status=delivery.status, extra=ids)

@@ -1,4 +1,5 @@
-"""What the reconcile handler calls: the reconciler, built once per container from the environment."""
+"""The reconcile function's entry: `ReconcileApp`, built once per cold start from the environment, runs
+the reconciler once per scheduled invocation (the event's content does not matter)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from falflow.aws import aws_client
-from falflow.completion.adapters import EventBridgePublisher
+from falflow.aws.clients import aws_client
+from falflow.aws.events import EventBridgePublisher
 from falflow.completion.finalise import Finaliser
-from falflow.completion.runtime import completion_intake
 from falflow.fal.queue import FalQueueClient
 from falflow.jobs import utcnow
 from falflow.reconcile.reconciler import Reconciler
@@ -32,12 +32,12 @@ class SqsIntakeQueue:
 
 
 def build_reconciler(settings: ReconcileSettings) -> Reconciler:
-    """Once per cold start: clients, the fal queue client, the shared completion intake."""
+    """Once per cold start: clients, the fal queue client, the shared completion hand-off."""
     jobs = settings.job_store()
     return Reconciler(
         jobs,
         fal=FalQueueClient(fal_settings(), fal_api_key),
-        intake=completion_intake(settings, jobs),
+        handoff=settings.completion_handoff(jobs),
         finaliser=Finaliser(
             jobs, EventBridgePublisher(aws_client("events"), settings.event_bus_name), settings.output_bucket
         ),
@@ -46,19 +46,17 @@ def build_reconciler(settings: ReconcileSettings) -> Reconciler:
     )
 
 
-class ScheduledReconcile:
-    """One scheduled run per invocation (the event's content does not matter)."""
-
+class ReconcileApp:
     def __init__(self, reconciler: Reconciler, reserve_seconds: float) -> None:
         self._reconciler = reconciler
         self._reserve_ms = reserve_seconds * 1000
 
     @classmethod
-    def from_env(cls) -> ScheduledReconcile:
-        settings = ReconcileSettings()
+    def from_environment(cls, settings: ReconcileSettings | None = None) -> ReconcileApp:
+        settings = settings or ReconcileSettings()
         return cls(build_reconciler(settings), settings.reserve_seconds)
 
-    def __call__(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
+    def handle(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
         report = self._reconciler.run(
             utcnow(), time_left=lambda: (context.get_remaining_time_in_millis() - self._reserve_ms) / 1000
         )

@@ -1,7 +1,7 @@
-"""The completion intake: the one door through which fal's answer for a job enters falflow.
+"""The completion hand-off: the one door through which fal's answer for a job enters falflow.
 
 Both the webhook (a verified delivery) and the reconciler (a result it polled) call
-``CompletionIntake.record``. The rules that make at-least-once delivery safe:
+``CompletionHandoff.record``. The rules that make at-least-once delivery safe:
 
 1. The request id is bound to the job first (``JobStore.bind_request``: the first id wins). A
    completion for another request id of the same job (a duplicate fal submission) is kept in the
@@ -34,7 +34,7 @@ logger = Logger(child=True)
 DEFAULT_HANDOFF_GRACE = timedelta(seconds=60)
 
 
-class IntakeOutcome(StrEnum):
+class HandoffOutcome(StrEnum):
     RECORDED = "recorded"  # the job's completion, recorded now and handed to the store
     DUPLICATE = "duplicate"  # recorded before: nothing new
     HANDED_OVER_AGAIN = "handed_over_again"  # recorded before, but the hand-off had been lost
@@ -45,16 +45,16 @@ class IntakeOutcome(StrEnum):
     @property
     def recorded(self) -> bool:
         """Whether the completion is now durably on our side (what a 200 to fal promises)."""
-        return self is not IntakeOutcome.UNKNOWN_JOB
+        return self is not HandoffOutcome.UNKNOWN_JOB
 
 
 @dataclass(frozen=True)
-class IntakeResult:
-    outcome: IntakeOutcome
+class HandoffResult:
+    outcome: HandoffOutcome
     job: Job | None
 
 
-class CompletionIntake:
+class CompletionHandoff:
     def __init__(
         self,
         jobs: JobStore,
@@ -77,13 +77,13 @@ class CompletionIntake:
         source: CompletionSource,
         now: datetime,
         metadata: Mapping[str, str] | None = None,
-    ) -> IntakeResult:
+    ) -> HandoffResult:
         """Record fal's completion ``raw`` (the exact bytes fal sent, or the reconciler's own) for
         ``request_id`` of job ``job_id``."""
         bound = self._jobs.bind_request(job_id, request_id)
         job = bound.job
         if job is None:
-            return IntakeResult(IntakeOutcome.UNKNOWN_JOB, None)
+            return HandoffResult(HandoffOutcome.UNKNOWN_JOB, None)
         key = inbox_key(job_id, request_id, source)
         if not bound.bound:
             self._inbox.put(key, raw, {**(metadata or {}), "source": source})
@@ -97,7 +97,7 @@ class CompletionIntake:
                     f"{bound.conflicting_request_id}; kept at {key}, not stored",
                 ),
             )
-            return IntakeResult(IntakeOutcome.FOREIGN_REQUEST, job)
+            return HandoffResult(HandoffOutcome.FOREIGN_REQUEST, job)
 
         if job.completion_key is None:
             self._inbox.put(key, raw, {**(metadata or {}), "source": source})
@@ -110,7 +110,7 @@ class CompletionIntake:
             )
             if recorded is not None:
                 self._hand_over(recorded, now)
-                return IntakeResult(IntakeOutcome.RECORDED, recorded)
+                return HandoffResult(HandoffOutcome.RECORDED, recorded)
             job = self._jobs.get(job_id) or job
 
         if job.completion_key is None:
@@ -124,10 +124,10 @@ class CompletionIntake:
                     reason=f"job already {job.state.value}; completion kept at {key}, not stored",
                 ),
             )
-            return IntakeResult(IntakeOutcome.AFTER_FINAL, job)
+            return HandoffResult(HandoffOutcome.AFTER_FINAL, job)
         if self.resume_handoff(job, now):
-            return IntakeResult(IntakeOutcome.HANDED_OVER_AGAIN, job)
-        return IntakeResult(IntakeOutcome.DUPLICATE, job)
+            return HandoffResult(HandoffOutcome.HANDED_OVER_AGAIN, job)
+        return HandoffResult(HandoffOutcome.DUPLICATE, job)
 
     def resume_handoff(self, job: Job, now: datetime) -> bool:
         """Send the outputs message again if a recorded completion was never handed over (the

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from falflow.completion.media import OutputTooLargeError
-from falflow.completion.ports import MultipartUpload, OutputStore
+from falflow.store.media import OutputTooLargeError
+from falflow.store.ports import MultipartUpload, OutputBucket
 
 MIN_PART_SIZE = 5 * 2**20  # S3's smallest part (but the last)
 MAX_PARTS = 10_000
@@ -42,7 +42,7 @@ class CopyLimits:
 
 
 def copy_into(
-    store: OutputStore,
+    store: OutputBucket,
     key: str,
     chunks: Iterable[bytes],
     *,

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from falflow.aws import aws_client
+from falflow.aws.clients import aws_client
 from falflow.jobs import Job, JobState, utcnow
 from tests.fakes.webhook_events import (
     EVENTS_DIR,

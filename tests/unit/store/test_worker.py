@@ -10,21 +10,21 @@ from typing import Any
 import httpx
 import pytest
 
-from falflow.completion.copy import MIN_PART_SIZE, CopyLimits
 from falflow.completion.finalise import JOB_COMPLETED, JOB_FAILED, Finaliser
-from falflow.completion.intake import CompletionIntake
-from falflow.completion.media import MediaFetcher, MediaPolicy, MediaTransientError
+from falflow.completion.handoff import CompletionHandoff
 from falflow.completion.messages import OutputsMessage
-from falflow.completion.store import StoreOutcome, StoreWorker
 from falflow.fal.errors import FalNotFoundError, FalServerError, FalValidationError
 from falflow.jobs import Job, JobState, utcnow
+from falflow.store.copy import MIN_PART_SIZE, CopyLimits
+from falflow.store.media import MediaFetcher, MediaPolicy, MediaTransientError
+from falflow.store.worker import StoreOutcome, StoreWorker
 from tests.fakes.job_store import InMemoryJobStore
 from tests.fakes.webhook_events import delivery
 from tests.unit.completion.fakes import (
     FakeFalQueue,
     MemoryInbox,
+    MemoryOutputBucket,
     MemoryOutputsQueue,
-    MemoryOutputStore,
     RecordingPublisher,
 )
 
@@ -58,11 +58,11 @@ class Harness:
         self.jobs = InMemoryJobStore()
         self.inbox = MemoryInbox()
         self.queue = MemoryOutputsQueue()
-        self.outputs = MemoryOutputStore()
+        self.outputs = MemoryOutputBucket()
         self.events = RecordingPublisher()
         self.cdn = Cdn()
         self.fal = FakeFalQueue()
-        self.intake = CompletionIntake(self.jobs, self.inbox, self.queue)
+        self.handoff = CompletionHandoff(self.jobs, self.inbox, self.queue)
         fetcher = MediaFetcher(
             MediaPolicy.build(["*.fal.media"], [], max_bytes=32 * 2**20),
             httpx.Client(transport=httpx.MockTransport(self.cdn)),
@@ -94,7 +94,7 @@ class Harness:
         self.jobs.advance(job_id, JobState.SUBMITTED, now=NOW)
 
     def record(self, body: bytes, job_id: str = "job-1", request_id: str = "r1") -> OutputsMessage:
-        self.intake.record(job_id, request_id, body, source="webhook", now=NOW)
+        self.handoff.record(job_id, request_id, body, source="webhook", now=NOW)
         return self.queue.messages[-1]
 
     def get(self, job_id: str = "job-1") -> Job:

@@ -1,4 +1,4 @@
-"""The completion intake: one recorded completion per job, whatever order and however often
+"""The completion hand-off: one recorded completion per job, whatever order and however often
 deliveries arrive; a lost hand-off is recovered; another request id is never stored."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from falflow.completion.intake import CompletionIntake, IntakeOutcome
+from falflow.completion.handoff import CompletionHandoff, HandoffOutcome
 from falflow.jobs import Job, JobState, utcnow
 from tests.fakes.job_store import InMemoryJobStore
 from tests.fakes.webhook_events import delivery
@@ -36,25 +36,25 @@ def submit_write(store: InMemoryJobStore, job_id: str, request_id: str) -> None:
 
 
 @pytest.fixture
-def parts() -> tuple[InMemoryJobStore, MemoryInbox, MemoryOutputsQueue, CompletionIntake]:
+def parts() -> tuple[InMemoryJobStore, MemoryInbox, MemoryOutputsQueue, CompletionHandoff]:
     store, inbox, queue = InMemoryJobStore(), MemoryInbox(), MemoryOutputsQueue()
-    return store, inbox, queue, CompletionIntake(store, inbox, queue, handoff_grace=GRACE)
+    return store, inbox, queue, CompletionHandoff(store, inbox, queue, handoff_grace=GRACE)
 
 
 def test_first_delivery_is_recorded_and_handed_over_once(parts) -> None:
-    store, inbox, queue, intake = parts
+    store, inbox, queue, handoff = parts
     accepted(store)
     submit_write(store, "job-1", "req-1")
     body = delivery("req-1", payload={"images": []})
 
-    first = intake.record("job-1", "req-1", body, source="webhook", now=NOW)
+    first = handoff.record("job-1", "req-1", body, source="webhook", now=NOW)
     again = [
-        intake.record("job-1", "req-1", body, source="webhook", now=NOW + timedelta(minutes=5))
+        handoff.record("job-1", "req-1", body, source="webhook", now=NOW + timedelta(minutes=5))
         for _ in range(3)
     ]
 
-    assert first.outcome is IntakeOutcome.RECORDED
-    assert {r.outcome for r in again} == {IntakeOutcome.DUPLICATE}
+    assert first.outcome is HandoffOutcome.RECORDED
+    assert {r.outcome for r in again} == {HandoffOutcome.DUPLICATE}
     assert len(queue.messages) == 1
     message = queue.messages[0]
     assert (message.job_id, message.request_id) == ("job-1", "req-1")
@@ -68,13 +68,13 @@ def test_first_delivery_is_recorded_and_handed_over_once(parts) -> None:
 
 
 def test_webhook_before_the_submits_write_binds_the_request_and_the_submit_cannot_regress_it(parts) -> None:
-    store, _, queue, intake = parts
+    store, _, queue, handoff = parts
     accepted(store)
 
-    result = intake.record("job-1", "req-1", delivery("req-1", payload={}), source="webhook", now=NOW)
+    result = handoff.record("job-1", "req-1", delivery("req-1", payload={}), source="webhook", now=NOW)
     submit_write(store, "job-1", "req-1")  # the submit's own write comes later
 
-    assert result.outcome is IntakeOutcome.RECORDED
+    assert result.outcome is HandoffOutcome.RECORDED
     job = store.get("job-1")
     assert job is not None
     assert job.state is JobState.STORING  # not moved back to SUBMITTED
@@ -84,13 +84,13 @@ def test_webhook_before_the_submits_write_binds_the_request_and_the_submit_canno
 
 
 def test_a_completion_for_another_request_of_the_job_is_kept_aside_never_stored(parts) -> None:
-    store, inbox, queue, intake = parts
+    store, inbox, queue, handoff = parts
     accepted(store)
     submit_write(store, "job-1", "req-1")
 
-    result = intake.record("job-1", "req-2", delivery("req-2", payload={}), source="webhook", now=NOW)
+    result = handoff.record("job-1", "req-2", delivery("req-2", payload={}), source="webhook", now=NOW)
 
-    assert result.outcome is IntakeOutcome.FOREIGN_REQUEST
+    assert result.outcome is HandoffOutcome.FOREIGN_REQUEST
     assert result.outcome.recorded
     assert queue.messages == []
     job = store.get("job-1")
@@ -104,9 +104,9 @@ def test_a_completion_for_another_request_of_the_job_is_kept_aside_never_stored(
 
 
 def test_unknown_job_writes_nothing(parts) -> None:
-    store, inbox, queue, intake = parts
-    result = intake.record("nope", "req-1", delivery("req-1"), source="webhook", now=NOW)
-    assert result.outcome is IntakeOutcome.UNKNOWN_JOB
+    store, inbox, queue, handoff = parts
+    result = handoff.record("nope", "req-1", delivery("req-1"), source="webhook", now=NOW)
+    assert result.outcome is HandoffOutcome.UNKNOWN_JOB
     assert not result.outcome.recorded
     assert (inbox.objects, queue.messages, store.get("nope")) == ({}, [], None)
 
@@ -114,37 +114,37 @@ def test_unknown_job_writes_nothing(parts) -> None:
 def test_a_lost_hand_off_is_recovered_by_a_later_duplicate_but_not_during_the_grace(parts) -> None:
     store, _, _, _ = parts
     crashing_queue = MemoryOutputsQueue(fail_sends=1)
-    intake = CompletionIntake(store, MemoryInbox(), crashing_queue, handoff_grace=GRACE)
+    handoff = CompletionHandoff(store, MemoryInbox(), crashing_queue, handoff_grace=GRACE)
     accepted(store)
     submit_write(store, "job-1", "req-1")
     body = delivery("req-1", payload={})
 
     with pytest.raises(ConnectionError):  # the writer dies between its write and the send
-        intake.record("job-1", "req-1", body, source="webhook", now=NOW)
+        handoff.record("job-1", "req-1", body, source="webhook", now=NOW)
     job = store.get("job-1")
     assert job is not None
     assert job.state is JobState.STORING
     assert job.completion_enqueued_at is None
 
-    soon = intake.record("job-1", "req-1", body, source="webhook", now=NOW + GRACE / 2)
-    later = intake.record("job-1", "req-1", body, source="webhook", now=NOW + GRACE * 2)
-    latest = intake.record("job-1", "req-1", body, source="webhook", now=NOW + GRACE * 3)
+    soon = handoff.record("job-1", "req-1", body, source="webhook", now=NOW + GRACE / 2)
+    later = handoff.record("job-1", "req-1", body, source="webhook", now=NOW + GRACE * 2)
+    latest = handoff.record("job-1", "req-1", body, source="webhook", now=NOW + GRACE * 3)
 
-    assert soon.outcome is IntakeOutcome.DUPLICATE  # the first writer might still be sending
-    assert later.outcome is IntakeOutcome.HANDED_OVER_AGAIN
-    assert latest.outcome is IntakeOutcome.DUPLICATE
+    assert soon.outcome is HandoffOutcome.DUPLICATE  # the first writer might still be sending
+    assert later.outcome is HandoffOutcome.HANDED_OVER_AGAIN
+    assert latest.outcome is HandoffOutcome.DUPLICATE
     assert len(crashing_queue.messages) == 1
 
 
 def test_a_completion_after_the_job_ended_changes_nothing(parts) -> None:
-    store, _, queue, intake = parts
+    store, _, queue, handoff = parts
     accepted(store)
     submit_write(store, "job-1", "req-1")
     store.advance("job-1", JobState.FAILED, now=NOW)
 
-    result = intake.record("job-1", "req-1", delivery("req-1", payload={}), source="webhook", now=NOW)
+    result = handoff.record("job-1", "req-1", delivery("req-1", payload={}), source="webhook", now=NOW)
 
-    assert result.outcome is IntakeOutcome.AFTER_FINAL
+    assert result.outcome is HandoffOutcome.AFTER_FINAL
     job = store.get("job-1")
     assert job is not None
     assert job.state is JobState.FAILED
@@ -166,7 +166,7 @@ def test_any_interleaving_records_one_completion(
     """Webhook copies and a reconciler's completion in any order, the submit's write anywhere
     between them: one recorded completion, one hand-off, the submit's request id bound."""
     store, inbox, queue = InMemoryJobStore(), MemoryInbox(), MemoryOutputsQueue()
-    intake = CompletionIntake(store, inbox, queue, handoff_grace=GRACE)
+    handoff = CompletionHandoff(store, inbox, queue, handoff_grace=GRACE)
     accepted(store)
     events: list[str] = ["webhook"] * copies + (["reconcile"] if reconciler else [])
     random.Random(seed).shuffle(events)
@@ -179,11 +179,13 @@ def test_any_interleaving_records_one_completion(
         else:
             source = "webhook" if event == "webhook" else "reconcile"
             outcomes.append(
-                intake.record("job-1", "req-1", delivery("req-1", payload={}), source=source, now=NOW).outcome
+                handoff.record(
+                    "job-1", "req-1", delivery("req-1", payload={}), source=source, now=NOW
+                ).outcome
             )
 
-    assert outcomes.count(IntakeOutcome.RECORDED) == 1
-    assert set(outcomes) <= {IntakeOutcome.RECORDED, IntakeOutcome.DUPLICATE}
+    assert outcomes.count(HandoffOutcome.RECORDED) == 1
+    assert set(outcomes) <= {HandoffOutcome.RECORDED, HandoffOutcome.DUPLICATE}
     assert len(queue.messages) == 1
     job = store.get("job-1")
     assert job is not None

@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from falflow.completion.webhook import WebhookReply, WebhookRequest
+from falflow.webhook.receiver import WebhookReply, WebhookRequest
 
 
 class UnreadableBodyError(ValueError):

@@ -15,12 +15,13 @@ from typing import Any
 import pytest
 from aws_lambda_powertools import Logger
 
-from falflow.dead_letter import ERROR_MESSAGE_ATTRIBUTE, ERROR_TYPE_ATTRIBUTE, DeadLetterPolicy
+from falflow.aws.dead_letter import ERROR_MESSAGE_ATTRIBUTE, ERROR_TYPE_ATTRIBUTE, DeadLetterPolicy
 from falflow.fal import FalRateLimitedError
 from falflow.jobs import JobState
-from falflow.submit import JobMessage, ObjectCreated, S3ObjectRef, SubmitApp, sources_from_body
 from falflow.submit import service as service_module
-from falflow.submit.intake import correlate_logs, metrics
+from falflow.submit.app import SubmitApp, correlate_logs, metrics, sources_from_body
+from falflow.submit.request import S3ObjectRef
+from falflow.submit.sources import JobMessage, ObjectCreated
 from tests.unit.submit.conftest import Harness
 
 EVENTS = Path(__file__).resolve().parents[3] / "events" / "submit"

@@ -32,9 +32,16 @@ from urllib.parse import unquote_to_bytes
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from falflow.completion.copy import CopyLimits, copy_into
 from falflow.completion.delivery import RESULT_UNAVAILABLE, FalDelivery, InvalidDeliveryError, error_type_of
-from falflow.completion.discovery import (
+from falflow.completion.finalise import Finaliser
+from falflow.completion.keys import RESULT_NAME, job_output_prefix, output_key
+from falflow.completion.messages import OutputsMessage
+from falflow.completion.ports import Inbox
+from falflow.fal.errors import FalError, FalNotFoundError
+from falflow.fal.ports import FalQueue
+from falflow.jobs import ABSENT, Job, JobError, JobState, JobStore, isoformat
+from falflow.store.copy import CopyLimits, copy_into
+from falflow.store.discovery import (
     OutputFile,
     Pointer,
     UnsafeNameError,
@@ -43,20 +50,14 @@ from falflow.completion.discovery import (
     rewrite_urls,
     safe_content_type,
 )
-from falflow.completion.finalise import Finaliser
-from falflow.completion.keys import RESULT_NAME, job_output_prefix, output_key
-from falflow.completion.media import (
+from falflow.store.media import (
     MediaFetcher,
     OutputRefusedError,
     OutputTooLargeError,
     OutputUnavailableError,
     redact,
 )
-from falflow.completion.messages import OutputsMessage
-from falflow.completion.ports import Inbox, OutputStore
-from falflow.fal.errors import FalError, FalNotFoundError
-from falflow.fal.ports import FalQueue
-from falflow.jobs import ABSENT, Job, JobError, JobState, JobStore, isoformat
+from falflow.store.ports import OutputBucket
 
 logger = Logger(child=True)
 metrics = Metrics(namespace="falflow")
@@ -106,7 +107,7 @@ class StoreWorker:
         jobs: JobStore,
         *,
         inbox: Inbox,
-        outputs: OutputStore,
+        outputs: OutputBucket,
         media: MediaFetcher,
         fal: FalQueue,
         finaliser: Finaliser,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import httpx
 import pytest
 
-from falflow.completion.media import (
+from falflow.store.media import (
     MediaFetcher,
     MediaPolicy,
     MediaTransientError,

@@ -9,10 +9,10 @@ from collections.abc import Callable
 
 import pytest
 
-from falflow.completion.http_api import http_response, webhook_request
-from falflow.completion.intake import CompletionIntake
-from falflow.completion.webhook import WebhookReceiver, WebhookRequest
+from falflow.completion.handoff import CompletionHandoff
 from falflow.jobs import Job, JobState, utcnow
+from falflow.webhook.http_api import http_response, webhook_request
+from falflow.webhook.receiver import WebhookReceiver, WebhookRequest
 from tests.fakes.job_store import InMemoryJobStore
 from tests.fakes.webhook_events import WebhookSigner, delivery, http_api_event
 from tests.unit.completion.fakes import JwksServer, MemoryInbox, MemoryOutputsQueue
@@ -27,8 +27,8 @@ class Harness:
         self.store = InMemoryJobStore()
         self.inbox = MemoryInbox()
         self.queue = MemoryOutputsQueue()
-        intake = CompletionIntake(self.store, self.inbox, self.queue)
-        self.receiver = WebhookReceiver(intake, self.jwks.cache(min_refetch_interval_s=0), clock=lambda: NOW)
+        handoff = CompletionHandoff(self.store, self.inbox, self.queue)
+        self.receiver = WebhookReceiver(handoff, self.jwks.cache(min_refetch_interval_s=0), clock=lambda: NOW)
         self.store.create(
             Job.new("job-1", source="sqs:m", source_kind="sqs", now=utcnow(), model="fal-ai/flux/dev")
         )
@@ -162,7 +162,7 @@ def test_a_delivery_signed_for_another_fal_account_is_refused_when_accounts_are_
     harness: Harness,
 ) -> None:
     harness.receiver = WebhookReceiver(
-        CompletionIntake(harness.store, harness.inbox, harness.queue),
+        CompletionHandoff(harness.store, harness.inbox, harness.queue),
         harness.jwks.cache(min_refetch_interval_s=0),
         allowed_user_ids={"our-account"},
         clock=lambda: NOW,

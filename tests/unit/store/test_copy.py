@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from falflow.completion.copy import MIN_PART_SIZE, CopyLimits, copy_into
-from falflow.completion.media import OutputTooLargeError
-from tests.unit.completion.fakes import MemoryOutputStore
+from falflow.store.copy import MIN_PART_SIZE, CopyLimits, copy_into
+from falflow.store.media import OutputTooLargeError
+from tests.unit.completion.fakes import MemoryOutputBucket
 
 PART = MIN_PART_SIZE
 
@@ -22,7 +22,7 @@ def chunks(total: int, size: int = 256 * 1024) -> Iterator[bytes]:
 
 
 def test_a_small_file_is_one_put() -> None:
-    store = MemoryOutputStore()
+    store = MemoryOutputBucket()
     size = copy_into(
         store, "k", chunks(1000), content_type="image/png", metadata={"m": "1"}, limits=CopyLimits(PART)
     )
@@ -33,7 +33,7 @@ def test_a_small_file_is_one_put() -> None:
 
 
 def test_a_large_file_streams_in_parts_with_bounded_concurrency() -> None:
-    store = MemoryOutputStore()
+    store = MemoryOutputBucket()
     total = 7 * PART + 123
     limits = CopyLimits(part_size=PART, concurrency=2)
     size = copy_into(store, "big", chunks(total), content_type="video/mp4", metadata={}, limits=limits)
@@ -46,7 +46,7 @@ def test_a_large_file_streams_in_parts_with_bounded_concurrency() -> None:
 
 
 def test_a_failed_part_aborts_and_leaves_nothing_visible() -> None:
-    store = MemoryOutputStore()
+    store = MemoryOutputBucket()
     store.fail_part = 3
     with pytest.raises(ConnectionError):
         copy_into(
@@ -61,7 +61,7 @@ def test_a_broken_download_aborts_and_leaves_nothing_visible() -> None:
         yield from chunks(3 * PART)
         raise ConnectionResetError("cdn went away")
 
-    store = MemoryOutputStore()
+    store = MemoryOutputBucket()
     with pytest.raises(ConnectionResetError):
         copy_into(store, "big", broken(), content_type="video/mp4", metadata={}, limits=CopyLimits(PART))
     assert store.uploads[0].state == "aborted"
@@ -69,7 +69,7 @@ def test_a_broken_download_aborts_and_leaves_nothing_visible() -> None:
 
 
 def test_the_size_cap_stops_the_copy() -> None:
-    store = MemoryOutputStore()
+    store = MemoryOutputBucket()
     limits = CopyLimits(part_size=PART, max_bytes=2 * PART)
     with pytest.raises(OutputTooLargeError):
         copy_into(store, "big", chunks(3 * PART), content_type="video/mp4", metadata={}, limits=limits)

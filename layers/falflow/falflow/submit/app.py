@@ -11,7 +11,7 @@ Everything that knows a Lambda event lives here. An SQS record's body is one of:
 The records of a batch are submitted concurrently (Powertools' AsyncBatchProcessor, each record on
 a worker thread of its own), so a batch of ten costs about one fal round trip, not ten. A record
 that must be retried is reported in ``batchItemFailures``; on its last receive it goes to the DLQ
-with its reason instead (``falflow.dead_letter``).
+with its reason instead (``falflow.aws.dead_letter``).
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from botocore.config import Config
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from falflow.aws import aws_client
+from falflow.aws.clients import aws_client
+from falflow.aws.dead_letter import DeadLetterPolicy, with_dead_letter_reason
 from falflow.catalogue import DynamoModelCatalogue
-from falflow.dead_letter import DeadLetterPolicy, with_dead_letter_reason
 from falflow.fal.http import build_http_client
 from falflow.fal.queue import FalQueueClient
 from falflow.fal.storage import FalStorageClient

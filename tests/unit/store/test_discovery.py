@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from falflow.completion.discovery import (
+from falflow.completion.keys import inbox_key, job_output_prefix, key_segment, output_key
+from falflow.store.discovery import (
     OutputFile,
     UnsafeNameError,
     checked_name,
@@ -15,7 +16,6 @@ from falflow.completion.discovery import (
     rewrite_urls,
     safe_content_type,
 )
-from falflow.completion.keys import inbox_key, job_output_prefix, key_segment, output_key
 
 PAYLOAD = {
     "images": [

@@ -1,10 +1,8 @@
-"""boto3 adapters of the completion ports: S3 (inbox, output bucket), SQS (outputs queue),
-EventBridge (completion events)."""
+"""boto3 adapters of the completion and store ports: S3 (inbox, output bucket) and SQS (outputs queue)."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,11 +13,8 @@ from botocore.exceptions import ClientError
 from falflow.completion.messages import OutputsMessage
 
 if TYPE_CHECKING:
-    from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
-
-EVENT_SOURCE = "falflow"
 
 
 def _ascii_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
@@ -92,7 +87,7 @@ class S3MultipartUpload:
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
 
 
-class S3OutputStore:
+class S3OutputBucket:
     def __init__(self, client: S3Client, bucket: str) -> None:
         self._client = client
         self._bucket = bucket
@@ -133,30 +128,3 @@ class SqsOutputsQueue:
 
     def send(self, message: OutputsMessage) -> None:
         self._client.send_message(QueueUrl=self._queue_url, MessageBody=message.model_dump_json())
-
-
-class EventPublishError(RuntimeError):
-    pass
-
-
-class EventBridgePublisher:
-    def __init__(self, client: EventBridgeClient, bus_name: str) -> None:
-        self._client = client
-        self._bus_name = bus_name
-
-    def publish(self, detail_type: str, detail: Mapping[str, Any]) -> None:
-        response = self._client.put_events(
-            Entries=[
-                {
-                    "Source": EVENT_SOURCE,
-                    "DetailType": detail_type,
-                    "Detail": json.dumps(detail, separators=(",", ":"), default=str),
-                    "EventBusName": self._bus_name,
-                }
-            ]
-        )
-        if response.get("FailedEntryCount"):
-            entry = response["Entries"][0]
-            raise EventPublishError(
-                f"EventBridge refused the event: {entry.get('ErrorCode')} {entry.get('ErrorMessage')}"
-            )

@@ -1,0 +1,72 @@
+"""The store function's entry: `StoreApp`, built once per cold start from the environment, takes an
+SQS batch from the outputs queue; each record is one `OutputsMessage`. A failing record is reported
+for retry (or dead-lettered with its reason on the last receive), the rest consumed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from falflow.aws.clients import aws_client
+from falflow.aws.dead_letter import DeadLetterPolicy, with_dead_letter_reason
+from falflow.aws.events import EventBridgePublisher
+from falflow.aws.outputs import S3Inbox, S3OutputBucket
+from falflow.completion.finalise import Finaliser
+from falflow.completion.messages import OutputsMessage
+from falflow.fal.queue import FalQueueClient
+from falflow.jobs import utcnow
+from falflow.secrets import fal_api_key
+from falflow.settings import fal_settings
+from falflow.store.media import MediaFetcher
+from falflow.store.settings import StoreSettings
+from falflow.store.worker import StoreOutcome, StoreWorker
+
+logger = Logger(child=True)
+
+
+def build_store_worker(settings: StoreSettings) -> StoreWorker:
+    jobs = settings.job_store()
+    outputs = S3OutputBucket(aws_client("s3"), settings.output_bucket)
+    return StoreWorker(
+        jobs,
+        inbox=S3Inbox(aws_client("s3"), settings.output_bucket),
+        outputs=outputs,
+        media=MediaFetcher(settings.media_policy()),
+        fal=FalQueueClient(fal_settings(), fal_api_key),
+        finaliser=Finaliser(
+            jobs, EventBridgePublisher(aws_client("events"), settings.event_bus_name), outputs.bucket
+        ),
+        limits=settings.copy_limits(),
+        lease=settings.store_lease,
+    )
+
+
+class StoreApp:
+    def __init__(self, worker: StoreWorker, dead_letter: DeadLetterPolicy) -> None:
+        self.worker = worker
+        self._handle_record = with_dead_letter_reason(self._store, dead_letter, lambda: aws_client("sqs"))
+
+    @classmethod
+    def from_environment(cls, settings: StoreSettings | None = None) -> StoreApp:
+        return cls(build_store_worker(settings or StoreSettings()), DeadLetterPolicy.from_env())
+
+    def _store(self, record: SQSRecord) -> StoreOutcome:
+        message = OutputsMessage.model_validate_json(record.body)
+        outcome = self.worker.handle(message, utcnow())
+        logger.info("outputs message handled", job_id=message.job_id, outcome=outcome.value)
+        return outcome
+
+    def handle(self, event: Mapping[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+        return process_partial_response(
+            event=dict(event),
+            record_handler=self._handle_record,
+            # Failed records are reported, never the whole invocation: the rest of the batch is done.
+            processor=BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False),
+            context=context,
+        )
