@@ -22,6 +22,7 @@ from falflow.catalogue import CATALOGUE_PK, SNAPSHOT_SK
 from falflow.jobs import JobState, isoformat, utcnow
 from falflow.submit import ObjectCreated, S3ObjectRef, message_job_id, object_job_id
 from falflow_tools.emulator import FalEmulator, RunningEmulator
+from falflow_tools.emulator.app import build_app
 from falflow_tools.emulator.catalogue import ModelError
 from tests.integration.submit.conftest import EVENTS, SubmitHarness, sample
 
@@ -88,8 +89,7 @@ async def _json(send: Send, status: int, payload: Any) -> None:
 @pytest.fixture
 def submit_fal() -> Iterator[RunningEmulator]:
     emulator = FalEmulator()
-    emulator.app = ValidatesOnSubmit(emulator.app, emulator)
-    running = RunningEmulator(emulator)
+    running = RunningEmulator(emulator, app=ValidatesOnSubmit(build_app(emulator), emulator))
     yield running
     running.stop()
 
