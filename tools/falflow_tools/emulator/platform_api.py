@@ -510,29 +510,50 @@ def _auth_fields(key_id: str | None, expand: set[str]) -> JSON:
 
 def _metrics(jobs: list[Job], wanted: set[str]) -> JSON:
     """The requested analytics metrics of one endpoint's requests in one bucket."""
+    values: JSON = {
+        **_status_counts(jobs),
+        "cold_boot_count": 0,  # the emulator's runners are always warm
+        "total_billable_duration": round(_billable_duration(jobs), 6),
+        **_error_type_counts(jobs),
+        **_duration_percentiles(jobs),
+    }
+    values |= {name: 0.0 for name in COLD_BOOT_METRICS if name != "cold_boot_count"}
+    return {name: value for name, value in values.items() if name in wanted}
+
+
+def _status_counts(jobs: list[Job]) -> JSON:
     statuses = [job.outcome.status_code for job in jobs if job.outcome is not None]
+    return {
+        "request_count": len(jobs),
+        "success_count": sum(200 <= status < 300 for status in statuses),
+        "user_error_count": sum(400 <= status < 500 for status in statuses),
+        "error_count": sum(status >= 500 for status in statuses),
+    }
+
+
+def _billable_duration(jobs: list[Job]) -> float:
+    """Seconds run by the requests that were billed."""
+    return sum(
+        job.completed_at - job.started_at
+        for job in jobs
+        if job.outcome is not None and job.outcome.billed_units > 0 and job.started_at and job.completed_at
+    )
+
+
+def _error_type_counts(jobs: list[Job]) -> JSON:
     error_types = [job.outcome.error_type for job in jobs if job.outcome is not None]
+    return {name: sum(kind in types for kind in error_types) for name, types in ERROR_TYPE_METRICS.items()}
+
+
+def _duration_percentiles(jobs: list[Job]) -> JSON:
+    """Percentiles of the time spent waiting to start (prepare) and running (duration)."""
     prepare = [job.started_at - job.submitted_at for job in jobs if job.started_at is not None]
     durations = [
         job.completed_at - job.started_at
         for job in jobs
         if job.started_at is not None and job.completed_at is not None
     ]
-    billable = sum(
-        job.completed_at - job.started_at
-        for job in jobs
-        if job.outcome is not None and job.outcome.billed_units > 0 and job.started_at and job.completed_at
-    )
-    values: JSON = {
-        "request_count": len(jobs),
-        "success_count": sum(200 <= status < 300 for status in statuses),
-        "user_error_count": sum(400 <= status < 500 for status in statuses),
-        "error_count": sum(status >= 500 for status in statuses),
-        "cold_boot_count": 0,  # the emulator's runners are always warm
-        "total_billable_duration": round(billable, 6),
+    return {
+        **{name: round(percentile(prepare, p), 6) for name, p in PREPARE_PERCENTILES.items()},
+        **{name: round(percentile(durations, p), 6) for name, p in DURATION_PERCENTILES.items()},
     }
-    values |= {name: sum(kind in types for kind in error_types) for name, types in ERROR_TYPE_METRICS.items()}
-    values |= {name: round(percentile(prepare, p), 6) for name, p in PREPARE_PERCENTILES.items()}
-    values |= {name: round(percentile(durations, p), 6) for name, p in DURATION_PERCENTILES.items()}
-    values |= {name: 0.0 for name in COLD_BOOT_METRICS if name != "cold_boot_count"}
-    return {name: value for name, value in values.items() if name in wanted}
