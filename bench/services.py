@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from falflow.aws.clients import aws_client
 from falflow_tools.emulator import EmulatorConfig, EmulatorControl, FalEmulator, FalUrls, RunningEmulator
+from falflow_tools.emulator.app import build_app
 from falflow_tools.local.resources import ProvisionedStack, provision
 from falflow_tools.net import free_port
 
@@ -108,9 +109,10 @@ def slow_fal(
 ) -> Iterator[RunningEmulator]:
     """The fal emulator (in this process) with ``latency_s`` added to every queue submit."""
     emulator = FalEmulator(config or EmulatorConfig())
+    app = build_app(emulator)
     if latency_s:
-        emulator.app = AddedLatency(emulator.app, latency_s)
-    running = RunningEmulator(emulator, port=port)
+        app = AddedLatency(app, latency_s)
+    running = RunningEmulator(emulator, port=port, app=app)
     try:
         yield running
     finally:

@@ -23,6 +23,7 @@ from falflow.jobs import JobState, isoformat, utcnow
 from falflow.submit.request import S3ObjectRef
 from falflow.submit.sources import ObjectCreated, message_job_id, object_job_id
 from falflow_tools.emulator import FalEmulator, RunningEmulator
+from falflow_tools.emulator.app import build_app
 from falflow_tools.emulator.catalogue import ModelError
 from tests.integration.submit.conftest import EVENTS, SubmitHarness, sample
 
@@ -89,8 +90,7 @@ async def _json(send: Send, status: int, payload: Any) -> None:
 @pytest.fixture
 def submit_fal() -> Iterator[RunningEmulator]:
     emulator = FalEmulator()
-    emulator.app = ValidatesOnSubmit(emulator.app, emulator)
-    running = RunningEmulator(emulator)
+    running = RunningEmulator(emulator, app=ValidatesOnSubmit(build_app(emulator), emulator))
     yield running
     running.stop()
 

@@ -5,6 +5,11 @@ CDN, webhook and Platform APIs, with fault injection, so falflow runs and is tes
         os.environ.update(fal.env())
         ...
         fal.control.set_faults(submit={"rate_503": 0.3})
+
+The model (``core.FalEmulator`` and what it is made of: state, catalogue, runner, webhooks,
+storage, faults, ...) knows nothing of HTTP. The web layer is built from it: each ``*_api``
+module's ``*_routes(emulator)``, the ``gateway`` and the ``errors`` responses, composed by
+``app.build_app`` and served by ``server``.
 """
 
 from falflow_tools.emulator.config import (

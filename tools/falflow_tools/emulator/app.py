@@ -1,24 +1,25 @@
-"""The Starlette application: one port, a path prefix per fal host (see ``urls.FalUrls``)."""
+"""The one place the web app is composed: every host's routes, built from a ``FalEmulator``, in
+one Starlette app behind the ``Gateway``; one port, a path prefix per fal host (see
+``urls.FalUrls``)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Lifespan
+from starlette.types import ASGIApp
 
-from falflow_tools.emulator.auth import fal_error, platform_error
-from falflow_tools.emulator.control_api import ControlApi
+from falflow_tools.emulator.control_api import control_routes
+from falflow_tools.emulator.core import FalEmulator
+from falflow_tools.emulator.errors import fal_error, platform_error
 from falflow_tools.emulator.gateway import Gateway
-from falflow_tools.emulator.platform_api import PlatformApi
-from falflow_tools.emulator.queue_api import QueueApi
-from falflow_tools.emulator.storage_api import StorageApi
-
-if TYPE_CHECKING:
-    from falflow_tools.emulator.core import FalEmulator
+from falflow_tools.emulator.platform_api import platform_routes
+from falflow_tools.emulator.queue_api import queue_routes
+from falflow_tools.emulator.storage_api import storage_routes
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -29,14 +30,20 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return fal_error(exc.status_code, exc.detail)
 
 
-def build_app(emulator: FalEmulator, lifespan: Lifespan[Starlette]) -> ASGIApp:
-    """The routes behind the ``Gateway``, which must be outermost: it resets connections through
+def build_app(emulator: FalEmulator) -> ASGIApp:
+    """The emulator's ASGI app. The ``Gateway`` must be outermost: it resets connections through
     uvicorn's own ``send`` (Starlette's middleware would wrap it)."""
     routes = [
-        *QueueApi(emulator).routes(),
-        *StorageApi(emulator).routes(),
-        *PlatformApi(emulator).routes(),
-        *ControlApi(emulator).routes(),
+        *queue_routes(emulator),
+        *storage_routes(emulator),
+        *platform_routes(emulator),
+        *control_routes(emulator),
     ]
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        async with emulator.running():
+            yield
+
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error}, lifespan=lifespan)
     return Gateway(app, emulator)

@@ -11,6 +11,7 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
+from falflow_tools.emulator.app import build_app
 from falflow_tools.emulator.config import EmulatorConfig, FaultConfig
 from falflow_tools.emulator.core import FalEmulator
 from falflow_tools.emulator.server import bind_socket, uvicorn_server
@@ -124,6 +125,6 @@ def emulator_command(
     click.echo("\nPress Ctrl-C to stop.")
     # uvicorn shuts down gracefully on Ctrl-C, then re-raises the signal; that is a clean stop.
     with contextlib.suppress(KeyboardInterrupt):
-        uvicorn_server(emulator, log_level=log_level, own_logging=True).run(sockets=[sock])
+        uvicorn_server(build_app(emulator), log_level=log_level, own_logging=True).run(sockets=[sock])
     emulator.close()
     click.echo("fal emulator stopped")

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from falflow_tools.emulator.auth import invalid_body
 from falflow_tools.emulator.config import FaultConfig
+from falflow_tools.emulator.core import FalEmulator
+from falflow_tools.emulator.errors import invalid_body
 from falflow_tools.emulator.state import JobView, RequestRecord, WebhookAttempt
-
-if TYPE_CHECKING:
-    from falflow_tools.emulator.core import FalEmulator
 
 _REQUESTS = TypeAdapter(list[RequestRecord])
 _JOBS = TypeAdapter(list[JobView])
@@ -25,21 +21,24 @@ class RotateKey(BaseModel):
     keep_previous: bool = True
 
 
+def control_routes(emulator: FalEmulator) -> list[Route]:
+    """The ``/_emulator`` routes, inspecting and controlling ``emulator``."""
+    api = ControlApi(emulator)
+    return [
+        Route("/_emulator/requests", api.requests, methods=["GET"]),
+        Route("/_emulator/jobs", api.jobs, methods=["GET"]),
+        Route("/_emulator/webhooks", api.webhooks, methods=["GET"]),
+        Route("/_emulator/stats", api.stats, methods=["GET"]),
+        Route("/_emulator/faults", api.get_faults, methods=["GET"]),
+        Route("/_emulator/faults", api.set_faults, methods=["POST"]),
+        Route("/_emulator/reset", api.reset, methods=["POST"]),
+        Route("/_emulator/rotate-key", api.rotate_key, methods=["POST"]),
+    ]
+
+
 class ControlApi:
     def __init__(self, emulator: FalEmulator) -> None:
         self._emulator = emulator
-
-    def routes(self) -> list[Route]:
-        return [
-            Route("/_emulator/requests", self.requests, methods=["GET"]),
-            Route("/_emulator/jobs", self.jobs, methods=["GET"]),
-            Route("/_emulator/webhooks", self.webhooks, methods=["GET"]),
-            Route("/_emulator/stats", self.stats, methods=["GET"]),
-            Route("/_emulator/faults", self.get_faults, methods=["GET"]),
-            Route("/_emulator/faults", self.set_faults, methods=["POST"]),
-            Route("/_emulator/reset", self.reset, methods=["POST"]),
-            Route("/_emulator/rotate-key", self.rotate_key, methods=["POST"]),
-        ]
 
     async def requests(self, _request: Request) -> Response:
         return Response(

@@ -1,7 +1,9 @@
-"""``FalEmulator``: every part of the emulator wired together, as one ASGI application.
+"""``FalEmulator``: the emulated fal account, every part of the model wired together (jobs and
+their runner, webhooks, uploads, keys, the catalogue, faults).
 
-It is not tied to a server: ``server.run_emulator`` serves it with uvicorn on loopback, and its
-``app`` can be mounted anywhere an ASGI app runs. State lives on the serving event loop.
+It knows nothing of HTTP serving: ``app.build_app`` puts fal's hosts in front of it and
+``server.run_emulator`` serves that with uvicorn on loopback. State lives on the serving event
+loop, between the start and end of ``running()``.
 """
 
 from __future__ import annotations
@@ -11,10 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from starlette.applications import Starlette
-from starlette.types import ASGIApp
 
-from falflow_tools.emulator.app import build_app
 from falflow_tools.emulator.auth import Auth
 from falflow_tools.emulator.catalogue import Catalogue
 from falflow_tools.emulator.config import EmulatorConfig
@@ -52,7 +51,6 @@ class FalEmulator:
         # Set when the server shuts down, so held ("timeout" fault) responses end at once.
         self.closing = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.app: ASGIApp = build_app(self, lifespan=self._lifespan)
 
     def bind(self, base_url: str) -> None:
         """Advertise ``base_url`` in response and file URLs (unless a public URL is configured)."""
@@ -60,7 +58,9 @@ class FalEmulator:
             self.urls = FalUrls(base_url.rstrip("/"))
 
     @asynccontextmanager
-    async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+    async def running(self) -> AsyncIterator[None]:
+        """The emulator's life on the serving event loop: webhooks and input downloads can be
+        made inside it; leaving it ends held responses and pending jobs and webhooks."""
         self.closing = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         # One client for webhook deliveries and input downloads (creating one loads CA certificates).

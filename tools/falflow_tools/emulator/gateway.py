@@ -13,18 +13,15 @@ import json
 import socket
 import struct
 import time
-from typing import TYPE_CHECKING
 
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from falflow_tools.emulator.auth import concurrency_limited, fal_error, platform_error
 from falflow_tools.emulator.config import HttpGroup
+from falflow_tools.emulator.core import FalEmulator
+from falflow_tools.emulator.errors import concurrency_limited, fal_error, platform_error
 from falflow_tools.emulator.faults import HttpFault, http_group
 from falflow_tools.emulator.state import RequestRecord
-
-if TYPE_CHECKING:
-    from falflow_tools.emulator.core import FalEmulator
 
 BODY_CAPTURE_BYTES = 64 * 1024
 RECORDED_HEADERS = (

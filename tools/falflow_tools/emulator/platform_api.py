@@ -10,20 +10,19 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from falflow_tools.emulator.auth import Principal, platform_error
+from falflow_tools.emulator.auth import Principal
 from falflow_tools.emulator.catalogue import JSON, ModelSpec
+from falflow_tools.emulator.core import FalEmulator
+from falflow_tools.emulator.errors import platform_error
 from falflow_tools.emulator.state import Job, utc_iso
 from falflow_tools.emulator.usage import BadParameter, TimeWindow, costs, paginate, parse_limit, percentile
-
-if TYPE_CHECKING:
-    from falflow_tools.emulator.core import FalEmulator
 
 CURRENCY = "USD"
 MAX_IDS = 50
@@ -100,43 +99,48 @@ def _ids(request: Request, name: str, *, required: bool = False) -> list[str]:
     return ids
 
 
+def platform_routes(emulator: FalEmulator) -> list[Route]:
+    """The Platform API's routes, reporting on ``emulator``'s models and jobs."""
+    api = PlatformApi(emulator)
+
+    def route(path: str, handler: Callable[[Request], Awaitable[JSON]], method: str = "GET") -> Route:
+        return Route(f"/api/v1{path}", _endpoint(handler), methods=[method])
+
+    return [
+        route("/models", api.models),
+        route("/models/pricing", api.pricing),
+        route("/models/pricing/estimate", api.estimate, "POST"),
+        route("/models/usage", api.usage),
+        route("/models/billing-events", api.billing_events),
+        route("/models/analytics", api.analytics),
+        route("/compute/instances", api.compute_instances),
+        route("/meta", api.meta),
+        Route("/api/v1/{path:path}", _not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+    ]
+
+
+def _endpoint(handler: Callable[[Request], Awaitable[JSON]]) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            return JSONResponse(await handler(request))
+        except _Rejected as rejected:
+            return rejected.response
+        except BadParameter as exc:
+            return platform_error(400, str(exc))
+
+    return endpoint
+
+
+async def _not_found(request: Request) -> Response:
+    return platform_error(404, f"{request.method} {request.url.path} is not served by the fal emulator")
+
+
 class PlatformApi:
     def __init__(self, emulator: FalEmulator) -> None:
         self._emulator = emulator
 
-    def routes(self) -> list[Route]:
-        def route(path: str, handler: Callable[[Request], Awaitable[JSON]], method: str = "GET") -> Route:
-            return Route(f"/api/v1{path}", self._endpoint(handler), methods=[method])
-
-        return [
-            route("/models", self.models),
-            route("/models/pricing", self.pricing),
-            route("/models/pricing/estimate", self.estimate, "POST"),
-            route("/models/usage", self.usage),
-            route("/models/billing-events", self.billing_events),
-            route("/models/analytics", self.analytics),
-            route("/compute/instances", self.compute_instances),
-            route("/meta", self.meta),
-            Route("/api/v1/{path:path}", self.not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
-        ]
-
-    @staticmethod
-    def _endpoint(handler: Callable[[Request], Awaitable[JSON]]) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
-            try:
-                return JSONResponse(await handler(request))
-            except _Rejected as rejected:
-                return rejected.response
-            except BadParameter as exc:
-                return platform_error(400, str(exc))
-
-        return endpoint
-
-    async def not_found(self, request: Request) -> Response:
-        return platform_error(404, f"{request.method} {request.url.path} is not served by the fal emulator")
-
     def _require(self, request: Request, scope: Scope) -> Principal:
-        principal = self._emulator.auth(request)
+        principal = self._emulator.auth.identify(request.headers.get("authorization"))
         if principal.kind == "none" and scope != "optional":
             raise _Rejected(platform_error(401, "Missing API key: send 'Authorization: Key <FAL_KEY>'"))
         if principal.kind not in ("none", "api", "admin"):
@@ -506,29 +510,50 @@ def _auth_fields(key_id: str | None, expand: set[str]) -> JSON:
 
 def _metrics(jobs: list[Job], wanted: set[str]) -> JSON:
     """The requested analytics metrics of one endpoint's requests in one bucket."""
+    values: JSON = {
+        **_status_counts(jobs),
+        "cold_boot_count": 0,  # the emulator's runners are always warm
+        "total_billable_duration": round(_billable_duration(jobs), 6),
+        **_error_type_counts(jobs),
+        **_duration_percentiles(jobs),
+    }
+    values |= {name: 0.0 for name in COLD_BOOT_METRICS if name != "cold_boot_count"}
+    return {name: value for name, value in values.items() if name in wanted}
+
+
+def _status_counts(jobs: list[Job]) -> JSON:
     statuses = [job.outcome.status_code for job in jobs if job.outcome is not None]
+    return {
+        "request_count": len(jobs),
+        "success_count": sum(200 <= status < 300 for status in statuses),
+        "user_error_count": sum(400 <= status < 500 for status in statuses),
+        "error_count": sum(status >= 500 for status in statuses),
+    }
+
+
+def _billable_duration(jobs: list[Job]) -> float:
+    """Seconds run by the requests that were billed."""
+    return sum(
+        job.completed_at - job.started_at
+        for job in jobs
+        if job.outcome is not None and job.outcome.billed_units > 0 and job.started_at and job.completed_at
+    )
+
+
+def _error_type_counts(jobs: list[Job]) -> JSON:
     error_types = [job.outcome.error_type for job in jobs if job.outcome is not None]
+    return {name: sum(kind in types for kind in error_types) for name, types in ERROR_TYPE_METRICS.items()}
+
+
+def _duration_percentiles(jobs: list[Job]) -> JSON:
+    """Percentiles of the time spent waiting to start (prepare) and running (duration)."""
     prepare = [job.started_at - job.submitted_at for job in jobs if job.started_at is not None]
     durations = [
         job.completed_at - job.started_at
         for job in jobs
         if job.started_at is not None and job.completed_at is not None
     ]
-    billable = sum(
-        job.completed_at - job.started_at
-        for job in jobs
-        if job.outcome is not None and job.outcome.billed_units > 0 and job.started_at and job.completed_at
-    )
-    values: JSON = {
-        "request_count": len(jobs),
-        "success_count": sum(200 <= status < 300 for status in statuses),
-        "user_error_count": sum(400 <= status < 500 for status in statuses),
-        "error_count": sum(status >= 500 for status in statuses),
-        "cold_boot_count": 0,  # the emulator's runners are always warm
-        "total_billable_duration": round(billable, 6),
+    return {
+        **{name: round(percentile(prepare, p), 6) for name, p in PREPARE_PERCENTILES.items()},
+        **{name: round(percentile(durations, p), 6) for name, p in DURATION_PERCENTILES.items()},
     }
-    values |= {name: sum(kind in types for kind in error_types) for name, types in ERROR_TYPE_METRICS.items()}
-    values |= {name: round(percentile(prepare, p), 6) for name, p in PREPARE_PERCENTILES.items()}
-    values |= {name: round(percentile(durations, p), 6) for name, p in DURATION_PERCENTILES.items()}
-    values |= {name: 0.0 for name in COLD_BOOT_METRICS if name != "cold_boot_count"}
-    return {name: value for name, value in values.items() if name in wanted}

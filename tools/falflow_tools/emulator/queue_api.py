@@ -14,19 +14,17 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from falflow_tools.emulator.auth import concurrency_limited, fal_error, request_error, unauthorized
 from falflow_tools.emulator.catalogue import JSON, ModelSpec
+from falflow_tools.emulator.core import FalEmulator
 from falflow_tools.emulator.endpoints import EndpointId, RequestPath, parse_request_path
+from falflow_tools.emulator.errors import concurrency_limited, fal_error, request_error, unauthorized
 from falflow_tools.emulator.state import Job
-
-if TYPE_CHECKING:
-    from falflow_tools.emulator.core import FalEmulator
 
 MIN_REQUEST_TIMEOUT_S = 0.1  # fal rejects smaller X-Fal-Request-Timeout values
 _TRUE = ("1", "true", "yes")
@@ -49,16 +47,19 @@ def _app_of(path: str) -> str:
         return path
 
 
+def queue_routes(emulator: FalEmulator) -> list[Route]:
+    """The queue and sync hosts' routes, running jobs on ``emulator``."""
+    api = QueueApi(emulator)
+    return [
+        Route("/queue/{path:path}", api.submit, methods=["POST"]),
+        Route("/queue/{path:path}", api.request, methods=["GET", "PUT"]),
+        Route("/run/{path:path}", api.run, methods=["POST"]),
+    ]
+
+
 class QueueApi:
     def __init__(self, emulator: FalEmulator) -> None:
         self._emulator = emulator
-
-    def routes(self) -> list[Route]:
-        return [
-            Route("/queue/{path:path}", self.submit, methods=["POST"]),
-            Route("/queue/{path:path}", self.request, methods=["GET", "PUT"]),
-            Route("/run/{path:path}", self.run, methods=["POST"]),
-        ]
 
     # ------------------------------------------------------------------ submit and run
 
@@ -101,7 +102,7 @@ class QueueApi:
 
     async def _new_job(self, request: Request, *, sync: bool) -> Job:
         path = request.path_params["path"]
-        principal = self._emulator.auth(request)
+        principal = self._emulator.auth.identify(request.headers.get("authorization"))
         if not principal.is_key:
             raise _BadRequest(unauthorized(principal, _app_of(path)))
         model = self._model(path)
@@ -151,7 +152,7 @@ class QueueApi:
 
     async def request(self, request: Request) -> Response:
         path = request.path_params["path"]
-        principal = self._emulator.auth(request)
+        principal = self._emulator.auth.identify(request.headers.get("authorization"))
         if not principal.is_key:
             return unauthorized(principal, _app_of(path))
         target = parse_request_path(path)

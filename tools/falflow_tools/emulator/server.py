@@ -1,5 +1,5 @@
-"""Serving the emulator with uvicorn on loopback: in a background thread (tests, local stack)
-or in the foreground (the CLI)."""
+"""Serving the emulator's app (``app.build_app``) with uvicorn on loopback: in a background
+thread (tests, local stack) or in the foreground (the CLI)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import time
 from typing import Self
 
 import uvicorn
+from starlette.types import ASGIApp
 from uvicorn.config import LOGGING_CONFIG
 
+from falflow_tools.emulator.app import build_app
 from falflow_tools.emulator.config import EmulatorConfig
 from falflow_tools.emulator.control import EmulatorControl
 from falflow_tools.emulator.core import FalEmulator
@@ -35,13 +37,11 @@ def bind_socket(host: str, port: int) -> tuple[socket.socket, str]:
     return sock, f"http://{url_host}:{bound_port}"
 
 
-def uvicorn_server(
-    emulator: FalEmulator, *, log_level: str = "warning", own_logging: bool = False
-) -> uvicorn.Server:
-    """A uvicorn server for the emulator; ``own_logging`` lets uvicorn configure logging (the CLI),
-    otherwise the host process's logging is left alone (tests, local stack)."""
+def uvicorn_server(app: ASGIApp, *, log_level: str = "warning", own_logging: bool = False) -> uvicorn.Server:
+    """A uvicorn server for the emulator's ``app``; ``own_logging`` lets uvicorn configure logging
+    (the CLI), otherwise the host process's logging is left alone (tests, local stack)."""
     config = uvicorn.Config(
-        emulator.app,
+        app,
         http="h11",
         lifespan="on",
         log_config=LOGGING_CONFIG if own_logging else None,
@@ -53,14 +53,18 @@ def uvicorn_server(
 
 
 class RunningEmulator:
-    """An emulator served from a background thread; a context manager that stops it on exit."""
+    """An emulator served from a background thread; a context manager that stops it on exit.
 
-    def __init__(self, emulator: FalEmulator, host: str = "127.0.0.1", port: int = 0) -> None:
+    ``app`` is ``build_app(emulator)`` unless given (e.g. that app behind a test's middleware)."""
+
+    def __init__(
+        self, emulator: FalEmulator, host: str = "127.0.0.1", port: int = 0, *, app: ASGIApp | None = None
+    ) -> None:
         self.emulator = emulator
         sock, base_url = bind_socket(host, port)
         emulator.bind(base_url)
         self.base_url = base_url
-        self._server = uvicorn_server(emulator)
+        self._server = uvicorn_server(app or build_app(emulator))
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [sock]}, name="fal-emulator", daemon=True
         )

@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from falflow_tools.emulator.auth import CDN_TOKEN_TYPE, fal_error, invalid_body, unauthorized
+from falflow_tools.emulator.auth import CDN_TOKEN_TYPE
+from falflow_tools.emulator.core import FalEmulator
+from falflow_tools.emulator.errors import fal_error, invalid_body, unauthorized
 from falflow_tools.emulator.media import MediaFile
 from falflow_tools.emulator.state import utc_iso
 from falflow_tools.emulator.storage import StoredFile, UploadError, safe_file_name
-
-if TYPE_CHECKING:
-    from falflow_tools.emulator.core import FalEmulator
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
@@ -57,24 +56,27 @@ async def stream_media(media: MediaFile, bytes_per_s: int | None) -> AsyncIterat
             await asyncio.sleep(len(part) / bytes_per_s)
 
 
+def storage_routes(emulator: FalEmulator) -> list[Route]:
+    """The storage REST, CDN and JWKS routes, keeping files on ``emulator``."""
+    api = StorageApi(emulator)
+    files = "/cdn/files/{file_id}/{name}"
+    multipart = files + "/multipart/{upload_id}"
+    return [
+        Route("/rest/.well-known/jwks.json", api.jwks, methods=["GET"]),
+        Route("/rest/storage/auth/token", api.token, methods=["POST"]),
+        Route("/rest/storage/upload/initiate", api.initiate, methods=["POST"]),
+        Route("/cdn/files/upload", api.upload, methods=["POST"]),
+        Route("/cdn/files/upload/multipart", api.begin_multipart, methods=["POST"]),
+        Route(multipart + "/complete", api.complete_multipart, methods=["POST"]),
+        Route(multipart + "/{part:int}", api.upload_part, methods=["PUT"]),
+        Route(files, api.download, methods=["GET"]),
+        Route(files, api.presigned_upload, methods=["PUT"]),
+    ]
+
+
 class StorageApi:
     def __init__(self, emulator: FalEmulator) -> None:
         self._emulator = emulator
-
-    def routes(self) -> list[Route]:
-        files = "/cdn/files/{file_id}/{name}"
-        multipart = files + "/multipart/{upload_id}"
-        return [
-            Route("/rest/.well-known/jwks.json", self.jwks, methods=["GET"]),
-            Route("/rest/storage/auth/token", self.token, methods=["POST"]),
-            Route("/rest/storage/upload/initiate", self.initiate, methods=["POST"]),
-            Route("/cdn/files/upload", self.upload, methods=["POST"]),
-            Route("/cdn/files/upload/multipart", self.begin_multipart, methods=["POST"]),
-            Route(multipart + "/complete", self.complete_multipart, methods=["POST"]),
-            Route(multipart + "/{part:int}", self.upload_part, methods=["PUT"]),
-            Route(files, self.download, methods=["GET"]),
-            Route(files, self.presigned_upload, methods=["PUT"]),
-        ]
 
     async def jwks(self, _request: Request) -> Response:
         return JSONResponse(self._emulator.keys.jwks(), headers={"Cache-Control": "public, max-age=3600"})
@@ -82,7 +84,8 @@ class StorageApi:
     # ------------------------------------------------------------------ rest.fal.ai
 
     async def token(self, request: Request) -> Response:
-        if not (principal := self._emulator.auth(request)).is_key:
+        principal = self._emulator.auth.identify(request.headers.get("authorization"))
+        if not principal.is_key:
             return unauthorized(principal)
         token, expires_at = self._emulator.auth.issue_cdn_token()
         return JSONResponse(
@@ -95,7 +98,8 @@ class StorageApi:
         )
 
     async def initiate(self, request: Request) -> Response:
-        if not (principal := self._emulator.auth(request)).is_key:
+        principal = self._emulator.auth.identify(request.headers.get("authorization"))
+        if not principal.is_key:
             return unauthorized(principal)
         try:
             body = _InitiateBody.model_validate_json(await request.body() or b"{}")
@@ -109,7 +113,7 @@ class StorageApi:
     # ------------------------------------------------------------------ v3.fal.media uploads
 
     def _unauthorised(self, request: Request) -> Response | None:
-        principal = self._emulator.auth(request)
+        principal = self._emulator.auth.identify(request.headers.get("authorization"))
         if principal.kind == "cdn_token" or principal.is_key:
             return None
         return fal_error(401, "Invalid or expired upload token")
