@@ -1,14 +1,9 @@
 """fal's model catalogue as the collect function last saw it, for the submit path to read.
 
-The collect function writes a snapshot of ``GET /v1/models`` into the usage table: one item per
-endpoint (pk ``CATALOGUE``, sk = endpoint id, attribute ``status``) and, written last, a marker
-item (sk ``#snapshot``) with ``taken_at``. Submit asks ``status(endpoint_id)`` to reject unknown or
-deprecated models before they reach fal, but only when ``is_loaded()``: a stack whose collect never
-ran (or stopped running) has no trustworthy catalogue and leaves the verdict to fal's own 404.
-
-fal lists apps and their sub-endpoints (``fal-ai/flux/dev``, ``fal-ai/flux/dev/image-to-image``),
-but not every sub-path of an app is listed on its own; an id that is not listed itself takes the
-status of its nearest listed parent within the same app (never above ``owner/alias``).
+Collect writes a snapshot of ``GET /v1/models`` into the usage table (pk ``CATALOGUE``, one item per
+endpoint, then a ``#snapshot`` marker with ``taken_at``). Submit refuses unknown or deprecated models
+only once a snapshot is loaded; an unlisted sub-path takes the status of its nearest listed parent
+within the same app. Why: docs/adr/0014-submit-reads-the-model-catalogue-collect-keeps.md.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""Dead-lettering with a reason.
-
-SQS moves a message to its DLQ after `maxReceiveCount` failed receives, but says nothing of why.
-On the last receive we therefore send the message to the DLQ ourselves, with the error as message
-attributes, and let the batch count the record as handled. SQS's own redrive stays as the backstop
-for a function that crashes or times out before it can say anything.
+"""Dead-lettering with a reason: on a message's last receive the function sends it to the DLQ itself,
+with the error as message attributes, and the batch counts the record as handled; SQS's own redrive
+stays the backstop for a crash. Why: docs/adr/0010-messages-are-dead-lettered-with-their-reason.md.
 """
 
 from __future__ import annotations

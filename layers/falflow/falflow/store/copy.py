@@ -1,10 +1,7 @@
-"""Streaming one download into the output bucket with bounded memory, whatever the file size.
-
-Chunks are gathered into parts of ``part_size`` bytes; a file that fits in one part is a single
-PUT, a larger one a multipart upload whose parts go up on a few threads while the next part is
-read. At most ``concurrency`` parts are in flight plus the one being filled, so memory stays near
-``(concurrency + 1) * part_size``. Nothing is visible under the key until the upload completes; a
-failure aborts it (and the bucket's lifecycle rule sweeps any upload a crash left behind).
+"""Streaming one download into the output bucket with bounded memory, whatever the file size: one PUT
+for a file that fits in a part, else a multipart upload with at most ``concurrency`` parts in flight
+(memory near ``(concurrency + 1) * part_size``); nothing is visible until it completes, a failure
+aborts it. Why: docs/adr/0009-outputs-are-streamed-with-bounded-memory.md.
 """
 
 from __future__ import annotations

@@ -1,18 +1,10 @@
 """Fetching output files without letting a payload point the function anywhere else (no SSRF).
 
-A URL from fal's payload is fetched only if:
-- it is https, on the default port, without credentials, and its host matches an allowed pattern
-  (``*.fal.media`` plus ``MEDIA_HOSTS``) — an IP literal never matches;
-- every address its host resolves to is a public unicast address (no private, loopback,
-  link-local — so no 169.254.169.254 instance metadata — multicast or reserved range), and the
-  connection goes to the address we checked (the URL is rewritten to the IP, TLS still verifies the
-  certificate for the host name through SNI), so a second DNS answer cannot swap it;
-- redirects stay on the same scheme, host and port, at most ``MAX_REDIRECTS`` of them, each
-  re-checked and re-resolved.
-
-Trusted origins (``MEDIA_ALLOW_LOCAL``) lift the https, port and address rules for exact
-``scheme://host:port`` origins. Only the local stack and tests set it (the fal emulator serves
-outputs from ``http://127.0.0.1:<port>/cdn/...``); a deployed stack leaves it empty.
+A URL from fal's payload is fetched only if it is https on the default port without credentials, its
+host matches an allowed pattern (``*.fal.media`` plus ``MEDIA_HOSTS``; never an IP literal), every
+address it resolves to is public, the connection goes to the address checked, and redirects stay on
+the same origin (at most ``MAX_REDIRECTS``). ``MEDIA_ALLOW_LOCAL`` trusts exact local origins for the
+local stack and tests only. Why: docs/adr/0008-output-files-are-fetched-only-from-allowed-public-hosts.md.
 """
 
 from __future__ import annotations

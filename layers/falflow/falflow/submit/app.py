@@ -1,17 +1,12 @@
-"""The edge of the submit function: the intake queue's SQS batch in, partial batch failures out.
+"""The submit function's entry: `SubmitApp`, built once per cold start from the environment, takes the
+intake queue's SQS batch and answers with partial batch failures.
 
-Everything that knows a Lambda event lives here. An SQS record's body is one of:
-
-- an S3 event notification (the input bucket notifies the intake queue): one source per
-  ObjectCreated record, with the key URL-decoded (S3 sends it encoded, ``+`` for a space, and
-  Powertools' ``S3Model`` leaves it so) and the version id where the bucket has one;
-- the ``s3:TestEvent`` S3 sends when the notification is configured: ignored;
-- anything else: a job message from another service (validated, or rejected, by the domain).
-
-The records of a batch are submitted concurrently (Powertools' AsyncBatchProcessor, each record on
-a worker thread of its own), so a batch of ten costs about one fal round trip, not ten. A record
-that must be retried is reported in ``batchItemFailures``; on its last receive it goes to the DLQ
-with its reason instead (``falflow.aws.dead_letter``).
+Everything that knows a Lambda event lives here. An SQS record's body is an S3 event notification
+(one source per ObjectCreated record, the key URL-decoded), S3's ``s3:TestEvent`` (ignored), or a
+job message from another service. The records of a batch are submitted concurrently, so a batch of
+ten costs about one fal round trip; a record to retry is reported in ``batchItemFailures``, and on
+its last receive goes to the DLQ with its reason
+(docs/adr/0010-messages-are-dead-lettered-with-their-reason.md).
 """
 
 from __future__ import annotations

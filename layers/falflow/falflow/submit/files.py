@@ -1,23 +1,8 @@
-"""Input files: checked before a job is accepted, turned into URLs fal can read just before it is sent.
-
-How files reach fal — the choice and its caveat:
-
-- By default as presigned S3 GET URLs (SigV4): no copy, nothing left behind. They are signed at
-  submit time with the function's role credentials, and a URL signed with temporary credentials
-  stops working when those credentials expire, whatever its own expiry says. Lambda does not
-  promise how long its role credentials live (hours, not days; its sessions ignore the role's
-  MaxSessionDuration), so the usable lifetime is min(PRESIGN_EXPIRY_SECONDS, what is left of the
-  role session). That is enough where fal starts the job within the hour or so — fal fetches
-  inputs when the job starts, and again if it retries the runner.
-- A route whose jobs may wait in fal's queue longer than that says ``"file_via": "fal_cdn"``:
-  the file is streamed from S3 to fal's CDN (multipart above 100 MB, bounded memory) and fal gets
-  the CDN URL, which does not depend on our credentials. Bound such routes with ``max_bytes`` so an
-  upload fits in the function's timeout.
-- Signing with a long-lived IAM user key (7-day URLs) was rejected: it puts a standing key in
-  Secrets Manager that must be rotated, to buy a lifetime the CDN route gives without one.
-
-Presigned URLs are bearer credentials for the file, so they are never written to the job record
-or the logs: the record keeps the ``s3://`` URIs and the URLs exist only in the request to fal.
+"""Input files: checked before a job is accepted, turned into URLs fal can read just before it is sent:
+presigned SigV4 S3 GET URLs by default, or a fal CDN upload for routes that say
+``"file_via": "fal_cdn"``. Presigned URLs are bearer credentials: they exist only in the request to
+fal, never in the job record or the logs.
+Why: docs/adr/0006-input-files-reach-fal-as-presigned-urls-or-cdn-uploads.md.
 """
 
 from __future__ import annotations

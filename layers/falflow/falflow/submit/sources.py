@@ -1,13 +1,7 @@
-"""Where a job comes from, free of any Lambda event shape, and the job id each source maps to.
-
-A job id is chosen before fal hears of the job and is deterministic from the source, so every
-duplicate delivery lands on the same job record:
-
-- an S3 object (media drop, or job document without its own ``job_id``): bucket, key and version
-  id — or the ETag where the bucket has no versions — never the SQS message id, because a
-  duplicate S3 notification arrives as a new message;
-- a job message or document with ``job_id``: that id, the caller's idempotency key;
-- a job message without one: a hash of its content (of the raw body when it is not JSON).
+"""Where a job comes from, free of any Lambda event shape, and the job id each source maps to:
+bucket, key and version (or ETag) for an S3 object, the caller's ``job_id`` for a job message or
+document that has one, else a hash of the message's content. Why:
+docs/adr/0001-job-ids-are-deterministic-from-the-source.md.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ Answers (fal retries anything but a 2xx, 10 times over 2 hours):
   URL, and we have recorded nothing — so we do not say 200. The 4xx alarm makes it visible;
 - 200 for every delivery that is now on record: the first, a duplicate, an ERROR payload, a
   completion for a foreign request id (kept aside), one that arrived after the job ended.
+
+Why: docs/adr/0007-webhooks-are-verified-and-checked-against-their-job.md.
 """
 
 from __future__ import annotations
