@@ -1,4 +1,5 @@
-"""An in-memory `JobStore` with the DynamoDB adapter's semantics (tests/unit/jobs holds them equal)."""
+"""An in-memory `JobStore` with the DynamoDB adapter's semantics (held equal to it by
+tests/integration/jobs/test_job_store.py)."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ WEBHOOK_PATH = "/webhooks/fal"
 
 @dataclass(frozen=True)
 class WebhookSigner:
-    """Signs deliveries the way fal does (fact sheet §3)."""
+    """Signs deliveries the way fal does (docs/fal-contract.md §3)."""
 
     key: Ed25519PrivateKey
     kid: str

@@ -1,7 +1,7 @@
 """The fal client against the fal emulator over real loopback HTTP: every call, every error class.
 
-The unit tests pin the client's requests to the fact sheet; these check that the client and the
-emulator (built independently from the same fact sheet) agree, including under injected faults.
+The unit tests pin the client's requests to docs/fal-contract.md; these check that the client and
+the emulator (built independently from the same document) agree, including under injected faults.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from falflow_tools.net import free_port
 from tests.fixtures.fal_emulator import EmulatorFactory, WebhookSink
 
 FLUX = "fal-ai/flux/dev"
-PROMPT = {"prompt": "a koala reading the fact sheet", "num_images": 1}
+PROMPT = {"prompt": "a koala reading the fal contract", "num_images": 1}
 
 
 def settings_for(fal: RunningEmulator, **overrides: Any) -> FalSettings:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -88,34 +88,55 @@ class Resolver:
 
     def resolve(self, value: Any) -> Any:
         if isinstance(value, list):
-            return [self.resolve(v) for v in value if v != {"Ref": "AWS::NoValue"}]
+            return [self.resolve(v) for v in value if v != _NO_VALUE]
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
             ((key, arg),) = value.items()
-            if key == "Ref":
-                return self._ref(arg)
-            if key == "Fn::GetAtt":
-                logical, attribute = arg if isinstance(arg, list) else str(arg).split(".", 1)
-                return self.attributes[(logical, attribute)]
-            if key == "Fn::Sub":
-                if isinstance(arg, list):
-                    return self._sub(arg[0], {k: self.resolve(v) for k, v in arg[1].items()})
-                return self._sub(arg, {})
-            if key == "Fn::If":
-                name, when_true, when_false = arg
-                return self.resolve(when_true if self.condition(name) else when_false)
-            if key == "Fn::Not":
-                return not self.resolve(arg[0])
-            if key == "Fn::Equals":
-                left, right = (self.resolve(v) for v in arg)
-                return str(left) == str(right)
-            if key == "Fn::Join":
-                separator, items = arg
-                return separator.join(str(v) for v in self.resolve(items))
+            intrinsic = _INTRINSICS.get(key)
+            if intrinsic is not None:
+                return intrinsic(self, arg)
             if key.startswith("Fn::") or key == "Condition":
                 raise UnsupportedIntrinsicError(key)
-        return {k: self.resolve(v) for k, v in value.items() if v != {"Ref": "AWS::NoValue"}}
+        return {k: self.resolve(v) for k, v in value.items() if v != _NO_VALUE}
+
+    def _get_att(self, arg: Any) -> Any:
+        logical, attribute = arg if isinstance(arg, list) else str(arg).split(".", 1)
+        return self.attributes[(logical, attribute)]
+
+    def _fn_sub(self, arg: Any) -> Any:
+        if isinstance(arg, list):
+            return self._sub(arg[0], {k: self.resolve(v) for k, v in arg[1].items()})
+        return self._sub(arg, {})
+
+    def _fn_if(self, arg: Any) -> Any:
+        name, when_true, when_false = arg
+        return self.resolve(when_true if self.condition(name) else when_false)
+
+    def _fn_not(self, arg: Any) -> Any:
+        return not self.resolve(arg[0])
+
+    def _fn_equals(self, arg: Any) -> Any:
+        left, right = (self.resolve(v) for v in arg)
+        return str(left) == str(right)
+
+    def _fn_join(self, arg: Any) -> Any:
+        separator, items = arg
+        return separator.join(str(v) for v in self.resolve(items))
+
+
+_NO_VALUE = {"Ref": "AWS::NoValue"}
+
+# The intrinsics understood, by their long-form key; any other "Fn::" key is an error.
+_INTRINSICS: dict[str, Callable[[Resolver, Any], Any]] = {
+    "Ref": Resolver._ref,
+    "Fn::GetAtt": Resolver._get_att,
+    "Fn::Sub": Resolver._fn_sub,
+    "Fn::If": Resolver._fn_if,
+    "Fn::Not": Resolver._fn_not,
+    "Fn::Equals": Resolver._fn_equals,
+    "Fn::Join": Resolver._fn_join,
+}
 
 
 def parameter_defaults(template: Mapping[str, Any]) -> dict[str, Any]:

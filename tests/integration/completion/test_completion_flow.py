@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from falflow.aws.clients import aws_client
-from falflow.jobs import JobState
+from falflow.jobs import Job, JobState
 from falflow_tools.emulator import RunningEmulator
 from tests.fakes.webhook_events import delivery
 from tests.fixtures.completion import CompletionStack, CompletionStackFactory
@@ -79,30 +79,47 @@ def test_every_delivery_tripled_and_shuffled_some_before_the_submits_write(
     events = stack.completion_events()
     assert Counter(e["detail"]["job_id"] for e in events) == {job.job_id: 1 for job in sent}
     for job in sent:
-        record = stack.job(job.job_id)
-        assert record.state is JobState.COMPLETED, job.job_id
-        assert record.request_id == job.submission.request_id
-        assert record.status_url == job.submission.status_url  # the submit's write was not lost
-        assert len(record.outputs) == EXPECTED_OUTPUTS[job.model]
-        for key in record.outputs:
-            stored = stack.s3_object(key)
-            assert stored["content_type"] == CONTENT_TYPES[key.rsplit(".", 1)[1]]
-            assert len(stored["body"]) > 0
-        result = json.loads(stack.s3_object(f"outputs/{job.job_id}/result.json")["body"])
-        urls = _urls(result["payload"])
-        assert urls == [f"s3://{stack.bucket}/{key}" for key in record.outputs]
-        assert result["request_id"] == job.submission.request_id
-        assert stack.keys(f"outputs/{job.job_id}/") == sorted(
-            [*record.outputs, f"outputs/{job.job_id}/result.json"]
-        )
-        (event,) = [e for e in events if e["detail"]["job_id"] == job.job_id]
-        assert event["detail-type"] == "Job Completed"
-        assert event["source"] == "falflow"
-        assert event["detail"]["outputs"] == record.outputs
-        assert event["detail"]["metadata"] == {"caller_ref": job.job_id}
-        for path in (p for p in downloads if f"/files/{job.submission.request_id}/" in p):
-            assert downloads[path] == 1, path  # each output stored once
+        _assert_completed_and_stored_once(stack, job, events, downloads)
     assert sum(downloads.values()) == sum(EXPECTED_OUTPUTS[job.model] for job in sent)
+
+
+def _assert_completed_and_stored_once(
+    stack: CompletionStack, job: SentJob, events: list[dict[str, Any]], downloads: dict[str, int]
+) -> None:
+    """One job of the shuffled-deliveries test: its record, stored files, result.json and event."""
+    record = stack.job(job.job_id)
+    assert record.state is JobState.COMPLETED, job.job_id
+    assert record.request_id == job.submission.request_id
+    assert record.status_url == job.submission.status_url  # the submit's write was not lost
+    assert len(record.outputs) == EXPECTED_OUTPUTS[job.model]
+    for key in record.outputs:
+        stored = stack.s3_object(key)
+        assert stored["content_type"] == CONTENT_TYPES[key.rsplit(".", 1)[1]]
+        assert len(stored["body"]) > 0
+    _assert_result_json_points_at_the_copies(stack, job, record)
+    _assert_one_event_and_one_download_each(job, record, events, downloads)
+
+
+def _assert_result_json_points_at_the_copies(stack: CompletionStack, job: SentJob, record: Job) -> None:
+    result = json.loads(stack.s3_object(f"outputs/{job.job_id}/result.json")["body"])
+    urls = _urls(result["payload"])
+    assert urls == [f"s3://{stack.bucket}/{key}" for key in record.outputs]
+    assert result["request_id"] == job.submission.request_id
+    assert stack.keys(f"outputs/{job.job_id}/") == sorted(
+        [*record.outputs, f"outputs/{job.job_id}/result.json"]
+    )
+
+
+def _assert_one_event_and_one_download_each(
+    job: SentJob, record: Job, events: list[dict[str, Any]], downloads: dict[str, int]
+) -> None:
+    (event,) = [e for e in events if e["detail"]["job_id"] == job.job_id]
+    assert event["detail-type"] == "Job Completed"
+    assert event["source"] == "falflow"
+    assert event["detail"]["outputs"] == record.outputs
+    assert event["detail"]["metadata"] == {"caller_ref": job.job_id}
+    for path in (p for p in downloads if f"/files/{job.submission.request_id}/" in p):
+        assert downloads[path] == 1, path  # each output stored once
 
 
 def _urls(node: Any) -> list[str]:
@@ -150,6 +167,15 @@ def test_error_and_payload_error_deliveries_end_in_the_right_state(
     assert json.loads(deliveries[unsent.submission.request_id].body)["payload"] is None
     stack.drain_outputs()
 
+    _assert_fals_errors_recorded_whole(stack)
+    _assert_fetched_from_fals_queue(stack, fal_emulator, unsent)
+
+    kinds = {e["detail"]["job_id"]: e["detail-type"] for e in stack.completion_events()}
+    assert kinds == {"invalid": "Job Failed", "crashed": "Job Failed", "unsent": "Job Completed"}
+
+
+def _assert_fals_errors_recorded_whole(stack: CompletionStack) -> None:
+    """The ERROR deliveries: a validation error with fal's detail, and a runner crash."""
     validation = stack.job("invalid")
     assert validation.state is JobState.FAILED
     assert validation.error is not None
@@ -162,15 +188,17 @@ def test_error_and_payload_error_deliveries_end_in_the_right_state(
     assert runner.error is not None
     assert runner.error.type == "runner_server_error"
 
+
+def _assert_fetched_from_fals_queue(
+    stack: CompletionStack, fal_emulator: RunningEmulator, unsent: SentJob
+) -> None:
+    """The payload_error delivery: the result was fetched from fal's queue, once."""
     fetched = stack.job("unsent")
     assert fetched.state is JobState.COMPLETED
     assert fetched.response_url is None  # found through urls_for, the submit never wrote it
     assert [k.rsplit("/", 1)[1] for k in fetched.outputs] == ["audio.wav"]
     results = [r for r in fal_emulator.control.requests() if r.group == "result"]
     assert [r.path.rsplit("/", 1)[1] for r in results] == [unsent.submission.request_id]
-
-    kinds = {e["detail"]["job_id"]: e["detail-type"] for e in stack.completion_events()}
-    assert kinds == {"invalid": "Job Failed", "crashed": "Job Failed", "unsent": "Job Completed"}
 
 
 class Origins:

@@ -1,4 +1,4 @@
-"""The queue and sync hosts behave like fal's (fact sheet §2), observed with plain httpx."""
+"""The queue and sync hosts behave like fal's (docs/fal-contract.md §2), observed with plain httpx."""
 
 from __future__ import annotations
 

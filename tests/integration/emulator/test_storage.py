@@ -1,4 +1,4 @@
-"""CDN uploads the way fal's Python client makes them (fact sheet §4), and inputs fetched by URL."""
+"""CDN uploads the way fal's Python client makes them (docs/fal-contract.md §4), and inputs fetched by URL."""
 
 from __future__ import annotations
 

@@ -65,6 +65,12 @@ def test_a_json_request_becomes_a_payload_2_event(door: FrontDoor, function: Fun
     assert response.headers["apigw-requestid"]
     name, event = function.events[0]
     assert name == "WebhookFunction"
+    _assert_the_request_is_in_the_event(event, body)
+    _assert_the_request_context(event, response)
+
+
+def _assert_the_request_is_in_the_event(event: dict[str, Any], body: bytes) -> None:
+    """Route, query, headers, cookies and the raw body of the JSON request, as payload 2.0 has them."""
     assert event["version"] == "2.0"
     assert event["routeKey"] == "POST /webhooks/fal"
     assert event["rawPath"] == "/webhooks/fal"
@@ -77,6 +83,9 @@ def test_a_json_request_becomes_a_payload_2_event(door: FrontDoor, function: Fun
     assert event["cookies"] == ["a=1", "b=2"]
     assert event["isBase64Encoded"] is False
     assert event["body"].encode() == body  # the raw bytes, for signature checks
+
+
+def _assert_the_request_context(event: dict[str, Any], response: httpx.Response) -> None:
     context = event["requestContext"]
     assert context["http"] == {
         "method": "POST",

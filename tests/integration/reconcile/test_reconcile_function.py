@@ -14,7 +14,14 @@ from falflow.jobs import Job, JobState, isoformat, utcnow
 from falflow_tools.emulator import RunningEmulator
 from tests.fixtures.completion import CompletionStack, CompletionStackFactory
 from tests.fixtures.fal_emulator import EmulatorFactory, WebhookSink
-from tests.integration.completion.helpers import EXPECTED_OUTPUTS, MODELS, cdn_downloads, send, submit_write
+from tests.integration.completion.helpers import (
+    EXPECTED_OUTPUTS,
+    MODELS,
+    SentJob,
+    cdn_downloads,
+    send,
+    submit_write,
+)
 
 
 def replay_all(stack: CompletionStack, sink: WebhookSink) -> list[int]:
@@ -50,6 +57,16 @@ def test_webhooks_dropped_for_30_percent_of_jobs_the_reconciler_completes_every_
     handled = stack.drain_outputs()
 
     assert handled == len(sent)  # one hand-off per job, whoever recorded it
+    _assert_every_job_completed_and_stored_once(stack, fal_emulator, sent, dropped)
+
+    # A later run finds nothing left to do.
+    assert stack.reconcile()["examined"] == 0
+
+
+def _assert_every_job_completed_and_stored_once(
+    stack: CompletionStack, fal_emulator: RunningEmulator, sent: list[SentJob], dropped: set[str]
+) -> None:
+    """Every output downloaded once, one event per job, and the dropped ones completed by reconcile."""
     downloads = cdn_downloads(fal_emulator)
     assert set(downloads.values()) == {1}  # every output stored once
     assert sum(downloads.values()) == sum(EXPECTED_OUTPUTS[job.model] for job in sent)
@@ -62,9 +79,6 @@ def test_webhooks_dropped_for_30_percent_of_jobs_the_reconciler_completes_every_
         if job.job_id in dropped:
             assert record.completion_source == "reconcile"
             assert any(t.actor == "reconcile" and t.action == "completion_recorded" for t in record.trail)
-
-    # A later run finds nothing left to do.
-    assert stack.reconcile()["examined"] == 0
 
 
 def test_a_job_whose_result_fal_no_longer_holds_ends_failed_with_that_reason(

@@ -1,4 +1,4 @@
-"""fal endpoint ids and the queue URL paths built from them (fact sheet §2).
+"""fal endpoint ids and the queue URL paths built from them (docs/fal-contract.md §2).
 
 An endpoint id splits on ``/`` into owner, alias and an optional subpath; the ``workflows`` and
 ``comfy`` namespaces shift that by one segment and stay as a URL prefix; a legacy ``123-myapp``

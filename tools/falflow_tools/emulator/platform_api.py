@@ -1,4 +1,4 @@
-"""The Platform API (``api.fal.ai/v1``), per fact sheet §5 and fal's OpenAPI spec.
+"""The Platform API (``api.fal.ai/v1``), per docs/fal-contract.md §5 and fal's OpenAPI spec.
 
 Models and pricing come from the catalogue; usage, billing events and analytics are computed
 from the jobs the emulator actually ran, so a pipeline's cost collection can be checked against

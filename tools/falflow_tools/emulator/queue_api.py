@@ -1,4 +1,4 @@
-"""The queue (``queue.fal.run``) and sync (``fal.run``) hosts, per fact sheet §2.
+"""The queue (``queue.fal.run``) and sync (``fal.run``) hosts, per docs/fal-contract.md §2.
 
 Submit takes the full endpoint id; status, result and cancel take the app only and answer 404
 for a path with the subpath in it, as fal does. Statuses go IN_QUEUE -> IN_PROGRESS ->

@@ -1,4 +1,4 @@
-"""The emulator's own webhook signing keys, published as a JWKS like fal's (fact sheet §3).
+"""The emulator's own webhook signing keys, published as a JWKS like fal's (docs/fal-contract.md §3).
 
 fal signs ``request_id \\n user_id \\n timestamp \\n hex(sha256(raw body))`` with Ed25519 and
 sends the hex signature in ``X-Fal-Webhook-Signature``; receivers try every key of the JWKS.

@@ -1,6 +1,6 @@
 """Files uploaded to the emulator's CDN, kept on disk (never in memory) until reset or stop.
 
-Covers fal's upload paths (fact sheet §4): a single ``POST /files/upload``, the multipart flow
+Covers fal's upload paths (docs/fal-contract.md §4): a single ``POST /files/upload``, the multipart flow
 (initiate, ``PUT {access_url}/multipart/{uploadId}/{n}`` answering an ETag, complete with the
 part list) and the presigned ``upload_url`` of ``POST /storage/upload/initiate``.
 """

@@ -1,4 +1,4 @@
-"""Webhook deliveries shaped, signed and retried like fal's (fact sheet §3), with the run's faults.
+"""Webhook deliveries shaped, signed and retried like fal's (docs/fal-contract.md §3), with the run's faults.
 
 A delivery POSTs ``{request_id, gateway_request_id, status: OK|ERROR, payload, ...}`` to the
 ``fal_webhook`` URL with the four ``X-Fal-Webhook-*`` headers, waits ``webhook_timeout_s`` for the

@@ -1,4 +1,4 @@
-"""What fal tells us when a request ends: the webhook body (fact sheet §3), parsed once.
+"""What fal tells us when a request ends: the webhook body (docs/fal-contract.md §3), parsed once.
 
 ``{request_id, gateway_request_id, status: "OK"|"ERROR", payload, error?, payload_error?}``. The
 reconciler writes the same shape for a result it fetched itself, so the store reads one format.

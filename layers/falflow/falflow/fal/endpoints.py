@@ -1,4 +1,4 @@
-"""fal endpoint ids and the URL paths they map to (fact sheet §2)."""
+"""fal endpoint ids and the URL paths they map to (docs/fal-contract.md §2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""fal's queue API: submit with a webhook, status, result, cancel (fact sheet §2)."""
+"""fal's queue API: submit with a webhook, status, result, cancel (docs/fal-contract.md §2)."""
 
 from __future__ import annotations
 

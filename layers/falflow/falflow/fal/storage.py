@@ -1,4 +1,4 @@
-"""Upload a file to fal's CDN (fact sheet §4, the Python client's "fal_v3" path).
+"""Upload a file to fal's CDN (docs/fal-contract.md §4, the Python client's "fal_v3" path).
 
 A short-lived CDN token from ``{rest_url}/storage/auth/token`` authorises uploads to its
 ``base_url``. Small files go in one POST; large ones go multipart, read and sent one part at a time

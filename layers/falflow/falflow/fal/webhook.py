@@ -1,4 +1,4 @@
-"""Verify fal's ED25519 webhook signatures against fal's JWKS (fact sheet §3).
+"""Verify fal's ED25519 webhook signatures against fal's JWKS (docs/fal-contract.md §3).
 
 The signed message is ``request_id\\nuser_id\\ntimestamp\\nhex(sha256(raw body))``, with the header
 values exactly as received and the raw body bytes (never re-serialised JSON).
