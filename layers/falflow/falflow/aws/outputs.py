@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
-
-from falflow.completion.messages import OutputsMessage
+from pydantic import BaseModel
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -126,5 +125,6 @@ class SqsOutputsQueue:
         self._client = client
         self._queue_url = queue_url
 
-    def send(self, message: OutputsMessage) -> None:
+    def send(self, message: BaseModel) -> None:
+        # Any message model: the adapter carries the outputs queue's messages without knowing them.
         self._client.send_message(QueueUrl=self._queue_url, MessageBody=message.model_dump_json())
