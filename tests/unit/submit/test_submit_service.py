@@ -480,13 +480,13 @@ def test_the_worker_lease_outlasts_the_submit_function() -> None:
 def test_a_failed_write_after_fal_queued_the_job_holds_it_for_the_webhook(harness: Harness) -> None:
     drop = harness.drop("upscale/write-fails.png")
     job_id = object_job_id(drop)
-    advance = harness.store.advance
+    record_submission = harness.store.record_submission
 
-    def throttled_once(job: str, to: JobState, **kwargs: Any) -> Any:
-        harness.store.advance = advance  # type: ignore[method-assign]
+    def throttled_once(*args: Any, **kwargs: Any) -> Any:
+        harness.store.record_submission = record_submission  # type: ignore[method-assign]
         raise RuntimeError("ProvisionedThroughputExceededException")
 
-    harness.store.advance = throttled_once  # type: ignore[method-assign]
+    harness.store.record_submission = throttled_once  # type: ignore[method-assign]
 
     with pytest.raises(SubmitRetryLaterError) as raised:
         harness.service.submit_job(drop)
