@@ -42,7 +42,7 @@ from falflow.aws.outputs import S3Inbox, SqsOutputsQueue
 from falflow.completion.delivery import delivery_body
 from falflow.completion.handoff import CompletionHandoff
 from falflow.fal.queue import FalQueueClient
-from falflow.jobs import DynamoJobStore, Job, JobState, utcnow
+from falflow.jobs import DynamoJobStore, Job, utcnow
 from falflow.settings import FalSettings
 from falflow_tools.emulator import EmulatorConfig
 from falflow_tools.local.resources import ProvisionedStack
@@ -234,7 +234,7 @@ def _ours_once(
     job_id = f"bench-{uuid.uuid4().hex[:8]}"
     jobs.create(Job.new(job_id, source="sqs:bench", source_kind="sqs", now=utcnow(), model=VIDEO_MODEL))
     jobs.bind_request(job_id, request_id)
-    jobs.advance(job_id, JobState.SUBMITTED, now=utcnow())
+    jobs.confirm_submission(job_id, request_id, now=utcnow())
     outputs_queue = stack.queue("OutputsQueue")
     intake = CompletionHandoff(
         jobs, S3Inbox(aws_client("s3"), bucket), SqsOutputsQueue(aws_client("sqs"), outputs_queue.url)

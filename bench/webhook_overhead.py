@@ -248,7 +248,7 @@ def _measure(stack: ProvisionedStack, jwks_url: str, count: int, warmup: int) ->
             Job.new(job_id, source="sqs:bench", source_kind="sqs", now=utcnow(), model="fal-ai/flux/dev")
         )
         jobs.bind_request(job_id, request_id)
-        jobs.advance(job_id, JobState.SUBMITTED, now=utcnow())
+        jobs.confirm_submission(job_id, request_id, now=utcnow())
         return job_id, request_id
 
     deliveries = Deliveries()

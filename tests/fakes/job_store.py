@@ -1,22 +1,35 @@
-"""An in-memory `JobStore` with the DynamoDB adapter's semantics (held equal to it by
-tests/integration/jobs/test_job_store.py)."""
+"""An in-memory `JobStore` with the DynamoDB adapter's semantics: the contract test
+(tests/integration/jobs/test_job_store.py) runs every transition against both."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from falflow.jobs import ABSENT, STATE_RANK, BindOutcome, Job, JobState, TrailEntry, isoformat
+from falflow.jobs import (
+    STATE_RANK,
+    BindOutcome,
+    Job,
+    JobCost,
+    JobError,
+    JobState,
+    RequestUrls,
+    TrailEntry,
+    isoformat,
+)
 from falflow.jobs.model import FINAL_RANK
+
+_Check = Callable[[Mapping[str, Any]], bool]
+_MISSING = object()
 
 
 def _get_path(data: Mapping[str, Any], path: str) -> Any:
     node: Any = data
     for part in path.split("."):
         if not isinstance(node, Mapping) or part not in node:
-            return ABSENT
+            return _MISSING
         node = node[part]
     return node
 
@@ -25,16 +38,27 @@ def _set_path(data: dict[str, Any], path: str, value: Any) -> None:
     *parents, last = path.split(".")
     node = data
     for part in parents:
-        node = node[part]
+        node = node.setdefault(part, {})
     node[last] = value.model_dump(mode="json", exclude_none=True) if hasattr(value, "model_dump") else value
 
 
-def _remove_path(data: dict[str, Any], path: str) -> None:
-    *parents, last = path.split(".")
-    node = data
-    for part in parents:
-        node = node.get(part, {})
-    node.pop(last, None)
+def _absent(path: str) -> _Check:
+    return lambda data: _get_path(data, path) is _MISSING
+
+
+def _equal(path: str, expected: Any) -> _Check:
+    return lambda data: _get_path(data, path) == expected
+
+
+def _rank(data: Mapping[str, Any]) -> int:
+    return STATE_RANK[JobState(data["state"])]
+
+
+def _before_submit(data: Mapping[str, Any]) -> bool:
+    return _rank(data) <= STATE_RANK[JobState.ACCEPTED]
+
+
+_NO_REQUEST = _absent("request_id")
 
 
 class InMemoryJobStore:
@@ -46,116 +70,46 @@ class InMemoryJobStore:
     def _job(self, data: Mapping[str, Any]) -> Job:
         return Job.model_validate(data)
 
-    def _holds(self, data: Mapping[str, Any], require: Mapping[str, Any] | None) -> bool:
-        return all(_get_path(data, path) == expected for path, expected in (require or {}).items())
-
-    def create(self, job: Job) -> tuple[Job, bool]:
-        with self._lock:
-            if job.job_id in self._items:
-                return self._job(self._items[job.job_id]), False
-            data = job.model_dump(mode="json", exclude_none=True)
-            if job.is_final and job.expires_at is None:
-                data["expires_at"] = int(
-                    (datetime.fromisoformat(job.state_changed_at) + self._retention).timestamp()
-                )
-            self._items[job.job_id] = data
-            return self._job(data), True
-
-    def get(self, job_id: str) -> Job | None:
-        with self._lock:
-            data = self._items.get(job_id)
-            return self._job(data) if data else None
-
     def _write(
         self,
         job_id: str,
-        fields: Mapping[str, Any] | None,
-        require: Mapping[str, Any] | None,
-        remove: Sequence[str],
-        check: Any = None,
+        sets: Mapping[str, Any],
+        *checks: _Check,
+        removes: Sequence[str] = (),
     ) -> Job | None:
-        data = self._items.get(job_id)
-        if data is None or not self._holds(data, require) or (check is not None and not check(data)):
-            return None
-        for path, value in (fields or {}).items():
-            _set_path(data, path, value)
-        for path in remove:
-            _remove_path(data, path)
-        return self._job(data)
+        with self._lock:
+            data = self._items.get(job_id)
+            if data is None or not all(check(data) for check in checks):
+                return None
+            for path, value in sets.items():
+                _set_path(data, path, value)
+            for path in removes:
+                data.pop(path, None)
+            return self._job(data)
 
-    def advance(
+    def _advance(
         self,
         job_id: str,
         to: JobState,
-        *,
         now: datetime,
-        fields: Mapping[str, Any] | None = None,
-        require: Mapping[str, Any] | None = None,
-        remove: Sequence[str] = (),
+        sets: Mapping[str, Any],
+        *checks: _Check,
+        removes: Sequence[str] = (),
     ) -> Job | None:
         rank = STATE_RANK[to]
         at = isoformat(now)
         updates: dict[str, Any] = {"state": to.value, "state_changed_at": at, f"state_times.{to.value}": at}
         if rank == FINAL_RANK:
             updates["expires_at"] = int((now + self._retention).timestamp())
-        updates.update(fields or {})
-        with self._lock:
-            return self._write(
-                job_id, updates, require, remove, check=lambda d: STATE_RANK[JobState(d["state"])] < rank
-            )
+        updates.update(sets)
+        return self._write(job_id, updates, lambda d: _rank(d) < rank, *checks, removes=removes)
 
-    def update(
-        self,
-        job_id: str,
-        *,
-        fields: Mapping[str, Any] | None = None,
-        require: Mapping[str, Any] | None = None,
-        remove: Sequence[str] = (),
-        max_rank: int | None = None,
-    ) -> Job | None:
-        if not fields and not remove:
-            raise ValueError("update needs fields to set or remove")
-        with self._lock:
-            return self._write(
-                job_id,
-                fields,
-                require,
-                remove,
-                check=None if max_rank is None else lambda d: STATE_RANK[JobState(d["state"])] <= max_rank,
-            )
+    # ---------------------------------------------------------------------------------- queries
 
-    def bind_request(
-        self, job_id: str, request_id: str, *, fields: Mapping[str, Any] | None = None
-    ) -> BindOutcome:
+    def get(self, job_id: str) -> Job | None:
         with self._lock:
             data = self._items.get(job_id)
-            if data is None:
-                return BindOutcome(job=None, bound=False)
-            current = data.get("request_id")
-            if current not in (None, request_id):
-                return BindOutcome(job=self._job(data), bound=False, conflicting_request_id=current)
-            job = self._write(job_id, {"request_id": request_id, **(fields or {})}, None, ())
-            return BindOutcome(job=job, bound=True)
-
-    def claim_submit(self, job_id: str, *, now: datetime, lease: timedelta) -> Job | None:
-        with self._lock:
-            data = self._items.get(job_id)
-            if (
-                data is None
-                or data["state"] != JobState.ACCEPTED.value
-                or data.get("request_id") is not None
-                or data.get("submit_lease_until", "") >= isoformat(now)
-            ):
-                return None
-            data["submit_lease_until"] = isoformat(now + lease)
-            data["attempts"] = data.get("attempts", 0) + 1
-            return self._job(data)
-
-    def add_trail(self, job_id: str, entry: TrailEntry) -> None:
-        with self._lock:
-            data = self._items.get(job_id)
-            if data is not None:
-                data.setdefault("trail", []).append(entry.model_dump(mode="json"))
+            return self._job(data) if data else None
 
     def list_by_state(
         self,
@@ -187,3 +141,162 @@ class InMemoryJobStore:
                 if data.get("request_id") == request_id:
                     return self._job(data)
         return None
+
+    # ----------------------------------------------------------------------------------- submit
+
+    def create(self, job: Job) -> tuple[Job, bool]:
+        with self._lock:
+            if job.job_id in self._items:
+                return self._job(self._items[job.job_id]), False
+            data = job.model_dump(mode="json", exclude_none=True)
+            if job.is_final and job.expires_at is None:
+                data["expires_at"] = int(
+                    (datetime.fromisoformat(job.state_changed_at) + self._retention).timestamp()
+                )
+            self._items[job.job_id] = data
+            return self._job(data), True
+
+    def claim_submit_lease(self, job_id: str, *, now: datetime, lease: timedelta) -> Job | None:
+        with self._lock:
+            data = self._items.get(job_id)
+            if (
+                data is None
+                or data["state"] != JobState.ACCEPTED.value
+                or data.get("request_id") is not None
+                or data.get("submit_lease_until", "") >= isoformat(now)
+            ):
+                return None
+            data["submit_lease_until"] = isoformat(now + lease)
+            data["attempts"] = data.get("attempts", 0) + 1
+            return self._job(data)
+
+    def record_submission(
+        self, job_id: str, request_id: str, urls: RequestUrls, *, now: datetime
+    ) -> Job | None:
+        sets = {"request_id": request_id, **urls.fields()}
+        return self._advance(
+            job_id, JobState.SUBMITTED, now, sets, _NO_REQUEST, removes=["submit_lease_until"]
+        )
+
+    def bind_request(self, job_id: str, request_id: str, *, urls: RequestUrls | None = None) -> BindOutcome:
+        current = self.get(job_id)
+        if current is None:
+            return BindOutcome(job=None, bound=False)
+        sets = {"request_id": request_id, **(urls.fields() if urls else {})}
+        job = self._write(job_id, sets, lambda d: d.get("request_id") in (None, request_id))
+        if job is not None:
+            return BindOutcome(job=job, bound=True)
+        current = self.get(job_id)
+        return BindOutcome(
+            job=current, bound=False, conflicting_request_id=current.request_id if current else None
+        )
+
+    def confirm_submission(self, job_id: str, request_id: str, *, now: datetime) -> Job | None:
+        return self._advance(
+            job_id,
+            JobState.SUBMITTED,
+            now,
+            {},
+            _equal("request_id", request_id),
+            removes=["submit_lease_until"],
+        )
+
+    def record_ambiguous_submit(self, job_id: str, *, now: datetime, hold_until: datetime) -> Job | None:
+        sets = {"submit_ambiguous_at": isoformat(now), "submit_lease_until": isoformat(hold_until)}
+        return self._write(job_id, sets, _NO_REQUEST, _before_submit)
+
+    def release_submit_lease(self, job_id: str, *, held_until: str) -> Job | None:
+        return self._write(
+            job_id,
+            {},
+            _equal("submit_lease_until", held_until),
+            _NO_REQUEST,
+            _before_submit,
+            removes=["submit_lease_until"],
+        )
+
+    def reject(self, job_id: str, error: JobError, *, now: datetime) -> Job | None:
+        return self._advance(
+            job_id, JobState.REJECTED, now, {"error": error}, _NO_REQUEST, removes=["submit_lease_until"]
+        )
+
+    def fail_before_submit(self, job_id: str, error: JobError, *, now: datetime) -> Job | None:
+        return self._advance(
+            job_id, JobState.FAILED, now, {"error": error}, _NO_REQUEST, removes=["submit_lease_until"]
+        )
+
+    # ----------------------------------------------------------------------------- fal's answer
+
+    def mark_in_progress(self, job_id: str, request_id: str, *, now: datetime) -> Job | None:
+        return self._advance(job_id, JobState.IN_PROGRESS, now, {}, _equal("request_id", request_id))
+
+    def record_completion(
+        self, job_id: str, request_id: str, *, completion_key: str, source: str, now: datetime
+    ) -> Job | None:
+        return self._advance(
+            job_id,
+            JobState.STORING,
+            now,
+            {"completion_key": completion_key, "completion_source": source},
+            _equal("request_id", request_id),
+            _absent("completion_key"),
+        )
+
+    def mark_handed_over(self, job_id: str, completion_key: str, *, now: datetime) -> Job | None:
+        return self._write(
+            job_id, {"completion_enqueued_at": isoformat(now)}, _equal("completion_key", completion_key)
+        )
+
+    # ------------------------------------------------------------------------------------ store
+
+    def take_store_lease(
+        self, job_id: str, *, seen_until: str | None, now: datetime, lease: timedelta
+    ) -> Job | None:
+        if seen_until is not None and seen_until > isoformat(now):
+            return None
+        seen = _absent("store_lease_until") if seen_until is None else _equal("store_lease_until", seen_until)
+        return self._write(job_id, {"store_lease_until": isoformat(now + lease)}, seen)
+
+    def release_store_lease(self, job_id: str, *, held_until: str) -> Job | None:
+        return self._write(job_id, {}, _equal("store_lease_until", held_until), removes=["store_lease_until"])
+
+    def complete(
+        self,
+        job_id: str,
+        *,
+        request_id: str | None,
+        outputs: Sequence[str],
+        result_key: str,
+        timings: Mapping[str, Any],
+        now: datetime,
+    ) -> Job | None:
+        sets = {"outputs": list(outputs), "result_key": result_key, "timings": dict(timings)}
+        checks = () if request_id is None else (_equal("request_id", request_id),)
+        return self._advance(job_id, JobState.COMPLETED, now, sets, *checks)
+
+    def fail(self, job_id: str, error: JobError, *, now: datetime) -> Job | None:
+        return self._advance(job_id, JobState.FAILED, now, {"error": error})
+
+    def fail_unanswered(self, job_id: str, error: JobError, *, now: datetime) -> Job | None:
+        return self._advance(job_id, JobState.FAILED, now, {"error": error}, _absent("completion_key"))
+
+    def mark_event_published(self, job_id: str, *, now: datetime) -> Job | None:
+        return self._write(job_id, {"event_published_at": isoformat(now)}, _absent("event_published_at"))
+
+    # ------------------------------------------------------------------------------ collect, ops
+
+    def record_cost(self, job_id: str, cost: JobCost, *, replace_existing: bool) -> Job | None:
+        checks = () if replace_existing else (_absent("cost"),)
+        return self._write(job_id, {"cost": cost}, *checks)
+
+    def cancel_unsubmitted(self, job_id: str, *, now: datetime) -> Job | None:
+        return self._advance(job_id, JobState.CANCELLED, now, {}, _NO_REQUEST)
+
+    def cancel(self, job_id: str, *, now: datetime) -> Job | None:
+        return self._advance(job_id, JobState.CANCELLED, now, {})
+
+    def add_trail(self, job_id: str, entry: TrailEntry) -> None:
+        with self._lock:
+            data = self._items.get(job_id)
+            if data is not None:
+                data.setdefault("trail", []).append(entry.model_dump(mode="json"))

@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from falflow.fal.queue import FalQueueClient, Submission
-from falflow.jobs import Job, JobState, utcnow
+from falflow.jobs import Job, RequestUrls, utcnow
 from falflow.settings import FalSettings
 from falflow_tools.emulator import RunningEmulator
 from tests.fixtures.completion import CompletionStack
@@ -75,15 +75,13 @@ def submit_write(stack: CompletionStack, sent: SentJob) -> None:
     stack.jobs.bind_request(
         sent.job_id,
         submission.request_id,
-        fields={
-            "status_url": submission.status_url,
-            "response_url": submission.response_url,
-            "cancel_url": submission.cancel_url,
-        },
+        urls=RequestUrls(
+            status_url=submission.status_url,
+            response_url=submission.response_url,
+            cancel_url=submission.cancel_url,
+        ),
     )
-    stack.jobs.advance(
-        sent.job_id, JobState.SUBMITTED, now=utcnow(), require={"request_id": submission.request_id}
-    )
+    stack.jobs.confirm_submission(sent.job_id, submission.request_id, now=utcnow())
 
 
 def cdn_downloads(fal: RunningEmulator) -> Counter[str]:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from falflow.aws.clients import aws_client
-from falflow.jobs import ABSENT, Job, JobError, JobState, JobStore, TrailEntry
+from falflow.jobs import Job, JobCost, JobError, JobState, JobStore, RequestUrls, TrailEntry
 from falflow.jobs.store import BY_REQUEST_ID_INDEX, BY_STATE_INDEX, JOB_KEY, TTL_ATTRIBUTE, DynamoJobStore
 from falflow_tools.local.resources import ProvisionedStack
 from falflow_tools.template import load_template
@@ -55,46 +55,260 @@ def test_create_is_idempotent_and_keeps_the_first_record(store: JobStore) -> Non
     assert stored.state_times == {"ACCEPTED": "2026-11-21T12:00:00.000+00:00"}
 
 
-def test_advance_moves_forward_only(store: JobStore) -> None:
+URLS = RequestUrls(
+    status_url="http://fal/r-1/status",
+    response_url="http://fal/r-1",
+    cancel_url="http://fal/r-1/cancel",
+    gateway_request_id="gw-1",
+)
+ERROR = JobError(type="validation_error", message="bad", detail=[{"loc": ["body", "prompt"]}])
+
+
+def submitted(store: JobStore, job_id: str = "job-1", request_id: str = "r-1") -> Job:
+    store.create(new_job(job_id))
+    job = store.record_submission(job_id, request_id, URLS, now=T0)
+    assert job is not None
+    return job
+
+
+def storing(store: JobStore, job_id: str = "job-1", request_id: str = "r-1") -> Job:
+    submitted(store, job_id, request_id)
+    job = store.record_completion(job_id, request_id, completion_key="inbox/k", source="webhook", now=T0)
+    assert job is not None
+    return job
+
+
+def test_states_move_forward_only(store: JobStore) -> None:
     store.create(new_job())
-    stored = store.advance("job-1", JobState.STORING, now=T0 + timedelta(seconds=5))
+    store.bind_request("job-1", "r-1")
+    stored = store.record_completion(
+        "job-1", "r-1", completion_key="inbox/k", source="webhook", now=T0 + timedelta(seconds=5)
+    )
     assert stored is not None
     assert stored.state is JobState.STORING
     # A late SUBMITTED write (the webhook beat the submit) must not move the job back.
-    assert store.advance("job-1", JobState.SUBMITTED, now=T0 + timedelta(seconds=6)) is None
-    done = store.advance(
+    assert store.confirm_submission("job-1", "r-1", now=T0 + timedelta(seconds=6)) is None
+    done = store.complete(
         "job-1",
-        JobState.COMPLETED,
+        request_id="r-1",
+        outputs=["outputs/job-1/a.png"],
+        result_key="outputs/job-1/result.json",
+        timings={"fal_s": 1.5},
         now=T0 + timedelta(seconds=9),
-        fields={"outputs": ["outputs/job-1/a.png"]},
     )
     assert done is not None
     assert done.state is JobState.COMPLETED
     assert done.outputs == ["outputs/job-1/a.png"]
+    assert done.result_key == "outputs/job-1/result.json"
     assert set(done.state_times) == {"ACCEPTED", "STORING", "COMPLETED"}
     assert done.expires_at == int((T0 + timedelta(seconds=9, days=1)).timestamp())
     # Final states never replace each other.
-    assert store.advance("job-1", JobState.FAILED, now=T0 + timedelta(seconds=10)) is None
-    assert store.advance("missing", JobState.SUBMITTED, now=T0) is None
+    assert store.fail("job-1", ERROR, now=T0 + timedelta(seconds=10)) is None
+    assert store.cancel("job-1", now=T0 + timedelta(seconds=10)) is None
+    assert store.confirm_submission("missing", "r-1", now=T0) is None
 
 
-def test_advance_and_update_honour_conditions(store: JobStore) -> None:
+def test_record_submission_only_without_a_request_id(store: JobStore) -> None:
     store.create(new_job())
-    assert store.advance("job-1", JobState.SUBMITTED, now=T0, require={"request_id": "r-1"}) is None
-    assert store.advance("job-1", JobState.SUBMITTED, now=T0, require={"request_id": ABSENT}) is not None
-    error = JobError(type="validation_error", message="bad", detail=[{"loc": ["body", "prompt"]}])
-    assert store.update("job-1", fields={"error": error}, max_rank=0) is None
-    updated = store.update("job-1", fields={"error": error}, max_rank=1)
-    assert updated is not None
-    assert updated.error == error
-    cleared = store.update("job-1", remove=["error"])
-    assert cleared is not None
-    assert cleared.error is None
+    assert store.confirm_submission("job-1", "r-1", now=T0) is None  # no request bound: refused
+    job = store.record_submission("job-1", "r-1", URLS, now=T0)
+    assert job is not None
+    assert job.state is JobState.SUBMITTED
+    assert (job.request_id, job.status_url, job.cancel_url, job.gateway_request_id) == (
+        "r-1",
+        "http://fal/r-1/status",
+        "http://fal/r-1/cancel",
+        "gw-1",
+    )
+    assert job.submit_lease_until is None  # the lease goes with the write
+    store.create(new_job("job-2"))
+    store.bind_request("job-2", "r-other")
+    assert store.record_submission("job-2", "r-2", URLS, now=T0) is None  # the webhook was first
+
+
+def test_confirm_submission_needs_the_bound_request(store: JobStore) -> None:
+    store.create(new_job())
+    store.claim_submit_lease("job-1", now=T0, lease=timedelta(seconds=30))
+    store.bind_request("job-1", "r-1")
+    assert store.confirm_submission("job-1", "r-2", now=T0) is None
+    job = store.confirm_submission("job-1", "r-1", now=T0)
+    assert job is not None
+    assert job.state is JobState.SUBMITTED
+    assert job.submit_lease_until is None
+
+
+def test_an_ambiguous_submit_holds_the_lease_only_before_fal_has_the_job(store: JobStore) -> None:
+    store.create(new_job())
+    held = store.record_ambiguous_submit("job-1", now=T0, hold_until=T0 + timedelta(minutes=2))
+    assert held is not None
+    assert held.submit_ambiguous_at == "2026-11-21T12:00:00.000+00:00"
+    assert held.submit_lease_until == "2026-11-21T12:02:00.000+00:00"
+    assert (
+        store.claim_submit_lease("job-1", now=T0 + timedelta(minutes=1), lease=timedelta(seconds=30)) is None
+    )
+    submitted(store, "job-2")
+    assert store.record_ambiguous_submit("job-2", now=T0, hold_until=T0 + timedelta(minutes=2)) is None
+    store.create(new_job("job-3"))
+    store.bind_request("job-3", "r-3")  # the webhook bound a request while the job is ACCEPTED
+    assert store.record_ambiguous_submit("job-3", now=T0, hold_until=T0 + timedelta(minutes=2)) is None
+
+
+def test_release_submit_lease_only_the_lease_held(store: JobStore) -> None:
+    store.create(new_job())
+    claimed = store.claim_submit_lease("job-1", now=T0, lease=timedelta(seconds=30))
+    assert claimed is not None
+    assert claimed.submit_lease_until is not None
+    assert store.release_submit_lease("job-1", held_until="2026-01-01T00:00:00.000+00:00") is None
+    released = store.release_submit_lease("job-1", held_until=claimed.submit_lease_until)
+    assert released is not None
+    assert released.submit_lease_until is None
+    assert store.release_submit_lease("job-1", held_until=claimed.submit_lease_until) is None  # gone
+    store.create(new_job("job-2"))
+    lease = store.claim_submit_lease("job-2", now=T0, lease=timedelta(seconds=30))
+    assert lease is not None
+    assert lease.submit_lease_until is not None
+    store.bind_request("job-2", "r-2")
+    assert store.release_submit_lease("job-2", held_until=lease.submit_lease_until) is None
+
+
+def test_reject_and_fail_before_submit_only_before_fal_has_the_job(store: JobStore) -> None:
+    store.create(new_job())
+    store.claim_submit_lease("job-1", now=T0, lease=timedelta(seconds=30))
+    rejected = store.reject("job-1", ERROR, now=T0)
+    assert rejected is not None
+    assert (rejected.state, rejected.error, rejected.submit_lease_until) == (JobState.REJECTED, ERROR, None)
+    assert rejected.expires_at == int((T0 + timedelta(days=1)).timestamp())
+    store.create(new_job("job-2"))
+    failed = store.fail_before_submit("job-2", ERROR, now=T0)
+    assert failed is not None
+    assert (failed.state, failed.error) == (JobState.FAILED, ERROR)
+    submitted(store, "job-3")
+    assert store.reject("job-3", ERROR, now=T0) is None
+    assert store.fail_before_submit("job-3", ERROR, now=T0) is None
+    assert store.reject("job-1", ERROR, now=T0) is None  # final already
+
+
+def test_mark_in_progress_needs_the_jobs_request(store: JobStore) -> None:
+    submitted(store)
+    assert store.mark_in_progress("job-1", "r-2", now=T0) is None
+    job = store.mark_in_progress("job-1", "r-1", now=T0)
+    assert job is not None
+    assert job.state is JobState.IN_PROGRESS
+    assert store.mark_in_progress("job-1", "r-1", now=T0) is None  # not forward
+
+
+def test_record_completion_once_for_the_jobs_request(store: JobStore) -> None:
+    submitted(store)
+    assert store.record_completion("job-1", "r-2", completion_key="inbox/k", source="webhook", now=T0) is None
+    job = store.record_completion("job-1", "r-1", completion_key="inbox/k", source="reconcile", now=T0)
+    assert job is not None
+    assert (job.state, job.completion_key, job.completion_source) == (
+        JobState.STORING,
+        "inbox/k",
+        "reconcile",
+    )
+    assert store.record_completion("job-1", "r-1", completion_key="inbox/j", source="webhook", now=T0) is None
+    store.create(new_job("job-2"))
+    store.bind_request("job-2", "r-9")
+    store.fail("job-2", ERROR, now=T0)
+    assert store.record_completion("job-2", "r-9", completion_key="inbox/k", source="webhook", now=T0) is None
+
+
+def test_mark_handed_over_needs_the_recorded_completion(store: JobStore) -> None:
+    storing(store)
+    assert store.mark_handed_over("job-1", "inbox/other", now=T0) is None
+    job = store.mark_handed_over("job-1", "inbox/k", now=T0)
+    assert job is not None
+    assert job.completion_enqueued_at == "2026-11-21T12:00:00.000+00:00"
+
+
+def test_store_lease_is_compare_and_set(store: JobStore) -> None:
+    storing(store)
+    held = store.take_store_lease("job-1", seen_until=None, now=T0, lease=timedelta(minutes=5))
+    assert held is not None
+    assert held.store_lease_until == "2026-11-21T12:05:00.000+00:00"
+    # someone else read no lease: their compare-and-set fails
+    assert store.take_store_lease("job-1", seen_until=None, now=T0, lease=timedelta(minutes=5)) is None
+    # a live lease is never taken
+    live = held.store_lease_until
+    assert store.take_store_lease("job-1", seen_until=live, now=T0, lease=timedelta(minutes=5)) is None
+    later = T0 + timedelta(minutes=6)
+    taken = store.take_store_lease("job-1", seen_until=live, now=later, lease=timedelta(minutes=5))
+    assert taken is not None
+    assert taken.store_lease_until is not None
+    assert store.release_store_lease("job-1", held_until=live) is None  # not ours any more
+    released = store.release_store_lease("job-1", held_until=taken.store_lease_until)
+    assert released is not None
+    assert released.store_lease_until is None
+
+
+def test_complete_needs_the_jobs_request(store: JobStore) -> None:
+    storing(store)
+
+    def complete(job_id: str, request_id: str | None) -> Job | None:
+        return store.complete(
+            job_id, request_id=request_id, outputs=["o"], result_key="r.json", timings={}, now=T0
+        )
+
+    assert complete("job-1", "r-2") is None
+    done = complete("job-1", "r-1")
+    assert done is not None
+    assert done.state is JobState.COMPLETED
+    store.create(new_job("job-2"))  # no request id on the record: no condition on it
+    assert complete("job-2", None) is not None
+
+
+def test_fail_unanswered_only_without_a_completion(store: JobStore) -> None:
+    storing(store)
+    assert store.fail_unanswered("job-1", ERROR, now=T0) is None
+    failed = store.fail("job-1", ERROR, now=T0)  # the store's own failure needs no such condition
+    assert failed is not None
+    assert (failed.state, failed.error) == (JobState.FAILED, ERROR)
+    submitted(store, "job-2")
+    gave_up = store.fail_unanswered("job-2", ERROR, now=T0)
+    assert gave_up is not None
+    assert gave_up.state is JobState.FAILED
+
+
+def test_mark_event_published_once(store: JobStore) -> None:
+    store.create(new_job())
+    first = store.mark_event_published("job-1", now=T0)
+    assert first is not None
+    assert first.event_published_at == "2026-11-21T12:00:00.000+00:00"
+    assert store.mark_event_published("job-1", now=T0 + timedelta(seconds=1)) is None
+    assert store.mark_event_published("missing", now=T0) is None
+
+
+def test_record_cost_keeps_a_stored_cost_unless_replacing(store: JobStore) -> None:
+    store.create(new_job())
+    estimate = JobCost(amount=0.025, source="estimate")
+    billed = JobCost(amount=0.03, source="billing_event")
+    written = store.record_cost("job-1", estimate, replace_existing=False)
+    assert written is not None
+    assert written.cost == estimate
+    assert store.record_cost("job-1", JobCost(amount=1.0, source="estimate"), replace_existing=False) is None
+    replaced = store.record_cost("job-1", billed, replace_existing=True)
+    assert replaced is not None
+    assert replaced.cost == billed
+    assert store.record_cost("missing", billed, replace_existing=True) is None
+
+
+def test_cancel_unsubmitted_only_before_fal_has_the_job(store: JobStore) -> None:
+    store.create(new_job())
+    cancelled = store.cancel_unsubmitted("job-1", now=T0)
+    assert cancelled is not None
+    assert cancelled.state is JobState.CANCELLED
+    submitted(store, "job-2")
+    assert store.cancel_unsubmitted("job-2", now=T0) is None
+    asked = store.cancel("job-2", now=T0)
+    assert asked is not None
+    assert asked.state is JobState.CANCELLED
+    assert store.cancel("job-2", now=T0) is None
 
 
 def test_bind_request_accepts_one_request_id(store: JobStore) -> None:
     store.create(new_job())
-    first = store.bind_request("job-1", "req-a", fields={"status_url": "http://fal/status"})
+    first = store.bind_request("job-1", "req-a", urls=RequestUrls(status_url="http://fal/status"))
     assert first.bound
     assert first.job is not None
     assert first.job.status_url == "http://fal/status"
@@ -105,17 +319,21 @@ def test_bind_request_accepts_one_request_id(store: JobStore) -> None:
     assert not store.bind_request("missing", "req-c").bound
 
 
-def test_claim_submit_is_exclusive_until_the_lease_expires(store: JobStore) -> None:
+def test_claim_submit_lease_is_exclusive_until_the_lease_expires(store: JobStore) -> None:
     store.create(new_job())
-    first = store.claim_submit("job-1", now=T0, lease=timedelta(seconds=30))
+    first = store.claim_submit_lease("job-1", now=T0, lease=timedelta(seconds=30))
     assert first is not None
     assert first.attempts == 1
-    assert store.claim_submit("job-1", now=T0 + timedelta(seconds=10), lease=timedelta(seconds=30)) is None
-    later = store.claim_submit("job-1", now=T0 + timedelta(seconds=31), lease=timedelta(seconds=30))
+    assert (
+        store.claim_submit_lease("job-1", now=T0 + timedelta(seconds=10), lease=timedelta(seconds=30)) is None
+    )
+    later = store.claim_submit_lease("job-1", now=T0 + timedelta(seconds=31), lease=timedelta(seconds=30))
     assert later is not None
     assert later.attempts == 2
     store.bind_request("job-1", "req-a")
-    assert store.claim_submit("job-1", now=T0 + timedelta(minutes=5), lease=timedelta(seconds=30)) is None
+    assert (
+        store.claim_submit_lease("job-1", now=T0 + timedelta(minutes=5), lease=timedelta(seconds=30)) is None
+    )
 
 
 def test_concurrent_claims_have_exactly_one_winner(store: JobStore) -> None:
@@ -125,7 +343,7 @@ def test_concurrent_claims_have_exactly_one_winner(store: JobStore) -> None:
 
     def claim() -> None:
         barrier.wait()
-        job = store.claim_submit("job-1", now=T0, lease=timedelta(seconds=30))
+        job = store.claim_submit_lease("job-1", now=T0, lease=timedelta(seconds=30))
         if job is not None:
             winners.append(job)
 
@@ -149,9 +367,7 @@ def test_trail_appends(store: JobStore) -> None:
 def test_list_by_state_and_find_by_request_id(store: JobStore) -> None:
     for n in range(5):
         store.create(Job.new(f"job-{n}", source="sqs://q/m", source_kind="sqs", now=T0, model="m"))
-        store.advance(
-            f"job-{n}", JobState.SUBMITTED, now=T0 + timedelta(minutes=n), fields={"request_id": f"r-{n}"}
-        )
+        store.record_submission(f"job-{n}", f"r-{n}", URLS, now=T0 + timedelta(minutes=n))
     waited = [
         job.job_id
         for job in store.list_by_state(JobState.SUBMITTED, changed_before=T0 + timedelta(minutes=2))

@@ -31,7 +31,7 @@ def stack(completion_stack: CompletionStackFactory) -> CompletionStack:
         Job.new("job-1", source="sqs:m", source_kind="sqs", now=utcnow(), model="fal-ai/flux/dev")
     )
     stack.jobs.bind_request("job-1", "req-1")
-    stack.jobs.advance("job-1", JobState.SUBMITTED, now=utcnow())
+    stack.jobs.confirm_submission("job-1", "req-1", now=utcnow())
     return stack
 
 

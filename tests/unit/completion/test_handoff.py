@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from falflow.completion.handoff import CompletionHandoff, HandoffOutcome
-from falflow.jobs import Job, JobState, utcnow
+from falflow.jobs import Job, JobError, JobState, RequestUrls, utcnow
 from tests.fakes.job_store import InMemoryJobStore
 from tests.fakes.webhook_events import delivery
 from tests.unit.completion.fakes import MemoryInbox, MemoryOutputsQueue
@@ -30,9 +30,11 @@ def accepted(store: InMemoryJobStore, job_id: str = "job-1") -> Job:
 def submit_write(store: InMemoryJobStore, job_id: str, request_id: str) -> None:
     """What the submit path writes once fal answered: bind, then advance (may be a no-op)."""
     store.bind_request(
-        job_id, request_id, fields={"status_url": f"https://queue.fal.run/x/requests/{request_id}/status"}
+        job_id,
+        request_id,
+        urls=RequestUrls(status_url=f"https://queue.fal.run/x/requests/{request_id}/status"),
     )
-    store.advance(job_id, JobState.SUBMITTED, now=NOW, require={"request_id": request_id})
+    store.confirm_submission(job_id, request_id, now=NOW)
 
 
 @pytest.fixture
@@ -140,7 +142,7 @@ def test_a_completion_after_the_job_ended_changes_nothing(parts) -> None:
     store, _, queue, handoff = parts
     accepted(store)
     submit_write(store, "job-1", "req-1")
-    store.advance("job-1", JobState.FAILED, now=NOW)
+    store.fail("job-1", JobError(type="gave_up", message="given up"), now=NOW)
 
     result = handoff.record("job-1", "req-1", delivery("req-1", payload={}), source="webhook", now=NOW)
 

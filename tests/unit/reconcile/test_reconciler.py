@@ -14,7 +14,7 @@ from falflow.completion.finalise import JOB_FAILED, Finaliser
 from falflow.completion.handoff import CompletionHandoff
 from falflow.fal.errors import FalNotFoundError, FalServerError
 from falflow.fal.queue import QueueStatus
-from falflow.jobs import Job, JobState, isoformat, utcnow
+from falflow.jobs import Job, JobState, RequestUrls, isoformat, utcnow
 from falflow.reconcile.reconciler import Action, ReconcilePolicy, Reconciler, original_request
 from tests.fakes.job_store import InMemoryJobStore
 from tests.fakes.webhook_events import delivery
@@ -58,13 +58,13 @@ class Harness:
         self.jobs.create(
             Job.new(job_id, source="sqs:m", source_kind="sqs", now=at, model="fal-ai/flux/dev", **fields)
         )
-        urls = {
-            "status_url": f"{BASE}/{request_id}/status",
-            "response_url": f"{BASE}/{request_id}",
-            "cancel_url": f"{BASE}/{request_id}/cancel",
-        }
-        self.jobs.bind_request(job_id, request_id, fields=urls)
-        job = self.jobs.advance(job_id, JobState.SUBMITTED, now=at)
+        urls = RequestUrls(
+            status_url=f"{BASE}/{request_id}/status",
+            response_url=f"{BASE}/{request_id}",
+            cancel_url=f"{BASE}/{request_id}/cancel",
+        )
+        self.jobs.bind_request(job_id, request_id, urls=urls)
+        job = self.jobs.confirm_submission(job_id, request_id, now=at)
         assert job is not None
         return job
 

@@ -91,7 +91,7 @@ class Harness:
             )
         )
         self.jobs.bind_request(job_id, request_id)
-        self.jobs.advance(job_id, JobState.SUBMITTED, now=NOW)
+        self.jobs.confirm_submission(job_id, request_id, now=NOW)
 
     def record(self, body: bytes, job_id: str = "job-1", request_id: str = "r1") -> OutputsMessage:
         self.handoff.record(job_id, request_id, body, source="webhook", now=NOW)
@@ -177,7 +177,7 @@ def test_a_crash_halfway_leaves_no_object_and_the_retry_completes_without_copyin
 def test_a_second_run_while_the_first_holds_the_job_does_nothing(h: Harness) -> None:
     h.job()
     message = h.record(delivery("r1", payload=OK_PAYLOAD))
-    h.jobs.update("job-1", fields={"store_lease_until": (NOW + timedelta(minutes=5)).isoformat()})
+    h.jobs.take_store_lease("job-1", seen_until=None, now=NOW, lease=timedelta(minutes=5))
 
     assert h.worker.handle(message, NOW) is StoreOutcome.BUSY
     assert h.cdn.gets == []

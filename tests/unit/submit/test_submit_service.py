@@ -260,8 +260,8 @@ def test_a_webhook_that_beats_the_submit_write_is_never_moved_back(harness: Harn
     def webhook_arrives(sent: SentSubmission) -> None:
         # What the completion hand-off does on fal's webhook: bind, then move on to STORING.
         harness.store.bind_request(job_id, sent.request_id)
-        harness.store.advance(
-            job_id, JobState.STORING, now=harness.clock(), fields={"completion_key": "inbox/x"}
+        harness.store.record_completion(
+            job_id, sent.request_id, completion_key="inbox/x", source="webhook", now=harness.clock()
         )
 
     original_submit = harness.fal.submit
@@ -388,7 +388,13 @@ def test_a_webhook_within_the_grace_means_the_job_is_never_resent(harness: Harne
     (queued,) = harness.fal.submitted
     # fal had it after all: its webhook binds the request through the completion hand-off.
     assert harness.store.bind_request(webhook_job_id(queued), queued.request_id).bound
-    harness.store.advance(webhook_job_id(queued), JobState.STORING, now=harness.clock())
+    harness.store.record_completion(
+        webhook_job_id(queued),
+        queued.request_id,
+        completion_key="inbox/x",
+        source="webhook",
+        now=harness.clock(),
+    )
 
     harness.clock.advance(GRACE_S + 1)
     assert harness.service.submit_job(drop).outcome is SubmitOutcome.DUPLICATE
@@ -474,13 +480,13 @@ def test_the_worker_lease_outlasts_the_submit_function() -> None:
 def test_a_failed_write_after_fal_queued_the_job_holds_it_for_the_webhook(harness: Harness) -> None:
     drop = harness.drop("upscale/write-fails.png")
     job_id = object_job_id(drop)
-    advance = harness.store.advance
+    record_submission = harness.store.record_submission
 
-    def throttled_once(job: str, to: JobState, **kwargs: Any) -> Any:
-        harness.store.advance = advance  # type: ignore[method-assign]
+    def throttled_once(*args: Any, **kwargs: Any) -> Any:
+        harness.store.record_submission = record_submission  # type: ignore[method-assign]
         raise RuntimeError("ProvisionedThroughputExceededException")
 
-    harness.store.advance = throttled_once  # type: ignore[method-assign]
+    harness.store.record_submission = throttled_once  # type: ignore[method-assign]
 
     with pytest.raises(SubmitRetryLaterError) as raised:
         harness.service.submit_job(drop)

@@ -33,7 +33,7 @@ class Harness:
             Job.new("job-1", source="sqs:m", source_kind="sqs", now=utcnow(), model="fal-ai/flux/dev")
         )
         self.store.bind_request("job-1", "req-1")
-        self.store.advance("job-1", JobState.SUBMITTED, now=utcnow())
+        self.store.confirm_submission("job-1", "req-1", now=utcnow())
 
     def request(self, body: bytes, headers: dict[str, str], job_id: str | None = "job-1") -> WebhookRequest:
         return WebhookRequest(headers=headers, body=body, query={"job_id": job_id} if job_id else {})

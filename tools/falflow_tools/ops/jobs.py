@@ -13,7 +13,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from falflow.fal import CancelOutcome, FalError, FalQueueClient
-from falflow.jobs import ABSENT, WAITING_STATES, Job, JobState, TrailEntry, isoformat, utcnow
+from falflow.jobs import WAITING_STATES, Job, JobState, TrailEntry, isoformat, utcnow
 from falflow.submit.request import S3ObjectRef
 from falflow.submit.sources import ObjectCreated, object_job_id
 from falflow_tools.ops.dlq import find_dead_letter, redrive
@@ -110,7 +110,7 @@ def cancel_job(target: Target, job_id: str, *, fal: FalQueueClient | None = None
     now = utcnow()
     reason = "cancelled by an operator"
     if job.request_id is None and job.state == JobState.ACCEPTED:
-        updated = store.advance(job_id, JobState.CANCELLED, now=now, require={"request_id": ABSENT})
+        updated = store.cancel_unsubmitted(job_id, now=now)
         if updated is None:
             raise OpsError(f"job {job_id} changed while cancelling it; look again with `falflow jobs show`")
         store.add_trail(
@@ -129,7 +129,7 @@ def cancel_job(target: Target, job_id: str, *, fal: FalQueueClient | None = None
     if outcome is not CancelOutcome.CANCELLATION_REQUESTED:
         what = "already finished at fal" if outcome is CancelOutcome.ALREADY_COMPLETED else "unknown to fal"
         return CancelResult(job_id, outcome.value, job.state, f"not cancelled: the request is {what}")
-    updated = store.advance(job_id, JobState.CANCELLED, now=now)
+    updated = store.cancel(job_id, now=now)
     if updated is None:
         latest = get_job(target, job_id)
         return CancelResult(

@@ -27,7 +27,7 @@ from pathlib import PurePosixPath
 
 from falflow.collect.model import PriceRow, add_exact
 from falflow.fal.platform import BillingEvent
-from falflow.jobs import ABSENT, Job, JobCost, JobState, JobStore
+from falflow.jobs import Job, JobCost, JobState, JobStore
 
 # States in which fal may have billed the request.
 BILLABLE_STATES = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
@@ -195,14 +195,14 @@ def settle_costs(
             if job.cost == cost:
                 tally.unchanged += 1
                 continue
-            written = store.update(job.job_id, fields={"cost": cost})
+            written = store.record_cost(job.job_id, cost, replace_existing=True)
         else:
             estimate = estimate_cost(job, price) if price is not None and job.cost is None else None
             if estimate is None:
                 tally.waiting += 1
                 continue
             cost = estimate
-            written = store.update(job.job_id, fields={"cost": cost}, require={"cost": ABSENT})
+            written = store.record_cost(job.job_id, cost, replace_existing=False)
         if written is None:
             tally.vanished += 1
             continue

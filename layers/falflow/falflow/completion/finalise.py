@@ -1,8 +1,9 @@
 """The end of a job: its final state, and the one EventBridge event that announces it.
 
-The final write is a forward-only conditional write, so it happens once. The event is published
-only by whoever holds the job (the store's lease, or the writer that made the job final) and
-marked with ``event_published_at``; a retry after a crash between the publish and the mark may
+The final write (``JobStore.complete``, ``fail`` or ``fail_unanswered``) is a forward-only
+conditional write, so it happens once. The event is published only by whoever holds the job (the
+store's lease, or the writer that made the job final) and marked with ``event_published_at``
+(``JobStore.mark_event_published``); a retry after a crash between the publish and the mark may
 publish again (at-least-once), but a run finding the mark publishes nothing.
 """
 
@@ -16,7 +17,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from falflow.completion.ports import EventPublisher
-from falflow.jobs import ABSENT, Job, JobError, JobState, JobStore, TrailEntry, isoformat
+from falflow.jobs import Job, JobError, JobState, JobStore, TrailEntry, isoformat
 
 logger = Logger(child=True)
 metrics = Metrics(namespace="falflow")
@@ -58,12 +59,13 @@ class Finaliser:
         timings: Mapping[str, Any],
         now: datetime,
     ) -> Job:
-        done = self._jobs.advance(
+        done = self._jobs.complete(
             job.job_id,
-            JobState.COMPLETED,
+            request_id=job.request_id or None,
+            outputs=outputs,
+            result_key=result_key,
+            timings=timings,
             now=now,
-            fields={"outputs": list(outputs), "result_key": result_key, "timings": dict(timings)},
-            require={"request_id": job.request_id} if job.request_id else None,
         )
         if done is None:
             return self._current(job)
@@ -78,12 +80,12 @@ class Finaliser:
         *,
         now: datetime,
         actor: str,
-        require: Mapping[str, Any] | None = None,
+        unanswered: bool = False,
     ) -> Job | None:
-        """Mark the job FAILED (if ``require`` holds); returns the job if this call made it final."""
-        failed = self._jobs.advance(
-            job.job_id, JobState.FAILED, now=now, fields={"error": error}, require=require
-        )
+        """Mark the job FAILED — if ``unanswered``, only while no completion of fal's is recorded;
+        returns the job if this call made it final."""
+        fail = self._jobs.fail_unanswered if unanswered else self._jobs.fail
+        failed = fail(job.job_id, error, now=now)
         if failed is None:
             return None
         self._jobs.add_trail(
@@ -99,9 +101,7 @@ class Finaliser:
             return False
         detail_type, detail = completion_event(job, self._bucket)
         self._events.publish(detail_type, detail)
-        self._jobs.update(
-            job.job_id, fields={"event_published_at": isoformat(now)}, require={"event_published_at": ABSENT}
-        )
+        self._jobs.mark_event_published(job.job_id, now=now)
         return True
 
     def _current(self, job: Job) -> Job:

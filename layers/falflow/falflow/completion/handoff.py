@@ -7,9 +7,11 @@ Both the webhook (a verified delivery) and the reconciler (a result it polled) c
    completion for another request id of the same job (a duplicate fal submission) is kept in the
    inbox for operators and noted in the trail, but never stored.
 2. The raw completion is written to the inbox *before* the job record points at it.
-3. One conditional write records it: the job moves forward to STORING with ``completion_key`` —
-   possible once per job, whatever its state was (the webhook may beat the submit's own write).
-4. Only the writer that won (3) sends the outputs message, then marks ``completion_enqueued_at``.
+3. One conditional write (``JobStore.record_completion``) records it: the job moves forward to
+   STORING with ``completion_key`` — possible once per job, whatever its state was (the webhook may
+   beat the submit's own write).
+4. Only the writer that won (3) sends the outputs message, then marks ``completion_enqueued_at``
+   (``JobStore.mark_handed_over``).
    A duplicate sends nothing, unless the mark is still missing after ``handoff_grace`` (the first
    writer died between the write and the send): then it hands the completion over again.
 """
@@ -26,7 +28,7 @@ from aws_lambda_powertools import Logger
 from falflow.completion.keys import inbox_key
 from falflow.completion.messages import CompletionSource, OutputsMessage
 from falflow.completion.ports import Inbox, OutputsQueue
-from falflow.jobs import ABSENT, Job, JobState, JobStore, TrailEntry, isoformat
+from falflow.jobs import Job, JobState, JobStore, TrailEntry, isoformat
 
 logger = Logger(child=True)
 
@@ -101,12 +103,8 @@ class CompletionHandoff:
 
         if job.completion_key is None:
             self._inbox.put(key, raw, {**(metadata or {}), "source": source})
-            recorded = self._jobs.advance(
-                job_id,
-                JobState.STORING,
-                now=now,
-                fields={"completion_key": key, "completion_source": source},
-                require={"request_id": request_id, "completion_key": ABSENT},
+            recorded = self._jobs.record_completion(
+                job_id, request_id, completion_key=key, source=source, now=now
             )
             if recorded is not None:
                 self._hand_over(recorded, now)
@@ -152,8 +150,4 @@ class CompletionHandoff:
                 source="reconcile" if job.completion_source == "reconcile" else "webhook",
             )
         )
-        self._jobs.update(
-            job.job_id,
-            fields={"completion_enqueued_at": isoformat(now)},
-            require={"completion_key": job.completion_key},
-        )
+        self._jobs.mark_handed_over(job.job_id, job.completion_key, now=now)

@@ -12,10 +12,9 @@ from falflow.jobs.model import (
     isoformat,
     utcnow,
 )
-from falflow.jobs.store import ABSENT, BindOutcome, DynamoJobStore, JobStore
+from falflow.jobs.store import BindOutcome, DynamoJobStore, JobStore, RequestUrls
 
 __all__ = [
-    "ABSENT",
     "FINAL_STATES",
     "STATE_RANK",
     "WAITING_STATES",
@@ -26,6 +25,7 @@ __all__ = [
     "JobError",
     "JobState",
     "JobStore",
+    "RequestUrls",
     "TrailEntry",
     "isoformat",
     "utcnow",

@@ -1,9 +1,13 @@
-"""Where job records live: the `JobStore` port and its DynamoDB adapter.
+"""Where job records live: the `JobStore` port, one method per step of a job's write protocol, and
+its DynamoDB adapter.
 
-Every write is conditional. The two rules that make at-least-once delivery safe:
-- `advance` moves a job only forward (by `STATE_RANK`), whatever order events arrive in;
-- `bind_request` records fal's request id once: a second, different id for the same job is refused,
-  so a duplicated submission can never produce a second stored result.
+Each transition owns its condition: states move forward only by rank
+(docs/adr/0002-job-states-move-forward-only.md); an ambiguous submit keeps its lease and fal's first
+request id wins (docs/adr/0003-an-ambiguous-submit-is-resolved-before-any-resend.md); leases are
+compare-and-set (docs/adr/0004-a-lease-holds-a-job-for-one-worker.md); a completion is recorded once
+(docs/adr/0005-fal-answers-enter-through-one-completion-handoff.md).
+A refused write returns None (or an unbound `BindOutcome`); the caller reads the record to learn why.
+The table of transitions is in docs/architecture.md, "The write protocol".
 """
 
 from __future__ import annotations
@@ -18,7 +22,16 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from falflow.jobs.model import FINAL_RANK, STATE_RANK, Job, JobState, TrailEntry, isoformat
+from falflow.jobs.model import (
+    FINAL_RANK,
+    STATE_RANK,
+    Job,
+    JobCost,
+    JobError,
+    JobState,
+    TrailEntry,
+    isoformat,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -29,14 +42,27 @@ TTL_ATTRIBUTE: Final = "expires_at"
 BY_STATE_INDEX: Final = "ByState"
 BY_REQUEST_ID_INDEX: Final = "ByRequestId"
 
-
-class _Absent:
-    def __repr__(self) -> str:
-        return "ABSENT"
+# The rank of ACCEPTED: writes to a job fal has not heard of yet require it.
+_BEFORE_SUBMIT_RANK: Final = STATE_RANK[JobState.ACCEPTED]
 
 
-ABSENT: Final = _Absent()
-"""Use as a value in `require` to ask that an attribute does not exist."""
+@dataclass(frozen=True)
+class RequestUrls:
+    """What fal returns with a request id besides it: its queue URLs and gateway id (unset: kept)."""
+
+    status_url: str | None = None
+    response_url: str | None = None
+    cancel_url: str | None = None
+    gateway_request_id: str | None = None
+
+    def fields(self) -> dict[str, str]:
+        values = {
+            "status_url": self.status_url,
+            "response_url": self.response_url,
+            "cancel_url": self.cancel_url,
+            "gateway_request_id": self.gateway_request_id,
+        }
+        return {name: value for name, value in values.items() if value is not None}
 
 
 @dataclass(frozen=True)
@@ -49,55 +75,11 @@ class BindOutcome:
 
 
 class JobStore(Protocol):
-    def create(self, job: Job) -> tuple[Job, bool]:
-        """Insert `job` unless a job with its id exists; return the stored job and whether it is new."""
-        ...
+    """The job's write protocol. Every write is conditional; None means refused (or no such job)."""
+
+    # ---------------------------------------------------------------------------------- queries
 
     def get(self, job_id: str) -> Job | None: ...
-
-    def advance(
-        self,
-        job_id: str,
-        to: JobState,
-        *,
-        now: datetime,
-        fields: Mapping[str, Any] | None = None,
-        require: Mapping[str, Any] | None = None,
-        remove: Sequence[str] = (),
-    ) -> Job | None:
-        """Move the job forward to `to` and set `fields` in the same write.
-
-        Returns the updated job, or None when the job is missing, already at or past `to`, or a
-        `require` condition does not hold.
-        """
-        ...
-
-    def update(
-        self,
-        job_id: str,
-        *,
-        fields: Mapping[str, Any] | None = None,
-        require: Mapping[str, Any] | None = None,
-        remove: Sequence[str] = (),
-        max_rank: int | None = None,
-    ) -> Job | None:
-        """Set fields without changing the state; None when the job is missing or a condition fails.
-
-        `max_rank` additionally requires the job's state rank to be at most that value.
-        """
-        ...
-
-    def bind_request(
-        self, job_id: str, request_id: str, *, fields: Mapping[str, Any] | None = None
-    ) -> BindOutcome:
-        """Record fal's request id (and `fields`) unless the job already holds a different one."""
-        ...
-
-    def claim_submit(self, job_id: str, *, now: datetime, lease: timedelta) -> Job | None:
-        """Take the right to send this ACCEPTED job to fal for `lease`; None if someone else holds it."""
-        ...
-
-    def add_trail(self, job_id: str, entry: TrailEntry) -> None: ...
 
     def list_by_state(
         self,
@@ -112,6 +94,126 @@ class JobStore(Protocol):
         ...
 
     def find_by_request_id(self, request_id: str) -> Job | None: ...
+
+    # ----------------------------------------------------------------------- submit (ADR 0003)
+
+    def create(self, job: Job) -> tuple[Job, bool]:
+        """Insert `job` (ACCEPTED with its submit lease, or REJECTED) unless its id exists; return the
+        stored job and whether it is new."""
+        ...
+
+    def claim_submit_lease(self, job_id: str, *, now: datetime, lease: timedelta) -> Job | None:
+        """Take the right to send this job to fal for `lease` and count the attempt; refused unless
+        ACCEPTED, no request id and no live submit lease."""
+        ...
+
+    def record_submission(
+        self, job_id: str, request_id: str, urls: RequestUrls, *, now: datetime
+    ) -> Job | None:
+        """fal queued the job: SUBMITTED with its request id and URLs, submit lease dropped; refused
+        unless the job is before SUBMITTED with no request id (the webhook may have been first)."""
+        ...
+
+    def bind_request(self, job_id: str, request_id: str, *, urls: RequestUrls | None = None) -> BindOutcome:
+        """Record fal's request id (and `urls`) unless the job already holds a different one."""
+        ...
+
+    def confirm_submission(self, job_id: str, request_id: str, *, now: datetime) -> Job | None:
+        """SUBMITTED and submit lease dropped for a bound request; refused unless the job is before
+        SUBMITTED and holds `request_id`."""
+        ...
+
+    def record_ambiguous_submit(self, job_id: str, *, now: datetime, hold_until: datetime) -> Job | None:
+        """fal's reply was lost: note `submit_ambiguous_at` and hold the submit lease until
+        `hold_until`; refused unless still ACCEPTED with no request id."""
+        ...
+
+    def release_submit_lease(self, job_id: str, *, held_until: str) -> Job | None:
+        """Drop the submit lease this worker holds; refused unless the lease still reads `held_until`,
+        the job is ACCEPTED and has no request id."""
+        ...
+
+    def reject(self, job_id: str, error: JobError, *, now: datetime) -> Job | None:
+        """REJECTED with `error` before fal heard of it; refused if a request id is bound or final."""
+        ...
+
+    def fail_before_submit(self, job_id: str, error: JobError, *, now: datetime) -> Job | None:
+        """FAILED with fal's refusal `error`; refused if a request id is bound or the job is final."""
+        ...
+
+    # ------------------------------------------------------------------ fal's answer (ADR 0005)
+
+    def mark_in_progress(self, job_id: str, request_id: str, *, now: datetime) -> Job | None:
+        """IN_PROGRESS; refused unless the job holds `request_id` and is before IN_PROGRESS."""
+        ...
+
+    def record_completion(
+        self, job_id: str, request_id: str, *, completion_key: str, source: str, now: datetime
+    ) -> Job | None:
+        """STORING with the inbox key of fal's completion; refused unless the job holds
+        `request_id`, has no completion yet and is not final."""
+        ...
+
+    def mark_handed_over(self, job_id: str, completion_key: str, *, now: datetime) -> Job | None:
+        """Note that the outputs message was sent; refused unless the job holds `completion_key`."""
+        ...
+
+    # ----------------------------------------------------------------------- store (ADR 0004)
+
+    def take_store_lease(
+        self, job_id: str, *, seen_until: str | None, now: datetime, lease: timedelta
+    ) -> Job | None:
+        """Hold the job for one store run until `now + lease`; refused if `seen_until` (the lease
+        last read, None for none) is live at `now` or the stored lease no longer reads it."""
+        ...
+
+    def release_store_lease(self, job_id: str, *, held_until: str) -> Job | None:
+        """Drop the store lease; refused unless it still reads `held_until`."""
+        ...
+
+    def complete(
+        self,
+        job_id: str,
+        *,
+        request_id: str | None,
+        outputs: Sequence[str],
+        result_key: str,
+        timings: Mapping[str, Any],
+        now: datetime,
+    ) -> Job | None:
+        """COMPLETED with its outputs; refused if final, or (given a `request_id`) the job holds another."""
+        ...
+
+    def fail(self, job_id: str, error: JobError, *, now: datetime) -> Job | None:
+        """FAILED with `error`; refused if the job is final."""
+        ...
+
+    def fail_unanswered(self, job_id: str, error: JobError, *, now: datetime) -> Job | None:
+        """FAILED with `error` (given up, result lost at fal); refused if final or a completion is
+        recorded."""
+        ...
+
+    def mark_event_published(self, job_id: str, *, now: datetime) -> Job | None:
+        """Note that the completion event was published; refused if it was noted before."""
+        ...
+
+    # --------------------------------------------------------------------------- collect, ops
+
+    def record_cost(self, job_id: str, cost: JobCost, *, replace_existing: bool) -> Job | None:
+        """Store `cost`; unless `replace_existing` (billing events), refused where a cost is stored."""
+        ...
+
+    def cancel_unsubmitted(self, job_id: str, *, now: datetime) -> Job | None:
+        """CANCELLED before fal heard of it; refused if a request id is bound or the job is final."""
+        ...
+
+    def cancel(self, job_id: str, *, now: datetime) -> Job | None:
+        """CANCELLED (after fal was asked to cancel); refused if the job is final."""
+        ...
+
+    def add_trail(self, job_id: str, entry: TrailEntry) -> None:
+        """Append `entry` to the job's trail (nothing if there is no such job)."""
+        ...
 
 
 # ------------------------------------------------------------------------------------- DynamoDB
@@ -185,12 +287,22 @@ class _Expression:
     def remove(self, path: str) -> None:
         self.removes.append(self.name(path))
 
-    def require(self, conditions: Mapping[str, Any]) -> None:
-        for path, expected in conditions.items():
-            if expected is ABSENT:
-                self.conditions.append(f"attribute_not_exists({self.name(path)})")
-            else:
-                self.conditions.append(f"{self.name(path)} = {self.value(expected)}")
+    def require_absent(self, path: str) -> None:
+        self.conditions.append(f"attribute_not_exists({self.name(path)})")
+
+    def require_equal(self, path: str, expected: Any) -> None:
+        self.conditions.append(f"{self.name(path)} = {self.value(expected)}")
+
+    def require_absent_or_equal(self, path: str, expected: Any) -> None:
+        name = self.name(path)
+        self.conditions.append(f"(attribute_not_exists({name}) OR {name} = {self.value(expected)})")
+
+    def require_rank(self, operator: str, rank: int) -> None:
+        self.conditions.append(f"{self.name('state_rank')} {operator} {self.value(rank)}")
+
+    def set_urls(self, urls: RequestUrls | None) -> None:
+        for path, value in (urls.fields() if urls else {}).items():
+            self.set(path, value)
 
     def kwargs(self) -> dict[str, Any]:
         update = []
@@ -224,6 +336,9 @@ class DynamoJobStore:
     def _key(self, job_id: str) -> dict[str, Any]:
         return {JOB_KEY: {"S": job_id}}
 
+    def _expiry(self, now: datetime) -> int:
+        return int((now + self._retention).timestamp())
+
     def _update(self, job_id: str, expression: _Expression) -> Job | None:
         try:
             response = self._client.update_item(
@@ -235,124 +350,31 @@ class DynamoJobStore:
             raise
         return job_from_item(response["Attributes"])
 
-    def create(self, job: Job) -> tuple[Job, bool]:
-        item = job_to_item(job)
-        if job.is_final and job.expires_at is None:
-            item[TTL_ATTRIBUTE] = {"N": str(self._expiry(datetime.fromisoformat(job.state_changed_at)))}
-        try:
-            self._client.put_item(
-                TableName=self._table,
-                Item=item,
-                ConditionExpression="attribute_not_exists(#k)",
-                ExpressionAttributeNames={"#k": JOB_KEY},
-            )
-        except ClientError as error:
-            if not _is_condition_failure(error):
-                raise
-            existing = self.get(job.job_id)
-            if existing is None:  # deleted between the two calls: TTL raced us; try once more
-                return self.create(job)
-            return existing, False
-        return job_from_item(item), True
-
-    def get(self, job_id: str) -> Job | None:
-        response = self._client.get_item(TableName=self._table, Key=self._key(job_id), ConsistentRead=True)
-        item = response.get("Item")
-        return job_from_item(item) if item else None
-
-    def _expiry(self, now: datetime) -> int:
-        return int((now + self._retention).timestamp())
-
-    def advance(
-        self,
-        job_id: str,
-        to: JobState,
-        *,
-        now: datetime,
-        fields: Mapping[str, Any] | None = None,
-        require: Mapping[str, Any] | None = None,
-        remove: Sequence[str] = (),
-    ) -> Job | None:
+    def _advance(self, job_id: str, to: JobState, now: datetime, expression: _Expression) -> Job | None:
+        """The one forward-only move: `to` only if the stored rank is lower (ADR 0002)."""
         rank = STATE_RANK[to]
         at = isoformat(now)
-        expression = _Expression()
         expression.set("state", to.value)
         expression.set("state_rank", rank)
         expression.set("state_changed_at", at)
         expression.set(f"state_times.{to.value}", at)
         if rank == FINAL_RANK:
             expression.set(TTL_ATTRIBUTE, self._expiry(now))
-        for path, value in (fields or {}).items():
-            expression.set(path, value)
-        for path in remove:
-            expression.remove(path)
-        expression.conditions.append(f"{expression.name('state_rank')} < {expression.value(rank)}")
-        expression.require(require or {})
+        expression.require_rank("<", rank)
         return self._update(job_id, expression)
 
-    def update(
-        self,
-        job_id: str,
-        *,
-        fields: Mapping[str, Any] | None = None,
-        require: Mapping[str, Any] | None = None,
-        remove: Sequence[str] = (),
-        max_rank: int | None = None,
-    ) -> Job | None:
-        expression = _Expression()
-        for path, value in (fields or {}).items():
-            expression.set(path, value)
-        for path in remove:
-            expression.remove(path)
-        if max_rank is not None:
-            expression.conditions.append(f"{expression.name('state_rank')} <= {expression.value(max_rank)}")
-        expression.require(require or {})
-        if not expression.sets and not expression.removes:
-            raise ValueError("update needs fields to set or remove")
-        return self._update(job_id, expression)
+    def _before_submit(self, expression: _Expression) -> _Expression:
+        """Fal has not heard of the job: no request id; the submit lease goes with the write."""
+        expression.remove("submit_lease_until")
+        expression.require_absent("request_id")
+        return expression
 
-    def bind_request(
-        self, job_id: str, request_id: str, *, fields: Mapping[str, Any] | None = None
-    ) -> BindOutcome:
-        expression = _Expression()
-        expression.set("request_id", request_id)
-        for path, value in (fields or {}).items():
-            expression.set(path, value)
-        rid = expression.name("request_id")
-        expression.conditions.append(
-            f"(attribute_not_exists({rid}) OR {rid} = {expression.value(request_id)})"
-        )
-        job = self._update(job_id, expression)
-        if job is not None:
-            return BindOutcome(job=job, bound=True)
-        current = self.get(job_id)
-        return BindOutcome(
-            job=current, bound=False, conflicting_request_id=current.request_id if current else None
-        )
+    # ---------------------------------------------------------------------------------- queries
 
-    def claim_submit(self, job_id: str, *, now: datetime, lease: timedelta) -> Job | None:
-        expression = _Expression()
-        expression.set("submit_lease_until", isoformat(now + lease))
-        attempts = expression.name("attempts")
-        expression.sets.append(
-            f"{attempts} = if_not_exists({attempts}, {expression.value(0)}) + {expression.value(1)}"
-        )
-        lease_name = expression.name("submit_lease_until")
-        expression.conditions.append(
-            f"{expression.name('state')} = {expression.value(JobState.ACCEPTED.value)}"
-        )
-        expression.conditions.append(f"attribute_not_exists({expression.name('request_id')})")
-        expression.conditions.append(
-            f"(attribute_not_exists({lease_name}) OR {lease_name} < {expression.value(isoformat(now))})"
-        )
-        return self._update(job_id, expression)
-
-    def add_trail(self, job_id: str, entry: TrailEntry) -> None:
-        expression = _Expression()
-        trail = expression.name("trail")
-        empty, new = expression.value([]), expression.value([entry])
-        expression.sets.append(f"{trail} = list_append(if_not_exists({trail}, {empty}), {new})")
-        self._update(job_id, expression)
+    def get(self, job_id: str) -> Job | None:
+        response = self._client.get_item(TableName=self._table, Key=self._key(job_id), ConsistentRead=True)
+        item = response.get("Item")
+        return job_from_item(item) if item else None
 
     def list_by_state(
         self,
@@ -363,27 +385,11 @@ class DynamoJobStore:
         newest_first: bool = False,
         limit: int | None = None,
     ) -> Iterator[Job]:
-        key = "#s = :s"
-        values: dict[str, Any] = {":s": {"S": state.value}}
-        names = {"#s": "state"}
-        if changed_after:
-            values[":lo"] = {"S": isoformat(changed_after)}
-        if changed_before:
-            values[":hi"] = {"S": isoformat(changed_before)}
-        if changed_before or changed_after:
-            names["#t"] = "state_changed_at"
-            key += {
-                (True, True): " AND #t BETWEEN :lo AND :hi",
-                (True, False): " AND #t >= :lo",
-                (False, True): " AND #t <= :hi",
-            }[(changed_after is not None, changed_before is not None)]
         kwargs: dict[str, Any] = {
             "TableName": self._table,
             "IndexName": BY_STATE_INDEX,
-            "KeyConditionExpression": key,
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": values,
             "ScanIndexForward": not newest_first,
+            **_state_key(state, changed_before, changed_after),
         }
         seen = 0
         while True:
@@ -413,3 +419,217 @@ class DynamoJobStore:
         )
         items = page.get("Items", [])
         return self.get(items[0][JOB_KEY]["S"]) if items else None
+
+    # ----------------------------------------------------------------------------------- submit
+
+    def create(self, job: Job) -> tuple[Job, bool]:
+        item = job_to_item(job)
+        if job.is_final and job.expires_at is None:
+            item[TTL_ATTRIBUTE] = {"N": str(self._expiry(datetime.fromisoformat(job.state_changed_at)))}
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item=item,
+                ConditionExpression="attribute_not_exists(#k)",
+                ExpressionAttributeNames={"#k": JOB_KEY},
+            )
+        except ClientError as error:
+            if not _is_condition_failure(error):
+                raise
+            existing = self.get(job.job_id)
+            if existing is None:  # deleted between the two calls: TTL raced us; try once more
+                return self.create(job)
+            return existing, False
+        return job_from_item(item), True
+
+    def claim_submit_lease(self, job_id: str, *, now: datetime, lease: timedelta) -> Job | None:
+        expression = _Expression()
+        expression.set("submit_lease_until", isoformat(now + lease))
+        attempts = expression.name("attempts")
+        expression.sets.append(
+            f"{attempts} = if_not_exists({attempts}, {expression.value(0)}) + {expression.value(1)}"
+        )
+        lease_name = expression.name("submit_lease_until")
+        expression.require_equal("state", JobState.ACCEPTED.value)
+        expression.require_absent("request_id")
+        expression.conditions.append(
+            f"(attribute_not_exists({lease_name}) OR {lease_name} < {expression.value(isoformat(now))})"
+        )
+        return self._update(job_id, expression)
+
+    def record_submission(
+        self, job_id: str, request_id: str, urls: RequestUrls, *, now: datetime
+    ) -> Job | None:
+        expression = self._before_submit(_Expression())
+        expression.set("request_id", request_id)
+        expression.set_urls(urls)
+        return self._advance(job_id, JobState.SUBMITTED, now, expression)
+
+    def bind_request(self, job_id: str, request_id: str, *, urls: RequestUrls | None = None) -> BindOutcome:
+        expression = _Expression()
+        expression.set("request_id", request_id)
+        expression.set_urls(urls)
+        expression.require_absent_or_equal("request_id", request_id)
+        job = self._update(job_id, expression)
+        if job is not None:
+            return BindOutcome(job=job, bound=True)
+        current = self.get(job_id)
+        return BindOutcome(
+            job=current, bound=False, conflicting_request_id=current.request_id if current else None
+        )
+
+    def confirm_submission(self, job_id: str, request_id: str, *, now: datetime) -> Job | None:
+        expression = _Expression()
+        expression.remove("submit_lease_until")
+        expression.require_equal("request_id", request_id)
+        return self._advance(job_id, JobState.SUBMITTED, now, expression)
+
+    def record_ambiguous_submit(self, job_id: str, *, now: datetime, hold_until: datetime) -> Job | None:
+        expression = _Expression()
+        expression.set("submit_ambiguous_at", isoformat(now))
+        expression.set("submit_lease_until", isoformat(hold_until))
+        expression.require_absent("request_id")
+        expression.require_rank("<=", _BEFORE_SUBMIT_RANK)
+        return self._update(job_id, expression)
+
+    def release_submit_lease(self, job_id: str, *, held_until: str) -> Job | None:
+        expression = self._before_submit(_Expression())
+        expression.require_equal("submit_lease_until", held_until)
+        expression.require_rank("<=", _BEFORE_SUBMIT_RANK)
+        return self._update(job_id, expression)
+
+    def reject(self, job_id: str, error: JobError, *, now: datetime) -> Job | None:
+        expression = self._before_submit(_Expression())
+        expression.set("error", error)
+        return self._advance(job_id, JobState.REJECTED, now, expression)
+
+    def fail_before_submit(self, job_id: str, error: JobError, *, now: datetime) -> Job | None:
+        expression = self._before_submit(_Expression())
+        expression.set("error", error)
+        return self._advance(job_id, JobState.FAILED, now, expression)
+
+    # ----------------------------------------------------------------------------- fal's answer
+
+    def mark_in_progress(self, job_id: str, request_id: str, *, now: datetime) -> Job | None:
+        expression = _Expression()
+        expression.require_equal("request_id", request_id)
+        return self._advance(job_id, JobState.IN_PROGRESS, now, expression)
+
+    def record_completion(
+        self, job_id: str, request_id: str, *, completion_key: str, source: str, now: datetime
+    ) -> Job | None:
+        expression = _Expression()
+        expression.set("completion_key", completion_key)
+        expression.set("completion_source", source)
+        expression.require_equal("request_id", request_id)
+        expression.require_absent("completion_key")
+        return self._advance(job_id, JobState.STORING, now, expression)
+
+    def mark_handed_over(self, job_id: str, completion_key: str, *, now: datetime) -> Job | None:
+        expression = _Expression()
+        expression.set("completion_enqueued_at", isoformat(now))
+        expression.require_equal("completion_key", completion_key)
+        return self._update(job_id, expression)
+
+    # ------------------------------------------------------------------------------------ store
+
+    def take_store_lease(
+        self, job_id: str, *, seen_until: str | None, now: datetime, lease: timedelta
+    ) -> Job | None:
+        if seen_until is not None and seen_until > isoformat(now):
+            return None
+        expression = _Expression()
+        expression.set("store_lease_until", isoformat(now + lease))
+        if seen_until is None:
+            expression.require_absent("store_lease_until")
+        else:
+            expression.require_equal("store_lease_until", seen_until)
+        return self._update(job_id, expression)
+
+    def release_store_lease(self, job_id: str, *, held_until: str) -> Job | None:
+        expression = _Expression()
+        expression.remove("store_lease_until")
+        expression.require_equal("store_lease_until", held_until)
+        return self._update(job_id, expression)
+
+    def complete(
+        self,
+        job_id: str,
+        *,
+        request_id: str | None,
+        outputs: Sequence[str],
+        result_key: str,
+        timings: Mapping[str, Any],
+        now: datetime,
+    ) -> Job | None:
+        expression = _Expression()
+        expression.set("outputs", list(outputs))
+        expression.set("result_key", result_key)
+        expression.set("timings", dict(timings))
+        if request_id is not None:
+            expression.require_equal("request_id", request_id)
+        return self._advance(job_id, JobState.COMPLETED, now, expression)
+
+    def fail(self, job_id: str, error: JobError, *, now: datetime) -> Job | None:
+        expression = _Expression()
+        expression.set("error", error)
+        return self._advance(job_id, JobState.FAILED, now, expression)
+
+    def fail_unanswered(self, job_id: str, error: JobError, *, now: datetime) -> Job | None:
+        expression = _Expression()
+        expression.set("error", error)
+        expression.require_absent("completion_key")
+        return self._advance(job_id, JobState.FAILED, now, expression)
+
+    def mark_event_published(self, job_id: str, *, now: datetime) -> Job | None:
+        expression = _Expression()
+        expression.set("event_published_at", isoformat(now))
+        expression.require_absent("event_published_at")
+        return self._update(job_id, expression)
+
+    # ------------------------------------------------------------------------------ collect, ops
+
+    def record_cost(self, job_id: str, cost: JobCost, *, replace_existing: bool) -> Job | None:
+        expression = _Expression()
+        expression.set("cost", cost)
+        if not replace_existing:
+            expression.require_absent("cost")
+        return self._update(job_id, expression)
+
+    def cancel_unsubmitted(self, job_id: str, *, now: datetime) -> Job | None:
+        expression = _Expression()
+        expression.require_absent("request_id")
+        return self._advance(job_id, JobState.CANCELLED, now, expression)
+
+    def cancel(self, job_id: str, *, now: datetime) -> Job | None:
+        return self._advance(job_id, JobState.CANCELLED, now, _Expression())
+
+    def add_trail(self, job_id: str, entry: TrailEntry) -> None:
+        expression = _Expression()
+        trail = expression.name("trail")
+        empty, new = expression.value([]), expression.value([entry])
+        expression.sets.append(f"{trail} = list_append(if_not_exists({trail}, {empty}), {new})")
+        self._update(job_id, expression)
+
+
+def _state_key(state: JobState, before: datetime | None, after: datetime | None) -> dict[str, Any]:
+    """The ByState query's key condition: `state`, entered between `after` and `before`."""
+    key = "#s = :s"
+    values: dict[str, Any] = {":s": {"S": state.value}}
+    names = {"#s": "state"}
+    if after:
+        values[":lo"] = {"S": isoformat(after)}
+    if before:
+        values[":hi"] = {"S": isoformat(before)}
+    if before or after:
+        names["#t"] = "state_changed_at"
+        key += {
+            (True, True): " AND #t BETWEEN :lo AND :hi",
+            (True, False): " AND #t >= :lo",
+            (False, True): " AND #t <= :hi",
+        }[(after is not None, before is not None)]
+    return {
+        "KeyConditionExpression": key,
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": values,
+    }

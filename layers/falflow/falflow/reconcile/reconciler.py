@@ -38,7 +38,7 @@ from falflow.completion.handoff import CompletionHandoff, HandoffOutcome
 from falflow.fal.errors import FalError, FalNotFoundError
 from falflow.fal.ports import FalQueue
 from falflow.fal.queue import QueueStatus, QueueUrls
-from falflow.jobs import ABSENT, WAITING_STATES, Job, JobError, JobState, JobStore, TrailEntry, isoformat
+from falflow.jobs import WAITING_STATES, Job, JobError, JobState, JobStore, TrailEntry, isoformat
 
 logger = Logger(child=True)
 
@@ -172,9 +172,7 @@ class Reconciler:
         if status.status == "IN_PROGRESS":
             if job.state is JobState.IN_PROGRESS:
                 return Action.WAITING
-            advanced = self._jobs.advance(
-                job.job_id, JobState.IN_PROGRESS, now=now, require={"request_id": job.request_id}
-            )
+            advanced = self._jobs.mark_in_progress(job.job_id, job.request_id, now=now)
             if advanced is None:
                 return Action.SKIPPED
             self._trail(job, now, "advanced", "no webhook yet; fal reports IN_PROGRESS")
@@ -215,7 +213,7 @@ class Reconciler:
 
     def _fail(self, job: Job, now: datetime, reason: str) -> Action:
         error = JobError(type=RESULT_UNAVAILABLE, message=reason, detail={"request_id": job.request_id})
-        failed = self._finaliser.fail(job, error, now=now, actor=ACTOR, require={"completion_key": ABSENT})
+        failed = self._finaliser.fail(job, error, now=now, actor=ACTOR, unanswered=True)
         if failed is None:
             return Action.SKIPPED
         self._finaliser.announce(failed, now)
@@ -230,7 +228,7 @@ class Reconciler:
             message=f"no completion {hours:g} h after the job was accepted (last state {job.state.value})",
             detail={"request_id": job.request_id},
         )
-        failed = self._finaliser.fail(job, error, now=now, actor=ACTOR, require={"completion_key": ABSENT})
+        failed = self._finaliser.fail(job, error, now=now, actor=ACTOR, unanswered=True)
         if failed is None:
             return Action.SKIPPED
         urls = self._urls(job)

@@ -39,7 +39,7 @@ from falflow.completion.messages import OutputsMessage
 from falflow.completion.ports import Inbox
 from falflow.fal.errors import FalError, FalNotFoundError
 from falflow.fal.ports import FalQueue
-from falflow.jobs import ABSENT, Job, JobError, JobState, JobStore, isoformat
+from falflow.jobs import Job, JobError, JobState, JobStore, isoformat
 from falflow.store.copy import CopyLimits, copy_into
 from falflow.store.discovery import (
     OutputFile,
@@ -145,23 +145,16 @@ class StoreWorker:
     # ----------------------------------------------------------------------------- lease
 
     def _claim(self, job: Job, now: datetime) -> Job | None:
-        current = job.store_lease_until
-        if current is not None and current > isoformat(now):
-            return None
-        return self._jobs.update(
-            job.job_id,
-            fields={"store_lease_until": isoformat(now + self._lease)},
-            require={"store_lease_until": current if current is not None else ABSENT},
+        return self._jobs.take_store_lease(
+            job.job_id, seen_until=job.store_lease_until, now=now, lease=self._lease
         )
 
     def _release(self, held: Job) -> None:
         """Let a retry start at once (best effort: the lease also runs out by itself)."""
+        if held.store_lease_until is None:
+            return
         try:
-            self._jobs.update(
-                held.job_id,
-                remove=["store_lease_until"],
-                require={"store_lease_until": held.store_lease_until},
-            )
+            self._jobs.release_store_lease(held.job_id, held_until=held.store_lease_until)
         except Exception:  # the run's own outcome or failure is what matters
             logger.exception("could not release the store lease", job_id=held.job_id)
 

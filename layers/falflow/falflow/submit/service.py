@@ -5,12 +5,12 @@ The order of writes is what makes at-least-once delivery safe:
 1. The job record is created ACCEPTED (a conditional put) before fal hears of the job, holding
    the creating worker's submit lease. A request that can never succeed is recorded REJECTED
    instead, and fal never hears of it.
-2. A delivery that finds the record ACCEPTED takes the lease with ``claim_submit``; whoever does
+2. A delivery that finds the record ACCEPTED takes the lease with ``claim_submit_lease``; whoever does
    not hold it sends nothing (two batches racing on one job submit it once).
 3. After fal answers, one conditional write records fal's request id and URLs and moves the job to
-   SUBMITTED. If fal's webhook was recorded first (the job may already be STORING or COMPLETED),
-   ``bind_request`` records them instead — the first request id reported for a job wins — and the
-   job is never moved back.
+   SUBMITTED (``record_submission``). If fal's webhook was recorded first (the job may already be
+   STORING or COMPLETED), ``bind_request`` records them instead — the first request id reported
+   for a job wins — and the job is never moved back.
 
 Failures:
 
@@ -63,7 +63,7 @@ from falflow.fal.errors import (
 )
 from falflow.fal.ports import FalQueue
 from falflow.fal.queue import Submission
-from falflow.jobs import ABSENT, Job, JobError, JobState, JobStore, TrailEntry, isoformat, utcnow
+from falflow.jobs import Job, JobError, JobState, JobStore, RequestUrls, TrailEntry, isoformat, utcnow
 from falflow.submit.files import CheckedInputs, InputFiles
 from falflow.submit.objects import InputArchive
 from falflow.submit.plan import JobIdentity, JobPlan, Planner, PlanRejectedError
@@ -260,7 +260,7 @@ class SubmitService:
     def _claim_and_send(self, checked: CheckedInputs, *, previous: Job) -> SubmitResult:
         """Send an accepted job that an earlier delivery recorded, if its lease can be had."""
         job_id = checked.plan.job_id
-        claimed = self._store.claim_submit(job_id, now=self._clock(), lease=self._config.submit_lease)
+        claimed = self._store.claim_submit_lease(job_id, now=self._clock(), lease=self._config.submit_lease)
         if claimed is None:
             return self._not_claimed(job_id)
         # A lease left behind (not released) or a recorded ambiguity: an earlier attempt may have
@@ -334,26 +334,19 @@ class SubmitService:
         self, job_id: str, submission: Submission, latency: float, *, created: bool
     ) -> SubmitResult:
         request_id = submission.request_id
-        fields = {
-            "status_url": submission.status_url,
-            "response_url": submission.response_url,
-            "cancel_url": submission.cancel_url,
-            "gateway_request_id": submission.gateway_request_id or request_id,
-        }
-        # The common case in one conditional write: still ACCEPTED and no request id bound yet.
-        advanced = self._store.advance(
-            job_id,
-            JobState.SUBMITTED,
-            now=self._clock(),
-            fields={"request_id": request_id, **fields},
-            require={"request_id": ABSENT},
-            remove=["submit_lease_until"],
+        urls = RequestUrls(
+            status_url=submission.status_url,
+            response_url=submission.response_url,
+            cancel_url=submission.cancel_url,
+            gateway_request_id=submission.gateway_request_id or request_id,
         )
+        # The common case in one conditional write: still ACCEPTED and no request id bound yet.
+        advanced = self._store.record_submission(job_id, request_id, urls, now=self._clock())
         webhook_first = advanced is None
         if webhook_first:
             # fal's webhook was recorded first: bind our id (refused if it bound another one), and
             # never move the job back from where the completion path has taken it.
-            bound = self._store.bind_request(job_id, request_id, fields=fields)
+            bound = self._store.bind_request(job_id, request_id, urls=urls)
             if not bound.bound:
                 self._cancel_superseded(job_id, submission, bound.conflicting_request_id)
                 return SubmitResult(
@@ -363,13 +356,7 @@ class SubmitService:
                     request_id=request_id,
                     fal_latency_s=latency,
                 )
-            self._store.advance(
-                job_id,
-                JobState.SUBMITTED,
-                now=self._clock(),
-                require={"request_id": request_id},
-                remove=["submit_lease_until"],
-            )
+            self._store.confirm_submission(job_id, request_id, now=self._clock())
         logger.info(
             "job submitted to fal",
             job_id=job_id,
@@ -387,14 +374,7 @@ class SubmitService:
         failure = classify_submit_error(error)
         if failure is FalFailure.REFUSED:
             job_error = refusal_error(error)
-            failed = self._store.advance(
-                job_id,
-                JobState.FAILED,
-                now=self._clock(),
-                fields={"error": job_error},
-                require={"request_id": ABSENT},
-                remove=["submit_lease_until"],
-            )
+            failed = self._store.fail_before_submit(job_id, job_error, now=self._clock())
             logger.warning(
                 "fal refused the job",
                 job_id=job_id,
@@ -418,27 +398,16 @@ class SubmitService:
 
     def _mark_ambiguous(self, job_id: str, error: FalError) -> None:
         now = self._clock()
-        self._store.update(
-            job_id,
-            fields={
-                "submit_ambiguous_at": isoformat(now),
-                "submit_lease_until": isoformat(now + self._config.ambiguous_grace),
-            },
-            require={"request_id": ABSENT},
-            max_rank=0,
-        )
+        self._store.record_ambiguous_submit(job_id, now=now, hold_until=now + self._config.ambiguous_grace)
         self._trail(job_id, "submit_ambiguous", error.message)
         logger.warning("submit reply lost: holding the job for fal's webhook", job_id=job_id)
 
     def _release(self, job_id: str, lease: str | None) -> None:
         """Let the next delivery send the job at once (best effort: the lease also expires)."""
+        if lease is None:  # nothing held, nothing to release
+            return
         try:
-            self._store.update(
-                job_id,
-                remove=["submit_lease_until"],
-                require={"submit_lease_until": lease, "request_id": ABSENT},
-                max_rank=0,
-            )
+            self._store.release_submit_lease(job_id, held_until=lease)
         except Exception:  # the original failure is what matters; the lease expires anyway
             logger.exception("could not release the submit lease", job_id=job_id)
 
@@ -494,19 +463,13 @@ class SubmitService:
             return self._duplicate(stored)
         # Accepted by an earlier delivery and never sent (its file has gone since): end it, but
         # only under the submit lease so that a worker sending it right now is not overtaken.
-        if self._store.claim_submit(plan.job_id, now=self._clock(), lease=self._config.submit_lease) is None:
+        lease = self._config.submit_lease
+        if self._store.claim_submit_lease(plan.job_id, now=self._clock(), lease=lease) is None:
             return self._not_claimed(plan.job_id)
         return self._reject_leased(plan, error, created=False)
 
     def _reject_leased(self, plan: JobPlan, error: JobError, *, created: bool) -> SubmitResult:
-        rejected = self._store.advance(
-            plan.job_id,
-            JobState.REJECTED,
-            now=self._clock(),
-            fields={"error": error},
-            require={"request_id": ABSENT},
-            remove=["submit_lease_until"],
-        )
+        rejected = self._store.reject(plan.job_id, error, now=self._clock())
         if rejected is None:
             current = self._store.get(plan.job_id)
             return self._duplicate(current) if current else SubmitResult(plan.job_id, SubmitOutcome.DUPLICATE)
@@ -536,7 +499,7 @@ class SubmitService:
             model=plan.request.model,
             input=record_input,
             input_ref=input_ref,
-            # Created holding the submit lease, as `claim_submit` would have given it.
+            # Created holding the submit lease, as `claim_submit_lease` would have given it.
             submit_lease_until=isoformat(now + self._config.submit_lease),
             attempts=1,
             **_request_fields(plan),
