@@ -109,7 +109,8 @@ def test_two_overlapping_runs_count_usage_and_costs_once(
 def test_a_job_not_yet_billed_is_estimated_then_settled_by_its_billing_event(
     make_collect_stack: MakeCollectStack, fal_emulator_factory: EmulatorFactory
 ) -> None:
-    fal = fal_emulator_factory(run_time_s=1.5, percent_discount=20)
+    # fal bills when the job ends: long enough that the first collect runs before, even on a loaded machine.
+    fal = fal_emulator_factory(run_time_s=4.0, percent_discount=20)
     collect = make_collect_stack(fal)
     model_input = {"prompt": "three birds", "num_images": 3}
     request_id = collect.submit(FLUX, model_input)
