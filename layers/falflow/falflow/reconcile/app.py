@@ -17,8 +17,7 @@ from falflow.fal.queue import FalQueueClient
 from falflow.jobs import utcnow
 from falflow.reconcile.reconciler import Reconciler
 from falflow.reconcile.settings import ReconcileSettings
-from falflow.secrets import fal_api_key
-from falflow.settings import fal_settings
+from falflow.secrets import FalKeys
 
 metrics = Metrics(namespace="falflow")
 
@@ -36,7 +35,7 @@ def build_reconciler(settings: ReconcileSettings) -> Reconciler:
     jobs = settings.job_store()
     return Reconciler(
         jobs,
-        fal=FalQueueClient(fal_settings(), fal_api_key),
+        fal=FalQueueClient(settings.fal, FalKeys(settings).api_key),
         handoff=settings.completion_handoff(jobs),
         finaliser=Finaliser(
             jobs, EventBridgePublisher(aws_client("events"), settings.event_bus_name), settings.output_bucket
@@ -53,6 +52,7 @@ class ReconcileApp:
 
     @classmethod
     def from_environment(cls, settings: ReconcileSettings | None = None) -> ReconcileApp:
+        """Once per cold start: settings validated, clients and the reconciler made."""
         settings = settings or ReconcileSettings()
         return cls(build_reconciler(settings), settings.reserve_seconds)
 

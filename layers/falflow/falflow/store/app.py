@@ -21,8 +21,7 @@ from falflow.completion.finalise import Finaliser
 from falflow.completion.messages import OutputsMessage
 from falflow.fal.queue import FalQueueClient
 from falflow.jobs import utcnow
-from falflow.secrets import fal_api_key
-from falflow.settings import fal_settings
+from falflow.secrets import FalKeys
 from falflow.store.media import MediaFetcher
 from falflow.store.settings import StoreSettings
 from falflow.store.worker import StoreOutcome, StoreWorker
@@ -38,7 +37,7 @@ def build_store_worker(settings: StoreSettings) -> StoreWorker:
         inbox=S3Inbox(aws_client("s3"), settings.output_bucket),
         outputs=outputs,
         media=MediaFetcher(settings.media_policy()),
-        fal=FalQueueClient(fal_settings(), fal_api_key),
+        fal=FalQueueClient(settings.fal, FalKeys(settings).api_key),
         finaliser=Finaliser(
             jobs, EventBridgePublisher(aws_client("events"), settings.event_bus_name), outputs.bucket
         ),
@@ -54,7 +53,9 @@ class StoreApp:
 
     @classmethod
     def from_environment(cls, settings: StoreSettings | None = None) -> StoreApp:
-        return cls(build_store_worker(settings or StoreSettings()), DeadLetterPolicy.from_env())
+        """Once per cold start: settings validated, clients and the worker made."""
+        settings = settings or StoreSettings()
+        return cls(build_store_worker(settings), settings.dead_letter_policy())
 
     def _store(self, record: SQSRecord) -> StoreOutcome:
         message = OutputsMessage.model_validate_json(record.body)

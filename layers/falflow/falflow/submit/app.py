@@ -43,8 +43,7 @@ from falflow.fal.http import build_http_client
 from falflow.fal.queue import FalQueueClient
 from falflow.fal.storage import FalStorageClient
 from falflow.jobs import JobStore, TrailEntry, isoformat, utcnow
-from falflow.secrets import fal_api_key
-from falflow.settings import FalSettings
+from falflow.secrets import FalKeys
 from falflow.submit.files import InputFiles
 from falflow.submit.objects import S3InputArchive, S3InputObjects
 from falflow.submit.plan import Planner
@@ -197,19 +196,19 @@ class SubmitApp:
         """Cold start: validate the configuration and build every client once."""
         settings = SubmitSettings()  # every field read from the environment
         log_keys = Logger()
-        fal_settings = FalSettings()
-        http = build_http_client(fal_settings)
+        keys = FalKeys(settings)
+        http = build_http_client(settings.fal)
         dynamodb = aws_client("dynamodb")
         s3 = aws_client("s3")
         store = settings.job_store()
         objects = S3InputObjects(s3, _presigning_client())
         service = SubmitService(
             store=store,
-            fal=FalQueueClient(fal_settings, fal_api_key, http),
+            fal=FalQueueClient(settings.fal, keys.api_key, http),
             planner=Planner(settings.routes, settings.jobs_prefix, objects),
             files=InputFiles(
                 objects,
-                FalStorageClient(fal_settings, fal_api_key, http),
+                FalStorageClient(settings.fal, keys.api_key, http),
                 input_bucket=settings.input_bucket,
                 presign_expiry_seconds=settings.presign_expiry_seconds,
             ),
@@ -225,7 +224,7 @@ class SubmitApp:
         return cls(
             service,
             store=store,
-            dead_letter=DeadLetterPolicy.from_env(),
+            dead_letter=settings.dead_letter_policy(),
             concurrency=settings.submit_concurrency,
             log_keys=log_keys,
         )
