@@ -61,6 +61,7 @@ class CollectApp:
 
     @classmethod
     def from_environment(cls, settings: CollectSettings | None = None) -> CollectApp:
+        """Once per cold start: settings validated (fal's clients are made per run)."""
         return cls(settings or CollectSettings(), metrics=module_metrics(), log=module_logger(__name__))
 
     def handle(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:

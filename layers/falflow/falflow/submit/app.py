@@ -193,9 +193,9 @@ class SubmitApp:
         self._keys = log_keys or Logger()
 
     @classmethod
-    def from_environment(cls) -> SubmitApp:
+    def from_environment(cls, settings: SubmitSettings | None = None) -> SubmitApp:
         """Cold start: validate the configuration and build every client once."""
-        settings = SubmitSettings()  # every field read from the environment
+        settings = settings or SubmitSettings()  # every field read from the environment
         log_keys = Logger()
         keys = FalKeys(settings)
         http = build_http_client(settings.fal)
