@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -76,3 +77,25 @@ def test_the_function_logger_is_the_handlers_and_keeps_powertools_options(
     assert handler({"id": "run-1"}, LambdaContext(function_name="Third")) == "done"
     (line,) = [json.loads(text) for text in stream.getvalue().splitlines()]
     assert (line["service"], line["correlation_id"], line["function_name"]) == ("obs-third", "run-1", "Third")
+
+
+def test_pool_threads_log_as_the_handler_that_started_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    handlers = {}
+    for service in ("obs-pool-a", "obs-pool-b"):
+        monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", service)
+        logger = function_observability().logger
+        stream = io.StringIO()
+        logger.registered_handler.setStream(stream)  # type: ignore[attr-defined]
+
+        @logger.inject_lambda_context
+        def handler(event: dict[str, Any], context: Any) -> None:
+            with ThreadPoolExecutor(max_workers=1) as pool:  # a fresh thread: an empty context
+                pool.submit(domain_logger.info, "from the pool").result()
+
+        handlers[service] = (handler, stream)
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "obs-pool-b")  # the environment of the last one
+
+    handler, stream = handlers["obs-pool-a"]
+    handler({}, LambdaContext(function_name="A"))
+    (line,) = [json.loads(text) for text in stream.getvalue().splitlines()]
+    assert line["service"] == "obs-pool-a"

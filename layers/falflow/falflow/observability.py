@@ -29,8 +29,10 @@ if TYPE_CHECKING:
 _UNDEFINED_SERVICE = "service_undefined"  # what Powertools names a Logger without a service
 
 # The service of the function whose handler runs in this context (copied into worker threads
-# that run in a copy of the context, as submit's records do).
+# that run in a copy of the context, as submit's records do) ...
 _running_service: ContextVar[str | None] = ContextVar("falflow_running_service", default=None)
+# ... and of the handler entered last, for pool threads that start with an empty context.
+_last_entered: list[str] = []
 
 
 class FunctionObservability(NamedTuple):
@@ -90,6 +92,7 @@ def _running_as(service: str, handler: Callable[..., Any]) -> Callable[..., Any]
     @functools.wraps(handler)
     def run(*args: Any, **kwargs: Any) -> Any:
         token = _running_service.set(service)
+        _last_entered[:] = [service]
         try:
             return handler(*args, **kwargs)
         finally:
@@ -119,11 +122,18 @@ class ModuleLogger:
         return getattr(self._child(), name)
 
     def _child(self) -> Logger:
-        service = _running_service.get() or os.getenv(constants.SERVICE_NAME_ENV) or _UNDEFINED_SERVICE
+        service = _current_service()
         child = self._children.get(service)
         if child is None:
             child = self._children.setdefault(service, _ChildLogger(service, self._module))
         return child
+
+
+def _current_service() -> str:
+    """This context's handler's service, else the last entered handler's, else the environment's."""
+    last_entered = _last_entered[-1] if _last_entered else None
+    environment = os.getenv(constants.SERVICE_NAME_ENV) or _UNDEFINED_SERVICE
+    return _running_service.get() or last_entered or environment
 
 
 class _ChildLogger(Logger):
