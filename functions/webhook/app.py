@@ -1,20 +1,19 @@
 """fal's completion webhook (HTTP API ``POST /webhooks/fal``): verify, record, hand to the store."""
 
+from collections.abc import Mapping
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from falflow.observability import function_observability
 from falflow.webhook.app import WebhookApp
 
-logger = Logger()
-metrics = Metrics()
-tracer = Tracer()
+logger, metrics, tracer = function_observability()  # this function's, named by its environment
 app = WebhookApp.from_environment()  # once per cold start: settings validated, clients built
 
 
 @logger.inject_lambda_context(correlation_id_path="queryStringParameters.job_id", clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def handler(event: dict[str, Any], context: LambdaContext) -> Mapping[str, Any]:
     return app.handle(event, context)

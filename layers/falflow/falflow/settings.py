@@ -1,4 +1,10 @@
-"""Configuration, validated once per cold start.
+"""The fal field groups every function's settings class is composed of.
+
+The convention: each function has one settings class, ``falflow/<function>/settings.py``, made of
+the shared groups it needs (`JobsTableSettings`, `HandoffSettings`, `FalConnectionSettings`,
+`SecretIds`, `DeadLetterSettings`) plus its own fields. ``<Name>App.from_environment()`` validates
+it once per cold start and passes what each part needs down explicitly; nothing re-reads the
+environment later.
 
 Every base URL of fal is configurable so the same code talks to fal or to the local fal emulator,
 and boto3 honours ``AWS_ENDPOINT_URL`` so the same code talks to AWS or to moto's server.
@@ -7,9 +13,9 @@ Secrets never live here: only the Secrets Manager ids under which the fal keys a
 
 from __future__ import annotations
 
-from functools import lru_cache
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -38,7 +44,8 @@ class FalSettings(BaseSettings):
 
 
 class SecretIds(BaseSettings):
-    """Secrets Manager ids (names or ARNs) of the fal keys; the values are read through a cache."""
+    """A group of a function's settings: the Secrets Manager ids (names or ARNs) of the fal keys and
+    how long their values are cached (`falflow.secrets.FalKeys` reads them)."""
 
     model_config = SettingsConfigDict(extra="ignore")
 
@@ -47,11 +54,21 @@ class SecretIds(BaseSettings):
     secret_cache_seconds: int = 300
 
 
-@lru_cache(maxsize=1)
-def fal_settings() -> FalSettings:
-    return FalSettings()
+class FalConnectionSettings(BaseSettings):
+    """A group of a function's settings: `FalSettings` (env prefix ``FAL_``), validated with the rest.
 
+    Its prefix differs from the function's own fields, so it is validated in its own class when the
+    function's settings are, and reached as ``settings.fal`` (it adds no field of its own).
+    """
 
-@lru_cache(maxsize=1)
-def secret_ids() -> SecretIds:
-    return SecretIds()
+    model_config = SettingsConfigDict(extra="ignore")
+
+    _fal: FalSettings = PrivateAttr()
+
+    def model_post_init(self, context: Any, /) -> None:
+        super().model_post_init(context)
+        self._fal = FalSettings()
+
+    @property
+    def fal(self) -> FalSettings:
+        return self._fal

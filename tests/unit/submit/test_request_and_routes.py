@@ -200,6 +200,7 @@ SETTINGS_ENV = {
     "INPUT_BUCKET": "in",
     "WEBHOOK_URL": "https://x.execute-api.us-east-1.amazonaws.com/webhooks/fal",
     "ROUTES": '{"img/": {"model": "a/b", "input": {"url": "{file_url}"}}}',
+    "DLQ_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/intake-dlq",
 }
 
 
@@ -253,6 +254,7 @@ def test_the_templates_defaults_make_valid_settings() -> None:
     parameters = parameter_defaults(template)
     settings = SubmitSettings(
         jobs_table="jobs",
+        dlq_url="https://sqs.us-east-1.amazonaws.com/123456789012/intake-dlq",
         input_bucket="in",
         webhook_url="https://abc.execute-api.us-east-1.amazonaws.com/webhooks/fal",
         routes=json.loads(parameters["Routes"]),

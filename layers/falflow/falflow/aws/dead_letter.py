@@ -25,21 +25,21 @@ _MAX_REASON_CHARS = 1000
 
 
 class DeadLetterSettings(BaseSettings):
+    """A group of the settings of a function that consumes a queue (env DLQ_URL, MAX_RECEIVES)."""
+
     model_config = SettingsConfigDict(extra="ignore")
 
     dlq_url: str
     max_receives: int = 5
+
+    def dead_letter_policy(self) -> DeadLetterPolicy:
+        return DeadLetterPolicy(dlq_url=self.dlq_url, max_receives=self.max_receives)
 
 
 @dataclass(frozen=True)
 class DeadLetterPolicy:
     dlq_url: str
     max_receives: int
-
-    @classmethod
-    def from_env(cls) -> DeadLetterPolicy:
-        settings = DeadLetterSettings()
-        return cls(dlq_url=settings.dlq_url, max_receives=settings.max_receives)
 
     def is_last_attempt(self, record: SQSRecord) -> bool:
         return int(record.attributes.approximate_receive_count or 1) >= self.max_receives

@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
-from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from falflow.aws.clients import aws_client
@@ -25,8 +24,8 @@ from falflow.collect.usage_table import DynamoUsageTable
 from falflow.fal.http import build_http_client
 from falflow.fal.platform import FalPlatformClient
 from falflow.jobs import utcnow
-from falflow.secrets import fal_admin_key, fal_api_key
-from falflow.settings import fal_settings, secret_ids
+from falflow.observability import module_logger, module_metrics
+from falflow.secrets import FalKeys
 
 
 class CollectRunFailed(RuntimeError):
@@ -39,13 +38,11 @@ class CollectRunFailed(RuntimeError):
 
 
 def build_collector(settings: CollectSettings, http: httpx.Client, log: Log) -> Collector:
-    fal = fal_settings()
-    dynamodb = aws_client("dynamodb")
-    table = DynamoUsageTable(dynamodb, settings.usage_table)
-    has_admin_key = bool(secret_ids().fal_admin_key_secret_id)
+    keys = FalKeys(settings)
+    table = DynamoUsageTable(aws_client("dynamodb"), settings.usage_table)
     return Collector(
-        platform=FalPlatformClient(fal, fal_api_key, http),
-        admin_platform=FalPlatformClient(fal, fal_admin_key, http) if has_admin_key else None,
+        platform=FalPlatformClient(settings.fal, keys.api_key, http),
+        admin_platform=FalPlatformClient(settings.fal, keys.admin_key, http) if keys.has_admin_key else None,
         jobs=settings.job_store(),
         watermarks=table,
         registry=table,
@@ -64,7 +61,8 @@ class CollectApp:
 
     @classmethod
     def from_environment(cls, settings: CollectSettings | None = None) -> CollectApp:
-        return cls(settings or CollectSettings(), metrics=Metrics(), log=Logger(child=True))
+        """Once per cold start: settings validated (fal's clients are made per run)."""
+        return cls(settings or CollectSettings(), metrics=module_metrics(), log=module_logger(__name__))
 
     def handle(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
         return self.run(time_left_ms=context.get_remaining_time_in_millis)
@@ -77,7 +75,7 @@ class CollectApp:
             return time_left_ms() / 1000 if time_left_ms else math.inf
 
         # One connection pool per run: the function runs hourly, so keeping it warm buys nothing.
-        with build_http_client(fal_settings()) as http:
+        with build_http_client(self.settings.fal) as http:
             report = build_collector(self.settings, http, self._log).run(
                 run_id=run_id_for(now), now=now, time_left=time_left
             )

@@ -1,4 +1,5 @@
-"""The collect function's configuration, validated once per cold start (env vars of template.yaml)."""
+"""The collect function's configuration (env vars of template.yaml's CollectFunction), validated once
+per cold start by `CollectApp.from_environment`: the jobs table, fal, its keys and its own."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from datetime import timedelta
 from pydantic import Field, field_validator
 
 from falflow.jobs.settings import JobsTableSettings
+from falflow.settings import FalConnectionSettings, SecretIds
 
 # fal serves at most 90 days of billing events per call; the cost lookback stays well inside it.
 MAX_COST_LOOKBACK_HOURS = 24 * 60
 
 
-class CollectSettings(JobsTableSettings):
+class CollectSettings(JobsTableSettings, FalConnectionSettings, SecretIds):
     usage_table: str
     output_bucket: str
     # Every snapshot object lives under this prefix (the function may write nowhere else).

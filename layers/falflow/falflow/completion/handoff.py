@@ -23,14 +23,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from aws_lambda_powertools import Logger
-
 from falflow.completion.keys import inbox_key
 from falflow.completion.messages import CompletionSource, OutputsMessage
 from falflow.completion.ports import Inbox, OutputsQueue
 from falflow.jobs import Job, JobState, JobStore, TrailEntry, isoformat
+from falflow.observability import module_logger
 
-logger = Logger(child=True)
+logger = module_logger(__name__)
 
 # Longer than the webhook function's timeout: by then a first writer has sent or has died.
 DEFAULT_HANDOFF_GRACE = timedelta(seconds=60)

@@ -1,5 +1,6 @@
-"""The fal ports the domain code depends on; the httpx clients here implement them, and unit
-tests of the domain code can pass small in-memory fakes instead."""
+"""The fal ports the domain code depends on, each listing only the methods the domain calls; the
+httpx clients in this package implement them (and keep more methods, for the operator CLI), and unit
+tests of the domain code pass small in-memory fakes instead."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from falflow.fal.platform import (
     AnalyticsReport,
     BillingEvent,
     ComputeInstance,
-    CostEstimate,
     ModelInfo,
     Price,
     TimeBound,
@@ -46,16 +46,9 @@ class FalQueue(Protocol):
 
 
 class FalPlatform(Protocol):
-    """The part of the Platform API falflow uses (the collect function and the operator CLI)."""
+    """The part of the Platform API the collect function calls (the operator CLI holds the client)."""
 
     def pricing(self, endpoint_ids: Sequence[str]) -> list[Price]: ...
-
-    def estimate_cost(
-        self,
-        *,
-        call_quantities: Mapping[str, int] | None = None,
-        unit_quantities: Mapping[str, float] | None = None,
-    ) -> CostEstimate: ...
 
     def usage(
         self,

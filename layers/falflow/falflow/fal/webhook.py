@@ -19,9 +19,6 @@ import httpx
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from falflow.fal.http import build_http_client
-from falflow.settings import fal_settings
-
 # fal rotates keys; never trust a copy older than this.
 MAX_JWKS_AGE_S = 24 * 3600.0
 # A flood of badly signed requests must not turn into a flood of JWKS fetches.
@@ -61,7 +58,7 @@ class JwksCache:
     def __init__(
         self,
         urls: Sequence[str],
-        http: httpx.Client | None = None,
+        http: httpx.Client,
         max_age_s: float = MAX_JWKS_AGE_S,
         clock: Callable[[], float] = time.time,
         *,
@@ -70,7 +67,7 @@ class JwksCache:
         if not urls:
             raise ValueError("JwksCache needs at least one JWKS URL")
         self._urls = list(urls)
-        self._http = http if http is not None else build_http_client(fal_settings())
+        self._http = http
         self.max_age_s = min(max_age_s, MAX_JWKS_AGE_S)
         self._clock = clock
         self._min_refetch_interval_s = min_refetch_interval_s

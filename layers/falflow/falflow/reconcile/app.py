@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -15,12 +14,12 @@ from falflow.aws.events import EventBridgePublisher
 from falflow.completion.finalise import Finaliser
 from falflow.fal.queue import FalQueueClient
 from falflow.jobs import utcnow
+from falflow.observability import module_metrics
 from falflow.reconcile.reconciler import Reconciler
 from falflow.reconcile.settings import ReconcileSettings
-from falflow.secrets import fal_api_key
-from falflow.settings import fal_settings
+from falflow.secrets import FalKeys
 
-metrics = Metrics(namespace="falflow")
+metrics = module_metrics()
 
 
 class SqsIntakeQueue:
@@ -36,7 +35,7 @@ def build_reconciler(settings: ReconcileSettings) -> Reconciler:
     jobs = settings.job_store()
     return Reconciler(
         jobs,
-        fal=FalQueueClient(fal_settings(), fal_api_key),
+        fal=FalQueueClient(settings.fal, FalKeys(settings).api_key),
         handoff=settings.completion_handoff(jobs),
         finaliser=Finaliser(
             jobs, EventBridgePublisher(aws_client("events"), settings.event_bus_name), settings.output_bucket
@@ -53,6 +52,7 @@ class ReconcileApp:
 
     @classmethod
     def from_environment(cls, settings: ReconcileSettings | None = None) -> ReconcileApp:
+        """Once per cold start: settings validated, clients and the reconciler made."""
         settings = settings or ReconcileSettings()
         return cls(build_reconciler(settings), settings.reserve_seconds)
 

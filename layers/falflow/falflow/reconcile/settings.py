@@ -1,4 +1,5 @@
-"""The reconcile function's configuration (env vars of template.yaml's ReconcileFunction)."""
+"""The reconcile function's configuration (env vars of template.yaml's ReconcileFunction), validated
+once per cold start by `ReconcileApp.from_environment`: the hand-off, fal, its keys and its own."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from pydantic import Field
 
 from falflow.completion.settings import HandoffSettings
 from falflow.reconcile.reconciler import ReconcilePolicy
+from falflow.settings import FalConnectionSettings, SecretIds
 
 
-class ReconcileSettings(HandoffSettings):
+class ReconcileSettings(HandoffSettings, FalConnectionSettings, SecretIds):
     intake_queue_url: Annotated[str, Field(min_length=1)]
     event_bus_name: Annotated[str, Field(min_length=1)] = "default"
     reconcile_after_minutes: Annotated[float, Field(gt=0)] = 10

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -21,13 +20,13 @@ from falflow.completion.finalise import Finaliser
 from falflow.completion.messages import OutputsMessage
 from falflow.fal.queue import FalQueueClient
 from falflow.jobs import utcnow
-from falflow.secrets import fal_api_key
-from falflow.settings import fal_settings
+from falflow.observability import module_logger
+from falflow.secrets import FalKeys
 from falflow.store.media import MediaFetcher
 from falflow.store.settings import StoreSettings
 from falflow.store.worker import StoreOutcome, StoreWorker
 
-logger = Logger(child=True)
+logger = module_logger(__name__)
 
 
 def build_store_worker(settings: StoreSettings) -> StoreWorker:
@@ -38,7 +37,7 @@ def build_store_worker(settings: StoreSettings) -> StoreWorker:
         inbox=S3Inbox(aws_client("s3"), settings.output_bucket),
         outputs=outputs,
         media=MediaFetcher(settings.media_policy()),
-        fal=FalQueueClient(fal_settings(), fal_api_key),
+        fal=FalQueueClient(settings.fal, FalKeys(settings).api_key),
         finaliser=Finaliser(
             jobs, EventBridgePublisher(aws_client("events"), settings.event_bus_name), outputs.bucket
         ),
@@ -54,7 +53,9 @@ class StoreApp:
 
     @classmethod
     def from_environment(cls, settings: StoreSettings | None = None) -> StoreApp:
-        return cls(build_store_worker(settings or StoreSettings()), DeadLetterPolicy.from_env())
+        """Once per cold start: settings validated, clients and the worker made."""
+        settings = settings or StoreSettings()
+        return cls(build_store_worker(settings), settings.dead_letter_policy())
 
     def _store(self, record: SQSRecord) -> StoreOutcome:
         message = OutputsMessage.model_validate_json(record.body)

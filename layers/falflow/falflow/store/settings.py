@@ -1,5 +1,5 @@
 """The store function's configuration (env vars of template.yaml's StoreFunction), validated once per
-cold start."""
+cold start by `StoreApp.from_environment`: the jobs table, fal, its keys, dead-lettering and its own."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
+from falflow.aws.dead_letter import DeadLetterSettings
 from falflow.jobs.settings import JobsTableSettings
+from falflow.settings import FalConnectionSettings, SecretIds
 from falflow.store.copy import MIN_PART_SIZE, CopyLimits
 from falflow.store.media import MediaPolicy
 
 
-class StoreSettings(JobsTableSettings):
+class StoreSettings(JobsTableSettings, FalConnectionSettings, SecretIds, DeadLetterSettings):
     output_bucket: Annotated[str, Field(min_length=1)]
     event_bus_name: Annotated[str, Field(min_length=1)] = "default"
     # Host patterns (fnmatch, e.g. "*.fal.media") output files may be downloaded from, over https.

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote_plus
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import (
     AsyncBatchProcessor,
@@ -38,8 +38,8 @@ from falflow.fal.http import build_http_client
 from falflow.fal.queue import FalQueueClient
 from falflow.fal.storage import FalStorageClient
 from falflow.jobs import JobStore, TrailEntry, isoformat, utcnow
-from falflow.secrets import fal_api_key
-from falflow.settings import FalSettings
+from falflow.observability import module_logger, module_metrics
+from falflow.secrets import FalKeys
 from falflow.submit.files import InputFiles
 from falflow.submit.objects import S3InputArchive, S3InputObjects
 from falflow.submit.plan import Planner
@@ -60,8 +60,8 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
 
-logger = Logger(child=True)
-metrics = Metrics(namespace="falflow")
+logger = module_logger(__name__)
+metrics = module_metrics()
 
 S3_TEST_EVENT: Final = "s3:TestEvent"
 _OBJECT_CREATED: Final = "ObjectCreated:"
@@ -188,23 +188,23 @@ class SubmitApp:
         self._keys = log_keys or Logger()
 
     @classmethod
-    def from_environment(cls) -> SubmitApp:
+    def from_environment(cls, settings: SubmitSettings | None = None) -> SubmitApp:
         """Cold start: validate the configuration and build every client once."""
-        settings = SubmitSettings()  # every field read from the environment
+        settings = settings or SubmitSettings()  # every field read from the environment
         log_keys = Logger()
-        fal_settings = FalSettings()
-        http = build_http_client(fal_settings)
+        keys = FalKeys(settings)
+        http = build_http_client(settings.fal)
         dynamodb = aws_client("dynamodb")
         s3 = aws_client("s3")
         store = settings.job_store()
         objects = S3InputObjects(s3, _presigning_client())
         service = SubmitService(
             store=store,
-            fal=FalQueueClient(fal_settings, fal_api_key, http),
+            fal=FalQueueClient(settings.fal, keys.api_key, http),
             planner=Planner(settings.routes, settings.jobs_prefix, objects),
             files=InputFiles(
                 objects,
-                FalStorageClient(fal_settings, fal_api_key, http),
+                FalStorageClient(settings.fal, keys.api_key, http),
                 input_bucket=settings.input_bucket,
                 presign_expiry_seconds=settings.presign_expiry_seconds,
             ),
@@ -220,7 +220,7 @@ class SubmitApp:
         return cls(
             service,
             store=store,
-            dead_letter=DeadLetterPolicy.from_env(),
+            dead_letter=settings.dead_letter_policy(),
             concurrency=settings.submit_concurrency,
             log_keys=log_keys,
         )

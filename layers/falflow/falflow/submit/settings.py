@@ -1,7 +1,8 @@
 """The submit function's configuration, validated once per cold start.
 
 Every field is read from the environment variable of the same name in upper case, exactly as
-template.yaml sets it for SubmitFunction (a test holds the two equal). A bad route table or a
+template.yaml sets it for SubmitFunction (a test holds the two equal); fal's settings are
+``settings.fal`` (env ``FAL_*``). A bad route table or a
 webhook URL that cannot carry a job id fails the cold start, not the first job.
 """
 
@@ -13,13 +14,15 @@ from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
+from falflow.aws.dead_letter import DeadLetterSettings
 from falflow.jobs.settings import JobsTableSettings
+from falflow.settings import FalConnectionSettings, SecretIds
 from falflow.submit.routes import RouteTable
 
 JOB_ID_QUERY_PARAMETER = "job_id"
 
 
-class SubmitSettings(JobsTableSettings):
+class SubmitSettings(JobsTableSettings, FalConnectionSettings, SecretIds, DeadLetterSettings):
     input_bucket: Annotated[str, Field(min_length=1)]
     webhook_url: str
     routes: RouteTable = Field(default_factory=RouteTable)

@@ -11,7 +11,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from falflow.fal.http import USER_AGENT
 from falflow.fal.webhook import JwksCache
-from falflow.settings import fal_settings
 from falflow.webhook.http_api import UnreadableBodyError, http_response, webhook_request
 from falflow.webhook.receiver import WebhookReceiver, WebhookReply
 from falflow.webhook.settings import WebhookSettings
@@ -33,7 +32,7 @@ class WebhookApp:
             timeout=httpx.Timeout(JWKS_TIMEOUT_S), headers={"User-Agent": USER_AGENT}, follow_redirects=False
         )
         jwks = JwksCache(
-            fal_settings().jwks_urls, jwks_http, min_refetch_interval_s=settings.jwks_refetch_seconds
+            settings.fal.jwks_urls, jwks_http, min_refetch_interval_s=settings.jwks_refetch_seconds
         )
         receiver = WebhookReceiver(
             settings.completion_handoff(),
