@@ -1,20 +1,19 @@
-"""One function's names never leak into another's: handlers build their Logger, Metrics and Tracer
-at import from their own environment, and domain modules log as children of the running function."""
+"""Each function's Logger, Metrics and Tracer are its own, named by its environment; domain modules
+log and count through Powertools' children of them."""
 
 from __future__ import annotations
 
 import io
 import json
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from aws_lambda_powertools import Logger, Metrics
 
-from falflow.observability import FunctionLogger, function_observability, module_logger, module_metrics
+from falflow.observability import function_observability
 from falflow_tools.local.handlers import LambdaContext
 
-domain_logger = module_logger("falflow.tests.domain")
-domain_metrics = module_metrics()
+domain_metrics = Metrics()  # as a domain module makes it, at import, before any function's env
 
 
 def _function(monkeypatch: pytest.MonkeyPatch, service: str) -> tuple[Any, io.StringIO]:
@@ -29,7 +28,7 @@ def _function(monkeypatch: pytest.MonkeyPatch, service: str) -> tuple[Any, io.St
     @tracer.capture_lambda_handler(capture_response=False)
     @metrics.log_metrics()
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        domain_logger.info("domain says", job_id=event["job_id"])
+        logger.info("handler says", job_id=event["job_id"])
         domain_metrics.add_metric(name="DomainCount", unit="Count", value=1)
         return {}
 
@@ -58,44 +57,27 @@ def test_each_handler_logs_and_counts_under_its_own_names(
     ]
 
 
-def test_the_function_logger_is_the_handlers_and_keeps_powertools_options(
+def test_a_domain_modules_child_logger_logs_through_the_function_with_its_keys(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "obs-third")
     logger = function_observability().logger
-    assert isinstance(logger, FunctionLogger)
     assert logger.service == "obs-third"
     stream = io.StringIO()
     logger.registered_handler.setStream(stream)  # type: ignore[attr-defined]
+    domain_logger = Logger(child=True)  # as a module of the function's package makes it at import
 
     @logger.inject_lambda_context(correlation_id_path="id", clear_state=True)
     def handler(event: dict[str, Any], context: Any) -> str:
-        domain_logger.info("inside")
+        domain_logger.info("inside", job_id="j-1")
         return "done"
 
     assert handler.__name__ == "handler"
     assert handler({"id": "run-1"}, LambdaContext(function_name="Third")) == "done"
     (line,) = [json.loads(text) for text in stream.getvalue().splitlines()]
-    assert (line["service"], line["correlation_id"], line["function_name"]) == ("obs-third", "run-1", "Third")
-
-
-def test_pool_threads_log_as_the_handler_that_started_them(monkeypatch: pytest.MonkeyPatch) -> None:
-    handlers = {}
-    for service in ("obs-pool-a", "obs-pool-b"):
-        monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", service)
-        logger = function_observability().logger
-        stream = io.StringIO()
-        logger.registered_handler.setStream(stream)  # type: ignore[attr-defined]
-
-        @logger.inject_lambda_context
-        def handler(event: dict[str, Any], context: Any) -> None:
-            with ThreadPoolExecutor(max_workers=1) as pool:  # a fresh thread: an empty context
-                pool.submit(domain_logger.info, "from the pool").result()
-
-        handlers[service] = (handler, stream)
-    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "obs-pool-b")  # the environment of the last one
-
-    handler, stream = handlers["obs-pool-a"]
-    handler({}, LambdaContext(function_name="A"))
-    (line,) = [json.loads(text) for text in stream.getvalue().splitlines()]
-    assert line["service"] == "obs-pool-a"
+    assert (line["service"], line["correlation_id"], line["function_name"], line["job_id"]) == (
+        "obs-third",
+        "run-1",
+        "Third",
+        "j-1",
+    )

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from falflow.aws.clients import aws_client
@@ -24,7 +25,6 @@ from falflow.collect.usage_table import DynamoUsageTable
 from falflow.fal.http import build_http_client
 from falflow.fal.platform import FalPlatformClient
 from falflow.jobs import utcnow
-from falflow.observability import module_logger, module_metrics
 from falflow.secrets import FalKeys
 
 
@@ -62,7 +62,7 @@ class CollectApp:
     @classmethod
     def from_environment(cls, settings: CollectSettings | None = None) -> CollectApp:
         """Once per cold start: settings validated (fal's clients are made per run)."""
-        return cls(settings or CollectSettings(), metrics=module_metrics(), log=module_logger(__name__))
+        return cls(settings or CollectSettings(), metrics=Metrics(), log=Logger(child=True))
 
     def handle(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
         return self.run(time_left_ms=context.get_remaining_time_in_millis)

@@ -13,14 +13,14 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from falflow.completion.ports import EventPublisher
 from falflow.jobs import Job, JobError, JobState, JobStore, TrailEntry, isoformat
-from falflow.observability import module_logger, module_metrics
 
-logger = module_logger(__name__)
-metrics = module_metrics()
+logger = Logger(child=True)
+metrics = Metrics()
 
 JOB_COMPLETED = "Job Completed"
 JOB_FAILED = "Job Failed"

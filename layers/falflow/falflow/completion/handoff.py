@@ -23,13 +23,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from aws_lambda_powertools import Logger
+
 from falflow.completion.keys import inbox_key
 from falflow.completion.messages import CompletionSource, OutputsMessage
 from falflow.completion.ports import Inbox, OutputsQueue
 from falflow.jobs import Job, JobState, JobStore, TrailEntry, isoformat
-from falflow.observability import module_logger
 
-logger = module_logger(__name__)
+logger = Logger(child=True)
 
 # Longer than the webhook function's timeout: by then a first writer has sent or has died.
 DEFAULT_HANDOFF_GRACE = timedelta(seconds=60)

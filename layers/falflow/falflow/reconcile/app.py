@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -14,12 +15,11 @@ from falflow.aws.events import EventBridgePublisher
 from falflow.completion.finalise import Finaliser
 from falflow.fal.queue import FalQueueClient
 from falflow.jobs import utcnow
-from falflow.observability import module_metrics
 from falflow.reconcile.reconciler import Reconciler
 from falflow.reconcile.settings import ReconcileSettings
 from falflow.secrets import FalKeys
 
-metrics = module_metrics()
+metrics = Metrics()
 
 
 class SqsIntakeQueue:

@@ -30,6 +30,8 @@ from enum import StrEnum
 from typing import Any, Final, Protocol
 from urllib.parse import parse_qs, quote_plus, urlsplit
 
+from aws_lambda_powertools import Logger
+
 from falflow.completion.delivery import RESULT_UNAVAILABLE, delivery_body
 from falflow.completion.finalise import Finaliser
 from falflow.completion.handoff import CompletionHandoff, HandoffOutcome
@@ -37,9 +39,8 @@ from falflow.fal.errors import FalError, FalNotFoundError
 from falflow.fal.ports import FalQueue
 from falflow.fal.queue import QueueStatus, QueueUrls
 from falflow.jobs import WAITING_STATES, Job, JobError, JobState, JobStore, TrailEntry, isoformat
-from falflow.observability import module_logger
 
-logger = module_logger(__name__)
+logger = Logger(child=True)
 
 ACTOR: Final = "reconcile"
 GAVE_UP = "gave_up"

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -20,13 +21,12 @@ from falflow.completion.finalise import Finaliser
 from falflow.completion.messages import OutputsMessage
 from falflow.fal.queue import FalQueueClient
 from falflow.jobs import utcnow
-from falflow.observability import module_logger
 from falflow.secrets import FalKeys
 from falflow.store.media import MediaFetcher
 from falflow.store.settings import StoreSettings
 from falflow.store.worker import StoreOutcome, StoreWorker
 
-logger = module_logger(__name__)
+logger = Logger(child=True)
 
 
 def build_store_worker(settings: StoreSettings) -> StoreWorker:

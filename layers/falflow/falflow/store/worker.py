@@ -29,6 +29,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from falflow.completion.delivery import RESULT_UNAVAILABLE, FalDelivery, InvalidDeliveryError, error_type_of
@@ -39,7 +40,6 @@ from falflow.completion.ports import Inbox
 from falflow.fal.errors import FalError, FalNotFoundError
 from falflow.fal.ports import FalQueue
 from falflow.jobs import Job, JobError, JobState, JobStore, isoformat
-from falflow.observability import module_logger, module_metrics
 from falflow.store.copy import CopyLimits, copy_into
 from falflow.store.discovery import (
     OutputFile,
@@ -59,8 +59,8 @@ from falflow.store.media import (
 )
 from falflow.store.ports import OutputBucket
 
-logger = module_logger(__name__)
-metrics = module_metrics()
+logger = Logger(child=True)
+metrics = Metrics()
 
 SOURCE_METADATA = "falflow-source"
 JOB_METADATA = "falflow-job-id"

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote_plus
 
 import boto3
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import (
     AsyncBatchProcessor,
@@ -38,7 +38,6 @@ from falflow.fal.http import build_http_client
 from falflow.fal.queue import FalQueueClient
 from falflow.fal.storage import FalStorageClient
 from falflow.jobs import JobStore, TrailEntry, isoformat, utcnow
-from falflow.observability import module_logger, module_metrics
 from falflow.secrets import FalKeys
 from falflow.submit.files import InputFiles
 from falflow.submit.objects import S3InputArchive, S3InputObjects
@@ -60,8 +59,8 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
 
-logger = module_logger(__name__)
-metrics = module_metrics()
+logger = Logger(child=True)
+metrics = Metrics()
 
 S3_TEST_EVENT: Final = "s3:TestEvent"
 _OBJECT_CREATED: Final = "ObjectCreated:"

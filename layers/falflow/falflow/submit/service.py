@@ -48,6 +48,8 @@ from enum import StrEnum
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from aws_lambda_powertools import Logger
+
 from falflow.catalogue import ModelCatalogue
 from falflow.fal.errors import (
     FalAuthError,
@@ -62,7 +64,6 @@ from falflow.fal.errors import (
 from falflow.fal.ports import FalQueue
 from falflow.fal.queue import Submission
 from falflow.jobs import Job, JobError, JobState, JobStore, RequestUrls, TrailEntry, isoformat, utcnow
-from falflow.observability import module_logger
 from falflow.submit.files import CheckedInputs, InputFiles
 from falflow.submit.objects import InputArchive
 from falflow.submit.plan import JobIdentity, JobPlan, Planner, PlanRejectedError
@@ -70,7 +71,7 @@ from falflow.submit.request import RequestRejectedError
 from falflow.submit.settings import JOB_ID_QUERY_PARAMETER
 from falflow.submit.sources import JobSource
 
-logger = module_logger(__name__)
+logger = Logger(child=True)
 
 ACTOR: Final = "submit"
 # A worker's hold on a job while it sends it: longer than a submit function can run (its Timeout

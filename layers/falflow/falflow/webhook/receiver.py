@@ -21,15 +21,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from falflow.completion.delivery import FalDelivery, InvalidDeliveryError
 from falflow.completion.handoff import CompletionHandoff, HandoffOutcome
 from falflow.fal.webhook import InvalidSignatureError, JwksCache, JwksUnavailableError, verify_fal_signature
-from falflow.observability import module_logger, module_metrics
 
-logger = module_logger(__name__)
-metrics = module_metrics()
+logger = Logger(child=True)
+metrics = Metrics()
 
 JOB_ID_PARAMETER = "job_id"
 _METRIC_NAMES = {outcome: "Webhook" + outcome.value.title().replace("_", "") for outcome in HandoffOutcome}
