@@ -1,20 +1,10 @@
 """Per-job cost: fal's billing events when they exist, otherwise an estimate, marked as such.
 
-A job's cost is one field, written whole (never incremented), so collecting it again changes
-nothing. A billing event always wins: it replaces an estimate, and an estimate is only ever
-written where no cost is stored yet (a conditional write), so an estimate can never overwrite a
-billed cost, whatever order concurrent runs write in.
-
-The estimate rule (unit price times units, with the units read off the job record):
-- ``image``: the number of image files among the job's stored outputs;
-- ``video`` / ``audio``: the number of video / audio files among them;
-- ``second``: the duration the job asked for in its input (``duration``, ``seconds_total``,
-  ``duration_seconds``, ``seconds`` or ``num_seconds``);
-- ``request``, ``call``, ``generation``, ``run``: one;
-- any other unit (GPU time, megapixels …), a job without outputs, or an input kept in S3: no
-  estimate; the job waits for its billing event.
-Only COMPLETED jobs are estimated: fal does not bill 5xx failures, and whether a 422 was billed
-only fal's billing event can say.
+A cost is one field written whole; a billing event replaces an estimate, an estimate is written
+only where no cost is stored (`record_cost`). The estimate is the unit price times the units the
+job record shows: image / video / audio files among its outputs, the seconds its input asked for,
+or one per request; any other unit waits for its billing event. Only COMPLETED jobs are estimated.
+Why: docs/adr/0013-job-costs-are-billed-or-estimated-and-say-which.md.
 """
 
 from __future__ import annotations

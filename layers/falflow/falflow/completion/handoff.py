@@ -1,19 +1,11 @@
 """The completion hand-off: the one door through which fal's answer for a job enters falflow.
 
-Both the webhook (a verified delivery) and the reconciler (a result it polled) call
-``CompletionHandoff.record``. The rules that make at-least-once delivery safe:
-
-1. The request id is bound to the job first (``JobStore.bind_request``: the first id wins). A
-   completion for another request id of the same job (a duplicate fal submission) is kept in the
-   inbox for operators and noted in the trail, but never stored.
-2. The raw completion is written to the inbox *before* the job record points at it.
-3. One conditional write (``JobStore.record_completion``) records it: the job moves forward to
-   STORING with ``completion_key`` — possible once per job, whatever its state was (the webhook may
-   beat the submit's own write).
-4. Only the writer that won (3) sends the outputs message, then marks ``completion_enqueued_at``
-   (``JobStore.mark_handed_over``).
-   A duplicate sends nothing, unless the mark is still missing after ``handoff_grace`` (the first
-   writer died between the write and the send): then it hands the completion over again.
+The webhook (a verified delivery) and the reconciler (a result it polled) both call
+`CompletionHandoff.record`: bind the request id (the first wins; another's completion is kept in the
+inbox, never stored), write the raw completion to the inbox, record it once (`record_completion`,
+STORING), and have only that writer send the outputs message (`mark_handed_over`); a duplicate
+hands over again only after ``handoff_grace``. Why:
+docs/adr/0005-fal-answers-enter-through-one-completion-handoff.md.
 """
 
 from __future__ import annotations

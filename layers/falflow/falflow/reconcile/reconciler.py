@@ -1,21 +1,11 @@
 """The reconciler: no job depends on one webhook arriving.
 
-Every run looks at jobs that have waited longer than ``reconcile_after`` (the ByState index, never a
-scan) and acts only through conditional writes, so two runs at once, or a run racing a webhook,
-cannot store twice or move a job backwards:
-
-- SUBMITTED / IN_PROGRESS: ask fal through the stored ``status_url``. IN_PROGRESS moves the job
-  forward; COMPLETED fetches the result and records it through the *same* completion hand-off as the
-  webhook (one path for outputs); a request or result fal no longer holds ends FAILED with that
-  reason. Only a job with no completion recorded may be failed here.
-- STORING without a hand-off: the recorder died between its write and the send; hand it over again.
-- ACCEPTED with no live submit lease (the submit worker died and its message is gone): send the job's
-  original request to the intake queue again, so the submit path's own lease and ambiguity rule
-  decides whether fal may be asked — never a blind resubmission from here.
-- Older than ``give_up_after`` and still not finished: FAILED with the reason, and a best-effort
-  cancel at fal.
-
-Each action leaves a trail entry saying when and why.
+Each run takes jobs waiting longer than ``reconcile_after`` (the ByState index) and acts only through
+conditional writes: SUBMITTED / IN_PROGRESS jobs are polled at fal and a finished result goes through
+the same completion hand-off as the webhook; STORING jobs whose hand-off was lost are handed over
+again; ACCEPTED jobs with no live submit lease are sent back to the intake queue (never resubmitted
+from here); jobs older than ``give_up_after`` end FAILED. Each action leaves a trail entry. Why:
+docs/adr/0012-a-reconciler-covers-lost-webhooks-and-dead-workers.md.
 """
 
 from __future__ import annotations

@@ -1,18 +1,12 @@
 """The store: turns a recorded completion into stored outputs, a final state and one event.
 
-For an outputs message ``StoreWorker.handle``:
-1. skips a job that is finished and announced (a re-run changes nothing, uploads nothing);
-2. takes the job's store lease (a compare-and-set on ``store_lease_until``), so two copies of the
-   message never copy at once; a message finding a live lease is dropped — the holder's own message
-   comes back if the holder dies;
-3. reads fal's completion from the inbox; an ERROR payload fails the job with fal's error whole; a
-   ``payload: null`` completion is fetched from the queue's result URL;
-4. checks every output URL and name first (refused → FAILED with the reasons, nothing fetched);
-5. streams each file into ``outputs/<job_id>/`` (skipping one an earlier attempt already stored),
-   writes ``result.json``, marks the job COMPLETED and publishes the event.
-
-Transient faults (media host 5xx, fal 5xx/429, AWS errors) raise, so SQS retries the message and
-dead-letters it with its reason after the last try; permanent ones end the job FAILED.
+`StoreWorker.handle` skips a job already finished and announced, takes the job's store lease, reads
+fal's completion from the inbox (an ERROR payload fails the job; ``payload: null`` is fetched from
+the result URL), checks every output URL and name before fetching any, streams each file into
+``outputs/<job_id>/``, writes ``result.json`` and finalises. Transient faults raise (SQS retries,
+then dead-letters with the reason); permanent ones end the job FAILED. Why:
+docs/adr/0004-a-lease-holds-a-job-for-one-worker.md,
+docs/adr/0009-outputs-are-streamed-with-bounded-memory.md.
 """
 
 from __future__ import annotations

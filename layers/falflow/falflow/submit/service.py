@@ -1,40 +1,12 @@
 """submit_job: one source in, at most one fal queue submission per job out.
 
-The order of writes is what makes at-least-once delivery safe:
-
-1. The job record is created ACCEPTED (a conditional put) before fal hears of the job, holding
-   the creating worker's submit lease. A request that can never succeed is recorded REJECTED
-   instead, and fal never hears of it.
-2. A delivery that finds the record ACCEPTED takes the lease with ``claim_submit_lease``; whoever does
-   not hold it sends nothing (two batches racing on one job submit it once).
-3. After fal answers, one conditional write records fal's request id and URLs and moves the job to
-   SUBMITTED (``record_submission``). If fal's webhook was recorded first (the job may already be
-   STORING or COMPLETED), ``bind_request`` records them instead — the first request id reported
-   for a job wins — and the job is never moved back.
-
-Failures:
-
-- fal refused the job (422, unknown model 404, another non-retryable 4xx): FAILED with fal's error
-  kept whole; the message is consumed.
-- fal certainly did not take it (429, an ingress 502/503/504 without a request id, a connection
-  never made) or AWS failed: the lease is released and `SubmitRetryLaterError` returns the message
-  to the queue (the last receive dead-letters it with this reason).
-- Ambiguous — the request may have reached fal but its reply was lost (read timeout, reset,
-  another 5xx): **the ambiguity rule**. The job keeps its lease for the grace period
-  (SUBMIT_AMBIGUOUS_GRACE_SECONDS) and records ``submit_ambiguous_at``; the message returns to the
-  queue. Within the grace nobody resends: if fal had queued the job, its webhook binds that
-  request id through the completion hand-off and any redelivery finds the job no longer waiting to
-  be sent. After the grace the next delivery sends it again. Should the first request exist after
-  all, both ids race for ``bind_request``: only the first is ever bound, the submit path cancels
-  a request of its own that lost, and the completion hand-off keeps any result of an unbound request
-  aside instead of storing it. So a lost reply can cost at most a duplicate fal run (billed), never
-  a second stored result or a lost job. A worker that died mid-submit leaves the same lease behind
-  and is treated the same way.
-
-  fal calls the webhook when a job ends, not when it is queued, so the grace settles the question
-  only for jobs that finish within it: choose it from the models' usual time to result, below the
-  intake queue's visibility timeout so the first redelivery may resend. (fal offers no lookup by a
-  client key, so nothing better than the webhook can tell whether the lost request exists.)
+The job is created ACCEPTED (or REJECTED) before fal hears of it, holding the submit lease; a
+redelivery sends only if it takes the lease (`claim_submit_lease`); fal's answer moves the job to
+SUBMITTED (`record_submission`), or binds the request id when the webhook came first. A failure is
+classified: refused (FAILED, message consumed), certainly not accepted (lease released, message
+retried), or ambiguous — the reply was lost — when the job keeps its lease for a grace before
+anyone sends again. Why: docs/adr/0003-an-ambiguous-submit-is-resolved-before-any-resend.md and
+docs/adr/0004-a-lease-holds-a-job-for-one-worker.md.
 """
 
 from __future__ import annotations
