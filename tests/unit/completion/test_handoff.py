@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from falflow.completion.handoff import CompletionHandoff, HandoffOutcome
 from falflow.jobs import Job, JobError, JobState, RequestUrls, utcnow
+from tests.fakes.completion import MemoryInbox, MemoryOutputsQueue
 from tests.fakes.job_store import InMemoryJobStore
 from tests.fakes.webhook_events import delivery
-from tests.unit.completion.fakes import MemoryInbox, MemoryOutputsQueue
 
 NOW = utcnow()
 GRACE = timedelta(seconds=60)

@@ -16,9 +16,9 @@ from falflow.fal.errors import FalNotFoundError, FalServerError
 from falflow.fal.queue import QueueStatus
 from falflow.jobs import Job, JobState, RequestUrls, isoformat, utcnow
 from falflow.reconcile.reconciler import Action, ReconcilePolicy, Reconciler, original_request
+from tests.fakes.completion import FakeFalQueue, MemoryInbox, MemoryOutputsQueue, RecordingPublisher
 from tests.fakes.job_store import InMemoryJobStore
 from tests.fakes.webhook_events import delivery
-from tests.unit.completion.fakes import FakeFalQueue, MemoryInbox, MemoryOutputsQueue, RecordingPublisher
 
 T0 = utcnow()
 LATER = T0 + timedelta(minutes=15)

@@ -8,7 +8,7 @@ import pytest
 
 from falflow.store.copy import MIN_PART_SIZE, CopyLimits, copy_into
 from falflow.store.media import OutputTooLargeError
-from tests.unit.completion.fakes import MemoryOutputBucket
+from tests.fakes.completion import MemoryOutputBucket
 
 PART = MIN_PART_SIZE
 

@@ -18,15 +18,15 @@ from falflow.jobs import Job, JobState, utcnow
 from falflow.store.copy import MIN_PART_SIZE, CopyLimits
 from falflow.store.media import MediaFetcher, MediaPolicy, MediaTransientError
 from falflow.store.worker import StoreOutcome, StoreWorker
-from tests.fakes.job_store import InMemoryJobStore
-from tests.fakes.webhook_events import delivery
-from tests.unit.completion.fakes import (
+from tests.fakes.completion import (
     FakeFalQueue,
     MemoryInbox,
     MemoryOutputBucket,
     MemoryOutputsQueue,
     RecordingPublisher,
 )
+from tests.fakes.job_store import InMemoryJobStore
+from tests.fakes.webhook_events import delivery
 
 NOW = utcnow()
 VIDEO = bytes(range(256)) * (3 * MIN_PART_SIZE // 256 + 7)  # a multipart-sized file

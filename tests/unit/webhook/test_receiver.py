@@ -13,9 +13,9 @@ from falflow.completion.handoff import CompletionHandoff
 from falflow.jobs import Job, JobState, utcnow
 from falflow.webhook.http_api import http_response, webhook_request
 from falflow.webhook.receiver import WebhookReceiver, WebhookRequest
+from tests.fakes.completion import JwksServer, MemoryInbox, MemoryOutputsQueue
 from tests.fakes.job_store import InMemoryJobStore
 from tests.fakes.webhook_events import WebhookSigner, delivery, http_api_event
-from tests.unit.completion.fakes import JwksServer, MemoryInbox, MemoryOutputsQueue
 
 NOW = time.time()
 

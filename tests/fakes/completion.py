@@ -1,5 +1,6 @@
-"""In-memory adapters of the completion ports, with the semantics that matter (an object is only
-visible once its upload completes), plus a scriptable fal queue."""
+"""In-memory adapters of the completion and store ports, with the semantics that matter (an object is
+only visible once its upload completes), plus a scriptable fal queue; shared by the hand-off,
+webhook, store and reconcile tests."""
 
 from __future__ import annotations
 
