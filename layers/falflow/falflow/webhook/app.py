@@ -42,7 +42,7 @@ class WebhookApp:
         )
         return cls(receiver)
 
-    def handle(self, event: Mapping[str, Any], context: LambdaContext | None = None) -> dict[str, Any]:
+    def handle(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
         """An API Gateway HTTP API (v2) event in, its response out."""
         try:
             request = webhook_request(event)
