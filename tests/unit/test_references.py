@@ -145,3 +145,33 @@ def test_nothing_cites_the_fal_notes_by_their_former_name() -> None:
         if RETIRED_NAME in line.lower()
     ]
     assert cited == []
+
+
+DOCUMENTS = ("README.md", "CONTRIBUTING.md", "docs")
+# A path in a document, written in backticks: `tests/fakes/job_store.py`, `docs/adr/`, or one from the
+# package's root, `falflow/store/worker.py` (a module or a folder; a secret name is neither).
+DOCUMENT_PATH = re.compile(
+    r"`((?:tests|docs|layers|tools|bench|functions|events|scripts)/[\w./-]*"
+    r"|falflow/[\w/-]*(?:\.py|/))`"
+)
+
+
+def document_files() -> list[Path]:
+    return sorted(
+        p
+        for name in DOCUMENTS
+        for p in ((REPO / name).rglob("*.md") if (REPO / name).is_dir() else [REPO / name])
+    )
+
+
+def test_every_path_a_document_names_exists() -> None:
+    named = [
+        (f"{path.relative_to(REPO)}:{n}", match.group(1))
+        for path in document_files()
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        for match in DOCUMENT_PATH.finditer(line)
+        if not set(match.group(1)) & set("*{<")
+    ]
+    assert len(named) > 50  # the architecture page alone names dozens
+    missing = [f"{where}: {ref}" for where, ref in named if not path_exists(ref)]
+    assert missing == []
