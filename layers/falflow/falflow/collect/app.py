@@ -7,8 +7,7 @@ invocation (a retry too) writes its own snapshot objects.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -65,14 +64,11 @@ class CollectApp:
         return cls(settings or CollectSettings(), metrics=Metrics(), log=Logger(child=True))
 
     def handle(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
-        return self.run(time_left_ms=context.get_remaining_time_in_millis)
-
-    def run(self, time_left_ms: Callable[[], int] | None = None) -> dict[str, Any]:
         """Run every part, emit metrics, and raise `CollectRunFailed` if a part failed."""
         now = utcnow()
 
         def time_left() -> float:
-            return time_left_ms() / 1000 if time_left_ms else math.inf
+            return context.get_remaining_time_in_millis() / 1000
 
         # One connection pool per run: the function runs hourly, so keeping it warm buys nothing.
         with build_http_client(self.settings.fal) as http:
