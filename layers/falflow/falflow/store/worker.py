@@ -58,7 +58,6 @@ metrics = Metrics()
 
 SOURCE_METADATA = "falflow-source"
 JOB_METADATA = "falflow-job-id"
-DOWNLOAD_CHUNK_BYTES = 256 * 2**10
 DEFAULT_LEASE = timedelta(seconds=960)  # the store function's 900 s timeout, and a margin
 
 OUTPUT_REFUSED = "output_refused"
@@ -281,7 +280,7 @@ class StoreWorker:
             size = copy_into(
                 self._outputs,
                 key,
-                response.iter_bytes(DOWNLOAD_CHUNK_BYTES),
+                response.iter_bytes(),
                 content_type=content_type,
                 metadata=metadata,
                 limits=self._limits,
