@@ -57,10 +57,11 @@ def run_once(jobs: int, workers: int, *, timeout_s: float | None = None) -> Thro
             log_dir=Path(home) / "logs",
         )
         with LocalStack(config) as stack:
-            return _measure(stack, jobs, workers, timeout_s or max(120.0, jobs * 2.0))
+            return measure(stack, jobs, workers, timeout_s or max(120.0, jobs * 2.0))
 
 
-def _measure(stack: LocalStack, jobs: int, workers: int, timeout_s: float) -> ThroughputRun:
+def measure(stack: LocalStack, jobs: int, workers: int, timeout_s: float) -> ThroughputRun:
+    """Send ``jobs`` job messages to the running ``stack`` and time them until all are final."""
     sqs = stack.sqs()
     intake = stack.outputs()["IntakeQueueUrl"]
     run = uuid.uuid4().hex[:8]
