@@ -19,6 +19,7 @@ from fnmatch import fnmatchcase
 import httpx
 
 from falflow.fal.http import tls_context
+from falflow.store.transport import BlockReadTransport
 
 MAX_REDIRECTS = 3
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -189,7 +190,7 @@ class MediaFetcher:
     ) -> None:
         self.policy = policy
         self._http = http or httpx.Client(
-            verify=tls_context(),
+            transport=BlockReadTransport(tls_context()),
             timeout=httpx.Timeout(60.0, connect=5.0),
             follow_redirects=False,
             trust_env=False,
