@@ -378,19 +378,20 @@ def import_profile(logical_id: str, *, source: Path = REPO_ROOT, top: int = 25) 
 
 
 def _format_profile(stderr: str, top: int) -> str:
-    entries = []
+    """The import time by top-level package (the sum of its modules' own times), largest first."""
+    by_package: dict[str, int] = {}
+    modules: dict[str, int] = {}
     for line in stderr.splitlines():
         if not line.startswith("import time:") or "cumulative" in line:
             continue
-        self_us, cumulative_us, name = line.removeprefix("import time:").split("|")
-        depth = (len(name) - len(name.lstrip())) // 2
-        entries.append((int(cumulative_us), int(self_us), depth, name.strip()))
-    total = sum(cumulative for cumulative, _, depth, _ in entries if depth == 0)
-    top_level = sorted((e for e in entries if e[2] == 0), reverse=True)[:top]
-    lines = [
-        f"{'cumulative ms':>14}{'self ms':>9}  module   (sum of top-level imports {total / 1000:.0f} ms)"
-    ]
-    lines += [f"{c / 1000:>14.1f}{s / 1000:>9.1f}  {name}" for c, s, _, name in top_level]
+        self_us, _, name = line.removeprefix("import time:").split("|")
+        package = name.strip().split(".")[0]
+        by_package[package] = by_package.get(package, 0) + int(self_us)
+        modules[package] = modules.get(package, 0) + 1
+    total = sum(by_package.values())
+    lines = [f"{'ms':>8}{'share':>7}{'modules':>9}  package   (all imports: {total / 1000:.0f} ms)"]
+    for package, micros in sorted(by_package.items(), key=lambda item: -item[1])[:top]:
+        lines.append(f"{micros / 1000:>8.1f}{micros / total:>7.0%}{modules[package]:>9}  {package}")
     return "\n".join(lines)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from falflow.aws.clients import reset_clients
+from falflow.aws.clients import aws_client
 from falflow_tools.emulator import EmulatorConfig, EmulatorControl, FalEmulator, FalUrls, RunningEmulator
 from falflow_tools.emulator.app import build_app
 from falflow_tools.local.resources import ProvisionedStack, provision
@@ -65,7 +65,7 @@ def use_local_aws(endpoint_url: str) -> None:
         AWS_ENDPOINT_URL=endpoint_url,
     )
     os.environ.pop("AWS_PROFILE", None)
-    reset_clients()
+    aws_client.cache_clear()
 
 
 @contextmanager

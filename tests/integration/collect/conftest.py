@@ -20,7 +20,7 @@ import pytest
 from boto3.dynamodb.types import TypeDeserializer
 from moto import mock_aws
 
-from falflow.aws.clients import aws_client, reset_clients
+from falflow.aws.clients import aws_client
 from falflow.fal.platform import BillingEvent, FalPlatformClient
 from falflow.fal.queue import FalQueueClient
 from falflow.jobs import DynamoJobStore, Job, JobState, utcnow
@@ -173,7 +173,7 @@ MakeCollectStack = Callable[..., CollectStack]
 @pytest.fixture
 def make_collect_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[MakeCollectStack]:
     with mock_aws():
-        reset_clients()
+        aws_client.cache_clear()
         _forget_configuration()
 
         def make(fal: RunningEmulator, *, admin_key: str | None = "emulator", **env: str) -> CollectStack:
@@ -194,4 +194,4 @@ def make_collect_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[MakeCollectS
 
         yield make
         _forget_configuration()
-    reset_clients()
+    aws_client.cache_clear()

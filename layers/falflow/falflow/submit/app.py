@@ -30,7 +30,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from botocore.config import Config
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from falflow.aws.clients import aws_client, aws_session
+from falflow.aws.clients import aws_client
 from falflow.aws.dead_letter import DeadLetterPolicy, with_dead_letter_reason
 from falflow.catalogue import DynamoModelCatalogue
 from falflow.fal.http import build_http_client
@@ -305,7 +305,7 @@ def _count(result: SubmitResult) -> None:
 
 def _presigning_client() -> S3Client:
     """S3 client for presigning: SigV4 (boto3 would sign SigV2 for us-east-1's global endpoint)."""
-    client: S3Client = aws_session().client(
+    client: S3Client = aws_client.session().client(
         "s3", config=Config(signature_version="s3v4", s3={"addressing_style": "auto"})
     )
     return client
