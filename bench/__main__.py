@@ -192,9 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     scale = QUICK if args.quick else Scale()
     console = Console()
     figures: list[Figure] = []
+    progress = Console(stderr=True)
     for benchmark in BENCHMARKS:
-        with console.status(f"running {benchmark.__name__.removesuffix('_figures').replace('_', ' ')} …"):
-            figures += benchmark(scale)
+        name = benchmark.__name__.removesuffix("_figures").replace("_", " ")
+        with progress.status(f"running {name} …"):
+            measured = benchmark(scale)
+        figures += measured
+        for f in measured:  # as they come, so a long run shows where it is
+            progress.log(f"{f.name}: {f.ours} vs {f.baseline}" + (f" ({f.ratio:.2f}x)" if f.ratio else ""))
     console.print(table(figures, "falflow benchmarks" + (" (--quick)" if args.quick else "")))
     return 0 if all(f.met is not False for f in figures) else 1
 
