@@ -60,7 +60,7 @@ Case = Callable[[CompletionStack], dict]
 
 def signed(stack: CompletionStack, *, signer: WebhookSigner | None = None, offset: int = 0, **kwargs) -> dict:
     headers = (signer or stack.signer).headers(BODY, "req-1", timestamp=int(time.time()) + offset)
-    return http_api_event(BODY, headers, job_id="job-1", **kwargs)
+    return http_api_event(BODY, headers, job_id="job-1", token=stack.token_for("job-1"), **kwargs)
 
 
 def tampered(stack: CompletionStack) -> dict:
@@ -154,7 +154,9 @@ def test_the_committed_sample_events_verify_with_the_committed_test_key(
 
         # as committed: signed long ago, so refused; re-signed now (same bytes): recorded
         assert stack.deliver_event(event)["statusCode"] == 401
-        assert stack.deliver_event(resign_event(event, committed))["statusCode"] == 200
+        assert stack.deliver_event(resign_event(event, committed))["statusCode"] == 403  # no token
+        tokened = resign_event(event, committed, token=stack.token_for(job_id))
+        assert stack.deliver_event(tokened)["statusCode"] == 200
         assert stack.job(job_id).request_id == request_id
         assert stack.job(job_id).state is JobState.STORING
         # the samples share one job id: start the next one from a fresh record

@@ -16,6 +16,7 @@ from falflow.submit.routes import RouteTable
 from falflow.submit.service import SubmitConfig, SubmitService
 from falflow.submit.sources import JobMessage, ObjectCreated
 from tests.fakes.job_store import InMemoryJobStore
+from tests.fakes.webhook_events import fixed_tokens
 from tests.unit.submit.fakes import Clock, FakeArchive, FakeCatalogue, FakeFalQueue, FakeObjects, FakeStorage
 
 BUCKET = "falflow-inputbucket"
@@ -74,6 +75,7 @@ class Harness:
                 ambiguous_grace=timedelta(seconds=self.grace_s),
                 max_inline_input_bytes=self.max_inline_input_bytes,
             ),
+            tokens=fixed_tokens(),
             archive=self.archive,
             catalogue=self.catalogue,
             clock=self.clock,

@@ -20,6 +20,7 @@ from falflow.jobs import JobState, isoformat
 from falflow.submit.service import WORKER_LEASE, SubmitOutcome, SubmitRetryLaterError
 from falflow.submit.sources import message_job_id, object_job_id
 from falflow_tools.template import function_specs
+from tests.fakes.webhook_events import fixed_tokens
 from tests.unit.submit.conftest import BUCKET, GRACE_S, PRESIGN_S, WEBHOOK, Harness, message
 from tests.unit.submit.fakes import Lost, SentSubmission
 
@@ -38,7 +39,9 @@ def webhook_job_id(sent: SentSubmission) -> str:
     assert sent.webhook_url is not None
     parts = urlsplit(sent.webhook_url)
     assert f"{parts.scheme}://{parts.netloc}{parts.path}" == WEBHOOK
-    return parse_qs(parts.query)["job_id"][0]
+    query = parse_qs(parts.query)
+    assert query["token"] == [fixed_tokens().token_for(query["job_id"][0])]  # bound to this job
+    return query["job_id"][0]
 
 
 # ------------------------------------------------------------------------- the three forms

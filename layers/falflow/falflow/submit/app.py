@@ -53,6 +53,7 @@ from falflow.submit.service import (
 )
 from falflow.submit.settings import SubmitSettings
 from falflow.submit.sources import JobMessage, JobSource, ObjectCreated
+from falflow.webhook.token import webhook_tokens
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -212,6 +213,7 @@ class SubmitApp:
                 ambiguous_grace=settings.ambiguous_grace,
                 max_inline_input_bytes=settings.max_inline_input_bytes,
             ),
+            tokens=webhook_tokens(settings),
             archive=S3InputArchive(s3, settings.output_bucket) if settings.output_bucket else None,
             catalogue=DynamoModelCatalogue(dynamodb, settings.usage_table) if settings.usage_table else None,
             correlate=correlate_logs(log_keys),

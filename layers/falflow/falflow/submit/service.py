@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from aws_lambda_powertools import Logger
 
@@ -40,8 +39,8 @@ from falflow.submit.files import CheckedInputs, InputFiles
 from falflow.submit.objects import InputArchive
 from falflow.submit.plan import JobIdentity, JobPlan, Planner, PlanRejectedError
 from falflow.submit.request import RequestRejectedError
-from falflow.submit.settings import JOB_ID_QUERY_PARAMETER
 from falflow.submit.sources import JobSource
+from falflow.webhook.token import WebhookTokens, job_webhook_url
 
 logger = Logger(child=True)
 
@@ -119,14 +118,6 @@ def refusal_error(error: FalError) -> JobError:
     return JobError(type=kind, message=error.message, detail=error.detail)
 
 
-def job_webhook_url(webhook_url: str, job_id: str) -> str:
-    """``<WEBHOOK_URL>?job_id=<job_id>`` (URL-encoded, other parameters kept): the completion
-    webhook matches a delivery to its job by it, even before the job holds the request id."""
-    parts = urlsplit(webhook_url)
-    query = [*parse_qsl(parts.query, keep_blank_values=True), (JOB_ID_QUERY_PARAMETER, job_id)]
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
 def _awaits_submit(job: Job) -> bool:
     return job.state is JobState.ACCEPTED and job.request_id is None
 
@@ -157,6 +148,7 @@ class SubmitService:
         planner: Planner,
         files: InputFiles,
         config: SubmitConfig,
+        tokens: WebhookTokens,
         archive: InputArchive | None = None,
         catalogue: ModelCatalogue | None = None,
         clock: Callable[[], datetime] = utcnow,
@@ -168,6 +160,7 @@ class SubmitService:
         self._planner = planner
         self._files = files
         self._config = config
+        self._tokens = tokens
         self._archive = archive
         self._catalogue = catalogue
         self._clock = clock
@@ -278,7 +271,8 @@ class SubmitService:
             submission = self._fal.submit(
                 request.model,
                 fal_input,
-                webhook_url=job_webhook_url(self._config.webhook_url, job_id),
+                # The job's own URL: its id, and the token that binds fal's delivery to it.
+                webhook_url=job_webhook_url(self._config.webhook_url, job_id, self._tokens.token_for(job_id)),
                 priority=request.priority,
                 start_timeout=request.start_timeout,
             )
