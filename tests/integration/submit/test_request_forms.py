@@ -11,6 +11,7 @@ import httpx
 from falflow.jobs import JobState
 from falflow.submit.request import S3ObjectRef
 from falflow.submit.sources import ObjectCreated, object_job_id
+from tests.fixtures.completion import stack_tokens
 from tests.integration.submit.conftest import EVENTS, SubmitHarness, sample_body
 
 
@@ -40,7 +41,9 @@ def test_a_media_drop_notified_by_s3_becomes_a_submitted_upscale(submit: SubmitH
     assert job.source == f"s3://{submit.bucket}/{key}?versionId={put['VersionId']}"
     (fal_job,) = submit.fal_jobs_for(job_id)
     assert (fal_job.request_id, fal_job.endpoint_id) == (job.request_id, "fal-ai/clarity-upscaler")
-    assert _webhook_query(fal_job.webhook_url) == {"job_id": [job_id]}
+    # The job's own URL: its id and the token that binds fal's delivery to it (the stack's secret).
+    token = stack_tokens(submit.stack).token_for(job_id)
+    assert _webhook_query(fal_job.webhook_url) == {"job_id": [job_id], "token": [token]}
     assert fal_job.webhook_url.startswith(submit.sink.url)  # type: ignore[union-attr]
     # The input fal received: the route's template with a presigned URL fal can read the file at.
     (sent,) = [r for r in submit.fal.control.requests() if r.group == "submit"]

@@ -66,7 +66,7 @@ class Harness:
         return SubmitService(
             store=self.store,
             fal=self.fal,
-            planner=Planner(ROUTES, "jobs/", self.objects),
+            planner=Planner(ROUTES, "jobs/", self.objects, input_buckets=[BUCKET]),
             files=InputFiles(
                 self.objects, self.storage, input_bucket=BUCKET, presign_expiry_seconds=PRESIGN_S
             ),

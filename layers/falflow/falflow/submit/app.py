@@ -201,7 +201,9 @@ class SubmitApp:
         service = SubmitService(
             store=store,
             fal=FalQueueClient(settings.fal, keys.api_key, http),
-            planner=Planner(settings.routes, settings.jobs_prefix, objects),
+            planner=Planner(
+                settings.routes, settings.jobs_prefix, objects, input_buckets=[settings.input_bucket]
+            ),
             files=InputFiles(
                 objects,
                 FalStorageClient(settings.fal, keys.api_key, http),
