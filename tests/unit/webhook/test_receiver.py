@@ -12,6 +12,7 @@ import pytest
 from falflow.completion.handoff import CompletionHandoff
 from falflow.jobs import Job, JobState, utcnow
 from falflow.webhook.http_api import http_response, webhook_request
+from falflow.webhook import receiver as receiver_module
 from falflow.webhook.receiver import WebhookReceiver, WebhookRequest
 from falflow.webhook.token import WebhookTokens
 from tests.fakes.completion import JwksServer, MemoryInbox, MemoryOutputsQueue
@@ -285,3 +286,43 @@ def test_a_delivery_whose_token_was_signed_before_a_rotation_is_accepted(harness
     )
     stale = WebhookTokens(StaticTokenKeys()).token_for("job-2")
     assert harness.receiver.receive(harness.request(BODY, headers, job_id="job-2", token=stale)).status == 403
+
+
+# ------------------------------------------------------------------------------- replay floods
+
+REPLAYS = 1000
+
+
+def test_a_replay_flood_leaves_every_record_bounded_and_every_answer_right(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Powertools flushes its metrics every 100 values, as the function's namespace would let it.
+    monkeypatch.setattr(receiver_module.metrics, "namespace", "falflow-test")
+    _add_unbound_job(harness, "job-3")
+    own = harness.signer.headers(BODY, "req-1", timestamp=int(NOW))
+    other_body = delivery("req-2", payload={})  # fal's delivery of another request of job-1
+    other = harness.signer.headers(other_body, "req-2", timestamp=int(NOW))
+    j1_token = harness.tokens.token_for("job-1")
+
+    first = harness.receiver.receive(harness.request(BODY, own))
+    cross_job = [
+        harness.receiver.receive(harness.request(BODY, own, job_id="job-3", token=j1_token)).status
+        for _ in range(REPLAYS)
+    ]
+    same = [harness.receiver.receive(harness.request(BODY, own)).body["outcome"] for _ in range(REPLAYS)]
+    foreign = [
+        harness.receiver.receive(harness.request(other_body, other)).body["outcome"] for _ in range(REPLAYS)
+    ]
+
+    assert first.body == {"outcome": "recorded"}
+    assert set(cross_job) == {403}
+    assert set(same) == {"duplicate"}
+    assert set(foreign) == {"foreign_request"}
+    job_1, job_3 = harness.store.get("job-1"), harness.store.get("job-3")
+    assert job_1 is not None
+    assert job_3 is not None
+    assert [entry.action for entry in job_1.trail] == ["ignored_foreign_request"]  # one note, once
+    assert job_1.trail_dropped == 0
+    assert (job_3.request_id, job_3.trail, job_3.state) == (None, [], JobState.ACCEPTED)
+    assert len(harness.queue.messages) == 1  # one hand-off to the store
+    assert j1_token not in capsys.readouterr().out  # the token is never logged
