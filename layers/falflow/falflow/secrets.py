@@ -105,7 +105,8 @@ def _key_bytes(raw: object, secret_id: str) -> bytes:
 
 
 def _is_missing_version(error: GetParameterError) -> bool:
-    cause = error.__cause__
+    # Powertools raises its error while handling boto3's, without `from`: the cause is the context.
+    cause = error.__cause__ or error.__context__
     return isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") in {
         "ResourceNotFoundException",
         "InvalidRequestException",

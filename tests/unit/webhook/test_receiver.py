@@ -11,8 +11,8 @@ import pytest
 
 from falflow.completion.handoff import CompletionHandoff
 from falflow.jobs import Job, JobState, utcnow
-from falflow.webhook.http_api import http_response, webhook_request
 from falflow.webhook import receiver as receiver_module
+from falflow.webhook.http_api import http_response, webhook_request
 from falflow.webhook.receiver import WebhookReceiver, WebhookRequest
 from falflow.webhook.token import WebhookTokens
 from tests.fakes.completion import JwksServer, MemoryInbox, MemoryOutputsQueue
