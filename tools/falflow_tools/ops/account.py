@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from falflow.completion.keys import INBOX_PREFIX
 from falflow.webhook.receiver import USER_ID_METADATA
 from falflow_tools.ops.target import OpsError, Target
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.type_defs import ObjectTypeDef
 
 # Listing is by key, not time: read this many keys, then look at the newest deliveries among them.
 MAX_LISTED = 5000
@@ -39,7 +42,7 @@ def webhook_user_ids(target: Target, *, deliveries: int = DEFAULT_DELIVERIES) ->
     """The fal user ids of the newest ``deliveries`` webhook deliveries kept in the inbox."""
     s3 = target.s3()
     bucket = target.output("OutputBucketName")
-    listed: list[dict[str, Any]] = []
+    listed: list[ObjectTypeDef] = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=INBOX_PREFIX):
         listed.extend(page.get("Contents", []))
         if len(listed) >= MAX_LISTED:
