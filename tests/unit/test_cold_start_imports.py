@@ -28,6 +28,9 @@ FUNCTION_PACKAGES = {
     "CollectFunction": "falflow.collect",
 }
 NEVER_SHIPPED = ("falflow_tools", "moto", "pytest", "bench", "tests")
+# Modules of another function's package a handler may load, and why: submit signs each job's
+# webhook URL with the token the webhook checks (stdlib hmac only, no verifier).
+SHARED = {"SubmitFunction": {"falflow.webhook", "falflow.webhook.token"}}
 
 
 def _runtime_version() -> str:
@@ -96,7 +99,8 @@ def test_a_handler_imports_its_own_package_and_no_other_functions(
     modules = loaded[function]
     assert FUNCTION_PACKAGES[function] in modules
     others = {package for name, package in FUNCTION_PACKAGES.items() if name != function}
-    assert not {m for m in modules if ".".join(m.split(".")[:2]) in others}
+    borrowed = {m for m in modules if ".".join(m.split(".")[:2]) in others}
+    assert borrowed <= SHARED.get(function, set())
     assert not {m for m in modules if m.split(".")[0] in NEVER_SHIPPED}
 
 
