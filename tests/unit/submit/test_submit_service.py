@@ -328,7 +328,7 @@ def test_an_unknown_model_fal_does_not_have_fails_with_its_404(harness: Harness)
     "error",
     [
         FalRateLimitedError("rate limited by fal (429)", status=429, retryable=True),
-        FalServerError("fal server error (503)", status=503, retryable=True),
+        FalServerError("fal server error (503)", status=503, retryable=True, not_received=True),
         FalTransportError("ConnectError talking to fal", ambiguous=False),
     ],
     ids=["429", "ingress-503", "connect-error"],

@@ -50,8 +50,6 @@ ACTOR: Final = "submit"
 # is 60 s in template.yaml; a test holds it below this), so a live worker never loses its lease.
 WORKER_LEASE: Final = timedelta(seconds=120)
 MAX_METADATA_BYTES: Final = 16 * 1024
-# An ingress proxy answers these before fal's queue assigns a request id (see falflow.fal.http).
-_INGRESS_STATUSES: Final = frozenset({502, 503, 504})
 
 
 class SubmitOutcome(StrEnum):
@@ -99,8 +97,8 @@ def classify_submit_error(error: FalError) -> FalFailure:
     if isinstance(error, FalAuthError):
         return FalFailure.NOT_ACCEPTED
     if isinstance(error, FalServerError):
-        ingress = error.status in _INGRESS_STATUSES and error.request_id is None
-        return FalFailure.NOT_ACCEPTED if ingress else FalFailure.AMBIGUOUS
+        # Only fal's own evidence (nginx's page, no request id) says the ingress kept it.
+        return FalFailure.NOT_ACCEPTED if error.not_received else FalFailure.AMBIGUOUS
     if error.retryable:  # 408/409 and whatever else fal may still have taken in
         return FalFailure.AMBIGUOUS
     return FalFailure.REFUSED
