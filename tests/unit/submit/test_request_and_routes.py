@@ -177,8 +177,14 @@ def test_the_job_id_parameter_is_the_one_the_completion_webhook_reads() -> None:
         (FalError("400", status=400), FalFailure.REFUSED),
         (FalRateLimitedError("429", status=429, retryable=True), FalFailure.NOT_ACCEPTED),
         (FalAuthError("401", status=401), FalFailure.NOT_ACCEPTED),
-        (FalServerError("503 ingress", status=503, retryable=True, not_received=True), FalFailure.NOT_ACCEPTED),
-        (FalServerError("502 ingress", status=502, retryable=True, not_received=True), FalFailure.NOT_ACCEPTED),
+        (
+            FalServerError("503 ingress", status=503, retryable=True, not_received=True),
+            FalFailure.NOT_ACCEPTED,
+        ),
+        (
+            FalServerError("502 ingress", status=502, retryable=True, not_received=True),
+            FalFailure.NOT_ACCEPTED,
+        ),
         # A proxy's 5xx without fal's ingress evidence may come after fal queued the request.
         (FalServerError("504 proxy", status=504, retryable=True), FalFailure.AMBIGUOUS),
         (FalServerError("503", status=503, retryable=True), FalFailure.AMBIGUOUS),
