@@ -30,11 +30,12 @@ from falflow.fal.platform import (
     ModelInfo,
     ModelMetadata,
     Price,
+    RequestHistoryItem,
     UsageBucket,
     UsageLineItem,
     UsageReport,
 )
-from falflow.fal.ports import FalPlatform, FalQueue, FalStorage
+from falflow.fal.ports import FalPlatform, FalQueue, FalRequestHistory, FalStorage
 from falflow.fal.queue import (
     CancelOutcome,
     FalQueueClient,
@@ -69,6 +70,7 @@ __all__ = [
     "FalPlatformClient",
     "FalPlatformError",
     "FalQueue",
+    "FalRequestHistory",
     "FalQueueClient",
     "FalRateLimitedError",
     "FalRequestTimeoutError",
@@ -84,6 +86,7 @@ __all__ = [
     "ModelInfo",
     "ModelMetadata",
     "Price",
+    "RequestHistoryItem",
     "QueueLog",
     "QueueStatus",
     "QueueUrls",
