@@ -16,7 +16,15 @@ from falflow.submit.routes import RouteTable
 from falflow.submit.service import SubmitConfig, SubmitService
 from falflow.submit.sources import JobMessage, ObjectCreated
 from tests.fakes.job_store import InMemoryJobStore
-from tests.unit.submit.fakes import Clock, FakeArchive, FakeCatalogue, FakeFalQueue, FakeObjects, FakeStorage
+from tests.unit.submit.fakes import (
+    Clock,
+    FakeArchive,
+    FakeCatalogue,
+    FakeFalQueue,
+    FakeObjects,
+    FakeRequestHistory,
+    FakeStorage,
+)
 
 BUCKET = "falflow-inputbucket"
 WEBHOOK = "https://abc123.execute-api.us-east-1.amazonaws.com/webhooks/fal"
@@ -59,6 +67,10 @@ class Harness:
     grace_s: float = GRACE_S
     correlated: list[str] = field(default_factory=list)
     correlate: Callable[[str], None] | None = None
+    history: FakeRequestHistory = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.history = FakeRequestHistory(self.fal)
 
     @property
     def service(self) -> SubmitService:
@@ -76,6 +88,7 @@ class Harness:
             ),
             archive=self.archive,
             catalogue=self.catalogue,
+            history=self.history,
             clock=self.clock,
             correlate=self.correlate or self.correlated.append,
         )

@@ -540,9 +540,8 @@ class DynamoJobStore:
         expression.conditions.append(
             f"(attribute_not_exists({bound}) OR {bound} <> {expression.value(request_id)})"
         )
-        expression.conditions.append(
-            f"(attribute_not_exists({duplicates}) OR NOT contains({duplicates}, {expression.value(request_id)}))"
-        )
+        noted = f"contains({duplicates}, {expression.value(request_id)})"
+        expression.conditions.append(f"(attribute_not_exists({duplicates}) OR NOT {noted})")
         return self._update(job_id, expression)
 
     def confirm_submission(self, job_id: str, request_id: str, *, now: datetime) -> Job | None:
