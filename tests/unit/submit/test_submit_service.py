@@ -18,7 +18,8 @@ from falflow.fal import (
     FalValidationError,
 )
 from falflow.jobs import JobState, isoformat
-from falflow.submit.service import HISTORY_LOOKBACK, WORKER_LEASE, SubmitOutcome, SubmitRetryLaterError
+from falflow.submit.duplicates import HISTORY_LOOKBACK
+from falflow.submit.service import WORKER_LEASE, SubmitOutcome, SubmitRetryLaterError
 from falflow.submit.sources import message_job_id, object_job_id
 from falflow_tools.template import function_specs
 from tests.unit.submit.conftest import BUCKET, GRACE_S, PRESIGN_S, WEBHOOK, Harness, message
@@ -420,7 +421,9 @@ def test_after_the_grace_a_request_found_in_fals_history_is_bound_and_nothing_re
     job = harness.job(job_id)
     assert (job.state, job.request_id) == (JobState.SUBMITTED, queued.request_id)
     assert job.submit_lease_until is None
-    assert job.cancel_url == f"https://queue.fal.run/fal-ai/clarity-upscaler/requests/{queued.request_id}/cancel"
+    assert (
+        job.cancel_url == f"https://queue.fal.run/fal-ai/clarity-upscaler/requests/{queued.request_id}/cancel"
+    )
     assert [entry.action for entry in job.trail] == ["submit_ambiguous", "found_in_request_history"]
     (lookup,) = harness.history.lookups
     assert lookup["endpoint_ids"] == ["fal-ai/clarity-upscaler"]
@@ -555,7 +558,7 @@ def test_without_fals_payloads_the_grace_rule_alone_decides(harness: Harness) ->
 
     assert harness.service.submit_job(drop).outcome is SubmitOutcome.SUBMITTED
     assert harness.history.lookups == []  # fal kept no input to compare with
-    first, second = harness.fal.submitted
+    _, second = harness.fal.submitted
     assert not second.store_io  # sent with X-Fal-Store-IO: 0 again
     job = harness.job(job_id)
     assert job.request_id == second.request_id

@@ -40,7 +40,8 @@ from falflow.fal.platform import RequestHistoryItem
 from falflow.fal.ports import FalQueue, FalRequestHistory
 from falflow.fal.queue import Submission
 from falflow.jobs import Job, JobError, JobState, JobStore, RequestUrls, TrailEntry, isoformat, utcnow
-from falflow.submit.files import CheckedInputs, InputFiles, same_fal_input
+from falflow.submit.duplicates import JobRequests
+from falflow.submit.files import CheckedInputs, InputFiles
 from falflow.submit.objects import InputArchive
 from falflow.submit.plan import JobIdentity, JobPlan, Planner, PlanRejectedError
 from falflow.submit.request import RequestRejectedError
@@ -54,8 +55,6 @@ ACTOR: Final = "submit"
 # is 60 s in template.yaml; a test holds it below this), so a live worker never loses its lease.
 WORKER_LEASE: Final = timedelta(seconds=120)
 MAX_METADATA_BYTES: Final = 16 * 1024
-# How far before a job's creation its requests are looked for in fal's history (clock skew).
-HISTORY_LOOKBACK: Final = timedelta(minutes=5)
 
 
 class SubmitOutcome(StrEnum):
@@ -176,8 +175,8 @@ class SubmitService:
         self._config = config
         self._archive = archive
         self._catalogue = catalogue
-        # Without it every resend after an ambiguous submit falls back to the grace rule alone.
-        self._history = history
+        # Without a history every resend after an ambiguous submit falls back to the grace rule alone.
+        self._requests = JobRequests(store, fal, history, actor=ACTOR, clock=clock)
         self._clock = clock
         self._timer = timer
         # Called with the job id as soon as it is known (the edge makes it the log correlation id).
@@ -326,20 +325,20 @@ class SubmitService:
         one we send) and cancel any other; the outcome, or why the job must be sent again."""
         if not job.store_io:
             return "fal keeps no payloads of this job (X-Fal-Store-IO: 0), so the grace rule alone decides"
-        if self._history is None or job.model is None:
+        if not self._requests.has_history:
             return "no request history is configured, so the grace rule alone decides"
-        matches = self._history_matches(job, fal_input)
-        bound = None
-        for item in matches:
-            bound = self._adopt(job, item)
-            if bound is not None:
-                break
+        try:
+            matches = self._requests.with_input(job, fal_input)
+        except FalError as error:
+            reason = f"fal's request history could not be read ({error.message}); not sent again"
+            self._trail(job.job_id, "request_history_unavailable", reason)
+            raise SubmitRetryLaterError(job.job_id, reason, ambiguous=True) from error
+        bound = next((found for item in matches if (found := self._adopt(job, item))), None)
         if bound is None:
             return "fal's request history shows no request with this job's input"
         for item in matches:
             if item.request_id != bound:
-                cancel_url = self._fal.urls_for(job.model, item.request_id).cancel_url
-                self._cancel_duplicate(job.job_id, item.request_id, cancel_url, bound_id=bound)
+                self._requests.cancel(job, item.request_id, bound_id=bound)
         self._trail(
             job.job_id,
             "found_in_request_history",
@@ -348,19 +347,6 @@ class SubmitService:
         )
         logger.info("earlier request found in fal's request history", job_id=job.job_id, request_id=bound)
         return SubmitResult(job.job_id, SubmitOutcome.FOUND, request_id=bound)
-
-    def _history_matches(self, job: Job, fal_input: dict[str, Any]) -> list[RequestHistoryItem]:
-        assert self._history is not None
-        assert job.model is not None
-        since = datetime.fromisoformat(job.created_at) - HISTORY_LOOKBACK
-        try:
-            items = self._history.iter_requests([job.model], start=since, payloads=True)
-            matches = [item for item in items if same_fal_input(fal_input, item.json_input)]
-        except FalError as error:
-            reason = f"fal's request history could not be read ({error.message}); not sent again"
-            self._trail(job.job_id, "request_history_unavailable", reason)
-            raise SubmitRetryLaterError(job.job_id, reason, ambiguous=True) from error
-        return sorted(matches, key=lambda item: (item.sent_at, item.request_id))
 
     def _adopt(self, job: Job, item: RequestHistoryItem) -> str | None:
         """Bind ``item``'s request to the job: its id, or the id a webhook bound meanwhile; None
@@ -377,23 +363,6 @@ class SubmitService:
             return None  # claimed by another job of the same input: try the next
         self._store.confirm_submission(job.job_id, current.request_id, now=self._clock())
         return current.request_id
-
-    def _cancel_duplicate(self, job_id: str, request_id: str, cancel_url: str, *, bound_id: str) -> None:
-        """A second fal request of this job: claim it for the job, note it, and cancel it so that it
-        runs (and bills) for nothing as little as possible."""
-        if self._store.record_duplicate_request(job_id, request_id) is None:
-            return  # another job's request, or noted (and cancelled) before
-        try:
-            outcome = self._fal.cancel(cancel_url)
-        except (FalError, ValueError) as error:
-            outcome_text = f"cancel failed: {error}"
-        else:
-            outcome_text = f"cancel: {outcome.value}"
-        reason = f"request {request_id} is a duplicate: the job is bound to {bound_id}; {outcome_text}"
-        self._trail(job_id, "duplicate_request_cancelled", reason)
-        logger.warning(
-            "duplicate fal request cancelled", job_id=job_id, request_id=request_id, bound_request_id=bound_id
-        )
 
     def _record_submission(
         self, job_id: str, submission: Submission, latency: float, *, created: bool
@@ -415,9 +384,13 @@ class SubmitService:
             if not bound.bound and bound.conflicting_request_id is None:
                 self._request_taken(job_id, request_id)
             if not bound.bound:
+                assert bound.job is not None
                 assert bound.conflicting_request_id is not None
-                self._cancel_duplicate(
-                    job_id, request_id, submission.cancel_url, bound_id=bound.conflicting_request_id
+                self._requests.cancel(
+                    bound.job,
+                    request_id,
+                    bound_id=bound.conflicting_request_id,
+                    cancel_url=submission.cancel_url,
                 )
                 return SubmitResult(
                     job_id,
@@ -462,7 +435,7 @@ class SubmitService:
         raise SubmitRetryLaterError(
             job_id,
             f"fal may have queued the job but its reply was lost ({error.message}); not resent "
-            f"before {self._config.ambiguous_grace.total_seconds():.0f} s have passed",
+            f"before {self._config.ambiguous_grace.total_seconds():g} s have passed",
             ambiguous=True,
         ) from error
 
