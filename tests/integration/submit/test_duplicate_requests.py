@@ -44,6 +44,7 @@ class IntakeQueue:
 def _reconciler(submit: SubmitHarness) -> Reconciler:
     settings = FalSettings()  # from the environment the submit function was given
     fal = FalQueueClient(settings, lambda: submit.fal.api_key)
+    history = FalPlatformClient(settings, lambda: submit.fal.api_key)
     store = submit.store
     return Reconciler(
         store,
@@ -52,9 +53,7 @@ def _reconciler(submit: SubmitHarness) -> Reconciler:
         finaliser=Finaliser(store, RecordingPublisher(), "outputs"),
         intake_queue=IntakeQueue(),
         policy=ReconcilePolicy(reconcile_after=timedelta(0)),
-        requests=JobRequests(
-            store, fal, FalPlatformClient(settings, lambda: submit.fal.api_key), actor=ACTOR
-        ),
+        requests=JobRequests(store, fal, history, actor=ACTOR),
     )
 
 
