@@ -21,6 +21,7 @@ from falflow.fal import (
     FalTransportError,
     FalValidationError,
 )
+from falflow.submit.files import same_fal_input
 from falflow.submit.request import JobRequest, RequestRejectedError, S3ObjectRef, parse_request
 from falflow.submit.routes import RouteTable, render
 from falflow.submit.service import FalFailure, classify_submit_error, job_webhook_url
@@ -286,3 +287,23 @@ def test_the_submit_function_may_only_read_and_conditionally_write_jobs() -> Non
     jobs = next(s for s in statements if s.get("Sid") == "JobRecords")
     assert sorted(jobs["Action"]) == ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
     assert {"DynamoDBReadPolicy": {"TableName": {"Ref": "UsageTable"}}} in policies
+
+
+def test_inputs_are_the_same_across_presigned_signatures_but_not_across_objects() -> None:
+    def presigned(key: str, version: str, signature: str) -> str:
+        return (
+            f"https://in.s3.amazonaws.com/{key}?versionId={version}&X-Amz-Algorithm=AWS4-HMAC-SHA256"
+            f"&X-Amz-Date=2026120{signature}T000000Z&X-Amz-Security-Token=t{signature}"
+            f"&X-Amz-Signature={signature * 8}"
+        )
+
+    sent = {"image_url": presigned("a.png", "v1", "1"), "steps": [1, {"x": "y"}]}
+    assert same_fal_input(sent, {"image_url": presigned("a.png", "v1", "2"), "steps": [1, {"x": "y"}]})
+    assert not same_fal_input(sent, {"image_url": presigned("a.png", "v2", "2"), "steps": [1, {"x": "y"}]})
+    assert not same_fal_input(sent, {"image_url": presigned("b.png", "v1", "1"), "steps": [1, {"x": "y"}]})
+    assert not same_fal_input(sent, {"image_url": presigned("a.png", "v1", "1"), "steps": [2]})
+    assert not same_fal_input(sent, None)  # fal kept no payload
+    # Two uploads of one file to fal's CDN get two URLs: no evidence they are one input.
+    assert not same_fal_input(
+        {"image_url": "https://v3.fal.media/files/a"}, {"image_url": "https://v3.fal.media/files/b"}
+    )
