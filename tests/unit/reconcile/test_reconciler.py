@@ -323,7 +323,7 @@ class History:
 
 
 def history_item(request_id: str, prompt: str) -> RequestHistoryItem:
-    at = isoformat(T0)
+    at = isoformat(T0 - timedelta(minutes=1))  # sent before the job was bound
     return RequestHistoryItem(
         request_id=request_id,
         endpoint_id="fal-ai/flux/dev",

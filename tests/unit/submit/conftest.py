@@ -71,6 +71,7 @@ class Harness:
 
     def __post_init__(self) -> None:
         self.history = FakeRequestHistory(self.fal)
+        self.fal.clock = self.clock
 
     @property
     def service(self) -> SubmitService:

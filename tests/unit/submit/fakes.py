@@ -7,7 +7,7 @@ import io
 import itertools
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
@@ -31,6 +31,7 @@ class SentSubmission:
     start_timeout: float | None
     request_id: str
     store_io: bool = True
+    sent_at: str = "2026-09-01T12:00:00.000+00:00"
 
 
 Reply = BaseException | None
@@ -53,6 +54,8 @@ class FakeFalQueue:
     submitted: list[SentSubmission] = field(default_factory=list)  # what fal queued
     attempts: int = 0
     cancelled: list[str] = field(default_factory=list)
+    # When fal received each submit (its request history's sent_at); the harness gives its clock.
+    clock: Callable[[], datetime] = lambda: datetime(2026, 9, 1, 12, 0, tzinfo=UTC)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -85,6 +88,7 @@ class FakeFalQueue:
                 start_timeout,
                 f"req-{next(self._ids)}",
                 store_io=store_io is not False,
+                sent_at=self.clock().isoformat(),
             )
             if reply is not None and not isinstance(reply, Lost):
                 raise reply
@@ -142,14 +146,13 @@ class FakeRequestHistory:
         self.lookups.append({"endpoint_ids": list(endpoint_ids), "start": start, "payloads": payloads})
         if self.failure is not None:
             raise self.failure
-        at = "2026-09-01T12:00:00Z"
         for sent in list(self.fal.submitted):
             if sent.endpoint_id in endpoint_ids and sent.request_id not in self.waiting:
                 yield RequestHistoryItem(
                     request_id=sent.request_id,
                     endpoint_id=sent.endpoint_id,
-                    started_at=at,
-                    sent_at=at,
+                    started_at=sent.sent_at,
+                    sent_at=sent.sent_at,
                     json_input=sent.input if payloads and sent.store_io else None,
                 )
 

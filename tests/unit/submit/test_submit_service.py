@@ -541,6 +541,26 @@ def test_a_request_another_job_of_the_same_input_holds_is_never_bound_twice(harn
     assert harness.fal.cancelled == []
 
 
+def test_a_request_sent_just_now_with_the_same_input_is_another_jobs_and_left_alone(
+    harness: Harness,
+) -> None:
+    body = {"model": "fal-ai/flux/dev", "input": {"prompt": "the same"}, "job_id": "a"}
+    harness.fal.replies = [Lost(FalTransportError("ReadTimeout", ambiguous=True))]
+    with pytest.raises(SubmitRetryLaterError):
+        harness.service.submit_job(message(body))
+    harness.history.waiting.add(harness.fal.submitted[0].request_id)
+    harness.clock.advance(GRACE_S + 1)
+    # Another job of the same input is being sent right now; its reply is not recorded yet.
+    in_flight = harness.fal.submit("fal-ai/flux/dev", {"prompt": "the same"})
+
+    result = harness.service.submit_job(message(body))
+
+    assert result.outcome is SubmitOutcome.SUBMITTED  # a's own request is not listed: sent again
+    assert result.request_id != in_flight.request_id
+    assert harness.store.request_holder(in_flight.request_id) is None  # free for its own job
+    assert harness.fal.cancelled == []
+
+
 def test_without_fals_payloads_the_grace_rule_alone_decides(harness: Harness) -> None:
     drop = harness.drop("upscale/private.png")
     job_id = object_job_id(drop)

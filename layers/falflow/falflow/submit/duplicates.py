@@ -18,7 +18,7 @@ from aws_lambda_powertools import Logger
 from falflow.fal.errors import FalError
 from falflow.fal.platform import RequestHistoryItem
 from falflow.fal.ports import FalQueue, FalRequestHistory
-from falflow.jobs import Job, JobStore, TrailEntry, isoformat, utcnow
+from falflow.jobs import Job, JobState, JobStore, TrailEntry, isoformat, utcnow
 from falflow.submit.files import same_fal_input
 
 logger = Logger(child=True)
@@ -49,25 +49,36 @@ class JobRequests:
         """Whether fal's request history can be asked (else only `cancel` is of use)."""
         return self._history is not None
 
-    def with_input(self, job: Job, fal_input: Any) -> list[RequestHistoryItem]:
-        """fal's requests to the job's model since it was created whose input is ``fal_input``,
-        oldest first. Raises `FalError` when the history cannot be read."""
-        matches = [item for item in self._since_created(job) if same_fal_input(fal_input, item.json_input)]
+    def with_input(self, job: Job, fal_input: Any, *, sent_before: datetime) -> list[RequestHistoryItem]:
+        """fal's requests to the job's model, sent since it was created and before ``sent_before``,
+        whose input is ``fal_input``, oldest first. Raises `FalError` when the history cannot be
+        read. A request sent later cannot be one of this job's: another job's of the same input,
+        whose own submit may be recording it right now, is left alone."""
+        matches = [
+            item
+            for item in self._since_created(job)
+            if _sent_before(item, sent_before) and same_fal_input(fal_input, item.json_input)
+        ]
         return sorted(matches, key=lambda item: (item.sent_at, item.request_id))
 
     def cancel_others(self, job: Job) -> int:
         """Cancel every request besides the bound one that carries the bound request's input (a
         duplicate that started after the submit path last looked); how many were cancelled now."""
-        if job.request_id is None:
+        submitted_at = job.state_times.get(JobState.SUBMITTED.value)
+        if job.request_id is None or submitted_at is None:
             return 0
         items = self._since_created(job)
         bound = next((item for item in items if item.request_id == job.request_id), None)
         if bound is None or bound.json_input is None:
             return 0  # not listed yet, or no payloads kept: nothing to compare with
+        # The job sends nothing once bound: a request sent after that is not one of its own.
+        bound_at = datetime.fromisoformat(submitted_at)
         return sum(
             self.cancel(job, item.request_id, bound_id=job.request_id)
             for item in items
-            if item.request_id != job.request_id and same_fal_input(bound.json_input, item.json_input)
+            if item.request_id != job.request_id
+            and _sent_before(item, bound_at)
+            and same_fal_input(bound.json_input, item.json_input)
         )
 
     def cancel(self, job: Job, request_id: str, *, bound_id: str, cancel_url: str | None = None) -> bool:
@@ -104,3 +115,10 @@ class JobRequests:
             return []
         since = datetime.fromisoformat(job.created_at) - HISTORY_LOOKBACK
         return list(self._history.iter_requests([job.model], start=since, payloads=True))
+
+
+def _sent_before(item: RequestHistoryItem, moment: datetime) -> bool:
+    try:
+        return datetime.fromisoformat(item.sent_at) < moment
+    except ValueError:
+        return False  # a time we cannot read proves nothing

@@ -327,8 +327,11 @@ class SubmitService:
             return "fal keeps no payloads of this job (X-Fal-Store-IO: 0), so the grace rule alone decides"
         if not self._requests.has_history:
             return "no request history is configured, so the grace rule alone decides"
+        # Every earlier attempt of this job was sent at least a grace ago (its lease had to expire
+        # first), so a request sent within the last half grace is another job's (same input).
+        sent_before = self._clock() - min(self._config.ambiguous_grace, WORKER_LEASE) / 2
         try:
-            matches = self._requests.with_input(job, fal_input)
+            matches = self._requests.with_input(job, fal_input, sent_before=sent_before)
         except FalError as error:
             reason = f"fal's request history could not be read ({error.message}); not sent again"
             self._trail(job.job_id, "request_history_unavailable", reason)
