@@ -561,6 +561,34 @@ def test_a_request_sent_just_now_with_the_same_input_is_another_jobs_and_left_al
     assert harness.fal.cancelled == []
 
 
+def test_a_new_request_another_job_bound_first_makes_this_job_wait_like_a_lost_reply(
+    harness: Harness,
+) -> None:
+    harness.service.submit_job(message({"model": "fal-ai/flux/dev", "input": {"prompt": "x"}, "job_id": "a"}))
+    original_submit = harness.fal.submit
+
+    def taken_on_the_way(*args: Any, **kwargs: Any) -> Any:
+        submission = original_submit(*args, **kwargs)
+        # Job a (same input) found this request in fal's history and claimed it before b recorded it.
+        assert harness.store.record_duplicate_request("a", submission.request_id) is not None
+        return submission
+
+    harness.fal.submit = taken_on_the_way  # type: ignore[method-assign]
+
+    with pytest.raises(SubmitRetryLaterError) as raised:
+        harness.service.submit_job(
+            message({"model": "fal-ai/flux/dev", "input": {"prompt": "x"}, "job_id": "b"})
+        )
+
+    assert raised.value.ambiguous
+    job = harness.job("b")
+    assert (job.state, job.request_id) == (JobState.ACCEPTED, None)
+    assert job.submit_ambiguous_at is not None  # held for the grace, then looked up again
+    assert job.trail[-1].action == "request_taken"
+    assert "job a" in job.trail[-1].reason
+    assert harness.fal.cancelled == []  # a's now, not b's to cancel
+
+
 def test_without_fals_payloads_the_grace_rule_alone_decides(harness: Harness) -> None:
     drop = harness.drop("upscale/private.png")
     job_id = object_job_id(drop)
