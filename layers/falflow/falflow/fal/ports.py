@@ -99,7 +99,7 @@ class FalPlatform(Protocol):
 
 class FalRequestHistory(Protocol):
     """The Platform API's request history, where the submit path looks for a request whose reply
-    was lost (docs/adr/0016-a-lost-submit-reply-is-looked-up-in-fals-request-history.md)."""
+    was lost (docs/adr/0017-a-lost-submit-reply-is-looked-up-in-fals-request-history.md)."""
 
     def iter_requests(
         self,

@@ -7,7 +7,7 @@ request id wins (docs/adr/0003-an-ambiguous-submit-is-resolved-before-any-resend
 compare-and-set (docs/adr/0004-a-lease-holds-a-job-for-one-worker.md); a completion is recorded once
 (docs/adr/0005-fal-answers-enter-through-one-completion-handoff.md); a fal request binds at most one
 job: every write that binds one first claims it for its job
-(docs/adr/0016-a-lost-submit-reply-is-looked-up-in-fals-request-history.md).
+(docs/adr/0017-a-lost-submit-reply-is-looked-up-in-fals-request-history.md).
 A refused write returns None (or an unbound `BindOutcome`); the caller reads the record to learn why.
 The table of transitions is in docs/architecture.md, "The write protocol".
 """
@@ -103,7 +103,7 @@ class JobStore(Protocol):
     def find_by_request_id(self, request_id: str) -> Job | None: ...
 
     def request_holder(self, request_id: str) -> str | None:
-        """The job that claimed fal request `request_id`, if any (ADR 0016)."""
+        """The job that claimed fal request `request_id`, if any (ADR 0017)."""
         ...
 
     # ----------------------------------------------------------------------- submit (ADR 0003)

@@ -190,7 +190,7 @@ class Reconciler:
 
     def _cancel_duplicates(self, job: Job) -> None:
         """A duplicate request that started after the submit path last looked is cancelled now (ADR
-        0016); where fal keeps no payloads there is nothing to compare."""
+        0017); where fal keeps no payloads there is nothing to compare."""
         if self._requests is None or not job.store_io:
             return
         try:

@@ -4,7 +4,7 @@ fal's queue takes no idempotency key, so a lost submit reply is settled by askin
 API's request history lists the account's requests with their input. The submit path binds one
 found there instead of sending again; the submit path and the reconciler cancel any other request
 carrying the job's input (claimed for the job first, so a request binds at most one job). Why:
-docs/adr/0016-a-lost-submit-reply-is-looked-up-in-fals-request-history.md.
+docs/adr/0017-a-lost-submit-reply-is-looked-up-in-fals-request-history.md.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ anyone sends again; then fal's request history is asked first, and a request fou
 this job's input is bound instead of sending again (other such requests are cancelled). Why:
 docs/adr/0003-an-ambiguous-submit-is-resolved-before-any-resend.md,
 docs/adr/0004-a-lease-holds-a-job-for-one-worker.md and
-docs/adr/0016-a-lost-submit-reply-is-looked-up-in-fals-request-history.md.
+docs/adr/0017-a-lost-submit-reply-is-looked-up-in-fals-request-history.md.
 """
 
 from __future__ import annotations
@@ -318,7 +318,7 @@ class SubmitService:
                 ambiguous=True,
             ) from error
 
-    # ----------------------------------------------------------- fal's request history (ADR 0016)
+    # ----------------------------------------------------------- fal's request history (ADR 0017)
 
     def _find_earlier(self, job: Job, fal_input: dict[str, Any]) -> SubmitResult | str:
         """Bind an earlier request of this job that fal's request history shows (its input is the
