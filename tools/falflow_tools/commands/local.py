@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -44,6 +45,40 @@ def _stop_on_signals() -> None:
 @click.group("local")
 def local_group() -> None:
     """The whole pipeline on this machine: moto, the fal emulator and the real handlers."""
+
+
+@local_group.command("run")
+@click.argument("function", type=click.Choice(["reconcile", "collect"]))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.option(
+    "--local-state",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="FALFLOW_LOCAL_STATE",
+    help="State file of the local stack (default .falflow/local.json).",
+)
+def run_command(*, function: str, as_json: bool, local_state: Path | None) -> None:
+    """Run the reconcile or collect function of the running local stack now (not on its schedule)."""
+    from falflow_tools.ops.local_run import run_scheduled  # noqa: PLC0415 - keeps `falflow --help` quick
+    from falflow_tools.ops.target import OpsError  # noqa: PLC0415
+
+    try:
+        result = run_scheduled(function, local_state)
+    except OpsError as error:
+        click.echo(f"error: {error}", err=True)
+        raise SystemExit(error.exit_code) from None
+    if as_json:
+        click.echo(json.dumps(result.__dict__, indent=2, default=str))
+    elif result.ok:
+        click.echo(f"{result.function} ran in {result.duration_s:.1f}s: {json.dumps(result.payload)}")
+    else:
+        assert result.error is not None
+        click.echo(
+            f"{result.function} failed after {result.duration_s:.1f}s: "
+            f"{result.error.get('errorType')}: {result.error.get('errorMessage')}",
+            err=True,
+        )
+    if not result.ok:
+        raise SystemExit(1)
 
 
 @local_group.command("up")

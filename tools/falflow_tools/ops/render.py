@@ -38,6 +38,17 @@ def state_text(state: str, *, colour: bool) -> Text:
     return Text(state, style=STATE_STYLES.get(state, WAITING_STYLE) if colour else "")
 
 
+def painted_state(state: str, *, colour: bool) -> str:
+    """A state for a line of text: with its colour's escape codes on a terminal, else plain."""
+    if not colour:
+        return state
+    out = io.StringIO()
+    Console(file=out, force_terminal=True, color_system="standard", highlight=False).print(
+        state_text(state, colour=True), end=""
+    )
+    return out.getvalue()
+
+
 def table(
     headers: Sequence[str],
     rows: Sequence[Sequence[Any]],
