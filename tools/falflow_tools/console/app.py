@@ -16,6 +16,8 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -84,17 +86,16 @@ def create_app(target: Target) -> Starlette:
         Route("/api/about", api(about)),
         Route("/api/jobs", api(jobs)),
         Route("/api/jobs/{job_id:path}", api(lambda r: data.job_detail(target, r.path_params["job_id"]))),
-        Route(
-            "/api/costs", api(lambda r: data.costs(target, since=_parse_since(r.query_params.get("since"))))
-        ),
+        Route("/api/costs", api(costs)),
         Route("/api/dlq", api(lambda r: data.dead_letters(target))),
     ]
-    app = Starlette(routes=routes)
+    return Starlette(routes=routes, middleware=[Middleware(LoopbackOnly)])
 
-    @app.middleware("http")
-    async def loopback_only(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
+
+class LoopbackOnly(BaseHTTPMiddleware):
+    """Refuses a request for any other host name (DNS rebinding); sets the page's content policy."""
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         if request.url.hostname not in (HOST, "localhost"):
             return PlainTextResponse("the console answers only on loopback", status_code=421)
         response = await call_next(request)
@@ -102,8 +103,6 @@ def create_app(target: Target) -> Starlette:
         response.headers["cache-control"] = "no-store"
         response.headers["x-content-type-options"] = "nosniff"
         return response
-
-    return app
 
 
 class ConsoleServer:
