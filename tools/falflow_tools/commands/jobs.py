@@ -120,6 +120,7 @@ def _watch_rows(seen: list[Seen]) -> list[list[str]]:
 @jobs_group.command("watch")
 @click.argument("job_ids", nargs=-1)
 @click.option("--all", "every_unfinished", is_flag=True, help="Every unfinished job (and new ones).")
+@click.option("--model", help="With --all: only jobs of this fal endpoint id.")
 @click.option("--every", default=1.0, show_default=True, help="Seconds between looks.")
 @click.option("--timeout", default=0.0, show_default=True, help="Give up after this many seconds (0: never).")
 @operator_command
@@ -128,6 +129,7 @@ def watch_command(
     target: Target,
     job_ids: tuple[str, ...],
     every_unfinished: bool,
+    model: str | None,
     every: float,
     timeout: float,
     as_json: bool,
@@ -139,7 +141,7 @@ def watch_command(
     """
     if not job_ids and not every_unfinished:
         raise click.UsageError("give one or more JOB_IDS, or --all")
-    watch = JobWatch(target, job_ids, every_unfinished=every_unfinished)
+    watch = JobWatch(target, job_ids, every_unfinished=every_unfinished, model=model)
     deadline = time.monotonic() + timeout if timeout else None
     live = use_colour() and not as_json
     seen = watch.poll()

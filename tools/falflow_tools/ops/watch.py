@@ -36,17 +36,27 @@ class Seen:
 
 class JobWatch:
     """Polls the job table for the jobs it follows. With `every_unfinished`, each poll also adds
-    the jobs that are unfinished now (jobs started while watching join in)."""
+    the jobs that are unfinished now (jobs started while watching join in), of `model` if given."""
 
-    def __init__(self, target: Target, job_ids: Sequence[str] = (), *, every_unfinished: bool = False):
+    def __init__(
+        self,
+        target: Target,
+        job_ids: Sequence[str] = (),
+        *,
+        every_unfinished: bool = False,
+        model: str | None = None,
+    ):
         self._target = target
         self._store = target.job_store()
         self._job_ids = list(dict.fromkeys(job_ids))
         self._every_unfinished = every_unfinished
+        self._model = model
 
     def poll(self) -> list[Seen]:
         if self._every_unfinished:
-            unfinished = list_jobs(self._target, states=UNFINISHED_STATES, limit=MAX_WATCHED)
+            unfinished = list_jobs(
+                self._target, states=UNFINISHED_STATES, model=self._model, limit=MAX_WATCHED
+            )
             known = set(self._job_ids)
             self._job_ids.extend(job.job_id for job in reversed(unfinished) if job.job_id not in known)
         return [Seen(job_id, self._store.get(job_id)) for job_id in self._job_ids]
