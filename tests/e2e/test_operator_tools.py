@@ -4,7 +4,7 @@ submit and models show tell a person — each against the running local stack.""
 from __future__ import annotations
 
 import json
-import queue
+import os
 import subprocess
 import sys
 import threading
@@ -45,30 +45,41 @@ def start(stack: LocalStack, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def lines_of(process: subprocess.Popen[str]) -> queue.Queue[str]:
-    found: queue.Queue[str] = queue.Queue()
+class Output:
+    """Every line a process prints, read as it comes; `wait_for` looks at all of them so far."""
 
-    def read() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            found.put(line.rstrip("\n"))
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._process = process
+        threading.Thread(target=self._read, daemon=True).start()
 
-    threading.Thread(target=read, daemon=True).start()
-    return found
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, needle: str, timeout_s: float = 60) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if needle in line:
+                    return line
+            time.sleep(0.1)
+        raise AssertionError(f"no line with {needle!r} in:\n" + "\n".join(self.lines))
 
 
-def wait_for_line(lines: queue.Queue[str], needle: str, timeout_s: float = 30) -> str:
+def wait_until_open(pid: int, path: Path, timeout_s: float = 60) -> None:
+    """Until process `pid` holds `path` open (a follower that has not opened it would miss lines)."""
     deadline = time.monotonic() + timeout_s
-    seen = []
     while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=0.2)
-        except queue.Empty:
-            continue
-        seen.append(line)
-        if needle in line:
-            return line
-    raise AssertionError(f"no line with {needle!r} in:\n" + "\n".join(seen))
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                if Path(os.readlink(fd)) == path.resolve():
+                    return
+            except OSError:
+                continue
+        time.sleep(0.1)
+    raise AssertionError(f"process {pid} never opened {path}")
 
 
 # ------------------------------------------------------------------------------- jobs watch
@@ -106,9 +117,9 @@ def test_watch_all_follows_unfinished_jobs_and_local_run_reconcile_finishes_them
     for job_id in ids:
         wait_for_job(target, job_id, {JobState.SUBMITTED, JobState.IN_PROGRESS})
     watching = start(stack, "jobs", "watch", "--all", "--model", "fal-ai/fast-sdxl", "--every", "0.2")
-    lines = lines_of(watching)
+    output = Output(watching)
     for job_id in ids:
-        wait_for_line(lines, job_id)
+        output.wait_for(job_id)
     time.sleep(RECONCILE_AFTER_S)  # until the jobs count as silent
 
     reconciled = falflow("local", "run", "reconcile", "--json")
@@ -118,7 +129,7 @@ def test_watch_all_follows_unfinished_jobs_and_local_run_reconcile_finishes_them
     assert run["function"] == "ReconcileFunction"
     assert run["error"] is None
     for job_id in ids:
-        wait_for_line(lines, f"{job_id}  COMPLETED")
+        output.wait_for(f"{job_id}  COMPLETED")
     assert watching.wait(30) == 0
     assert "cli-watch-all" in (stack.config.log_dir / "ReconcileFunction.log").read_text()  # type: ignore[operator]
 
@@ -192,11 +203,11 @@ def test_logs_show_a_functions_lines_for_people_or_raw(falflow: Any, target: Tar
 def test_logs_follow_prints_new_lines_as_they_come(stack: LocalStack, target: Target) -> None:
     following = start(stack, "logs", "store", "--follow", "--lines", "0")
     try:
-        lines = lines_of(following)
-        time.sleep(1.0)  # the follower is at the end of the file
+        output = Output(following)
+        wait_until_open(following.pid, stack.config.log_dir / "StoreFunction.log")  # type: ignore[operator]
         send_message(target, job_message("fal-ai/flux/dev", {"prompt": "followed"}, job_id="cli-followed"))
 
-        line = wait_for_line(lines, "job_id=cli-followed")
+        line = output.wait_for("job_id=cli-followed")
     finally:
         following.terminate()
         following.wait(10)
