@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from importlib import resources
 from typing import Any
 
@@ -25,6 +26,7 @@ from starlette.routing import Route
 from falflow.jobs import JobState
 from falflow_tools.console import data
 from falflow_tools.ops.target import OpsError, Target
+from falflow_tools.ops.when import moment
 
 HOST = "127.0.0.1"
 _STATIC = {
@@ -39,10 +41,8 @@ _POLICY = (
 )
 
 
-def _parse_since(value: str | None) -> Any:
-    from falflow_tools.commands.common import parse_when  # noqa: PLC0415 - click only when parsing
-
-    return parse_when(value) if value else None
+def _parse_since(value: str | None) -> datetime | None:
+    return moment(value) if value else None
 
 
 def create_app(target: Target) -> Starlette:
