@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
-from falflow_tools.ops.logs import function_logical_id, readable
+from falflow_tools.ops.logs import cloudwatch_lines, function_logical_id, readable
 from falflow_tools.ops.target import OpsError
 
 
@@ -43,3 +45,96 @@ def test_a_function_is_found_by_its_short_or_logical_name(name: str) -> None:
 def test_an_unknown_function_names_the_known_ones() -> None:
     with pytest.raises(OpsError, match=r"no function 'billing'.*collect, reconcile, store, submit, webhook"):
         function_logical_id("billing")
+
+
+class FakeCloudWatch:
+    """A log group whose events arrive poll by poll (each poll sees everything so far)."""
+
+    def __init__(self, arrivals: list[list[dict[str, Any]]]) -> None:
+        self._arrivals = arrivals
+        self.polls = 0
+        self.start_times: list[int] = []
+
+    def filter_log_events(self, *, logGroupName: str, startTime: int, **_: Any) -> dict[str, Any]:
+        assert logGroupName == "/aws/lambda/prod-Store-1"
+        self.start_times.append(startTime)
+        visible = [
+            e for batch in self._arrivals[: self.polls + 1] for e in batch if e["timestamp"] >= startTime
+        ]
+        self.polls += 1
+        return {"events": visible}
+
+
+class FakeStack:
+    name = "stack prod"
+    stack_name = "prod"
+
+    def __init__(self, logs: FakeCloudWatch) -> None:
+        self._logs = logs
+
+    def logs(self) -> FakeCloudWatch:
+        return self._logs
+
+    def cloudformation(self) -> Any:
+        class Resources:
+            def describe_stack_resource(self, **_: Any) -> dict[str, Any]:
+                return {"StackResourceDetail": {"PhysicalResourceId": "prod-Store-1"}}
+
+        return Resources()
+
+
+class Stop(Exception):
+    pass
+
+
+def test_following_cloudwatch_prints_each_event_once_also_when_it_arrives_late() -> None:
+    def event(n: int, at: int) -> dict[str, Any]:
+        return {"eventId": f"e{n}", "timestamp": at, "message": f"line {n}\n"}
+
+    base = 1_800_000_000_000
+    logs = FakeCloudWatch(
+        [
+            [event(1, base), event(2, base + 1000)],
+            [event(3, base + 2000)],
+            [event(4, base + 1500)],  # arrives late, with an older timestamp
+        ]
+    )
+    sleeps = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 3:
+            raise Stop
+
+    following = cloudwatch_lines(
+        FakeStack(logs),  # type: ignore[arg-type]
+        "StoreFunction",
+        since=datetime.fromtimestamp(base / 1000, UTC),
+        lines=50,
+        follow=True,
+        sleep=sleep,
+    )
+    shown: list[str] = []
+    with pytest.raises(Stop):
+        shown.extend(following)
+
+    assert shown == ["line 1", "line 2", "line 3", "line 4"]
+    assert logs.start_times[0] == base
+    assert logs.start_times[-1] == base  # the look-back window never starts before --since
+
+
+def test_without_follow_only_the_last_lines_are_printed() -> None:
+    logs = FakeCloudWatch([[{"eventId": f"e{n}", "timestamp": n, "message": f"line {n}"} for n in range(5)]])
+
+    shown = list(
+        cloudwatch_lines(
+            FakeStack(logs),  # type: ignore[arg-type]
+            "StoreFunction",
+            since=datetime.fromtimestamp(0, UTC),
+            lines=2,
+            follow=False,
+        )
+    )
+
+    assert shown == ["line 3", "line 4"]
+    assert logs.polls == 1

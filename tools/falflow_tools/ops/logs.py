@@ -107,17 +107,18 @@ def cloudwatch_lines(
     """The last `lines` events since `since`, then (with `follow`) new ones as they arrive."""
     group = log_group(target, function)
     start_ms = int(since.timestamp() * 1000)
-    seen: set[str] = set()
+    seen: dict[str, int] = {}  # event id → timestamp, of the events inside the look-back window
     first = True
     while True:
         events = _events(target, group, start_ms)
         fresh = [event for event in events if event["eventId"] not in seen]
         for event in fresh[-lines:] if first else fresh:
             yield str(event["message"]).rstrip("\n")
-        seen.update(event["eventId"] for event in fresh)
+        seen.update((event["eventId"], int(event["timestamp"])) for event in fresh)
         if events:
             # Events can arrive late with an older timestamp: look back a little, dedupe by id.
             start_ms = max(start_ms, int(events[-1]["timestamp"]) - 60_000)
+            seen = {event_id: at for event_id, at in seen.items() if at >= start_ms}
         first = False
         if not follow:
             return
