@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from falflow.jobs import Job, JobState, utcnow
+from falflow.jobs import Job, JobState
 from falflow_tools.commands.common import operator_command, parse_when, print_json
 from falflow_tools.ops import jobs as ops
 from falflow_tools.ops.render import json_value, money, painted_state, seconds, table, use_colour
@@ -111,10 +111,7 @@ WATCH_HEADERS = ["JOB", "STATE", "MODEL", "ELAPSED"]
 
 
 def _watch_rows(seen: list[Seen]) -> list[list[str]]:
-    now = utcnow()
-    return [
-        [s.job_id, s.state, (s.job.model if s.job else None) or "-", seconds(s.elapsed_s(now))] for s in seen
-    ]
+    return [[s.job_id, s.state, (s.job.model if s.job else None) or "-", seconds(s.elapsed_s)] for s in seen]
 
 
 @jobs_group.command("watch")

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from falflow.jobs import FINAL_STATES, Job, JobState
+from falflow.jobs import FINAL_STATES, Job, JobState, utcnow
 from falflow_tools.ops.jobs import job_duration_s, list_jobs
 from falflow_tools.ops.target import Target
 
@@ -21,6 +21,7 @@ class Seen:
 
     job_id: str
     job: Job | None
+    seen_at: datetime  # when it was read: a running job's elapsed time is up to this moment
 
     @property
     def state(self) -> str:
@@ -30,8 +31,9 @@ class Seen:
     def is_final(self) -> bool:
         return self.job is not None and self.job.is_final
 
-    def elapsed_s(self, now: datetime) -> float | None:
-        return job_duration_s(self.job, now) if self.job else None
+    @property
+    def elapsed_s(self) -> float | None:
+        return job_duration_s(self.job, self.seen_at) if self.job else None
 
 
 class JobWatch:
@@ -59,7 +61,7 @@ class JobWatch:
             )
             known = set(self._job_ids)
             self._job_ids.extend(job.job_id for job in reversed(unfinished) if job.job_id not in known)
-        return [Seen(job_id, self._store.get(job_id)) for job_id in self._job_ids]
+        return [Seen(job_id, self._store.get(job_id), utcnow()) for job_id in self._job_ids]
 
     @staticmethod
     def done(seen: Sequence[Seen]) -> bool:
