@@ -138,3 +138,27 @@ def test_without_follow_only_the_last_lines_are_printed() -> None:
 
     assert shown == ["line 3", "line 4"]
     assert logs.polls == 1
+
+
+def test_a_metrics_document_reads_as_its_names_and_values() -> None:
+    line = json.dumps(
+        {
+            "_aws": {
+                "Timestamp": 1_796_166_650_723,
+                "CloudWatchMetrics": [
+                    {
+                        "Namespace": "falflow",
+                        "Metrics": [{"Name": "JobsCompleted"}, {"Name": "OutputBytesStored"}],
+                    }
+                ],
+            },
+            "service": "falflow-store",
+            "JobsCompleted": [1.0],
+            "OutputBytesStored": [441044.0],
+        }
+    )
+
+    assert (
+        readable(line)
+        == "2026-12-01T23:10:50.723+00:00 METRICS JobsCompleted=[1.0] OutputBytesStored=[441044.0]"
+    )

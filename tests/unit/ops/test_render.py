@@ -59,3 +59,13 @@ def test_nested_values_are_json_not_python_reprs() -> None:
     assert json_value(["a"]) == '["a"]'
     assert json_value("plain") == "plain"
     assert json_value(3) == "3"
+
+
+def test_columns_of_short_values_are_kept_whole_and_long_ones_fold() -> None:
+    rows = [["job-1", "2026-12-01 23:10:50", "fal-ai/kling-video/v2/master/text-to-video"]]
+
+    lines = table(["JOB", "CHANGED (UTC)", "MODEL"], rows, max_width=50).splitlines()
+
+    assert "2026-12-01 23:10:50" in lines[2]
+    assert "".join(line.split()[-1] for line in lines[2:]).endswith("text-to-video")
+    assert len(lines) > 3  # the model folded onto more lines

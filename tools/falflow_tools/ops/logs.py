@@ -10,7 +10,7 @@ import json
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -54,6 +54,8 @@ def readable(line: str) -> str:
         entry = json.loads(line)
     except ValueError:
         return line
+    if isinstance(entry, dict) and isinstance(entry.get("_aws"), dict):
+        return _metrics_line(entry)
     if not isinstance(entry, dict) or "message" not in entry:
         return line
     extra = " ".join(
@@ -63,6 +65,19 @@ def readable(line: str) -> str:
     )
     head = f"{entry.get('timestamp', '')} {entry.get('level', '')!s:<7} {entry['message']}"
     return f"{head}  {extra}" if extra else head
+
+
+def _metrics_line(entry: dict[str, Any]) -> str:
+    """An EMF metrics document as `time METRICS name=value …`."""
+    names = [
+        str(metric.get("Name"))
+        for directive in entry["_aws"].get("CloudWatchMetrics", [])
+        for metric in directive.get("Metrics", [])
+    ]
+    at = entry["_aws"].get("Timestamp")
+    when = datetime.fromtimestamp(at / 1000, UTC).isoformat(timespec="milliseconds") if at else ""
+    values = " ".join(f"{name}={json.dumps(entry.get(name), default=str)}" for name in names)
+    return f"{when} {'METRICS':<7} {values}"
 
 
 def local_lines(target: Target, function: str, *, lines: int, follow: bool) -> Iterator[str]:

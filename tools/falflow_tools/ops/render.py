@@ -26,6 +26,8 @@ WAITING_STYLE = "cyan"
 _STATE_HEADER = "STATE"
 # Below this a folding column would be unreadable; the table grows past the terminal instead.
 _NARROWEST_FOLD = 8
+# A column whose every value is this short (a time, a cost, a count) is kept whole too.
+_SHORT = 20
 _GAP = 3  # rich's padding between columns with box.SIMPLE_HEAD
 
 
@@ -59,11 +61,13 @@ def table(
 ) -> str:
     """Aligned columns. The `keep` columns (ids) are never cut or wrapped, so a value can be copied
     into the next command; every other cell folds onto more lines when the terminal is narrow, and
-    multi-line values stay inside their cell. A STATE column is kept too, and coloured on a terminal."""
+    multi-line values stay inside their cell. A STATE column and columns of short values are kept too;
+    states are coloured on a terminal."""
     colour = use_colour() if colour is None else colour
     state_column = headers.index(_STATE_HEADER) if _STATE_HEADER in headers else None
     keep = {*keep, *([state_column] if state_column is not None else [])}
     cells = [[("" if v is None else str(v)) for v in row] for row in rows]
+    keep |= {i for i in range(len(headers)) if all(len(row[i]) <= _SHORT for row in cells)}
     kept_widths = {i: max([len(headers[i]), *(len(row[i]) for row in cells)]) for i in keep}
     narrowest = sum(kept_widths.values()) + sum(
         min(len(h), _NARROWEST_FOLD) for i, h in enumerate(headers) if i not in keep
