@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from falflow_tools.commands.account import fal_user_id_command
 from falflow_tools.commands.console import console_command
 from falflow_tools.commands.dlq import dlq_group
 from falflow_tools.commands.jobs import jobs_group
@@ -33,6 +34,7 @@ for command in (
     costs_command,
     logs_command,
     console_command,
+    fal_user_id_command,
 ):
     main.add_command(command)
 

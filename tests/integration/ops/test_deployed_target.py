@@ -133,3 +133,25 @@ def test_logs_of_a_deployed_function_come_from_its_log_group(aws: ProvisionedSta
     assert last.stdout.splitlines() == [lines[2]]
     assert missing.exit_code == 1
     assert "cannot find SubmitFunction in stack falflow-logs" in missing.stderr
+
+
+def test_fal_user_id_prints_the_account_the_kept_deliveries_were_signed_for(
+    deployed: ProvisionedStack,
+) -> None:
+    s3, bucket = boto3.client("s3", region_name="us-east-1"), deployed.buckets["OutputBucket"]
+    empty = CliRunner().invoke(main, ["fal-user-id", "--stack", STACK, "--region", "us-east-1"])
+    assert empty.exit_code == 1
+    assert "no webhook delivery kept" in empty.stderr
+
+    for key, metadata in (
+        ("inbox/job-1/req-1.json", {"fal-user-id": "github|12345", "source": "webhook"}),
+        ("inbox/job-2/req-2.json", {"fal-user-id": "github|12345", "source": "webhook"}),
+        ("inbox/job-3/req-3.reconcile.json", {"source": "reconcile"}),  # polled: no signed header
+    ):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"{}", Metadata=metadata)
+    result = CliRunner().invoke(main, ["fal-user-id", "--stack", STACK, "--region", "us-east-1", "--json"])
+
+    assert result.exit_code == 0, result.output
+    assert [(u["user_id"], u["deliveries"]) for u in json.loads(result.stdout)] == [("github|12345", 2)]
+    table = CliRunner().invoke(main, ["fal-user-id", "--stack", STACK, "--region", "us-east-1"])
+    assert "FalWebhookUserIds='[\"github|12345\"]'" in table.stdout

@@ -65,19 +65,11 @@ def table(
     states are coloured on a terminal."""
     colour = use_colour() if colour is None else colour
     state_column = headers.index(_STATE_HEADER) if _STATE_HEADER in headers else None
-    keep = {*keep, *([state_column] if state_column is not None else [])}
     cells = [[("" if v is None else str(v)) for v in row] for row in rows]
-    keep |= {i for i in range(len(headers)) if all(len(row[i]) <= _SHORT for row in cells)}
-    kept_widths = {i: max([len(headers[i]), *(len(row[i]) for row in cells)]) for i in keep}
-    narrowest = sum(kept_widths.values()) + sum(
-        min(len(h), _NARROWEST_FOLD) for i, h in enumerate(headers) if i not in keep
-    )
-    terminal = max_width or shutil.get_terminal_size((160, 24)).columns
-    width = max(terminal, narrowest + _GAP * (len(headers) - 1))
-
+    kept_widths = _kept_widths(headers, cells, {*keep, *([state_column] if state_column is not None else [])})
     grid = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold" if colour else "")
     for i, header in enumerate(headers):
-        if i in keep:
+        if i in kept_widths:
             grid.add_column(header, no_wrap=True, min_width=kept_widths[i])
         else:
             grid.add_column(header, overflow="fold", min_width=min(len(header), _NARROWEST_FOLD))
@@ -86,6 +78,20 @@ def table(
         grid.add_row(
             *(state_text(v, colour=colour) if i == state_column else Text(v) for i, v in enumerate(row))
         )
+    narrowest = sum(kept_widths.values()) + sum(
+        min(len(h), _NARROWEST_FOLD) for i, h in enumerate(headers) if i not in kept_widths
+    )
+    terminal = max_width or shutil.get_terminal_size((160, 24)).columns
+    return _rendered(grid, width=max(terminal, narrowest + _GAP * (len(headers) - 1)), colour=colour)
+
+
+def _kept_widths(headers: Sequence[str], cells: list[list[str]], keep: set[int]) -> dict[int, int]:
+    """Column → its full width, for the columns kept whole (asked for, or of short values only)."""
+    keep |= {i for i in range(len(headers)) if all(len(row[i]) <= _SHORT for row in cells)}
+    return {i: max([len(headers[i]), *(len(row[i]) for row in cells)]) for i in sorted(keep)}
+
+
+def _rendered(grid: Table, *, width: int, colour: bool) -> str:
     out = io.StringIO()
     console = Console(
         file=out,
