@@ -155,3 +155,36 @@ def test_fal_user_id_prints_the_account_the_kept_deliveries_were_signed_for(
     assert [(u["user_id"], u["deliveries"]) for u in json.loads(result.stdout)] == [("github|12345", 2)]
     table = CliRunner().invoke(main, ["fal-user-id", "--stack", STACK, "--region", "us-east-1"])
     assert "FalWebhookUserIds='[\"github|12345\"]'" in table.stdout
+
+
+# starlette's test client warns that it will move to httpx2, which is not locked here.
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_the_console_reads_a_deployed_stack(deployed: ProvisionedStack) -> None:
+    from starlette.testclient import TestClient  # noqa: PLC0415 - imported where its warning is filtered
+
+    from falflow_tools.console.app import create_app  # noqa: PLC0415
+
+    target = deployed_target(STACK, region="us-east-1")
+    store = target.job_store()
+    now = utcnow()
+    store.create(Job.new("prod-shown", source="sqs:m-2", source_kind="sqs", now=now, model="fal-ai/flux/dev"))
+    console = TestClient(create_app(target), base_url="http://127.0.0.1")
+
+    jobs = console.get("/api/jobs", params={"state": "ACCEPTED", "since": "1h"}).json()["jobs"]
+    detail = console.get("/api/jobs/prod-shown").json()
+    missing = console.get("/api/jobs/no-such-job")
+    bad_state = console.get("/api/jobs", params={"state": "SLEEPING"})
+    about = console.get("/api/about").json()
+    elsewhere = TestClient(create_app(target), base_url="http://falflow.example.com").get("/api/about")
+
+    assert [job["job_id"] for job in jobs] == ["prod-shown"]
+    assert detail["job"]["model"] == "fal-ai/flux/dev"
+    assert detail["outputs"] == []
+    assert missing.status_code == 404
+    assert "no job 'no-such-job'" in missing.json()["error"]
+    assert bad_state.status_code == 400
+    assert about["target"] == f"stack {STACK}"
+    assert about["local"] is False
+    assert console.get("/api/dlq").json() == {"messages": []}
+    assert console.get("/api/costs").json()["per_model"] == []
+    assert elsewhere.status_code == 421
