@@ -40,11 +40,12 @@ if TYPE_CHECKING:
         ModelInfo,
         ModelMetadata,
         Price,
+        RequestHistoryItem,
         UsageBucket,
         UsageLineItem,
         UsageReport,
     )
-    from falflow.fal.ports import FalPlatform, FalQueue, FalStorage
+    from falflow.fal.ports import FalPlatform, FalQueue, FalRequestHistory, FalStorage
     from falflow.fal.queue import (
         CancelOutcome,
         FalQueueClient,
@@ -81,6 +82,7 @@ __all__ = [
     "FalQueue",
     "FalQueueClient",
     "FalRateLimitedError",
+    "FalRequestHistory",
     "FalRequestTimeoutError",
     "FalServerError",
     "FalStorage",
@@ -97,6 +99,7 @@ __all__ = [
     "QueueLog",
     "QueueStatus",
     "QueueUrls",
+    "RequestHistoryItem",
     "RetryPolicy",
     "Submission",
     "UsageBucket",
@@ -128,6 +131,7 @@ _MODULE_OF: dict[str, str] = {
     "FalQueue": "ports",
     "FalQueueClient": "queue",
     "FalRateLimitedError": "errors",
+    "FalRequestHistory": "ports",
     "FalRequestTimeoutError": "errors",
     "FalServerError": "errors",
     "FalStorage": "ports",
@@ -144,6 +148,7 @@ _MODULE_OF: dict[str, str] = {
     "QueueLog": "queue",
     "QueueStatus": "queue",
     "QueueUrls": "queue",
+    "RequestHistoryItem": "platform",
     "RetryPolicy": "http",
     "Submission": "queue",
     "UsageBucket": "platform",
