@@ -11,7 +11,16 @@ import pytest
 
 from falflow.aws.clients import aws_client
 from falflow.jobs import Job, JobCost, JobError, JobState, JobStore, RequestUrls, TrailEntry
-from falflow.jobs.store import BY_REQUEST_ID_INDEX, BY_STATE_INDEX, JOB_KEY, TTL_ATTRIBUTE, DynamoJobStore
+from falflow.jobs.store import (
+    BY_REQUEST_ID_INDEX,
+    BY_STATE_INDEX,
+    JOB_KEY,
+    STATE_SHARD_ATTRIBUTE,
+    STATE_SHARDS,
+    TTL_ATTRIBUTE,
+    DynamoJobStore,
+    state_shard,
+)
 from falflow_tools.local.resources import ProvisionedStack
 from falflow_tools.template import load_template
 from tests.fakes.job_store import InMemoryJobStore
@@ -39,7 +48,7 @@ def test_template_names_match_the_code() -> None:
     assert table["KeySchema"] == [{"AttributeName": JOB_KEY, "KeyType": "HASH"}]
     assert table["TimeToLiveSpecification"]["AttributeName"] == TTL_ATTRIBUTE
     indexes = {index["IndexName"]: index["KeySchema"] for index in table["GlobalSecondaryIndexes"]}
-    assert [k["AttributeName"] for k in indexes[BY_STATE_INDEX]] == ["state", "state_changed_at"]
+    assert [k["AttributeName"] for k in indexes[BY_STATE_INDEX]] == [STATE_SHARD_ATTRIBUTE, "state_changed_at"]
     assert [k["AttributeName"] for k in indexes[BY_REQUEST_ID_INDEX]] == ["request_id"]
 
 
@@ -379,3 +388,42 @@ def test_list_by_state_and_find_by_request_id(store: JobStore) -> None:
     assert found is not None
     assert found.job_id == "job-3"
     assert store.find_by_request_id("nope") is None
+
+
+def test_list_by_state_merges_every_shard_in_order(store: JobStore) -> None:
+    # More jobs than shards, entering SUBMITTED in an order unrelated to their shards.
+    count = STATE_SHARDS + 4
+    for n in range(count):
+        store.create(Job.new(f"job-{n}", source="sqs://q/m", source_kind="sqs", now=T0, model="m"))
+        store.record_submission(f"job-{n}", f"r-{n}", URLS, now=T0 + timedelta(seconds=(n * 7) % count))
+    entered = sorted(range(count), key=lambda n: (n * 7) % count)
+    listed = [job.job_id for job in store.list_by_state(JobState.SUBMITTED)]
+    assert listed == [f"job-{n}" for n in entered]
+    newest = [job.job_id for job in store.list_by_state(JobState.SUBMITTED, newest_first=True, limit=5)]
+    assert newest == [f"job-{n}" for n in reversed(entered[-5:])]
+    window = store.list_by_state(
+        JobState.SUBMITTED, changed_after=T0 + timedelta(seconds=10), changed_before=T0 + timedelta(seconds=12)
+    )
+    assert [job.job_id for job in window] == [f"job-{n}" for n in entered[10:13]]
+    assert list(store.list_by_state(JobState.ACCEPTED)) == []
+
+
+def test_every_write_that_moves_a_job_moves_its_shard(aws: ProvisionedStack) -> None:
+    client = aws_client("dynamodb")
+    table = aws.tables["JobsTable"]
+    store = DynamoJobStore(client, table, retention=timedelta(days=1))
+
+    def shard_of(job_id: str) -> str:
+        return client.get_item(TableName=table, Key={JOB_KEY: {"S": job_id}})["Item"][STATE_SHARD_ATTRIBUTE]["S"]
+
+    store.create(new_job("job-1"))
+    assert shard_of("job-1") == state_shard("job-1", JobState.ACCEPTED)
+    store.record_submission("job-1", "r-1", URLS, now=T0)
+    assert shard_of("job-1") == state_shard("job-1", JobState.SUBMITTED)
+    store.record_completion("job-1", "r-1", completion_key="inbox/k", source="webhook", now=T0)
+    assert shard_of("job-1") == state_shard("job-1", JobState.STORING)
+    store.fail("job-1", ERROR, now=T0)
+    assert shard_of("job-1") == state_shard("job-1", JobState.FAILED)
+    rejected = Job.new("job-2", source="s3://in/b.png", source_kind="s3_media", now=T0, state=JobState.REJECTED)
+    store.create(rejected)
+    assert shard_of("job-2") == state_shard("job-2", JobState.REJECTED)

@@ -12,8 +12,11 @@ The table of transitions is in docs/architecture.md, "The write protocol".
 
 from __future__ import annotations
 
+import hashlib
+import heapq
 import json
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -39,8 +42,21 @@ if TYPE_CHECKING:
 # Names shared with template.yaml (a test holds them equal).
 JOB_KEY: Final = "job_id"
 TTL_ATTRIBUTE: Final = "expires_at"
-BY_STATE_INDEX: Final = "ByState"
+BY_STATE_INDEX: Final = "ByStateShard"
 BY_REQUEST_ID_INDEX: Final = "ByRequestId"
+# The BY_STATE_INDEX partition key: the state and one of STATE_SHARDS shards fixed by the job id, so
+# 1,000 jobs/s entering one state spread over STATE_SHARDS index partitions, not one. Changing the
+# count re-shards every item (docs/adr/0016-the-state-index-is-sharded.md).
+STATE_SHARD_ATTRIBUTE: Final = "state_shard"
+STATE_SHARDS: Final = 16
+
+
+
+def state_shard(job_id: str, state: JobState) -> str:
+    """The `BY_STATE_INDEX` key of job `job_id` while it is in `state`: ``STATE#n``."""
+    digest = hashlib.blake2b(job_id.encode(), digest_size=8).digest()
+    return f"{state.value}#{int.from_bytes(digest) % STATE_SHARDS}"
+
 
 # The rank of ACCEPTED: writes to a job fal has not heard of yet require it.
 _BEFORE_SUBMIT_RANK: Final = STATE_RANK[JobState.ACCEPTED]
@@ -241,6 +257,7 @@ def from_dynamo(value: Any) -> Any:
 def job_to_item(job: Job) -> dict[str, Any]:
     data = job.model_dump(mode="json", exclude_none=True)
     data["state_rank"] = STATE_RANK[job.state]
+    data[STATE_SHARD_ATTRIBUTE] = state_shard(job.job_id, job.state)
     return {k: _serializer.serialize(v) for k, v in to_dynamo(data).items()}
 
 
@@ -356,6 +373,7 @@ class DynamoJobStore:
         at = isoformat(now)
         expression.set("state", to.value)
         expression.set("state_rank", rank)
+        expression.set(STATE_SHARD_ATTRIBUTE, state_shard(job_id, to))
         expression.set("state_changed_at", at)
         expression.set(f"state_times.{to.value}", at)
         if rank == FINAL_RANK:
@@ -385,28 +403,37 @@ class DynamoJobStore:
         newest_first: bool = False,
         limit: int | None = None,
     ) -> Iterator[Job]:
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "IndexName": BY_STATE_INDEX,
-            "ScanIndexForward": not newest_first,
-            **_state_key(state, changed_before, changed_after),
-        }
+        """Every shard of `state` queried at once, merged by when each job entered the state."""
+        queries = [
+            {
+                "TableName": self._table,
+                "IndexName": BY_STATE_INDEX,
+                "ScanIndexForward": not newest_first,
+                **({"Limit": max(limit, 1)} if limit is not None else {}),
+                **_state_key(f"{state.value}#{shard}", changed_before, changed_after),
+            }
+            for shard in range(STATE_SHARDS)
+        ]
+        with ThreadPoolExecutor(max_workers=STATE_SHARDS, thread_name_prefix="by-state") as pool:
+            first_pages = list(pool.map(lambda query: self._client.query(**query), queries))
+        shards = [self._shard_items(query, page) for query, page in zip(queries, first_pages, strict=True)]
         seen = 0
+        for item in heapq.merge(*shards, key=lambda item: item["state_changed_at"]["S"], reverse=newest_first):
+            job = job_from_item(item)
+            if job.state != state:  # the index is eventually consistent; trust the item
+                continue
+            yield job
+            seen += 1
+            if limit is not None and seen >= limit:
+                return
+
+    def _shard_items(self, query: dict[str, Any], page: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+        """One shard's items in index order: `page` first, later pages as the merge reaches them."""
         while True:
-            if limit is not None:
-                kwargs["Limit"] = max(limit - seen, 1)
-            page = self._client.query(**kwargs)
-            for item in page.get("Items", []):
-                job = job_from_item(item)
-                if job.state != state:  # the index is eventually consistent; trust the item
-                    continue
-                yield job
-                seen += 1
-                if limit is not None and seen >= limit:
-                    return
+            yield from page.get("Items", [])
             if "LastEvaluatedKey" not in page:
                 return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+            page = self._client.query(**query, ExclusiveStartKey=page["LastEvaluatedKey"])
 
     def find_by_request_id(self, request_id: str) -> Job | None:
         page = self._client.query(
@@ -612,11 +639,11 @@ class DynamoJobStore:
         self._update(job_id, expression)
 
 
-def _state_key(state: JobState, before: datetime | None, after: datetime | None) -> dict[str, Any]:
-    """The ByState query's key condition: `state`, entered between `after` and `before`."""
+def _state_key(shard: str, before: datetime | None, after: datetime | None) -> dict[str, Any]:
+    """One `BY_STATE_INDEX` query's key condition: `shard`, entered between `after` and `before`."""
     key = "#s = :s"
-    values: dict[str, Any] = {":s": {"S": state.value}}
-    names = {"#s": "state"}
+    values: dict[str, Any] = {":s": {"S": shard}}
+    names = {"#s": STATE_SHARD_ATTRIBUTE}
     if after:
         values[":lo"] = {"S": isoformat(after)}
     if before:

@@ -1,6 +1,6 @@
 """The reconciler: no job depends on one webhook arriving.
 
-Each run takes jobs waiting longer than ``reconcile_after`` (the ByState index) and acts only through
+Each run takes jobs waiting longer than ``reconcile_after`` (the sharded ByStateShard index) and acts only through
 conditional writes: SUBMITTED / IN_PROGRESS jobs are polled at fal and a finished result goes through
 the same completion hand-off as the webhook; STORING jobs whose hand-off was lost are handed over
 again; ACCEPTED jobs with no live submit lease are sent back to the intake queue (never resubmitted
