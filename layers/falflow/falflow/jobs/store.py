@@ -51,7 +51,6 @@ STATE_SHARD_ATTRIBUTE: Final = "state_shard"
 STATE_SHARDS: Final = 16
 
 
-
 def state_shard(job_id: str, state: JobState) -> str:
     """The `BY_STATE_INDEX` key of job `job_id` while it is in `state`: ``STATE#n``."""
     digest = hashlib.blake2b(job_id.encode(), digest_size=8).digest()
@@ -185,6 +184,12 @@ class JobStore(Protocol):
 
     def release_store_lease(self, job_id: str, *, held_until: str) -> Job | None:
         """Drop the store lease; refused unless it still reads `held_until`."""
+        ...
+
+    def take_over_store_lease(self, job_id: str, *, expired_until: str, now: datetime) -> Job | None:
+        """The run holding the store lease died: drop the lease, count the takeover and note the new
+        hand-off; refused unless the job is STORING, the lease still reads `expired_until` and that is
+        not after `now`."""
         ...
 
     def complete(
@@ -418,7 +423,9 @@ class DynamoJobStore:
             first_pages = list(pool.map(lambda query: self._client.query(**query), queries))
         shards = [self._shard_items(query, page) for query, page in zip(queries, first_pages, strict=True)]
         seen = 0
-        for item in heapq.merge(*shards, key=lambda item: item["state_changed_at"]["S"], reverse=newest_first):
+        for item in heapq.merge(
+            *shards, key=lambda item: item["state_changed_at"]["S"], reverse=newest_first
+        ):
             job = job_from_item(item)
             if job.state != state:  # the index is eventually consistent; trust the item
                 continue
@@ -577,6 +584,20 @@ class DynamoJobStore:
         expression = _Expression()
         expression.remove("store_lease_until")
         expression.require_equal("store_lease_until", held_until)
+        return self._update(job_id, expression)
+
+    def take_over_store_lease(self, job_id: str, *, expired_until: str, now: datetime) -> Job | None:
+        if expired_until > isoformat(now):
+            return None
+        expression = _Expression()
+        expression.remove("store_lease_until")
+        expression.set("completion_enqueued_at", isoformat(now))
+        takeovers = expression.name("store_takeovers")
+        expression.sets.append(
+            f"{takeovers} = if_not_exists({takeovers}, {expression.value(0)}) + {expression.value(1)}"
+        )
+        expression.require_equal("store_lease_until", expired_until)
+        expression.require_equal("state", JobState.STORING.value)
         return self._update(job_id, expression)
 
     def complete(
