@@ -4,12 +4,13 @@ CloudFormation (moto here) and act on its resources."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import boto3
 import pytest
 from click.testing import CliRunner
 
-from falflow.jobs import Job, JobState, utcnow
+from falflow.jobs import Job, JobState, RequestUrls, utcnow
 from falflow_tools.cli import main
 from falflow_tools.local.resources import ProvisionedStack, template_outputs
 from falflow_tools.ops.target import OpsError, deployed_target
@@ -64,6 +65,34 @@ def test_operator_commands_work_on_it(deployed: ProvisionedStack) -> None:
     ]
     assert dlqs.exit_code == 0, dlqs.output
     assert json.loads(dlqs.stdout) == []
+
+
+def test_jobs_list_by_state_says_what_each_job_waits_for(deployed: ProvisionedStack) -> None:
+    store = deployed_target(STACK, region="us-east-1").job_store()
+    long_ago = utcnow() - timedelta(hours=1)
+    for job_id in ("stored-by-a-dead-run", "being-stored"):
+        store.create(
+            Job.new(job_id, source="sqs:m", source_kind="sqs", now=long_ago, model="fal-ai/flux/dev")
+        )
+        store.record_submission(job_id, f"r-{job_id}", RequestUrls(), now=long_ago)
+        store.record_completion(
+            job_id, f"r-{job_id}", completion_key="inbox/k", source="webhook", now=long_ago
+        )
+        store.mark_handed_over(job_id, "inbox/k", now=long_ago)
+    store.take_store_lease("stored-by-a-dead-run", seen_until=None, now=long_ago, lease=timedelta(minutes=16))
+    store.take_store_lease("being-stored", seen_until=None, now=utcnow(), lease=timedelta(minutes=16))
+
+    args = ["jobs", "list", "--state", "STORING", "--stack", STACK, "--region", "us-east-1"]
+    listed = CliRunner().invoke(main, [*args, "--json"])
+    assert listed.exit_code == 0, listed.output
+    why = {job["job_id"]: job["why"] for job in json.loads(listed.stdout)}
+    assert "store run stopped unfinished" in why["stored-by-a-dead-run"]
+    assert "reconcile hands it to the store again" in why["stored-by-a-dead-run"]
+    assert why["being-stored"].startswith("outputs being stored (store lease until")
+    shown = CliRunner().invoke(main, args, terminal_width=400)
+    assert shown.exit_code == 0, shown.output
+    assert "WHY / WAITING FOR" in shown.stdout
+    assert "store run stopped unfinished" in shown.stdout
 
 
 def test_a_missing_stack_or_secret_is_a_clear_error(deployed: ProvisionedStack) -> None:

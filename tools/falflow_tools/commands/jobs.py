@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from falflow.jobs import Job, JobState
+from falflow.jobs import Job, JobState, utcnow
+from falflow.jobs.status import job_status_reason
 from falflow_tools.commands.common import operator_command, parse_when, print_json
 from falflow_tools.ops import jobs as ops
 from falflow_tools.ops.render import money, seconds, table
@@ -14,6 +15,7 @@ STATE_NAMES = [state.value for state in JobState]
 
 
 def job_rows(jobs: list[Job]) -> list[list[str]]:
+    now = utcnow()
     return [
         [
             job.job_id,
@@ -23,12 +25,13 @@ def job_rows(jobs: list[Job]) -> list[list[str]]:
             seconds(ops.job_duration_s(job)),
             money(job.cost.amount, job.cost.currency) if job.cost else "-",
             str(len(job.outputs)) if job.outputs else ("error: " + job.error.type if job.error else "-"),
+            job_status_reason(job, now),
         ]
         for job in jobs
     ]
 
 
-JOB_HEADERS = ["JOB", "STATE", "MODEL", "CHANGED (UTC)", "DURATION", "COST", "OUTPUTS"]
+JOB_HEADERS = ["JOB", "STATE", "MODEL", "CHANGED (UTC)", "DURATION", "COST", "OUTPUTS", "WHY / WAITING FOR"]
 
 
 @click.group("jobs")
@@ -69,7 +72,13 @@ def list_command(
         limit=limit,
     )
     if as_json:
-        print_json([job.model_dump(mode="json", exclude_none=True) for job in found])
+        now = utcnow()
+        print_json(
+            [
+                {**job.model_dump(mode="json", exclude_none=True), "why": job_status_reason(job, now)}
+                for job in found
+            ]
+        )
         return
     click.echo(table(JOB_HEADERS, job_rows(found)) if found else "no jobs")
 
