@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from falflow.jobs import Job, JobState, RequestUrls, utcnow
+from falflow.jobs.store import STATE_SHARD_ATTRIBUTE, job_to_item
 from falflow_tools.cli import main
 from falflow_tools.local.resources import ProvisionedStack, template_outputs
 from falflow_tools.ops.target import OpsError, deployed_target
@@ -93,6 +94,26 @@ def test_jobs_list_by_state_says_what_each_job_waits_for(deployed: ProvisionedSt
     assert shown.exit_code == 0, shown.output
     assert "WHY / WAITING FOR" in shown.stdout
     assert "store run stopped unfinished" in shown.stdout
+
+
+def test_backfill_shards_makes_jobs_from_before_the_sharded_index_visible(deployed: ProvisionedStack) -> None:
+    table = deployed.tables["JobsTable"]
+    client = boto3.client("dynamodb", region_name="us-east-1")
+    for n in range(3):  # as the ByState release wrote them: no state_shard
+        item = job_to_item(Job.new(f"old-{n}", source="sqs:m", source_kind="sqs", now=utcnow(), model="m"))
+        del item[STATE_SHARD_ATTRIBUTE]
+        client.put_item(TableName=table, Item=item)
+    args = ["--stack", STACK, "--region", "us-east-1", "--json"]
+    before = CliRunner().invoke(main, ["jobs", "list", "--state", "ACCEPTED", *args])
+    assert json.loads(before.stdout) == []  # invisible to the reconciler and the CLI
+
+    backfilled = CliRunner().invoke(main, ["jobs", "backfill-shards", *args])
+    assert backfilled.exit_code == 0, backfilled.output
+    assert json.loads(backfilled.stdout) == {"updated": 3}
+    after = CliRunner().invoke(main, ["jobs", "list", "--state", "ACCEPTED", *args])
+    assert sorted(job["job_id"] for job in json.loads(after.stdout)) == ["old-0", "old-1", "old-2"]
+    again = CliRunner().invoke(main, ["jobs", "backfill-shards", *args])
+    assert json.loads(again.stdout) == {"updated": 0}
 
 
 def test_a_missing_stack_or_secret_is_a_clear_error(deployed: ProvisionedStack) -> None:

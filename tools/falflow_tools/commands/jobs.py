@@ -1,4 +1,4 @@
-"""`falflow jobs list|show|cancel|retry`."""
+"""`falflow jobs list|show|cancel|retry|backfill-shards`."""
 
 from __future__ import annotations
 
@@ -134,3 +134,14 @@ def retry_command(*, target: Target, job_or_message_id: str, as_json: bool) -> N
     click.echo(f"{job_or_message_id}: {result.detail}")
     if result.new_job_id:
         click.echo(f"new job: {result.new_job_id}")
+
+
+@jobs_group.command("backfill-shards")
+@operator_command
+def backfill_shards_command(*, target: Target, as_json: bool) -> None:
+    """Give jobs written before the state index was sharded their `state_shard` (once, on upgrade)."""
+    updated = target.job_store().backfill_state_shards()
+    if as_json:
+        print_json({"updated": updated})
+    else:
+        click.echo(f"{updated} job(s) given their state shard")

@@ -442,6 +442,31 @@ class DynamoJobStore:
                 return
             page = self._client.query(**query, ExclusiveStartKey=page["LastEvaluatedKey"])
 
+    def backfill_state_shards(self) -> int:
+        """Give every job its `state_shard` (jobs written before the index was sharded); returns how
+        many were updated. A one-off scan of the table, safe to repeat and to run under traffic: each
+        update requires the state it was computed for, and a later state write sets the shard itself."""
+        updated = 0
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "ProjectionExpression": "#k, #s, #h",
+            "ExpressionAttributeNames": {"#k": JOB_KEY, "#s": "state", "#h": STATE_SHARD_ATTRIBUTE},
+        }
+        while True:
+            page = self._client.scan(**kwargs)
+            for item in page.get("Items", []):
+                job_id, state = item[JOB_KEY]["S"], JobState(item["state"]["S"])
+                shard = state_shard(job_id, state)
+                if item.get(STATE_SHARD_ATTRIBUTE, {}).get("S") == shard:
+                    continue
+                expression = _Expression()
+                expression.set(STATE_SHARD_ATTRIBUTE, shard)
+                expression.require_equal("state", state.value)
+                updated += self._update(job_id, expression) is not None
+            if "LastEvaluatedKey" not in page:
+                return updated
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
     def find_by_request_id(self, request_id: str) -> Job | None:
         page = self._client.query(
             TableName=self._table,
