@@ -54,6 +54,22 @@ def test_each_function_gets_the_templates_environment_with_local_endpoints(cold_
     assert store["MEDIA_HOSTS"] == '["*.fal.media"]'  # the deployed allowlist is untouched
 
 
+def test_a_short_visibility_timeout_scales_the_stores_timeout_and_lease_with_it(tmp_path: Path) -> None:
+    config = LocalStackConfig(warm=False, visibility_timeout_s=2, log_dir=tmp_path / "logs")
+    with LocalStack(config) as stack:
+        sqs = stack.client("sqs")
+
+        def visibility(queue: str) -> int:
+            url = stack.resources.queues[queue].url
+            attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])
+            return int(attributes["Attributes"]["VisibilityTimeout"])
+
+        store = stack.functions["StoreFunction"].runtime
+        assert (visibility("IntakeQueue"), visibility("OutputsQueue")) == (2, 30)  # 360 : 5400
+        assert store.timeout_s == 5.0  # 900 : 5400
+        assert float(store.environment["STORE_LEASE_SECONDS"]) == pytest.approx(5.333)  # 960 : 5400
+
+
 def test_the_emulators_keys_are_in_secrets_manager_under_the_templates_names(cold_stack: LocalStack) -> None:
     assert cold_stack.emulator is not None
     secrets = cold_stack.secretsmanager()
