@@ -54,6 +54,9 @@ def test_a_dead_lettered_message_is_what_a_waiting_job_shows() -> None:
     entry = TrailEntry(at=at(5), actor="store", action="dead_lettered", reason="ClientError: no inbox copy")
     stuck = job(JobState.STORING, completion_key="inbox/k", completion_enqueued_at=at(0), trail=[entry])
     assert job_status_reason(stuck, LATER) == "dead_lettered: ClientError: no inbox copy"
+    # once redriven, a store run holding it is what it shows
+    redriven = stuck.model_copy(update={"store_lease_until": at(45)})
+    assert job_status_reason(redriven, LATER) == f"outputs being stored (store lease until {at(45)})"
     # an older dead letter (before the job moved on) no longer explains it
     moved_on = job(
         JobState.SUBMITTED, request_id="r-1", trail=[entry.model_copy(update={"at": "2026-11-01"})]

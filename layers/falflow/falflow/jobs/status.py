@@ -16,14 +16,17 @@ def job_status_reason(job: Job, now: datetime) -> str:
     """Why `job` is final, or what it is waiting for at `now`."""
     if job.is_final:
         return _final_reason(job)
+    at = isoformat(now)
+    held = _held_reason(job, at)
+    if held is not None:
+        return held
     latest = job.trail[-1] if job.trail else None
     if latest is not None and latest.action in _NEEDS_A_PERSON and latest.at >= job.state_changed_at:
         return f"{latest.action}: {latest.reason}"
-    at = isoformat(now)
     if job.state is JobState.ACCEPTED:
-        return _accepted_reason(job, at)
+        return "no submit holds it; reconcile sends its request to the intake queue again"
     if job.state is JobState.STORING:
-        return _storing_reason(job, at)
+        return _storing_reason(job)
     where = "queued" if job.state is JobState.SUBMITTED else "running"
     return f"{where} at fal as {job.request_id}; waiting for its webhook (reconcile polls fal if none comes)"
 
@@ -36,27 +39,27 @@ def _final_reason(job: Job) -> str:
     return job.state.value.lower()
 
 
-def _accepted_reason(job: Job, at: str) -> str:
-    lease = job.submit_lease_until
-    if lease is not None and lease > at:
+def _held_reason(job: Job, at: str) -> str | None:
+    """What a live lease says: a worker is on the job now."""
+    submit, store = job.submit_lease_until, job.store_lease_until
+    if job.state is JobState.ACCEPTED and submit is not None and submit > at:
         if job.submit_ambiguous_at is not None:
             return (
-                f"fal's reply to the submit was lost at {job.submit_ambiguous_at}; held until {lease}, "
+                f"fal's reply to the submit was lost at {job.submit_ambiguous_at}; held until {submit}, "
                 "then settled before anything is sent again"
             )
-        return f"being sent to fal (submit lease until {lease})"
-    return "no submit holds it; reconcile sends its request to the intake queue again"
+        return f"being sent to fal (submit lease until {submit})"
+    if job.state is JobState.STORING and store is not None and store > at:
+        return f"outputs being stored (store lease until {store})"
+    return None
 
 
-def _storing_reason(job: Job, at: str) -> str:
-    lease = job.store_lease_until
+def _storing_reason(job: Job) -> str:
     if job.completion_enqueued_at is None:
         return "completion recorded, not yet handed to the store; reconcile hands it over"
-    if lease is not None and lease > at:
-        return f"outputs being stored (store lease until {lease})"
-    if lease is not None:
+    if job.store_lease_until is not None:
         return (
-            f"its store run stopped unfinished (lease ran out at {lease}); "
+            f"its store run stopped unfinished (lease ran out at {job.store_lease_until}); "
             "reconcile hands it to the store again"
         )
     return f"outputs message sent at {job.completion_enqueued_at}; waiting for the store"
