@@ -14,7 +14,7 @@ Traces: Lambda's active tracing (``Tracing: Active``) records every invocation's
 initialisation, invocation and overhead) and boto3 passes the trace on to SQS and EventBridge,
 without any SDK in the function. Powertools' Tracer adds subsegments (one per AWS and fal call) at
 the price of the X-Ray SDK's import at every cold start, so it is loaded only where
-``TRACE_SUBSEGMENTS`` is true. Why: docs/adr/0023-x-ray-sdk-subsegments-only-on-request.md.
+``TRACE_SUBSEGMENTS`` is true. Why: docs/adr/0024-x-ray-sdk-subsegments-only-on-request.md.
 """
 
 from __future__ import annotations
