@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 
 from falflow.catalogue import CatalogueStatus, owner_prefix
 from falflow.fal import CancelOutcome, EndpointId, QueueStatus, QueueUrls, Submission
-from falflow.fal.queue import QueuePriority
+from falflow.fal.queue import OutputLifecycle, QueuePriority
 from falflow.submit.objects import ObjectInfo, ObjectStream
 from falflow.submit.request import S3ObjectRef
 
@@ -29,6 +29,9 @@ class SentSubmission:
     priority: QueuePriority | None
     start_timeout: float | None
     request_id: str
+    store_io: bool | None = None
+    lifecycle: OutputLifecycle | None = None
+    allow_fallbacks: bool | None = None
 
 
 Reply = BaseException | None
@@ -65,6 +68,8 @@ class FakeFalQueue:
         runner_hint: str | None = None,
         store_io: bool | None = None,
         max_queue_length: int | None = None,
+        lifecycle: OutputLifecycle | None = None,
+        allow_fallbacks: bool | None = None,
     ) -> Submission:
         if self.barrier is not None:
             self.barrier.wait()
@@ -76,7 +81,15 @@ class FakeFalQueue:
                 raise self.failures[str(endpoint_id)]
             reply = self.replies.pop(0) if self.replies else None
             sent = SentSubmission(
-                str(endpoint_id), dict(input), webhook_url, priority, start_timeout, f"req-{next(self._ids)}"
+                str(endpoint_id),
+                dict(input),
+                webhook_url,
+                priority,
+                start_timeout,
+                f"req-{next(self._ids)}",
+                store_io,
+                lifecycle,
+                allow_fallbacks,
             )
             if reply is not None and not isinstance(reply, Lost):
                 raise reply
@@ -98,6 +111,9 @@ class FakeFalQueue:
         raise NotImplementedError
 
     def result(self, response_url: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def served_from(self, response_url: str) -> str | None:
         raise NotImplementedError
 
     def cancel(self, cancel_url: str) -> CancelOutcome:

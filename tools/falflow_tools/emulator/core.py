@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 
+from falflow_tools.emulator.acl import AccountStorage, FileAccess
 from falflow_tools.emulator.auth import Auth
 from falflow_tools.emulator.catalogue import Catalogue
 from falflow_tools.emulator.config import EmulatorConfig
@@ -38,6 +39,8 @@ class FalEmulator:
         self.keys = KeyRing()
         self.catalogue = Catalogue()
         self.uploads = UploadStore(self.config.storage_dir)
+        self.storage = AccountStorage(known_users=frozenset({self.config.user_id}))
+        self.compute = {i.id: i for i in self.config.compute_instances}
         self.webhooks = WebhookDispatcher(self.config, self.state, self.keys, self.faults)
         self.inputs = InputFetcher(self.file_for_url, self.config.input_fetch_timeout_s)
         self.runner = JobRunner(
@@ -82,12 +85,26 @@ class FalEmulator:
             return job.files.get(name)
         return self.uploads.get(file_id, name)
 
-    def file_for_url(self, url: str) -> MediaFile | None:
+    def file_access(self, file_id: str, name: str) -> FileAccess:
+        """A file's ACL and expiry: set on it since, or what its request (or upload) gave it."""
+        key = (file_id, name)
+        if key not in self.storage.files:
+            job = self.state.jobs.get(file_id)
+            if job is not None and job.completed_at is not None and name in job.files:
+                self.storage.register(key, job.file_lifecycle, job.completed_at)
+        return self.storage.access(key)
+
+    def file_key(self, url: str) -> tuple[str, str] | None:
+        """The (file id, name) of a CDN file URL, None for any other URL."""
         prefix = f"{self.urls.cdn_url}/files/"
         if not url.startswith(prefix):
             return None
         file_id, _, name = url[len(prefix) :].split("?", 1)[0].partition("/")
-        return self.file(file_id, name)
+        return (file_id, name) if file_id and name else None
+
+    def file_for_url(self, url: str) -> MediaFile | None:
+        key = self.file_key(url)
+        return None if key is None else self.file(*key)
 
     def stats(self) -> Stats:
         return Stats(
@@ -103,6 +120,8 @@ class FalEmulator:
         await self.webhooks.reset()
         self.state.clear()
         self.uploads.clear()
+        self.storage.clear()
+        self.compute = {i.id: i for i in self.config.compute_instances}
         self.auth.reset()
         self.faults.configure(self.config.faults)
 

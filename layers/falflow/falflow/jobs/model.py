@@ -97,6 +97,15 @@ class Job(BaseModel):
     priority: Priority = "normal"
     start_timeout: float | None = None
     output_prefix: str | None = None
+    # What fal may keep and do (docs/fal-contract.md §2, §4): fal keeps this job's payloads (input
+    # and output JSON, 30 days by default); its output files are private from the start and expire
+    # after output_expiry_seconds (None: the account's setting); fal's request payloads are deleted
+    # once our copy is stored; fal may reroute the request to an "equivalent" endpoint.
+    store_io: bool = True
+    private_outputs: bool = False
+    output_expiry_seconds: int | None = None
+    delete_payloads: bool = False
+    allow_fallbacks: bool = False
 
     request_id: str | None = None
     gateway_request_id: str | None = None
@@ -122,6 +131,9 @@ class Job(BaseModel):
     outputs: list[str] = Field(default_factory=list)
     result_key: str | None = None
     timings: dict[str, Any] = Field(default_factory=dict)
+    # The endpoint fal reports having run the request on (X-Fal-Served-From), when it reports one.
+    served_from: str | None = None
+    payloads_deleted_at: str | None = None
     cost: JobCost | None = None
     event_published_at: str | None = None
     trail: list[TrailEntry] = Field(default_factory=list)

@@ -19,10 +19,11 @@ from falflow.aws.events import EventBridgePublisher
 from falflow.aws.outputs import S3Inbox, S3OutputBucket
 from falflow.completion.finalise import Finaliser
 from falflow.completion.messages import OutputsMessage
+from falflow.fal.platform import FalPlatformClient
 from falflow.fal.queue import FalQueueClient
 from falflow.jobs import utcnow
 from falflow.secrets import FalKeys
-from falflow.store.media import MediaFetcher
+from falflow.store.media import SIGNED_URL_SECONDS, MediaFetcher
 from falflow.store.settings import StoreSettings
 from falflow.store.worker import StoreOutcome, StoreWorker
 
@@ -32,17 +33,23 @@ logger = Logger(child=True)
 def build_store_worker(settings: StoreSettings) -> StoreWorker:
     jobs = settings.job_store()
     outputs = S3OutputBucket(aws_client("s3"), settings.output_bucket)
+    keys = FalKeys(settings)
+    files = FalPlatformClient(settings.fal, keys.api_key)
     return StoreWorker(
         jobs,
         inbox=S3Inbox(aws_client("s3"), settings.output_bucket),
         outputs=outputs,
-        media=MediaFetcher(settings.media_policy()),
-        fal=FalQueueClient(settings.fal, FalKeys(settings).api_key),
+        media=MediaFetcher(
+            settings.media_policy(),
+            signer=lambda url: files.sign_file_url(url, expiration_seconds=SIGNED_URL_SECONDS),
+        ),
+        fal=FalQueueClient(settings.fal, keys.api_key),
         finaliser=Finaliser(
             jobs, EventBridgePublisher(aws_client("events"), settings.event_bus_name), outputs.bucket
         ),
         limits=settings.copy_limits(),
         lease=settings.store_lease,
+        payloads=FalPlatformClient(settings.fal, keys.admin_key) if keys.has_admin_key else None,
     )
 
 

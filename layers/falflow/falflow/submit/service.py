@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final
@@ -34,12 +34,12 @@ from falflow.fal.errors import (
     FalValidationError,
 )
 from falflow.fal.ports import FalQueue
-from falflow.fal.queue import Submission
+from falflow.fal.queue import OutputLifecycle, Submission
 from falflow.jobs import Job, JobError, JobState, JobStore, RequestUrls, TrailEntry, isoformat, utcnow
 from falflow.submit.files import CheckedInputs, InputFiles
 from falflow.submit.objects import InputArchive
 from falflow.submit.plan import JobIdentity, JobPlan, Planner, PlanRejectedError
-from falflow.submit.request import RequestRejectedError
+from falflow.submit.request import FalDefaults, RequestRejectedError, fal_options
 from falflow.submit.settings import JOB_ID_QUERY_PARAMETER
 from falflow.submit.sources import JobSource
 
@@ -140,6 +140,7 @@ class SubmitConfig:
     webhook_url: str
     ambiguous_grace: timedelta
     max_inline_input_bytes: int
+    fal_defaults: FalDefaults = field(default_factory=FalDefaults)
 
     @property
     def submit_lease(self) -> timedelta:
@@ -273,6 +274,7 @@ class SubmitService:
         plan, request = checked.plan, checked.plan.request
         job_id = plan.job_id
         fal_input = self._files.resolve(checked)
+        options = fal_options(request, self._config.fal_defaults)
         started = self._timer()
         try:
             submission = self._fal.submit(
@@ -281,6 +283,12 @@ class SubmitService:
                 webhook_url=job_webhook_url(self._config.webhook_url, job_id),
                 priority=request.priority,
                 start_timeout=request.start_timeout,
+                store_io=options["store_io"],
+                lifecycle=OutputLifecycle(
+                    initial_acl="forbid" if options["private_outputs"] else None,
+                    expiration_duration_seconds=options["output_expiry_seconds"],
+                ),
+                allow_fallbacks=options["allow_fallbacks"],
             )
         except FalError as error:
             return self._fal_failed(job_id, error, created=created)
@@ -425,7 +433,7 @@ class SubmitService:
             state=JobState.REJECTED,
             model=model,
             error=error,
-            **(_request_fields(plan) if plan else {}),
+            **(_request_fields(plan, self._config.fal_defaults) if plan else {}),
         )
         stored, created = self._store.create(job)
         if created:
@@ -474,7 +482,7 @@ class SubmitService:
             # Created holding the submit lease, as `claim_submit_lease` would have given it.
             submit_lease_until=isoformat(now + self._config.submit_lease),
             attempts=1,
-            **_request_fields(plan),
+            **_request_fields(plan, self._config.fal_defaults),
         )
 
     def _keep_large_input(self, plan: JobPlan, record_input: dict[str, Any]) -> str:
@@ -494,7 +502,7 @@ class SubmitService:
         )
 
 
-def _request_fields(plan: JobPlan) -> dict[str, Any]:
+def _request_fields(plan: JobPlan, defaults: FalDefaults) -> dict[str, Any]:
     request = plan.request
     return {
         "metadata": request.metadata,
@@ -502,6 +510,7 @@ def _request_fields(plan: JobPlan) -> dict[str, Any]:
         "priority": request.priority,
         "start_timeout": request.start_timeout,
         "output_prefix": request.output_prefix,
+        **fal_options(request, defaults),
     }
 
 
