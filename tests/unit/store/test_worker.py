@@ -403,7 +403,8 @@ def test_fals_payloads_are_deleted_once_our_copy_is_stored_and_that_is_recorded(
     job = h.get()
     assert payloads.calls == [("r1", "job-1")]  # the job id keeps a retried deletion idempotent
     assert job.payloads_deleted_at is not None
-    assert job.state is JobState.COMPLETED and len(job.outputs) == 2
+    assert job.state is JobState.COMPLETED
+    assert len(job.outputs) == 2
 
 
 def test_payloads_are_kept_unless_the_job_asked(h: Harness) -> None:
@@ -434,7 +435,8 @@ def test_a_deletion_that_did_not_happen_leaves_the_job_completed_saying_why(
     outcome = with_payloads(h, payloads).handle(h.record(delivery("r1", payload=OK_PAYLOAD)), NOW)
 
     job = h.get()
-    assert outcome is StoreOutcome.COMPLETED and job.payloads_deleted_at is None
+    assert outcome is StoreOutcome.COMPLETED
+    assert job.payloads_deleted_at is None
     assert [(t.action, reason in t.reason) for t in job.trail] == [("payloads_kept", True)]
 
 
