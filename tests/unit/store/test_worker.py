@@ -13,7 +13,7 @@ import pytest
 from falflow.completion.finalise import JOB_COMPLETED, JOB_FAILED, Finaliser
 from falflow.completion.handoff import CompletionHandoff
 from falflow.completion.messages import OutputsMessage
-from falflow.fal.errors import FalNotFoundError, FalServerError, FalValidationError
+from falflow.fal.errors import FalNotFoundError, FalPlatformError, FalServerError, FalValidationError
 from falflow.fal.platform import PayloadDeletion
 from falflow.fal.ports import FalRequestPayloads
 from falflow.jobs import Job, JobState, utcnow
@@ -442,7 +442,8 @@ def test_a_deletion_that_did_not_happen_leaves_the_job_completed_saying_why(
 
 def test_payloads_fal_no_longer_has_count_as_deleted(h: Harness) -> None:
     h.job(delete_payloads=True)
-    worker = with_payloads(h, FakePayloads(FalNotFoundError("Request not found", status=404)))
+    gone = FalPlatformError("fal platform error 404 not_found: Request not found", status=404)
+    worker = with_payloads(h, FakePayloads(gone))
 
     assert worker.handle(h.record(delivery("r1", payload=OK_PAYLOAD)), NOW) is StoreOutcome.COMPLETED
     assert h.get().payloads_deleted_at is not None

@@ -58,8 +58,8 @@ class FalEmulator:
     def bind(self, base_url: str, backup_base_url: str | None = None) -> None:
         """Advertise ``base_url`` in response and file URLs (unless a public URL is configured);
         ``backup_base_url`` is the origin standing in for fal's backup hosts, if one is served."""
-        if self.config.public_base_url is None:
-            self.urls = FalUrls(base_url.rstrip("/"), backup_base_url)
+        public = self.config.public_base_url
+        self.urls = FalUrls((public or base_url).rstrip("/"), backup_base_url)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:

@@ -250,9 +250,9 @@ class StoreWorker:
         else:
             try:
                 deletion = self._payloads.delete_request_payloads(job.request_id, idempotency_key=job.job_id)
-            except FalNotFoundError:
-                return isoformat(now)  # deleted before (a retried run) or already gone
             except FalError as error:
+                if error.status == 404:
+                    return isoformat(now)  # deleted before (a retried run) or already gone
                 reason = f"fal's payloads were not deleted: {error.message}"
             else:
                 if not deletion.failures:
