@@ -158,29 +158,10 @@ class MediaPolicy:
 
     def check(self, url: str, resolve: Resolver = resolve_host) -> CheckedUrl:
         """Return where to connect for ``url``, or raise ``OutputRefusedError`` saying why not."""
-        try:
-            parsed = httpx.URL(url)
-        except httpx.InvalidURL:
-            raise OutputRefusedError(url, "not a valid URL") from None
-        scheme = parsed.scheme
-        if scheme not in _DEFAULT_PORTS:
-            raise OutputRefusedError(url, f"scheme {scheme or '(none)'!r} is not https")
-        host = parsed.host.lower().rstrip(".")
-        if not host:
-            raise OutputRefusedError(url, "no host")
-        if parsed.userinfo:
-            raise OutputRefusedError(url, "credentials in the URL")
-        port = parsed.port or _DEFAULT_PORTS[scheme]
-        trusted = f"{scheme}://{host}:{port}" in self.trusted_origins
+        parsed, host, port = _parts(url)
+        trusted = f"{parsed.scheme}://{host}:{port}" in self.trusted_origins
         if not trusted:
-            if scheme != "https":
-                raise OutputRefusedError(url, "only https downloads are allowed")
-            if port != 443:
-                raise OutputRefusedError(url, f"port {port} is not allowed")
-            if _is_ip_literal(host) or not any(p.matches(host, parsed.path) for p in self.host_patterns):
-                raise OutputRefusedError(
-                    url, f"host {host} (path {parsed.path}) is not an allowed media host"
-                )
+            self._require_allowed(url, parsed, host, port)
         try:
             addresses = resolve(host, port)
         except OSError:
@@ -193,6 +174,30 @@ class MediaPolicy:
                 raise OutputRefusedError(url, f"host {host} resolves to a non-public address {private[0]}")
         signable = trusted or any(p.is_fal_cdn and p.matches(host, parsed.path) for p in self.host_patterns)
         return CheckedUrl(url=parsed, host=host, port=port, address=addresses[0], signable=signable)
+
+    def _require_allowed(self, url: str, parsed: httpx.URL, host: str, port: int) -> None:
+        if parsed.scheme != "https":
+            raise OutputRefusedError(url, "only https downloads are allowed")
+        if port != 443:
+            raise OutputRefusedError(url, f"port {port} is not allowed")
+        if _is_ip_literal(host) or not any(p.matches(host, parsed.path) for p in self.host_patterns):
+            raise OutputRefusedError(url, f"host {host} (path {parsed.path}) is not an allowed media host")
+
+
+def _parts(url: str) -> tuple[httpx.URL, str, int]:
+    """The parsed URL, its host (lower case, no trailing dot) and port; refused if unusable."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        raise OutputRefusedError(url, "not a valid URL") from None
+    if parsed.scheme not in _DEFAULT_PORTS:
+        raise OutputRefusedError(url, f"scheme {parsed.scheme or '(none)'!r} is not https")
+    host = parsed.host.lower().rstrip(".")
+    if not host:
+        raise OutputRefusedError(url, "no host")
+    if parsed.userinfo:
+        raise OutputRefusedError(url, "credentials in the URL")
+    return parsed, host, parsed.port or _DEFAULT_PORTS[parsed.scheme]
 
 
 def _is_ip_literal(host: str) -> bool:
