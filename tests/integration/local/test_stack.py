@@ -19,6 +19,8 @@ LOCAL_ENDPOINT_VARIABLES = {"AWS_ENDPOINT_URL", "WEBHOOK_URL", "MEDIA_ALLOW_LOCA
 FAL_ENDPOINT_VARIABLES = {
     "FAL_QUEUE_URL",
     "FAL_RUN_URL",
+    "FAL_QUEUE_BACKUP_URL",
+    "FAL_RUN_BACKUP_URL",
     "FAL_REST_URL",
     "FAL_API_URL",
     "FAL_CDN_URL",
@@ -51,7 +53,9 @@ def test_each_function_gets_the_templates_environment_with_local_endpoints(cold_
     store = cold_stack.functions["StoreFunction"].runtime.environment
     assert cold_stack.emulator is not None
     assert store["MEDIA_ALLOW_LOCAL"] == cold_stack.emulator.base_url
-    assert store["MEDIA_HOSTS"] == '["*.fal.media"]'  # the deployed allowlist is untouched
+    assert (
+        store["MEDIA_HOSTS"] == '["*.fal.media", "storage.googleapis.com/falserverless/"]'
+    )  # deployed allowlist untouched
 
 
 def test_the_emulators_keys_are_in_secrets_manager_under_the_templates_names(cold_stack: LocalStack) -> None:
