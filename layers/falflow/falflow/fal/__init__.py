@@ -31,11 +31,12 @@ from falflow.fal.platform import (
     ModelMetadata,
     PayloadDeletion,
     Price,
+    RequestHistoryItem,
     UsageBucket,
     UsageLineItem,
     UsageReport,
 )
-from falflow.fal.ports import FalPlatform, FalQueue, FalStorage
+from falflow.fal.ports import FalPlatform, FalQueue, FalRequestHistory, FalStorage
 from falflow.fal.queue import (
     CancelOutcome,
     FalQueueClient,
@@ -73,6 +74,7 @@ __all__ = [
     "FalQueue",
     "FalQueueClient",
     "FalRateLimitedError",
+    "FalRequestHistory",
     "FalRequestTimeoutError",
     "FalServerError",
     "FalStorage",
@@ -91,6 +93,7 @@ __all__ = [
     "QueueLog",
     "QueueStatus",
     "QueueUrls",
+    "RequestHistoryItem",
     "RetryPolicy",
     "Submission",
     "UsageBucket",

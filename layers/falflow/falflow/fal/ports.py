@@ -16,6 +16,7 @@ from falflow.fal.platform import (
     ModelInfo,
     PayloadDeletion,
     Price,
+    RequestHistoryItem,
     TimeBound,
     Timeframe,
     UsageReport,
@@ -112,6 +113,23 @@ class FalRequestPayloads(Protocol):
     """Deleting what fal keeps of a request (the Platform API with the ADMIN key)."""
 
     def delete_request_payloads(self, request_id: str, *, idempotency_key: str) -> PayloadDeletion: ...
+
+
+class FalRequestHistory(Protocol):
+    """The Platform API's request history, where the submit path looks for a request whose reply
+    was lost (docs/adr/0017-a-lost-submit-reply-is-looked-up-in-fals-request-history.md)."""
+
+    def iter_requests(
+        self,
+        endpoint_ids: Sequence[str],
+        *,
+        start: TimeBound | None = None,
+        end: TimeBound | None = None,
+        status: Literal["success", "error", "user_error"] | None = None,
+        request_id: str | None = None,
+        payloads: bool = False,
+        page_size: int | None = None,
+    ) -> Iterator[RequestHistoryItem]: ...
 
 
 class FalStorage(Protocol):
