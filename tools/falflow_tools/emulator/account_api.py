@@ -64,8 +64,6 @@ def account_routes(emulator: FalEmulator) -> list[Route]:
 class AccountApi:
     def __init__(self, emulator: FalEmulator) -> None:
         self._emulator = emulator
-        # Idempotency-Key → the instance it created (fal caches such replies for a while).
-        self._created: dict[str, ComputeInstance] = {}
 
     def _require(self, request: Request, *, admin: bool = False) -> Principal:
         principal = self._emulator.auth.identify(request.headers.get("authorization"))
@@ -165,7 +163,8 @@ class AccountApi:
         if body.sector is not None and body.instance_type != "gpu_8x_h100_sxm5":
             raise _Rejected(platform_error(400, "sector is only available for gpu_8x_h100_sxm5"))
         idempotency_key = request.headers.get("idempotency-key")
-        instance = self._created.get(idempotency_key) if idempotency_key else None
+        created = self._emulator.created_instances
+        instance = created.get(idempotency_key) if idempotency_key else None
         if instance is None:
             instance = ComputeInstance(
                 id=f"inst-{secrets.token_hex(6)}",
@@ -176,7 +175,7 @@ class AccountApi:
             )
             self._emulator.compute[instance.id] = instance
             if idempotency_key:
-                self._created[idempotency_key] = instance
+                created[idempotency_key] = instance
         return JSONResponse(_instance_json(instance), status_code=201)
 
     async def get_instance(self, request: Request) -> Response:

@@ -17,7 +17,7 @@ import httpx
 from falflow_tools.emulator.acl import AccountStorage, FileAccess
 from falflow_tools.emulator.auth import Auth
 from falflow_tools.emulator.catalogue import Catalogue
-from falflow_tools.emulator.config import EmulatorConfig
+from falflow_tools.emulator.config import ComputeInstance, EmulatorConfig
 from falflow_tools.emulator.faults import FaultInjector
 from falflow_tools.emulator.inputs import InputFetcher
 from falflow_tools.emulator.media import MediaFile
@@ -41,6 +41,8 @@ class FalEmulator:
         self.uploads = UploadStore(self.config.storage_dir)
         self.storage = AccountStorage(known_users=frozenset({self.config.user_id}))
         self.compute = {i.id: i for i in self.config.compute_instances}
+        # Idempotency-Key -> the instance it created (fal answers a repeated key with that one).
+        self.created_instances: dict[str, ComputeInstance] = {}
         self.webhooks = WebhookDispatcher(self.config, self.state, self.keys, self.faults)
         self.inputs = InputFetcher(self.file_for_url, self.config.input_fetch_timeout_s)
         self.runner = JobRunner(
@@ -123,6 +125,7 @@ class FalEmulator:
         self.uploads.clear()
         self.storage.clear()
         self.compute = {i.id: i for i in self.config.compute_instances}
+        self.created_instances.clear()
         self.auth.reset()
         self.faults.configure(self.config.faults)
 
