@@ -5,9 +5,11 @@ from __future__ import annotations
 import click
 
 from falflow_tools.commands.account import fal_user_id_command
+from falflow_tools.commands.console import console_command
 from falflow_tools.commands.dlq import dlq_group
 from falflow_tools.commands.jobs import jobs_group
 from falflow_tools.commands.local import demo_command, local_group
+from falflow_tools.commands.logs import logs_command
 from falflow_tools.commands.models import models_group
 from falflow_tools.commands.platform import analytics_command, compute_group
 from falflow_tools.commands.run import run_command
@@ -35,6 +37,8 @@ for command in (
     analytics_command,
     compute_group,
     run_command,
+    logs_command,
+    console_command,
     fal_user_id_command,
 ):
     main.add_command(command)
