@@ -134,6 +134,7 @@ class FakeFalQueue:
     def __init__(self) -> None:
         self.statuses: dict[str, QueueStatus | FalError] = {}
         self.results: dict[str, dict[str, Any] | FalError] = {}
+        self.served: dict[str, str | FalError] = {}
         self.calls: list[tuple[str, str]] = []
 
     def submit(self, *args: Any, **kwargs: Any) -> Any:
@@ -154,6 +155,14 @@ class FakeFalQueue:
     def result(self, response_url: str) -> dict[str, Any]:
         self.calls.append(("result", response_url))
         answer = self.results[response_url]
+        if isinstance(answer, FalError):
+            raise answer
+        return answer
+
+    def served_from(self, response_url: str) -> str | None:
+        """``served`` answers by URL; an exception there is raised."""
+        self.calls.append(("served_from", response_url))
+        answer = self.served.get(response_url)
         if isinstance(answer, FalError):
             raise answer
         return answer

@@ -309,8 +309,14 @@ class InMemoryJobStore:
         result_key: str,
         timings: Mapping[str, Any],
         now: datetime,
+        served_from: str | None = None,
+        payloads_deleted_at: str | None = None,
     ) -> Job | None:
-        sets = {"outputs": list(outputs), "result_key": result_key, "timings": dict(timings)}
+        sets: dict[str, Any] = {"outputs": list(outputs), "result_key": result_key, "timings": dict(timings)}
+        if served_from is not None:
+            sets["served_from"] = served_from
+        if payloads_deleted_at is not None:
+            sets["payloads_deleted_at"] = payloads_deleted_at
         checks = () if request_id is None else (_equal("request_id", request_id),)
         return self._advance(job_id, JobState.COMPLETED, now, sets, *checks)
 

@@ -28,6 +28,7 @@ from falflow.fal import (
     FalTransportError,
     FalValidationError,
     JwksCache,
+    OutputLifecycle,
     QueueStatus,
     verify_fal_signature,
 )
@@ -45,6 +46,8 @@ def settings_for(fal: RunningEmulator, **overrides: Any) -> FalSettings:
     values: dict[str, Any] = {
         "queue_url": urls.queue_url,
         "run_url": urls.run_url,
+        "queue_backup_url": urls.queue_backup_url,
+        "run_backup_url": urls.run_backup_url,
         "rest_url": urls.rest_url,
         "api_url": urls.api_url,
         "cdn_url": urls.cdn_url,
@@ -538,3 +541,69 @@ def test_upload_with_a_bad_key(fal_emulator: RunningEmulator) -> None:
 
     assert raised.value.status == 401
     assert [r.path for r in fal_emulator.control.requests()] == ["/rest/storage/auth/token"]
+
+
+# ------------------------------------------------------------------ fal's backup origins, privacy
+
+
+def test_with_the_primary_origin_refusing_connections_every_queue_call_uses_the_backup(
+    fal_emulator_factory: EmulatorFactory,
+) -> None:
+    # fal's primary hosts are down: the URLs fal hands out (public_base_url) point at an origin
+    # that refuses connections; the emulator's second origin stands in for the backup hosts.
+    dead = f"http://127.0.0.1:{free_port()}"
+    fal_emulator = fal_emulator_factory(public_base_url=dead)
+    queue = FalQueueClient(settings_for(fal_emulator), lambda: fal_emulator.api_key)
+    assert fal_emulator.urls.queue_url.startswith(dead)
+
+    submission = queue.submit(FLUX, PROMPT)
+    deadline = time.monotonic() + 10
+    while not queue.status(submission.status_url).completed:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    result = queue.result(submission.response_url)
+    output, served_from = queue.run(FLUX, PROMPT)
+
+    assert result["images"]
+    assert (output["images"], served_from) != ([], None)
+    (job, _sync) = sorted(fal_emulator.control.jobs(), key=lambda j: j.sync)
+    assert job.request_id == submission.request_id  # one submission, though two origins were tried
+
+
+def test_private_outputs_are_signed_and_payloads_deleted_through_the_client(
+    fal_emulator: RunningEmulator,
+) -> None:
+    settings = settings_for(fal_emulator)
+    queue = FalQueueClient(settings, lambda: fal_emulator.api_key)
+    files = FalPlatformClient(settings, lambda: fal_emulator.api_key)
+    admin = FalPlatformClient(settings, lambda: fal_emulator.admin_key)
+
+    submission = queue.submit(FLUX, PROMPT, lifecycle=OutputLifecycle(initial_acl="forbid"), store_io=False)
+    while not queue.status(submission.status_url).completed:
+        time.sleep(0.02)
+    url = queue.result(submission.response_url)["images"][0]["url"]
+
+    assert httpx.get(url).status_code == 403
+    assert httpx.get(files.sign_file_url(url, expiration_seconds=60)).status_code == 200
+    with pytest.raises(FalPlatformError) as missing:
+        files.sign_file_url(url.replace("image-0", "nothing"), expiration_seconds=60)
+    assert (missing.value.status, missing.value.error_type) == (404, "not_found")
+    deletion = admin.delete_request_payloads(submission.request_id, idempotency_key="job-1")
+    assert [r["link"] for r in deletion.cdn_delete_results] == [url]
+    assert not deletion.failures
+    with pytest.raises(FalNotFoundError):
+        queue.result(submission.response_url)
+    (job,) = fal_emulator.control.jobs()
+    assert (job.store_io, job.payloads_deleted) == (False, True)
+
+
+def test_compute_instances_through_the_client(fal_emulator: RunningEmulator) -> None:
+    admin = FalPlatformClient(settings_for(fal_emulator), lambda: fal_emulator.admin_key)
+
+    created = admin.create_compute_instance("gpu_1x_h100_sxm5", "ssh-ed25519 AAAA me", idempotency_key="k")
+
+    assert admin.compute_instance(created.id) == created
+    admin.delete_compute_instance(created.id)
+    with pytest.raises(FalPlatformError) as raised:
+        admin.compute_instance(created.id)
+    assert raised.value.status == 404

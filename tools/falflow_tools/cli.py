@@ -11,6 +11,8 @@ from falflow_tools.commands.jobs import jobs_group
 from falflow_tools.commands.local import demo_command, local_group
 from falflow_tools.commands.logs import logs_command
 from falflow_tools.commands.models import models_group
+from falflow_tools.commands.platform import analytics_command, compute_group
+from falflow_tools.commands.run import run_command
 from falflow_tools.commands.submit import submit_command
 from falflow_tools.commands.usage import costs_command, usage_command
 from falflow_tools.emulator.cli import emulator_command
@@ -32,6 +34,9 @@ for command in (
     models_group,
     usage_command,
     costs_command,
+    analytics_command,
+    compute_group,
+    run_command,
     logs_command,
     console_command,
     fal_user_id_command,

@@ -27,6 +27,10 @@ class FalSettings(BaseSettings):
 
     queue_url: str = "https://queue.fal.run"
     run_url: str = "https://fal.run"
+    # fal's backup origins, tried once when the primary cannot be connected to (fal's clients do
+    # the same, docs/fal-contract.md §2); empty turns the fallback off.
+    queue_backup_url: str = "https://queue.falrun.com"
+    run_backup_url: str = "https://falrun.com"
     rest_url: str = "https://rest.fal.ai"
     api_url: str = "https://api.fal.ai/v1"
     cdn_url: str = "https://v3.fal.media"

@@ -9,6 +9,7 @@ spec gives for its path, method and status; ``$ref``s resolve inside the spec do
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,19 @@ def _pointer(*parts: str) -> str:
     return "/".join(part.replace("~", "~0").replace("/", "~1") for part in parts)
 
 
+def spec_path(path: str) -> str:
+    """The spec's path for a request path: itself, or the template it fills (``/a/{id}/b``)."""
+    if path in SPEC["paths"]:
+        return path
+    for template in SPEC["paths"]:
+        if "{" in template and re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), path):
+            return str(template)
+    raise AssertionError(f"{path} is not a path of fal's Platform API")
+
+
 def assert_matches_spec(response: httpx.Response) -> Any:
     """Validate ``response`` (an ``{api_url}/...`` call) against the spec; returns its JSON."""
-    path = response.request.url.path.removeprefix(API_PREFIX)
+    path = spec_path(response.request.url.path.removeprefix(API_PREFIX))
     method = response.request.method.lower()
     operation = SPEC["paths"][path][method]
     status = str(response.status_code)

@@ -21,6 +21,8 @@ SCALED_VARIABLES = {"STORE_LEASE_SECONDS"}
 FAL_ENDPOINT_VARIABLES = {
     "FAL_QUEUE_URL",
     "FAL_RUN_URL",
+    "FAL_QUEUE_BACKUP_URL",
+    "FAL_RUN_BACKUP_URL",
     "FAL_REST_URL",
     "FAL_API_URL",
     "FAL_CDN_URL",
@@ -55,7 +57,9 @@ def test_each_function_gets_the_templates_environment_with_local_endpoints(cold_
     store = cold_stack.functions["StoreFunction"].runtime.environment
     assert cold_stack.emulator is not None
     assert store["MEDIA_ALLOW_LOCAL"] == cold_stack.emulator.base_url
-    assert store["MEDIA_HOSTS"] == '["*.fal.media"]'  # the deployed allowlist is untouched
+    assert (
+        store["MEDIA_HOSTS"] == '["*.fal.media", "storage.googleapis.com/falserverless/"]'
+    )  # deployed allowlist untouched
 
 
 def test_a_short_visibility_timeout_scales_the_stores_timeout_and_lease_with_it(

@@ -16,6 +16,9 @@ def settings() -> FalSettings:
     return FalSettings(
         queue_url="https://queue.fal.test",
         run_url="https://fal.test",
+        # No backup origins: the retry tests see every failure (test_fal_backup_hosts sets them).
+        queue_backup_url="",
+        run_backup_url="",
         rest_url="https://rest.fal.test",
         api_url="https://api.fal.test/v1",
         cdn_url="https://v3.fal.test",

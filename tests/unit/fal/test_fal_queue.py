@@ -9,7 +9,13 @@ import pytest
 from falflow.fal.endpoints import EndpointId
 from falflow.fal.errors import FalAuthError, FalNotFoundError, FalValidationError
 from falflow.fal.http import RetryPolicy
-from falflow.fal.queue import CancelOutcome, FalQueueClient, QueueStatus
+from falflow.fal.queue import (
+    DISABLE_FALLBACK_HEADERS,
+    CancelOutcome,
+    FalQueueClient,
+    OutputLifecycle,
+    QueueStatus,
+)
 from falflow.settings import FalSettings
 from tests.unit.fal.fal_fakes import API_KEY, ScriptedFal
 
@@ -309,7 +315,68 @@ def test_stored_urls_off_the_queue_host_never_get_the_key(
     queue = queue_for(fal)
 
     for call in (queue.status, queue.result, queue.cancel):
-        with pytest.raises(ValueError, match="not the queue host"):
+        with pytest.raises(ValueError, match="not fal's queue host"):
             call(url)
 
     assert fal.requests == []
+
+
+def test_private_outputs_and_their_expiry_go_in_fals_lifecycle_header(
+    queue_for: Callable[[ScriptedFal], FalQueueClient],
+) -> None:
+    fal = ScriptedFal([httpx.Response(200, json=SUBMITTED)])
+
+    queue_for(fal).submit(
+        "fal-ai/flux/dev",
+        {},
+        lifecycle=OutputLifecycle(initial_acl="forbid", expiration_duration_seconds=3600),
+    )
+
+    # The shape fal's Python client builds (_normalize_upload_lifecycle).
+    assert json.loads(fal.requests[0].headers["X-Fal-Object-Lifecycle-Preference"]) == {
+        "expiration_duration_seconds": 3600,
+        "initial_acl": {"default": "forbid", "rules": []},
+    }
+
+
+def test_an_empty_lifecycle_sends_no_header(queue_for: Callable[[ScriptedFal], FalQueueClient]) -> None:
+    fal = ScriptedFal([httpx.Response(200, json=SUBMITTED)])
+
+    queue_for(fal).submit("fal-ai/flux/dev", {}, lifecycle=OutputLifecycle())
+
+    assert "X-Fal-Object-Lifecycle-Preference" not in fal.requests[0].headers
+
+
+@pytest.mark.parametrize(("allow", "sent"), [(False, True), (True, False), (None, False)])
+def test_fallbacks_are_turned_off_with_both_of_fals_documented_headers(
+    queue_for: Callable[[ScriptedFal], FalQueueClient], allow: bool | None, sent: bool
+) -> None:
+    fal = ScriptedFal([httpx.Response(200, json=SUBMITTED)])
+
+    queue_for(fal).submit("fal-ai/flux/dev", {}, allow_fallbacks=allow)
+
+    headers = fal.requests[0].headers
+    assert [headers.get(name) for name in DISABLE_FALLBACK_HEADERS] == (
+        ["true", "true"] if sent else [None, None]
+    )
+
+
+def test_served_from_reads_the_result_header(queue_for: Callable[[ScriptedFal], FalQueueClient]) -> None:
+    fal = ScriptedFal([httpx.Response(200, json={}, headers={"X-Fal-Served-From": "fal-ai/flux/schnell"})])
+
+    assert queue_for(fal).served_from(APP) == "fal-ai/flux/schnell"
+    assert fal.requests[0].url == APP
+
+
+def test_run_posts_to_the_sync_host_and_reports_who_served_it(
+    queue_for: Callable[[ScriptedFal], FalQueueClient],
+) -> None:
+    fal = ScriptedFal([httpx.Response(200, json={"images": []}, headers={"X-Fal-Served-From": "fal-ai/x"})])
+
+    output, served_from = queue_for(fal).run("fal-ai/flux/dev", {"prompt": "a"}, allow_fallbacks=False)
+
+    request = fal.requests[0]
+    assert request.url == "https://fal.test/fal-ai/flux/dev"
+    assert json.loads(request.content) == {"prompt": "a"}
+    assert request.headers["X-Fal-Disable-Fallbacks"] == "true"
+    assert (output, served_from) == ({"images": []}, "fal-ai/x")

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import httpx
 import pytest
 
+from falflow.fal.errors import FalAuthError, FalNotFoundError, FalServerError
 from falflow.store.media import (
     MediaFetcher,
     MediaPolicy,
@@ -155,4 +156,112 @@ def test_status_and_size_answers() -> None:
     with pytest.raises(MediaTransientError), fetcher(cdn).open("https://v3.fal.media/busy"):
         pass
     with pytest.raises(OutputTooLargeError), fetcher(cdn).open("https://v3.fal.media/big"):
+        pass
+
+
+# --------------------------------------------------------------------- output hosts, private files
+
+DNS["storage.googleapis.com"] = [PUBLIC]
+
+
+def test_fals_bucket_on_a_shared_host_is_allowed_by_host_and_path_only() -> None:
+    default = MediaPolicy()  # the default MediaHosts
+    example = "https://storage.googleapis.com/falserverless/example_outputs/flux2_flex_t2i_output.png"
+    assert default.check(example, resolve).host == "storage.googleapis.com"
+    for other in (
+        "https://storage.googleapis.com/someone-elses-bucket/a.png",
+        "https://storage.googleapis.com/falserverless-not/a.png",
+        "https://storage.googleapis.com/a.png",
+    ):
+        with pytest.raises(OutputRefusedError, match="not an allowed media host"):
+            default.check(other, resolve)
+
+
+class PrivateCdn:
+    """A fal CDN file that answers ``status`` to an anonymous read and its bytes to a signed one."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        self.requests: list[httpx.URL] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request.url)
+        if request.url.params.get("identity") == "sig-1":
+            return httpx.Response(200, content=b"private png", headers={"content-type": "image/png"})
+        return httpx.Response(self.status)
+
+
+def signing_fetcher(cdn: PrivateCdn, signed: list[str], policy: MediaPolicy = POLICY) -> MediaFetcher:
+    def sign(url: str) -> str:
+        signed.append(url)
+        return f"{url}?identity=sig-1"
+
+    return MediaFetcher(policy, httpx.Client(transport=httpx.MockTransport(cdn)), resolve, signer=sign)
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])  # forbid answers 403, hide as if missing
+def test_a_private_fal_cdn_file_is_read_through_a_signed_url(status: int) -> None:
+    cdn, signed = PrivateCdn(status), []
+
+    with signing_fetcher(cdn, signed).open("https://v3.fal.media/files/b/1/out.png") as response:
+        assert b"".join(response.iter_bytes(64)) == b"private png"
+
+    assert signed == ["https://v3.fal.media/files/b/1/out.png"]
+    assert [url.params.get("identity") for url in cdn.requests] == [None, "sig-1"]
+
+
+def test_a_file_missing_even_when_signed_is_unavailable() -> None:
+    cdn = PrivateCdn(404)
+
+    def sign(url: str) -> str:
+        return f"{url}?identity=wrong"
+
+    fetcher_ = MediaFetcher(POLICY, httpx.Client(transport=httpx.MockTransport(cdn)), resolve, signer=sign)
+    with (
+        pytest.raises(OutputUnavailableError) as raised,
+        fetcher_.open("https://v3.fal.media/files/gone.png"),
+    ):
+        pass
+    assert raised.value.status == 404
+
+
+def test_files_on_a_shared_host_are_never_sent_for_signing() -> None:
+    cdn, signed = PrivateCdn(403), []
+    url = "https://storage.googleapis.com/falserverless/example_outputs/a.png"
+
+    with pytest.raises(OutputUnavailableError), signing_fetcher(cdn, signed, MediaPolicy()).open(url):
+        pass
+    assert signed == []
+
+
+def test_a_signer_that_points_elsewhere_is_refused() -> None:
+    cdn = PrivateCdn(403)
+    evil = MediaFetcher(
+        POLICY,
+        httpx.Client(transport=httpx.MockTransport(cdn)),
+        resolve,
+        signer=lambda url: "https://v3b.fal.media/files/other.png?identity=sig-1",
+    )
+    with pytest.raises(OutputRefusedError, match="another host"), evil.open("https://v3.fal.media/a.png"):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("error", "raised"),
+    [
+        (FalServerError("busy", status=503, retryable=True), MediaTransientError),
+        (FalAuthError("key lacks assets:read", status=403), MediaTransientError),
+        (FalNotFoundError("File not found", status=404), OutputUnavailableError),
+    ],
+)
+def test_signing_failures_are_transient_or_permanent_like_fals_answer(
+    error: Exception, raised: type[Exception]
+) -> None:
+    cdn = PrivateCdn(403)
+
+    def sign(url: str) -> str:
+        raise error
+
+    failing = MediaFetcher(POLICY, httpx.Client(transport=httpx.MockTransport(cdn)), resolve, signer=sign)
+    with pytest.raises(raised), failing.open("https://v3.fal.media/a.png"):
         pass

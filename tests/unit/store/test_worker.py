@@ -13,7 +13,9 @@ import pytest
 from falflow.completion.finalise import JOB_COMPLETED, JOB_FAILED, Finaliser
 from falflow.completion.handoff import CompletionHandoff
 from falflow.completion.messages import OutputsMessage
-from falflow.fal.errors import FalNotFoundError, FalServerError, FalValidationError
+from falflow.fal.errors import FalNotFoundError, FalPlatformError, FalServerError, FalValidationError
+from falflow.fal.platform import PayloadDeletion
+from falflow.fal.ports import FalRequestPayloads
 from falflow.jobs import Job, JobState, utcnow
 from falflow.reconcile.reconciler import Action, ReconcilePolicy, Reconciler
 from falflow.store.copy import MIN_PART_SIZE, CopyLimits
@@ -64,12 +66,15 @@ class Harness:
         self.cdn = Cdn()
         self.fal = FakeFalQueue()
         self.handoff = CompletionHandoff(self.jobs, self.inbox, self.queue)
+        self.worker = self.worker_with(payloads=None)
+
+    def worker_with(self, *, payloads: FalRequestPayloads | None) -> StoreWorker:
         fetcher = MediaFetcher(
             MediaPolicy.build(["*.fal.media"], [], max_bytes=32 * 2**20),
             httpx.Client(transport=httpx.MockTransport(self.cdn)),
             resolve=lambda host, port: ["93.184.215.14"],
         )
-        self.worker = StoreWorker(
+        return StoreWorker(
             self.jobs,
             inbox=self.inbox,
             outputs=self.outputs,
@@ -77,6 +82,7 @@ class Harness:
             fal=self.fal,
             finaliser=Finaliser(self.jobs, self.events, self.outputs.bucket),
             limits=CopyLimits(part_size=MIN_PART_SIZE, concurrency=2, max_bytes=32 * 2**20),
+            payloads=payloads,
         )
 
     def job(self, job_id: str = "job-1", request_id: str = "r1", **fields: Any) -> None:
@@ -461,3 +467,111 @@ def test_the_callers_output_prefix_is_kept_under_outputs(h: Harness) -> None:
 
 def _raise(*args: Any) -> None:
     raise ConnectionError("EventBridge unavailable")
+
+
+# ----------------------------------------------------------------- served-from and fal's payloads
+
+RESPONSE_URL = "https://queue.fal.run/fal-ai/flux/requests/r1"
+
+
+class FakePayloads:
+    """fal's DELETE /models/requests/{id}/payloads: records calls; answers ``answer`` (or raises it)."""
+
+    def __init__(self, answer: PayloadDeletion | Exception | None = None) -> None:
+        self.answer = answer or PayloadDeletion(cdn_delete_results=[{"link": "x", "exception": None}])
+        self.calls: list[tuple[str, str]] = []
+
+    def delete_request_payloads(self, request_id: str, *, idempotency_key: str) -> PayloadDeletion:
+        self.calls.append((request_id, idempotency_key))
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+def with_payloads(h: Harness, payloads: FakePayloads | None) -> StoreWorker:
+    return h.worker_with(payloads=payloads)
+
+
+def test_a_job_that_allowed_fallbacks_records_the_endpoint_fal_says_served_it(h: Harness) -> None:
+    h.job(allow_fallbacks=True, response_url=RESPONSE_URL)
+    h.fal.served[RESPONSE_URL] = "fal-ai/flux/schnell"
+
+    assert h.worker.handle(h.record(delivery("r1", payload=OK_PAYLOAD)), NOW) is StoreOutcome.COMPLETED
+
+    assert h.get().served_from == "fal-ai/flux/schnell"
+    assert h.events.events[0][1]["served_from"] == "fal-ai/flux/schnell"
+    result = json.loads(h.outputs.objects["outputs/job-1/result.json"].body)
+    assert (result["model"], result["served_from"]) == ("fal-ai/flux/dev", "fal-ai/flux/schnell")
+
+
+def test_a_job_that_forbade_fallbacks_costs_no_extra_call(h: Harness) -> None:
+    h.job(response_url=RESPONSE_URL)  # allow_fallbacks defaults to False
+
+    assert h.worker.handle(h.record(delivery("r1", payload=OK_PAYLOAD)), NOW) is StoreOutcome.COMPLETED
+
+    assert ("served_from", RESPONSE_URL) not in h.fal.calls
+    assert h.get().served_from is None
+
+
+def test_not_knowing_who_served_it_does_not_fail_a_stored_job(h: Harness) -> None:
+    h.job(allow_fallbacks=True, response_url=RESPONSE_URL)
+    h.fal.served[RESPONSE_URL] = FalNotFoundError("Request not found", status=404)
+
+    assert h.worker.handle(h.record(delivery("r1", payload=OK_PAYLOAD)), NOW) is StoreOutcome.COMPLETED
+    assert h.get().served_from is None
+
+
+def test_fals_payloads_are_deleted_once_our_copy_is_stored_and_that_is_recorded(h: Harness) -> None:
+    payloads = FakePayloads()
+    worker = with_payloads(h, payloads)
+    h.job(delete_payloads=True)
+
+    assert worker.handle(h.record(delivery("r1", payload=OK_PAYLOAD)), NOW) is StoreOutcome.COMPLETED
+
+    job = h.get()
+    assert payloads.calls == [("r1", "job-1")]  # the job id keeps a retried deletion idempotent
+    assert job.payloads_deleted_at is not None
+    assert job.state is JobState.COMPLETED
+    assert len(job.outputs) == 2
+
+
+def test_payloads_are_kept_unless_the_job_asked(h: Harness) -> None:
+    payloads = FakePayloads()
+    h.job()
+
+    assert with_payloads(h, payloads).handle(h.record(delivery("r1", payload=OK_PAYLOAD)), NOW)
+    assert payloads.calls == []
+    assert h.get().payloads_deleted_at is None
+
+
+@pytest.mark.parametrize(
+    ("payloads", "reason"),
+    [
+        (FakePayloads(FalServerError("boom", status=500)), "not deleted: boom"),
+        (
+            FakePayloads(PayloadDeletion(cdn_delete_results=[{"link": "x", "exception": "denied"}])),
+            "could not delete 1 output file(s): denied",
+        ),
+        (None, "no ADMIN key"),
+    ],
+)
+def test_a_deletion_that_did_not_happen_leaves_the_job_completed_saying_why(
+    h: Harness, payloads: FakePayloads | None, reason: str
+) -> None:
+    h.job(delete_payloads=True)
+
+    outcome = with_payloads(h, payloads).handle(h.record(delivery("r1", payload=OK_PAYLOAD)), NOW)
+
+    job = h.get()
+    assert outcome is StoreOutcome.COMPLETED
+    assert job.payloads_deleted_at is None
+    assert [(t.action, reason in t.reason) for t in job.trail] == [("payloads_kept", True)]
+
+
+def test_payloads_fal_no_longer_has_count_as_deleted(h: Harness) -> None:
+    h.job(delete_payloads=True)
+    gone = FalPlatformError("fal platform error 404 not_found: Request not found", status=404)
+    worker = with_payloads(h, FakePayloads(gone))
+
+    assert worker.handle(h.record(delivery("r1", payload=OK_PAYLOAD)), NOW) is StoreOutcome.COMPLETED
+    assert h.get().payloads_deleted_at is not None

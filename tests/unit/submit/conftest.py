@@ -11,7 +11,7 @@ import pytest
 from falflow.jobs import Job
 from falflow.submit.files import InputFiles
 from falflow.submit.plan import Planner
-from falflow.submit.request import S3ObjectRef
+from falflow.submit.request import FalDefaults, S3ObjectRef
 from falflow.submit.routes import RouteTable
 from falflow.submit.service import SubmitConfig, SubmitService
 from falflow.submit.sources import JobMessage, ObjectCreated
@@ -51,6 +51,15 @@ ROUTES = RouteTable.model_validate(
             "priority": "low",
             "metadata": {"team": "motion"},
         },
+        "private/": {
+            "model": "fal-ai/clarity-upscaler",
+            "input": {"image_url": "{file_url}"},
+            "store_io": False,
+            "private_outputs": True,
+            "output_expiry_seconds": 3600,
+            "delete_payloads": True,
+            "allow_fallbacks": True,
+        },
     }
 )
 
@@ -68,6 +77,7 @@ class Harness:
     grace_s: float = GRACE_S
     correlated: list[str] = field(default_factory=list)
     correlate: Callable[[str], None] | None = None
+    fal_defaults: FalDefaults = field(default_factory=FalDefaults)
     history: FakeRequestHistory = field(init=False)
 
     def __post_init__(self) -> None:
@@ -87,6 +97,7 @@ class Harness:
                 webhook_url=WEBHOOK,
                 ambiguous_grace=timedelta(seconds=self.grace_s),
                 max_inline_input_bytes=self.max_inline_input_bytes,
+                fal_defaults=self.fal_defaults,
             ),
             tokens=fixed_tokens(),
             archive=self.archive,

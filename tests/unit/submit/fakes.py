@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 from falflow.catalogue import CatalogueStatus, owner_prefix
 from falflow.fal import CancelOutcome, EndpointId, QueueStatus, QueueUrls, RequestHistoryItem, Submission
 from falflow.fal.platform import RequestStatus, TimeBound
-from falflow.fal.queue import QueuePriority
+from falflow.fal.queue import OutputLifecycle, QueuePriority
 from falflow.submit.objects import ObjectInfo, ObjectStream
 from falflow.submit.request import S3ObjectRef
 
@@ -32,6 +32,8 @@ class SentSubmission:
     request_id: str
     store_io: bool = True
     sent_at: str = "2026-09-01T12:00:00.000+00:00"
+    lifecycle: OutputLifecycle | None = None
+    allow_fallbacks: bool | None = None
 
 
 Reply = BaseException | None
@@ -70,6 +72,8 @@ class FakeFalQueue:
         runner_hint: str | None = None,
         store_io: bool | None = None,
         max_queue_length: int | None = None,
+        lifecycle: OutputLifecycle | None = None,
+        allow_fallbacks: bool | None = None,
     ) -> Submission:
         if self.barrier is not None:
             self.barrier.wait()
@@ -89,6 +93,8 @@ class FakeFalQueue:
                 f"req-{next(self._ids)}",
                 store_io=store_io is not False,
                 sent_at=self.clock().isoformat(),
+                lifecycle=lifecycle,
+                allow_fallbacks=allow_fallbacks,
             )
             if reply is not None and not isinstance(reply, Lost):
                 raise reply
@@ -110,6 +116,9 @@ class FakeFalQueue:
         raise NotImplementedError
 
     def result(self, response_url: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def served_from(self, response_url: str) -> str | None:
         raise NotImplementedError
 
     def cancel(self, cancel_url: str) -> CancelOutcome:

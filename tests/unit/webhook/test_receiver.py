@@ -326,3 +326,27 @@ def test_a_replay_flood_leaves_every_record_bounded_and_every_answer_right(
     assert (job_3.request_id, job_3.trail, job_3.state) == (None, [], JobState.ACCEPTED)
     assert len(harness.queue.messages) == 1  # one hand-off to the store
     assert j1_token not in capsys.readouterr().out  # the token is never logged
+
+
+@pytest.mark.parametrize("status", ["IN_PROGRESS", "QUEUED", "SOMETHING_NEW"])
+def test_a_signed_delivery_that_is_not_a_completion_is_answered_2xx_and_noted(
+    harness: Harness, status: str
+) -> None:
+    body = delivery("req-1", status=status, payload=None)
+    headers = harness.signer.headers(body, "req-1", timestamp=int(NOW))
+
+    reply = harness.receiver.receive(harness.request(body, headers))
+
+    assert reply.status == 200  # a 4xx would only make fal send it again, 10 times over 2 hours
+    assert harness.unchanged()  # not recorded as the job's completion, nothing handed to the store
+    job = harness.store.get("job-1")
+    assert job is not None
+    assert [(t.action, status in t.reason) for t in job.trail] == [("non_terminal_delivery", True)]
+
+
+def test_a_non_terminal_delivery_for_an_unknown_job_changes_nothing(harness: Harness) -> None:
+    body = delivery("req-1", status="IN_PROGRESS")
+    headers = harness.signer.headers(body, "req-1", timestamp=int(NOW))
+
+    assert harness.receiver.receive(harness.request(body, headers, "no-such-job")).status == 404
+    assert harness.unchanged()

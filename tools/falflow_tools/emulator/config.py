@@ -96,6 +96,9 @@ class FaultConfig(_Strict):
     payload_error_rate: Rate = 0.0
     # fal retried the request internally, so gateway_request_id differs from request_id.
     gateway_retry_rate: Rate = 0.0
+    # fal rerouted the request to an equivalent endpoint (``EmulatorConfig.model_fallbacks``),
+    # unless the request sent X-Fal-Disable-Fallbacks.
+    fallback_rate: Rate = 0.0
     webhook: WebhookFaults = Field(default_factory=WebhookFaults)
     # Slow CDN: output and upload downloads are throttled to this many bytes per second.
     cdn_bytes_per_s: int | None = Field(default=None, gt=0)
@@ -107,16 +110,17 @@ class FaultConfig(_Strict):
 
 InstanceType = Literal["gpu_8x_h100_sxm5", "gpu_1x_h100_sxm5"]
 Region = Literal["us-west", "us-central", "us-east", "eu-north", "eu-west", "other"]
+Sector = Literal["sector_1", "sector_2", "sector_3"]
 InstanceStatus = Literal["ready", "init", "pending", "provisioning", "stopped", "unknown"]
 
 
 class ComputeInstance(_Strict):
-    """A row of ``GET /v1/compute/instances`` (the emulator never creates instances)."""
+    """A row of ``GET /v1/compute/instances``: configured ones, and those created through the API."""
 
     id: str
     instance_type: InstanceType = "gpu_1x_h100_sxm5"
     region: Region = "us-east"
-    sector: Literal["sector_1", "sector_2", "sector_3"] | None = None
+    sector: Sector | None = None
     ip: str | None = None
     status: InstanceStatus = "ready"
     creator_user_nickname: str | None = None
@@ -159,6 +163,9 @@ class EmulatorConfig(_Strict):
     audio_bytes: int | None = Field(default=None, ge=1024, le=2**32 - 1)
     max_image_side: int = Field(default=4096, ge=64)
     cdn_token_ttl_s: Seconds = 3600.0
+
+    # Model fallbacks: endpoint id -> the "equivalent" endpoint fal may reroute it to.
+    model_fallbacks: dict[str, str] = Field(default_factory=dict)
 
     # Platform API.
     percent_discount: float | None = Field(default=None, ge=0.0, le=100.0)

@@ -14,9 +14,10 @@ from contextlib import asynccontextmanager
 
 import httpx
 
+from falflow_tools.emulator.acl import AccountStorage, FileAccess
 from falflow_tools.emulator.auth import Auth
 from falflow_tools.emulator.catalogue import Catalogue
-from falflow_tools.emulator.config import EmulatorConfig
+from falflow_tools.emulator.config import ComputeInstance, EmulatorConfig
 from falflow_tools.emulator.faults import FaultInjector
 from falflow_tools.emulator.inputs import InputFetcher
 from falflow_tools.emulator.media import MediaFile
@@ -38,6 +39,10 @@ class FalEmulator:
         self.keys = KeyRing()
         self.catalogue = Catalogue()
         self.uploads = UploadStore(self.config.storage_dir)
+        self.storage = AccountStorage(known_users=frozenset({self.config.user_id}))
+        self.compute = {i.id: i for i in self.config.compute_instances}
+        # Idempotency-Key -> the instance it created (fal answers a repeated key with that one).
+        self.created_instances: dict[str, ComputeInstance] = {}
         self.webhooks = WebhookDispatcher(self.config, self.state, self.keys, self.faults)
         self.inputs = InputFetcher(self.file_for_url, self.config.input_fetch_timeout_s)
         self.runner = JobRunner(
@@ -52,10 +57,11 @@ class FalEmulator:
         self.closing = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def bind(self, base_url: str) -> None:
-        """Advertise ``base_url`` in response and file URLs (unless a public URL is configured)."""
-        if self.config.public_base_url is None:
-            self.urls = FalUrls(base_url.rstrip("/"))
+    def bind(self, base_url: str, backup_base_url: str | None = None) -> None:
+        """Advertise ``base_url`` in response and file URLs (unless a public URL is configured);
+        ``backup_base_url`` is the origin standing in for fal's backup hosts, if one is served."""
+        public = self.config.public_base_url
+        self.urls = FalUrls((public or base_url).rstrip("/"), backup_base_url)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -82,12 +88,26 @@ class FalEmulator:
             return job.files.get(name)
         return self.uploads.get(file_id, name)
 
-    def file_for_url(self, url: str) -> MediaFile | None:
+    def file_access(self, file_id: str, name: str) -> FileAccess:
+        """A file's ACL and expiry: set on it since, or what its request (or upload) gave it."""
+        key = (file_id, name)
+        if key not in self.storage.files:
+            job = self.state.jobs.get(file_id)
+            if job is not None and job.completed_at is not None and name in job.files:
+                self.storage.register(key, job.file_lifecycle, job.completed_at)
+        return self.storage.access(key)
+
+    def file_key(self, url: str) -> tuple[str, str] | None:
+        """The (file id, name) of a CDN file URL, None for any other URL."""
         prefix = f"{self.urls.cdn_url}/files/"
         if not url.startswith(prefix):
             return None
         file_id, _, name = url[len(prefix) :].split("?", 1)[0].partition("/")
-        return self.file(file_id, name)
+        return (file_id, name) if file_id and name else None
+
+    def file_for_url(self, url: str) -> MediaFile | None:
+        key = self.file_key(url)
+        return None if key is None else self.file(*key)
 
     def stats(self) -> Stats:
         return Stats(
@@ -103,6 +123,9 @@ class FalEmulator:
         await self.webhooks.reset()
         self.state.clear()
         self.uploads.clear()
+        self.storage.clear()
+        self.compute = {i.id: i for i in self.config.compute_instances}
+        self.created_instances.clear()
         self.auth.reset()
         self.faults.configure(self.config.faults)
 

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from falflow_tools.emulator.account_api import account_routes, list_instances
 from falflow_tools.emulator.auth import Principal
 from falflow_tools.emulator.catalogue import JSON, ModelSpec
 from falflow_tools.emulator.core import FalEmulator
@@ -126,6 +127,7 @@ def platform_routes(emulator: FalEmulator) -> list[Route]:
         route("/models/requests/by-endpoint", api.requests_by_endpoint),
         route("/compute/instances", api.compute_instances),
         route("/meta", api.meta),
+        *account_routes(emulator),
         Route("/api/v1/{path:path}", _not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
     ]
 
@@ -474,15 +476,7 @@ class PlatformApi:
         self._require(request, "admin")
         if not self._emulator.config.compute_permission:
             raise _Rejected(platform_error(403, "Compute instances are not enabled for this account"))
-        instances = [
-            instance.model_dump(exclude_none=True) for instance in self._emulator.config.compute_instances
-        ]
-        page = paginate(
-            instances,
-            parse_limit(request.query_params.get("limit"), 50, 100),
-            request.query_params.get("cursor"),
-        )
-        return {"instances": page.items, **page.fields}
+        return list_instances(self._emulator, request)
 
     async def meta(self, _request: Request) -> JSON:
         return {"webhook_ip_ranges": list(self._emulator.config.webhook_ip_ranges)}

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from falflow_tools.emulator.acl import Lifecycle
 from falflow_tools.emulator.catalogue import JSON, ModelSpec
 from falflow_tools.emulator.core import FalEmulator
 from falflow_tools.emulator.endpoints import EndpointId, RequestPath, parse_request_path
@@ -118,11 +119,27 @@ class QueueApi:
         webhook = None if sync else request.query_params.get("fal_webhook")
         if webhook is not None and not webhook.startswith(("http://", "https://")):
             raise _BadRequest(request_error(400, "bad_request", "fal_webhook must be an http(s) URL"))
+        try:
+            lifecycle = Lifecycle.from_header(headers.get("x-fal-object-lifecycle-preference"))
+        except ValueError as exc:
+            raise _BadRequest(request_error(400, "bad_request", str(exc))) from exc
         request_id = str(uuid.uuid4())
         retried = self._emulator.faults.chance(
             "gateway_retry", self._emulator.faults.config.gateway_retry_rate
         )
         assert principal.key_id is not None
+        # fal's reliability page names x-fal-disable-fallbacks; its headers page (per the
+        # research notes) x-app-fal-disable-fallback. Either turns fallbacks off here.
+        fallbacks_allowed = not any(
+            headers.get(name, "").lower() in _TRUE
+            for name in ("x-fal-disable-fallbacks", "x-app-fal-disable-fallback")
+        )
+        equivalent = self._emulator.config.model_fallbacks.get(model.endpoint_id)
+        rerouted = (
+            fallbacks_allowed
+            and equivalent is not None
+            and self._emulator.faults.chance("fallback", self._emulator.faults.config.fallback_rate)
+        )
         return Job(
             request_id=request_id,
             gateway_request_id=str(uuid.uuid4()) if retried else request_id,
@@ -135,6 +152,9 @@ class QueueApi:
             start_timeout_s=_start_timeout(headers.get("x-fal-request-timeout")),
             store_io=headers.get("x-fal-store-io", "1").lower() not in ("0", "false", "no"),
             runner_hint=headers.get("x-fal-runner-hint"),
+            file_lifecycle=self._emulator.storage.for_new_file(lifecycle),
+            fallbacks_allowed=fallbacks_allowed,
+            served_from=equivalent if rerouted else None,
             sync=sync,
         )
 
@@ -182,7 +202,8 @@ class QueueApi:
             )
         if job.status != "COMPLETED":
             return fal_error(400, "Request is still in progress")
-        if job.result_expires_at is not None and time.time() >= job.result_expires_at:
+        expired = job.result_expires_at is not None and time.time() >= job.result_expires_at
+        if expired or job.payloads_deleted:
             return fal_error(404, "Request not found")
         return self._result_response(job)
 
@@ -237,7 +258,11 @@ class QueueApi:
         return JSONResponse(
             outcome.body,
             status_code=outcome.status_code,
-            headers={"x-fal-request-id": job.request_id, **outcome.headers},
+            headers={
+                "x-fal-request-id": job.request_id,
+                "x-fal-served-from": job.served_from or str(job.endpoint),
+                **outcome.headers,
+            },
         )
 
 

@@ -62,17 +62,20 @@ class RunningEmulator:
     ) -> None:
         self.emulator = emulator
         sock, base_url = bind_socket(host, port)
-        emulator.bind(base_url)
+        # A second origin serving the same app: fal's backup hosts (queue.falrun.com, falrun.com).
+        backup_sock, backup_base_url = bind_socket(host, 0)
+        emulator.bind(base_url, backup_base_url)
         self.base_url = base_url
         self._server = uvicorn_server(app or build_app(emulator))
         self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="fal-emulator", daemon=True
+            target=self._server.run, kwargs={"sockets": [sock, backup_sock]}, name="fal-emulator", daemon=True
         )
         self._thread.start()
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 sock.close()
+                backup_sock.close()
                 raise RuntimeError("the fal emulator did not start")
             time.sleep(0.01)
         self.control = EmulatorControl(base_url)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from falflow_tools.emulator.acl import Lifecycle
 from falflow_tools.emulator.catalogue import JSON, ModelSpec
 from falflow_tools.emulator.endpoints import EndpointId
 from falflow_tools.emulator.media import MediaFile
@@ -73,6 +74,11 @@ class JobView(BaseModel):
     error_type: str | None
     cancel_requested: bool
     billed_units: float
+    store_io: bool
+    fallbacks_allowed: bool
+    served_from: str
+    payloads_deleted: bool
+    lifecycle: dict[str, Any]
     deliveries: list[WebhookAttempt]
 
 
@@ -124,6 +130,11 @@ class Job:
     start_timeout_s: float | None = None
     store_io: bool = True
     runner_hint: str | None = None
+    # ACL and expiry its output files get (the request's lifecycle preference or the account's).
+    file_lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    payloads_deleted: bool = False  # DELETE /v1/models/requests/{id}/payloads
+    fallbacks_allowed: bool = True
+    served_from: str | None = None  # the endpoint that ran it (differs after a model fallback)
     sync: bool = False
     submitted_at: float = field(default_factory=time.time)
     seq: int = field(default_factory=lambda: next(_sequence))
@@ -165,6 +176,11 @@ class Job:
             error_type=outcome.error_type if outcome else None,
             cancel_requested=self.cancel_requested,
             billed_units=outcome.billed_units if outcome else 0.0,
+            store_io=self.store_io,
+            fallbacks_allowed=self.fallbacks_allowed,
+            served_from=self.served_from or str(self.endpoint),
+            payloads_deleted=self.payloads_deleted,
+            lifecycle=self.file_lifecycle.model_dump(exclude_none=True),
             deliveries=deliveries,
         )
 

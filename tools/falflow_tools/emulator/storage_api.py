@@ -1,14 +1,16 @@
 """The storage REST calls (``rest.fal.ai``), the CDN (``v3.fal.media``) and the JWKS.
 
 Uploads follow the Python client: a token from ``POST /storage/auth/token``, then
-``POST {base_url}/files/upload`` or the multipart flow, authorised with that token. Every CDN
-file (uploads and model outputs) is public and streamed with its Content-Length, throttled when
-the run has a slow CDN.
+``POST {base_url}/files/upload`` or the multipart flow, authorised with that token. CDN files
+(uploads and model outputs) are streamed with their Content-Length, throttled when the run has a
+slow CDN, and obey their ACL (``acl.py``): ``forbid`` answers 403, ``hide`` and an expired file
+404, unless the URL carries a valid signature.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from falflow_tools.emulator.acl import SIGNATURE_PARAMETER
 from falflow_tools.emulator.auth import CDN_TOKEN_TYPE
 from falflow_tools.emulator.core import FalEmulator
 from falflow_tools.emulator.errors import fal_error, invalid_body, unauthorized
@@ -187,8 +190,16 @@ class StorageApi:
     # ------------------------------------------------------------------ downloads
 
     async def download(self, request: Request) -> Response:
-        media = self._emulator.file(request.path_params["file_id"], request.path_params["name"])
+        file_id, name = request.path_params["file_id"], request.path_params["name"]
+        media = self._emulator.file(file_id, name)
         if media is None:
+            return fal_error(404, "File not found")
+        self._emulator.file_access(file_id, name)  # a job's output takes its request's ACL
+        signature = request.query_params.get(SIGNATURE_PARAMETER)
+        decision = self._emulator.storage.decide((file_id, name), signature, time.time())
+        if decision == "forbid":
+            return fal_error(403, "Access to this file is forbidden")
+        if decision != "allow":  # hidden or expired: as if it did not exist
             return fal_error(404, "File not found")
         size = await asyncio.to_thread(lambda: media.size)  # a first PNG render is CPU work
         return StreamingResponse(

@@ -466,6 +466,8 @@ class LocalStack:
                 rest_url=urls.rest_url,
                 api_url=urls.api_url,
                 cdn_url=urls.cdn_url,
+                queue_backup_url=urls.queue_backup_url,
+                run_backup_url=urls.run_backup_url,
             )
         return LocalState(
             pid=os.getpid(),

@@ -26,6 +26,9 @@ class FalEndpoints(BaseModel):
     rest_url: str
     api_url: str
     cdn_url: str
+    # The emulator's stand-in for fal's backup origins ("" for none: never fall back to real fal).
+    queue_backup_url: str = ""
+    run_backup_url: str = ""
 
 
 class LocalState(BaseModel):

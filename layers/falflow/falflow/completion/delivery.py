@@ -1,13 +1,15 @@
 """What fal tells us when a request ends: the webhook body (docs/fal-contract.md §3), parsed once.
 
 ``{request_id, gateway_request_id, status: "OK"|"ERROR", payload, error?, payload_error?}``. The
-reconciler writes the same shape for a result it fetched itself, so the store reads one format.
+reconciler writes the same shape for a result it fetched itself, so the store reads one format. A
+signed delivery with any other status is not a completion (``terminal`` is False): the webhook
+notes it on the job and answers 2xx, so fal does not retry it.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -16,6 +18,9 @@ from falflow.jobs import JobError
 # Our own error types (fal's are kept as fal sends them).
 RESULT_UNAVAILABLE = "result_unavailable"
 FAL_ERROR = "fal_error"
+
+
+TERMINAL_STATUSES = frozenset({"OK", "ERROR"})
 
 
 class InvalidDeliveryError(ValueError):
@@ -27,7 +32,7 @@ class FalDelivery(BaseModel):
 
     request_id: str | None = None
     gateway_request_id: str | None = None
-    status: Literal["OK", "ERROR"]
+    status: str
     payload: Any = None
     error: str | None = None
     error_type: str | None = None
@@ -39,6 +44,11 @@ class FalDelivery(BaseModel):
             return cls.model_validate(json.loads(raw))
         except (ValueError, ValidationError) as error:  # JSONDecodeError and UnicodeError are ValueErrors
             raise InvalidDeliveryError(f"not a fal completion body: {type(error).__name__}") from None
+
+    @property
+    def terminal(self) -> bool:
+        """A completion (OK or ERROR); fal documents no other status for webhooks."""
+        return self.status in TERMINAL_STATUSES
 
     @property
     def failed(self) -> bool:

@@ -38,6 +38,8 @@ def completion_event(job: Job, bucket: str) -> tuple[str, dict[str, Any]]:
         "outputs": list(job.outputs),
         "result_key": job.result_key,
         "metadata": job.metadata,
+        # The endpoint fal says ran it; differs from "model" after one of fal's model fallbacks.
+        "served_from": job.served_from,
     }
     if job.error is not None:
         detail["error"] = {"type": job.error.type, "message": job.error.message}
@@ -58,6 +60,8 @@ class Finaliser:
         result_key: str,
         timings: Mapping[str, Any],
         now: datetime,
+        served_from: str | None = None,
+        payloads_deleted_at: str | None = None,
     ) -> Job:
         done = self._jobs.complete(
             job.job_id,
@@ -66,6 +70,8 @@ class Finaliser:
             result_key=result_key,
             timings=timings,
             now=now,
+            served_from=served_from,
+            payloads_deleted_at=payloads_deleted_at,
         )
         if done is None:
             return self._current(job)

@@ -119,6 +119,25 @@ class CompletionHandoff:
             return HandoffResult(HandoffOutcome.HANDED_OVER_AGAIN, job)
         return HandoffResult(HandoffOutcome.DUPLICATE, job)
 
+    def note_non_terminal(
+        self, job_id: str, request_id: str, status: str, *, source: CompletionSource, now: datetime
+    ) -> Job | None:
+        """A delivery that is not a completion: noted on the job's trail, nothing else changes.
+        None when there is no such job."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            return None
+        self._jobs.add_trail(
+            job_id,
+            TrailEntry(
+                at=isoformat(now),
+                actor=source,
+                action="non_terminal_delivery",
+                reason=f"fal sent status {status[:64]!r} for request {request_id}; not a completion",
+            ),
+        )
+        return job
+
     def resume_handoff(self, job: Job, now: datetime) -> bool:
         """Send the outputs message again if a recorded completion was never handed over (the
         recorder died between its write and the send) and ``handoff_grace`` has passed."""

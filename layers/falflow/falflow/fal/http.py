@@ -53,6 +53,17 @@ def build_http_client(settings: FalSettings) -> httpx.Client:
     )
 
 
+def origin_of(url: str | httpx.URL) -> str:
+    parsed = httpx.URL(url)
+    return f"{parsed.scheme}://{parsed.netloc.decode('ascii')}"
+
+
+def backup_origins(settings: FalSettings) -> dict[str, str]:
+    """Primary origin -> fal's backup origin for the queue and sync hosts (none when unset)."""
+    pairs = ((settings.queue_url, settings.queue_backup_url), (settings.run_url, settings.run_backup_url))
+    return {origin_of(primary): origin_of(backup) for primary, backup in pairs if backup}
+
+
 def key_header(api_key: ApiKeyProvider) -> dict[str, str]:
     return {"Authorization": f"Key {api_key()}"}
 
@@ -115,6 +126,7 @@ class FalHttp:
         self._api_key = api_key
         self._http = http if http is not None else build_http_client(settings)
         self._timeout = request_timeout(settings)
+        self._backups = backup_origins(settings)
         self.retry = retry if retry is not None else RetryPolicy.from_settings(settings)
 
     def request(
@@ -142,17 +154,8 @@ class FalHttp:
         for attempt in range(1, self.retry.max_attempts + 1):
             response: httpx.Response | None = None
             try:
-                response = self._http.request(
-                    method,
-                    url,
-                    headers=all_headers,
-                    params=params,
-                    json=json,
-                    # A one-shot iterator per attempt: httpx keeps each request alive in a
-                    # response<->stream reference cycle until the cyclic GC runs, and a bytes
-                    # body would stay alive with it (10 MB per upload part, piling up).
-                    content=iter((content,)) if content is not None else None,
-                    timeout=self._timeout,
+                response = self._send_or_backup(
+                    method, url, headers=all_headers, params=params, json=json, content=content
                 )
             except httpx.TransportError as exc:
                 error: FalError = transport_error(exc)
@@ -166,3 +169,44 @@ class FalHttp:
                 raise error
             self.retry.sleep(self.retry.delay(attempt))
         raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
+
+    def _send_or_backup(
+        self,
+        method: str,
+        url: str | httpx.URL,
+        *,
+        headers: Mapping[str, str],
+        params: Mapping[str, str | list[str]] | None,
+        json: Any,
+        content: bytes | None,
+    ) -> httpx.Response:
+        """One send; when the primary host cannot even be connected to, the same request once to
+        fal's backup origin (the request never left, so it cannot be a duplicate). A backup that
+        fails to connect too re-raises the primary's error, as fal's clients do."""
+
+        def send(target: str | httpx.URL) -> httpx.Response:
+            return self._http.request(
+                method,
+                target,
+                headers=headers,
+                params=params,
+                json=json,
+                # A one-shot iterator per attempt: httpx keeps each request alive in a
+                # response<->stream reference cycle until the cyclic GC runs, and a bytes
+                # body would stay alive with it (10 MB per upload part, piling up).
+                content=iter((content,)) if content is not None else None,
+                timeout=self._timeout,
+            )
+
+        try:
+            return send(url)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as primary_error:
+            backup = self._backups.get(origin_of(url))
+            if backup is None:
+                raise
+            target = httpx.URL(url)
+            backup_url = httpx.URL(backup).copy_with(path=target.path, query=target.query or None)
+            try:
+                return send(backup_url)
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                raise primary_error from None

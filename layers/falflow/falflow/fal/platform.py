@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
 from pydantic import Field
@@ -150,6 +151,18 @@ class Meta(FalModel):
     webhook_ip_ranges: list[str]
 
 
+class PayloadDeletion(FalModel):
+    """``DELETE /models/requests/{id}/payloads``: one line per output CDN file fal deleted."""
+
+    cdn_delete_results: list[dict[str, Any]] = Field(default_factory=list)
+
+    @property
+    def failures(self) -> list[str]:
+        return [str(r.get("exception")) for r in self.cdn_delete_results if r.get("exception")]
+
+
+# The longest a signed file URL may live (SPEC signStorageFileUrl: 7 days).
+MAX_SIGNED_URL_SECONDS = 7 * 86400
 RequestStatus = Literal["success", "error", "user_error"]
 
 
@@ -374,6 +387,57 @@ class FalPlatformClient:
     def iter_compute_instances(self) -> Iterator[ComputeInstance]:
         for page in self._pages("/compute/instances", {}, _InstancesPage):
             yield from page.instances
+
+    def compute_instance(self, instance_id: str) -> ComputeInstance:
+        response = self._http.request("GET", self._instance_url(instance_id), idempotent=True)
+        return ComputeInstance.model_validate(response.json())
+
+    def create_compute_instance(
+        self, instance_type: str, ssh_key: str, *, sector: str | None = None, idempotency_key: str
+    ) -> ComputeInstance:
+        """Create an instance (it bills until deleted). The idempotency key makes a retry safe."""
+        body = {"instance_type": instance_type, "ssh_key": ssh_key, **({"sector": sector} if sector else {})}
+        response = self._http.request(
+            "POST",
+            f"{self._base}/compute/instances",
+            idempotent=True,  # fal answers a repeated Idempotency-Key with the first reply
+            headers={"Idempotency-Key": idempotency_key},
+            json=body,
+        )
+        return ComputeInstance.model_validate(response.json())
+
+    def delete_compute_instance(self, instance_id: str) -> None:
+        self._http.request("DELETE", self._instance_url(instance_id), idempotent=True)
+
+    def _instance_url(self, instance_id: str) -> str:
+        if not instance_id:
+            raise ValueError("instance id must not be empty")
+        return f"{self._base}/compute/instances/{quote(instance_id, safe='')}"
+
+    def sign_file_url(self, url: str, *, expiration_seconds: int) -> str:
+        """A URL reading the fal CDN file ``url`` whatever its ACL, for ``expiration_seconds``."""
+        if not 1 <= expiration_seconds <= MAX_SIGNED_URL_SECONDS:
+            raise ValueError(f"expiration_seconds must be 1..{MAX_SIGNED_URL_SECONDS}")
+        response = self._http.request(
+            "POST",
+            f"{self._base}/storage/files/sign",
+            idempotent=True,
+            params={"url": url},
+            json={"expiration_seconds": expiration_seconds},
+        )
+        return str(response.json()["signed_url"])
+
+    def delete_request_payloads(self, request_id: str, *, idempotency_key: str) -> PayloadDeletion:
+        """Delete what fal keeps of a request: its input/output and its output CDN files (ADMIN)."""
+        if not request_id:
+            raise ValueError("request_id must not be empty")
+        response = self._http.request(
+            "DELETE",
+            f"{self._base}/models/requests/{quote(request_id, safe='')}/payloads",
+            idempotent=True,
+            headers={"Idempotency-Key": idempotency_key},
+        )
+        return PayloadDeletion.model_validate(response.json())
 
     def meta(self) -> Meta:
         """fal's webhook source IP ranges; the endpoint needs no key, so none is sent."""

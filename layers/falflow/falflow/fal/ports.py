@@ -16,13 +16,21 @@ if TYPE_CHECKING:
         BillingEvent,
         ComputeInstance,
         ModelInfo,
+        PayloadDeletion,
         Price,
         RequestHistoryItem,
         TimeBound,
         Timeframe,
         UsageReport,
     )
-    from falflow.fal.queue import CancelOutcome, QueuePriority, QueueStatus, QueueUrls, Submission
+    from falflow.fal.queue import (
+        CancelOutcome,
+        OutputLifecycle,
+        QueuePriority,
+        QueueStatus,
+        QueueUrls,
+        Submission,
+    )
 
 
 class FalQueue(Protocol):
@@ -37,11 +45,15 @@ class FalQueue(Protocol):
         runner_hint: str | None = None,
         store_io: bool | None = None,
         max_queue_length: int | None = None,
+        lifecycle: OutputLifecycle | None = None,
+        allow_fallbacks: bool | None = None,
     ) -> Submission: ...
 
     def status(self, status_url: str, *, logs: bool = False) -> QueueStatus: ...
 
     def result(self, response_url: str) -> dict[str, Any]: ...
+
+    def served_from(self, response_url: str) -> str | None: ...
 
     def cancel(self, cancel_url: str) -> CancelOutcome: ...
 
@@ -97,6 +109,12 @@ class FalPlatform(Protocol):
     ) -> AnalyticsReport: ...
 
     def iter_compute_instances(self) -> Iterator[ComputeInstance]: ...
+
+
+class FalRequestPayloads(Protocol):
+    """Deleting what fal keeps of a request (the Platform API with the ADMIN key)."""
+
+    def delete_request_payloads(self, request_id: str, *, idempotency_key: str) -> PayloadDeletion: ...
 
 
 class FalRequestHistory(Protocol):

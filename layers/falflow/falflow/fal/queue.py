@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any, Literal
@@ -11,11 +12,16 @@ import httpx
 
 from falflow.fal.endpoints import EndpointId
 from falflow.fal.errors import FalError
-from falflow.fal.http import FalHttp, RetryPolicy
+from falflow.fal.http import FalHttp, RetryPolicy, backup_origins, origin_of
 from falflow.fal.model import FalModel
 from falflow.settings import FalSettings
 
 QueuePriority = Literal["normal", "low"]
+AclDecision = Literal["allow", "forbid", "hide"]
+# fal's reliability page names x-fal-disable-fallbacks; its headers page (per the research notes)
+# x-app-fal-disable-fallback. Both are sent: either one is what fal reads (docs/fal-contract.md §2).
+DISABLE_FALLBACK_HEADERS = ("X-Fal-Disable-Fallbacks", "X-App-Fal-Disable-Fallback")
+SERVED_FROM_HEADER = "x-fal-served-from"
 QueueState = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
 # fal's clients refuse start timeouts of 1 s or less.
 MIN_START_TIMEOUT_S = 1.0
@@ -64,6 +70,22 @@ class QueueStatus(FalModel):
         return self.completed and (self.error is not None or self.error_type is not None)
 
 
+class OutputLifecycle(FalModel):
+    """``X-Fal-Object-Lifecycle-Preference`` for the request's output CDN files (PY
+    ``_normalize_upload_lifecycle``): who may read them and after how long fal deletes them."""
+
+    initial_acl: AclDecision | None = None
+    expiration_duration_seconds: int | None = None
+
+    def header(self) -> str | None:
+        body: dict[str, Any] = {}
+        if self.expiration_duration_seconds is not None:
+            body["expiration_duration_seconds"] = self.expiration_duration_seconds
+        if self.initial_acl is not None:
+            body["initial_acl"] = {"default": self.initial_acl, "rules": []}
+        return json.dumps(body, separators=(",", ":")) if body else None
+
+
 class CancelOutcome(StrEnum):
     CANCELLATION_REQUESTED = "CANCELLATION_REQUESTED"
     ALREADY_COMPLETED = "ALREADY_COMPLETED"
@@ -91,7 +113,10 @@ class FalQueueClient:
         retry: RetryPolicy | None = None,
     ) -> None:
         self._settings = settings
-        self._queue_origin = _origin(settings.queue_url)
+        # Stored URLs may be on fal's backup queue origin too (a submit that went there).
+        queue_origin = origin_of(settings.queue_url)
+        backup = backup_origins(settings).get(queue_origin)
+        self._queue_origins = frozenset({queue_origin} | ({backup} if backup else set()))
         self._http = FalHttp(settings, api_key, http, retry)
 
     def submit(
@@ -105,10 +130,16 @@ class FalQueueClient:
         runner_hint: str | None = None,
         store_io: bool | None = None,
         max_queue_length: int | None = None,
+        lifecycle: OutputLifecycle | None = None,
+        allow_fallbacks: bool | None = None,
     ) -> Submission:
-        """Queue one request. Never re-sent after an ambiguous failure (see ``FalHttp.request``)."""
+        """Queue one request. Never re-sent after an ambiguous failure (see ``FalHttp.request``).
+
+        ``store_io=False`` asks fal not to keep the request's input and output; ``lifecycle`` sets
+        the ACL and expiry of its output files; ``allow_fallbacks=False`` forbids fal to reroute
+        it to an "equivalent" endpoint (None: fal's default, which allows it)."""
         endpoint = EndpointId.of(endpoint_id)
-        headers: dict[str, str] = {}
+        headers = request_headers(store_io=store_io, lifecycle=lifecycle, allow_fallbacks=allow_fallbacks)
         params: dict[str, str | list[str]] = {}
         if webhook_url is not None:
             # A query parameter, never a body field: fal ignores a webhook put in the input.
@@ -125,8 +156,6 @@ class FalQueueClient:
             headers["X-Fal-Request-Timeout"] = str(start_timeout)
         if runner_hint is not None:
             headers["X-Fal-Runner-Hint"] = runner_hint
-        if store_io is False:
-            headers["X-Fal-Store-IO"] = "0"
 
         response = self._http.request(
             "POST",
@@ -161,6 +190,37 @@ class FalQueueClient:
             )
         return body
 
+    def served_from(self, response_url: str) -> str | None:
+        """The endpoint that actually ran the request, as the result's ``X-Fal-Served-From``
+        header reports it (None when fal sends none). Costs one result read."""
+        response = self._http.request("GET", self._checked(response_url), idempotent=True)
+        served: str | None = response.headers.get(SERVED_FROM_HEADER)
+        return served
+
+    def run(
+        self,
+        endpoint_id: str | EndpointId,
+        input: Mapping[str, Any],
+        *,
+        store_io: bool | None = None,
+        lifecycle: OutputLifecycle | None = None,
+        allow_fallbacks: bool | None = None,
+    ) -> tuple[dict[str, Any], str | None]:
+        """One synchronous call on ``fal.run``: the output and the endpoint that served it. No
+        queue, no webhook, no server-side retry; like a submit, it is never re-sent once sent."""
+        endpoint = EndpointId.of(endpoint_id)
+        response = self._http.request(
+            "POST",
+            f"{self._settings.run_url.rstrip('/')}/{endpoint.submit_path}",
+            idempotent=False,
+            headers=request_headers(store_io=store_io, lifecycle=lifecycle, allow_fallbacks=allow_fallbacks),
+            json=dict(input),
+        )
+        body = response.json()
+        if not isinstance(body, dict):
+            raise FalError(f"fal output is a JSON {type(body).__name__}, not an object", detail=body)
+        return body, response.headers.get(SERVED_FROM_HEADER)
+
     def cancel(self, cancel_url: str) -> CancelOutcome:
         """Ask fal to cancel. A running request only gets a signal and may still finish (and bill)."""
         response = self._http.request(
@@ -178,12 +238,23 @@ class FalQueueClient:
         return QueueUrls(status_url=f"{base}/status", response_url=base, cancel_url=f"{base}/cancel")
 
     def _checked(self, url: str) -> str:
-        # Stored URLs get the API key attached; refuse to send it anywhere but fal's queue host.
-        if _origin(url) != self._queue_origin:
-            raise ValueError(f"refusing to send the fal key to {_origin(url)}: not the queue host")
+        # Stored URLs get the API key attached; refuse to send it anywhere but fal's queue hosts.
+        origin = origin_of(url)
+        if origin not in self._queue_origins:
+            raise ValueError(f"refusing to send the fal key to {origin}: not fal's queue host")
         return url
 
 
-def _origin(url: str) -> str:
-    parsed = httpx.URL(url)
-    return f"{parsed.scheme}://{parsed.netloc.decode('ascii')}"
+def request_headers(
+    *, store_io: bool | None, lifecycle: OutputLifecycle | None, allow_fallbacks: bool | None
+) -> dict[str, str]:
+    """fal's platform headers for what a request may keep and where it may run."""
+    headers: dict[str, str] = {}
+    if store_io is False:
+        headers["X-Fal-Store-IO"] = "0"
+    preference = lifecycle.header() if lifecycle is not None else None
+    if preference is not None:
+        headers["X-Fal-Object-Lifecycle-Preference"] = preference
+    if allow_fallbacks is False:
+        headers.update(dict.fromkeys(DISABLE_FALLBACK_HEADERS, "true"))
+    return headers

@@ -117,6 +117,17 @@ class Job(BaseModel):
     priority: Priority = "normal"
     start_timeout: float | None = None
     output_prefix: str | None = None
+    # What fal may keep and do (docs/fal-contract.md §2, §4): fal keeps this job's payloads (input
+    # and output JSON, 30 days by default); its output files are private from the start and expire
+    # after output_expiry_seconds (None: the account's setting); fal's request payloads are deleted
+    # once our copy is stored; fal may reroute the request to an "equivalent" endpoint. store_io
+    # False (sent with X-Fal-Store-IO: 0) also hides the input from fal's request history, where
+    # an ambiguous submit would be looked for.
+    store_io: bool = True
+    private_outputs: bool = False
+    output_expiry_seconds: int | None = None
+    delete_payloads: bool = False
+    allow_fallbacks: bool = False
 
     request_id: str | None = None
     gateway_request_id: str | None = None
@@ -130,9 +141,6 @@ class Job(BaseModel):
     attempts: int = 0
     submit_lease_until: str | None = None
     submit_ambiguous_at: str | None = None
-    # Whether fal keeps this job's payloads (False: sent with X-Fal-Store-IO: 0), so its request
-    # history can show the input and an ambiguous submit can be found there.
-    store_io: bool = True
     # fal requests of this job besides the bound one (a reply was lost and the job sent again):
     # each was asked to cancel, and is claimed for this job so that it binds no other.
     duplicate_requests: list[str] = Field(default_factory=list)
@@ -150,6 +158,9 @@ class Job(BaseModel):
     outputs: list[str] = Field(default_factory=list)
     result_key: str | None = None
     timings: dict[str, Any] = Field(default_factory=dict)
+    # The endpoint fal reports having run the request on (X-Fal-Served-From), when it reports one.
+    served_from: str | None = None
+    payloads_deleted_at: str | None = None
     cost: JobCost | None = None
     event_published_at: str | None = None
     trail: list[TrailEntry] = Field(default_factory=list)

@@ -228,8 +228,11 @@ class JobStore(Protocol):
         result_key: str,
         timings: Mapping[str, Any],
         now: datetime,
+        served_from: str | None = None,
+        payloads_deleted_at: str | None = None,
     ) -> Job | None:
-        """COMPLETED with its outputs; refused if final, or (given a `request_id`) the job holds another."""
+        """COMPLETED with its outputs (and the endpoint that served it, and when fal's payloads were
+        deleted, where known); refused if final, or (given a `request_id`) the job holds another."""
         ...
 
     def fail(self, job_id: str, error: JobError, *, now: datetime) -> Job | None:
@@ -723,11 +726,17 @@ class DynamoJobStore:
         result_key: str,
         timings: Mapping[str, Any],
         now: datetime,
+        served_from: str | None = None,
+        payloads_deleted_at: str | None = None,
     ) -> Job | None:
         expression = _Expression()
         expression.set("outputs", list(outputs))
         expression.set("result_key", result_key)
         expression.set("timings", dict(timings))
+        if served_from is not None:
+            expression.set("served_from", served_from)
+        if payloads_deleted_at is not None:
+            expression.set("payloads_deleted_at", payloads_deleted_at)
         if request_id is not None:
             expression.require_equal("request_id", request_id)
         return self._advance(job_id, JobState.COMPLETED, now, expression)

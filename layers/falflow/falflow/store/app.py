@@ -5,8 +5,9 @@ consumed."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
@@ -14,6 +15,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from falflow import fal
 from falflow.aws.clients import aws_client
 from falflow.aws.dead_letter import DeadLetterPolicy, with_dead_letter_reason
 from falflow.aws.events import EventBridgePublisher
@@ -23,27 +25,60 @@ from falflow.completion.messages import OutputsMessage
 from falflow.fal.queue import FalQueueClient
 from falflow.jobs import utcnow
 from falflow.secrets import FalKeys
-from falflow.store.media import MediaFetcher
+from falflow.store.media import SIGNED_URL_SECONDS, MediaFetcher
 from falflow.store.settings import StoreSettings
 from falflow.store.worker import StoreOutcome, StoreWorker
 
+if TYPE_CHECKING:
+    from falflow.fal.platform import FalPlatformClient, PayloadDeletion
+
 logger = Logger(child=True)
+
+
+def _platform_on_first_use(
+    settings: StoreSettings, key: Callable[[], str]
+) -> Callable[[], FalPlatformClient]:
+    # Signing a private file and deleting payloads are the store's only Platform API calls, and
+    # rare: the platform client (fal's largest module) is loaded then, not at every cold start.
+    @cache
+    def client() -> FalPlatformClient:
+        return fal.FalPlatformClient(settings.fal, key)
+
+    return client
+
+
+class _PayloadsOnFirstUse:
+    def __init__(self, client: Callable[[], FalPlatformClient]) -> None:
+        self._client = client
+
+    def delete_request_payloads(self, request_id: str, *, idempotency_key: str) -> PayloadDeletion:
+        return self._client().delete_request_payloads(request_id, idempotency_key=idempotency_key)
 
 
 def build_store_worker(settings: StoreSettings) -> StoreWorker:
     jobs = settings.job_store()
     outputs = S3OutputBucket(aws_client("s3"), settings.output_bucket)
+    keys = FalKeys(settings)
+    files = _platform_on_first_use(settings, keys.api_key)
     return StoreWorker(
         jobs,
         inbox=S3Inbox(aws_client("s3"), settings.output_bucket),
         outputs=outputs,
-        media=MediaFetcher(settings.media_policy()),
-        fal=FalQueueClient(settings.fal, FalKeys(settings).api_key),
+        media=MediaFetcher(
+            settings.media_policy(),
+            signer=lambda url: files().sign_file_url(url, expiration_seconds=SIGNED_URL_SECONDS),
+        ),
+        fal=FalQueueClient(settings.fal, keys.api_key),
         finaliser=Finaliser(
             jobs, EventBridgePublisher(aws_client("events"), settings.event_bus_name), outputs.bucket
         ),
         limits=settings.copy_limits(),
         lease=settings.store_lease,
+        payloads=(
+            _PayloadsOnFirstUse(_platform_on_first_use(settings, keys.admin_key))
+            if keys.has_admin_key
+            else None
+        ),
     )
 
 

@@ -1,7 +1,8 @@
 """Fetching output files without letting a payload point the function anywhere else (no SSRF).
 
 A URL from fal's payload is fetched only if it is https on the default port without credentials, its
-host matches an allowed pattern (``*.fal.media`` plus ``MEDIA_HOSTS``; never an IP literal), every
+host matches an allowed pattern (``MEDIA_HOSTS``: ``*.fal.media``, and fal's own bucket on a shared
+host by host *and* path, ``storage.googleapis.com/falserverless/``; never an IP literal), every
 address it resolves to is public, the connection goes to the address checked, and redirects stay on
 the same origin (at most ``MAX_REDIRECTS``). ``MEDIA_ALLOW_LOCAL`` trusts exact local origins for the
 local stack and tests only. Why: docs/adr/0008-output-files-are-fetched-only-from-allowed-public-hosts.md.
@@ -18,6 +19,7 @@ from fnmatch import fnmatchcase
 
 import httpx
 
+from falflow.fal.errors import FalAuthError, FalError
 from falflow.fal.http import tls_context
 from falflow.store.transport import BlockReadTransport
 
@@ -39,6 +41,19 @@ class OutputRefusedError(Exception):
 
 class OutputUnavailableError(Exception):
     """The media host answered that the file is not there (4xx); permanent."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# A private fal CDN file answers 403 (``forbid``) or 404 (``hide``) to an anonymous read; a signed
+# URL (``POST /storage/files/sign``) reads it (docs/fal-contract.md §4).
+RESTRICTED_STATUSES = frozenset({401, 403, 404})
+SIGNED_URL_SECONDS = 3600
+
+# Signs a fal CDN file URL (FalPlatformClient.sign_file_url with the API key bound).
+FileSigner = Callable[[str], str]
 
 
 class OutputTooLargeError(Exception):
@@ -87,6 +102,7 @@ class CheckedUrl:
     host: str
     port: int
     address: str
+    signable: bool = False  # a fal CDN file, which fal's signing API can open
 
     @property
     def origin(self) -> tuple[str, str, int]:
@@ -102,8 +118,33 @@ class CheckedUrl:
 
 
 @dataclass(frozen=True)
+class HostPattern:
+    """``host`` (fnmatch, e.g. ``*.fal.media``) or ``host/path/prefix/`` for a host shared with
+    others, where only paths under the prefix are fal's."""
+
+    host: str
+    path_prefix: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> HostPattern:
+        host, slash, path = text.strip().lower().partition("/")
+        return cls(host=host.rstrip("."), path_prefix=f"/{path}" if slash else "")
+
+    def matches(self, host: str, path: str) -> bool:
+        return fnmatchcase(host, self.host) and path.startswith(self.path_prefix)
+
+    @property
+    def is_fal_cdn(self) -> bool:
+        """A whole host of fal's CDN, whose files fal can sign (a shared bucket's are not)."""
+        return not self.path_prefix
+
+
+DEFAULT_MEDIA_HOSTS = ("*.fal.media", "storage.googleapis.com/falserverless/")
+
+
+@dataclass(frozen=True)
 class MediaPolicy:
-    host_patterns: tuple[str, ...] = ("*.fal.media",)
+    host_patterns: tuple[HostPattern, ...] = tuple(HostPattern.parse(p) for p in DEFAULT_MEDIA_HOSTS)
     trusted_origins: frozenset[str] = frozenset()
     max_bytes: int = 5 * 2**30
 
@@ -112,34 +153,17 @@ class MediaPolicy:
         cls, host_patterns: Sequence[str], trusted_origins: Sequence[str], max_bytes: int
     ) -> MediaPolicy:
         return cls(
-            host_patterns=tuple(p.strip().lower().rstrip(".") for p in host_patterns if p.strip()),
+            host_patterns=tuple(HostPattern.parse(p) for p in host_patterns if p.strip()),
             trusted_origins=frozenset(normalise_origin(o) for o in trusted_origins if o.strip()),
             max_bytes=max_bytes,
         )
 
     def check(self, url: str, resolve: Resolver = resolve_host) -> CheckedUrl:
         """Return where to connect for ``url``, or raise ``OutputRefusedError`` saying why not."""
-        try:
-            parsed = httpx.URL(url)
-        except httpx.InvalidURL:
-            raise OutputRefusedError(url, "not a valid URL") from None
-        scheme = parsed.scheme
-        if scheme not in _DEFAULT_PORTS:
-            raise OutputRefusedError(url, f"scheme {scheme or '(none)'!r} is not https")
-        host = parsed.host.lower().rstrip(".")
-        if not host:
-            raise OutputRefusedError(url, "no host")
-        if parsed.userinfo:
-            raise OutputRefusedError(url, "credentials in the URL")
-        port = parsed.port or _DEFAULT_PORTS[scheme]
-        trusted = f"{scheme}://{host}:{port}" in self.trusted_origins
+        parsed, host, port = _parts(url)
+        trusted = f"{parsed.scheme}://{host}:{port}" in self.trusted_origins
         if not trusted:
-            if scheme != "https":
-                raise OutputRefusedError(url, "only https downloads are allowed")
-            if port != 443:
-                raise OutputRefusedError(url, f"port {port} is not allowed")
-            if _is_ip_literal(host) or not any(fnmatchcase(host, p) for p in self.host_patterns):
-                raise OutputRefusedError(url, f"host {host} is not an allowed media host")
+            self._require_allowed(url, parsed, host, port)
         try:
             addresses = resolve(host, port)
         except OSError:
@@ -150,7 +174,32 @@ class MediaPolicy:
             private = [a for a in addresses if not is_public_address(a)]
             if private:
                 raise OutputRefusedError(url, f"host {host} resolves to a non-public address {private[0]}")
-        return CheckedUrl(url=parsed, host=host, port=port, address=addresses[0])
+        signable = trusted or any(p.is_fal_cdn and p.matches(host, parsed.path) for p in self.host_patterns)
+        return CheckedUrl(url=parsed, host=host, port=port, address=addresses[0], signable=signable)
+
+    def _require_allowed(self, url: str, parsed: httpx.URL, host: str, port: int) -> None:
+        if parsed.scheme != "https":
+            raise OutputRefusedError(url, "only https downloads are allowed")
+        if port != 443:
+            raise OutputRefusedError(url, f"port {port} is not allowed")
+        if _is_ip_literal(host) or not any(p.matches(host, parsed.path) for p in self.host_patterns):
+            raise OutputRefusedError(url, f"host {host} (path {parsed.path}) is not an allowed media host")
+
+
+def _parts(url: str) -> tuple[httpx.URL, str, int]:
+    """The parsed URL, its host (lower case, no trailing dot) and port; refused if unusable."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        raise OutputRefusedError(url, "not a valid URL") from None
+    if parsed.scheme not in _DEFAULT_PORTS:
+        raise OutputRefusedError(url, f"scheme {parsed.scheme or '(none)'!r} is not https")
+    host = parsed.host.lower().rstrip(".")
+    if not host:
+        raise OutputRefusedError(url, "no host")
+    if parsed.userinfo:
+        raise OutputRefusedError(url, "credentials in the URL")
+    return parsed, host, parsed.port or _DEFAULT_PORTS[parsed.scheme]
 
 
 def _is_ip_literal(host: str) -> bool:
@@ -187,8 +236,10 @@ class MediaFetcher:
         policy: MediaPolicy,
         http: httpx.Client | None = None,
         resolve: Resolver = resolve_host,
+        signer: FileSigner | None = None,
     ) -> None:
         self.policy = policy
+        self._signer = signer
         self._http = http or httpx.Client(
             transport=BlockReadTransport(tls_context()),
             timeout=httpx.Timeout(60.0, connect=5.0),
@@ -202,23 +253,13 @@ class MediaFetcher:
 
     @contextmanager
     def open(self, url: str) -> Iterator[MediaResponse]:
+        """The download of ``url``; a fal CDN file that refuses an anonymous read (private) is
+        read again through a signed URL."""
         checked = self.check(url)
-        first = checked
-        for _ in range(MAX_REDIRECTS + 1):
-            response = self._send(checked)
-            if response.status_code not in _REDIRECT_STATUSES:
-                break
-            location = response.headers.get("location")
+        response = self._follow(checked)
+        if response.status_code in RESTRICTED_STATUSES and self._signer is not None and checked.signable:
             response.close()
-            if not location:
-                raise MediaTransientError("redirect without a location")
-            target = str(checked.url.join(location))
-            checked = self.check(target)
-            if checked.origin != first.origin:
-                raise OutputRefusedError(target, f"redirect from {first.host} to another host {checked.host}")
-        else:
-            response.close()
-            raise OutputRefusedError(url, f"more than {MAX_REDIRECTS} redirects")
+            response = self._follow(self._signed(checked))
         try:
             _raise_for_status(response, url)
             length_header = response.headers.get("content-length")
@@ -235,6 +276,45 @@ class MediaFetcher:
             )
         finally:
             response.close()
+
+    def _signed(self, checked: CheckedUrl) -> CheckedUrl:
+        assert self._signer is not None
+        try:
+            signed = self._signer(str(checked.url.copy_with(query=None)))
+        except FalError as error:
+            if error.retryable or isinstance(error, FalAuthError):  # a key without assets:read
+                raise MediaTransientError(
+                    f"cannot sign {redact(str(checked.url))}: {error.message}"
+                ) from None
+            raise OutputUnavailableError(
+                f"{redact(str(checked.url))} is private and fal would not sign it: {error.message}",
+                error.status,
+            ) from None
+        signed_check = self.check(signed)
+        if signed_check.origin != checked.origin:
+            raise OutputRefusedError(signed, f"signed URL is on another host {signed_check.host}")
+        return signed_check
+
+    def _follow(self, checked: CheckedUrl) -> httpx.Response:
+        """Send, following same-origin redirects; the final (non-redirect) response, open."""
+        url = str(checked.url)
+        first = checked
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self._send(checked)
+            if response.status_code not in _REDIRECT_STATUSES:
+                break
+            location = response.headers.get("location")
+            response.close()
+            if not location:
+                raise MediaTransientError("redirect without a location")
+            target = str(checked.url.join(location))
+            checked = self.check(target)
+            if checked.origin != first.origin:
+                raise OutputRefusedError(target, f"redirect from {first.host} to another host {checked.host}")
+        else:
+            response.close()
+            raise OutputRefusedError(url, f"more than {MAX_REDIRECTS} redirects")
+        return response
 
     def _send(self, checked: CheckedUrl) -> httpx.Response:
         extensions = {"sni_hostname": checked.host} if checked.url.scheme == "https" else {}
@@ -258,4 +338,4 @@ def _raise_for_status(response: httpx.Response, url: str) -> None:
         return
     if status in (408, 425, 429) or status >= 500:
         raise MediaTransientError(f"{redact(url)} answered {status}")
-    raise OutputUnavailableError(f"{redact(url)} answered {status}")
+    raise OutputUnavailableError(f"{redact(url)} answered {status}", status)

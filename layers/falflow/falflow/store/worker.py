@@ -35,7 +35,7 @@ from falflow.completion.keys import RESULT_NAME, job_output_prefix, output_key
 from falflow.completion.messages import OutputsMessage
 from falflow.completion.ports import Inbox
 from falflow.fal.errors import FalError, FalNotFoundError
-from falflow.fal.ports import FalQueue
+from falflow.fal.ports import FalQueue, FalRequestPayloads
 from falflow.jobs import Job, JobError, JobState, JobStore, TrailEntry, isoformat
 from falflow.store.copy import CopyLimits, copy_into
 from falflow.store.discovery import (
@@ -112,6 +112,7 @@ class StoreWorker:
         finaliser: Finaliser,
         limits: CopyLimits | None = None,
         lease: timedelta = DEFAULT_LEASE,
+        payloads: FalRequestPayloads | None = None,
     ) -> None:
         self._jobs = jobs
         self._inbox = inbox
@@ -121,6 +122,8 @@ class StoreWorker:
         self._finaliser = finaliser
         self._limits = limits or CopyLimits(max_bytes=media.policy.max_bytes)
         self._lease = lease
+        # Deletes fal's copy of a request's payloads (ADMIN key); None when no ADMIN key is set.
+        self._payloads = payloads
 
     def handle(self, message: OutputsMessage, now: datetime, *, last_attempt: bool = False) -> StoreOutcome:
         """Store the job's outputs; on `last_attempt` (no retry follows) a download fault fails it."""
@@ -191,9 +194,16 @@ class StoreWorker:
             self._finaliser.announce(failed or self._jobs.get(job.job_id) or job, now)
             return StoreOutcome.FAILED
         timings = self._timings(job, payload, stored, time.monotonic() - started, now)
-        result_key = self._write_result(job, payload, stored, timings)
+        served_from = self._served_from(job)
+        result_key = self._write_result(job, payload, stored, timings, served_from)
         done = self._finaliser.complete(
-            job, outputs=[s.key for s in stored], result_key=result_key, timings=timings, now=now
+            job,
+            outputs=[s.key for s in stored],
+            result_key=result_key,
+            timings=timings,
+            now=now,
+            served_from=served_from,
+            payloads_deleted_at=self._delete_payloads(job, now),
         )
         self._finaliser.announce(done, now)
         return StoreOutcome.COMPLETED if done.state is JobState.COMPLETED else StoreOutcome.ANNOUNCED
@@ -240,6 +250,46 @@ class StoreWorker:
                     detail=error.detail,
                 )
             ) from None
+
+    def _served_from(self, job: Job) -> str | None:
+        """Where fal says it ran a job that allowed model fallbacks (the result's
+        X-Fal-Served-From; one result read). A job that forbade them ran where it asked."""
+        if not job.allow_fallbacks or job.response_url is None:
+            return None
+        try:
+            return self._fal.served_from(job.response_url)
+        except FalError as error:  # the outputs are ours already; say we could not tell
+            logger.warning(
+                "could not read which endpoint served the job", job_id=job.job_id, error=str(error)
+            )
+            return None
+
+    def _delete_payloads(self, job: Job, now: datetime) -> str | None:
+        """Delete fal's copy of the request once ours is stored, if the job asked; the time it was
+        done, or None with the reason on the job's trail (the job still completes)."""
+        if not job.delete_payloads or job.request_id is None:
+            return None
+        if self._payloads is None:
+            reason = "fal's payloads were not deleted: no ADMIN key is configured (FalAdminKeySecretName)"
+        else:
+            try:
+                deletion = self._payloads.delete_request_payloads(job.request_id, idempotency_key=job.job_id)
+            except FalError as error:
+                if error.status == 404:
+                    return isoformat(now)  # deleted before (a retried run) or already gone
+                reason = f"fal's payloads were not deleted: {error.message}"
+            else:
+                if not deletion.failures:
+                    return isoformat(now)
+                reason = (
+                    f"fal could not delete {len(deletion.failures)} output file(s): {deletion.failures[0]}"
+                )
+        metrics.add_metric(name="PayloadDeletionsFailed", unit=MetricUnit.Count, value=1)
+        logger.warning("fal's payloads not deleted", job_id=job.job_id, reason=reason)
+        self._jobs.add_trail(
+            job.job_id, TrailEntry(at=isoformat(now), actor="store", action="payloads_kept", reason=reason)
+        )
+        return None
 
     def _store_outputs_or_give_up(self, job: Job, payload: Any, *, last_attempt: bool) -> list[StoredOutput]:
         """A download fault is retried by SQS; on the last try it is the job's outcome instead."""
@@ -338,7 +388,12 @@ class StoreWorker:
         return {k: v for k, v in timings.items() if v is not None}
 
     def _write_result(
-        self, job: Job, payload: Any, stored: list[StoredOutput], timings: dict[str, Any]
+        self,
+        job: Job,
+        payload: Any,
+        stored: list[StoredOutput],
+        timings: dict[str, Any],
+        served_from: str | None,
     ) -> str:
         bucket = self._outputs.bucket
         rewritten = rewrite_urls(payload, {s.pointer: f"s3://{bucket}/{s.key}" for s in stored})
@@ -346,6 +401,7 @@ class StoreWorker:
             "job_id": job.job_id,
             "request_id": job.request_id,
             "model": job.model,
+            "served_from": served_from,
             "bucket": bucket,
             "payload": rewritten,
             "outputs": [

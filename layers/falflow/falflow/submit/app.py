@@ -220,6 +220,7 @@ class SubmitApp:
                 webhook_url=settings.webhook_url,
                 ambiguous_grace=settings.ambiguous_grace,
                 max_inline_input_bytes=settings.max_inline_input_bytes,
+                fal_defaults=settings.fal_defaults(),
             ),
             tokens=webhook_tokens(settings),
             archive=S3InputArchive(s3, settings.output_bucket) if settings.output_bucket else None,

@@ -17,6 +17,7 @@ from typing import Any, Final
 from falflow.jobs.model import SourceKind
 from falflow.submit.objects import InputObjects
 from falflow.submit.request import (
+    FAL_OPTION_FIELDS,
     JobRequest,
     RequestRejectedError,
     S3ObjectRef,
@@ -168,6 +169,7 @@ class Planner:
             priority=route.priority,
             start_timeout=route.start_timeout,
             output_prefix=route.output_prefix,
+            **{name: getattr(route, name) for name in FAL_OPTION_FIELDS},
         )
         return JobPlan(identity=identity, request=request, route=route, dropped=ref)
 

@@ -93,9 +93,37 @@ JobIdStr = Annotated[str, StringConstraints(pattern=JOB_ID_PATTERN)]
 InputFieldName = Annotated[str, StringConstraints(pattern=_FIELD_NAME_PATTERN)]
 S3Uri = Annotated[str, StringConstraints(max_length=2048), AfterValidator(_s3_uri)]
 StartTimeout = Annotated[float, Field(gt=1.0, le=_MAX_START_TIMEOUT_S)]
+# Seconds fal keeps a job's output files (X-Fal-Object-Lifecycle-Preference); at least 1 s (SPEC).
+OutputExpiry = Annotated[int, Field(ge=1)]
 OutputPrefix = Annotated[
     str, StringConstraints(min_length=1, max_length=_MAX_OUTPUT_PREFIX), AfterValidator(_output_prefix)
 ]
+
+
+@dataclass(frozen=True)
+class FalDefaults:
+    """The stack's answers (settings) where a request or route leaves a fal option unset."""
+
+    store_io: bool = True
+    private_outputs: bool = False
+    output_expiry_seconds: int | None = None
+    delete_payloads: bool = False
+    allow_fallbacks: bool = False
+
+
+FAL_OPTION_FIELDS = (
+    "store_io",
+    "private_outputs",
+    "output_expiry_seconds",
+    "delete_payloads",
+    "allow_fallbacks",
+)
+
+
+def fal_options(request: JobRequest, defaults: FalDefaults) -> dict[str, Any]:
+    """The job record's fal options: the request's (or its route's) where set, else the stack's."""
+    chosen = {name: getattr(request, name) for name in FAL_OPTION_FIELDS}
+    return {name: getattr(defaults, name) if value is None else value for name, value in chosen.items()}
 
 
 class JobRequest(BaseModel):
@@ -111,6 +139,12 @@ class JobRequest(BaseModel):
     priority: Priority = "normal"
     start_timeout: StartTimeout | None = None
     output_prefix: OutputPrefix | None = None
+    # What fal may keep and do (None: the stack default; README "What fal keeps").
+    store_io: bool | None = None
+    private_outputs: bool | None = None
+    output_expiry_seconds: OutputExpiry | None = None
+    delete_payloads: bool | None = None
+    allow_fallbacks: bool | None = None
 
     @model_validator(mode="after")
     def _files_do_not_shadow_input(self) -> Self:

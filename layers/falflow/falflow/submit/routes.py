@@ -17,7 +17,9 @@ placeholders, replaced wherever they occur:
 - ``{file_name}``: the last segment of the key; ``{key}``: the whole key.
 
 Other braces are left alone, so prompts may contain them. A route may also fix ``priority``,
-``start_timeout``, ``output_prefix`` and ``metadata``, and ``max_bytes`` rejects larger files.
+``start_timeout``, ``output_prefix`` and ``metadata``, and ``max_bytes`` rejects larger files;
+and what fal may keep and do (``store_io``, ``private_outputs``, ``output_expiry_seconds``,
+``delete_payloads``, ``allow_fallbacks``; unset: the stack default).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
-from falflow.submit.request import EndpointIdStr, OutputPrefix, Priority, StartTimeout
+from falflow.submit.request import EndpointIdStr, OutputExpiry, OutputPrefix, Priority, StartTimeout
 
 FileVia = Literal["presigned_url", "fal_cdn"]
 FILE_PLACEHOLDERS = ("file_url", "file_text")
@@ -71,6 +73,11 @@ class Route(BaseModel):
     start_timeout: StartTimeout | None = None
     output_prefix: OutputPrefix | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    store_io: bool | None = None
+    private_outputs: bool | None = None
+    output_expiry_seconds: OutputExpiry | None = None
+    delete_payloads: bool | None = None
+    allow_fallbacks: bool | None = None
 
     @model_validator(mode="after")
     def _template_uses_the_file(self) -> Self:

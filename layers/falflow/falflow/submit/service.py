@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final, NoReturn
@@ -37,13 +37,13 @@ from falflow.fal.errors import (
 )
 from falflow.fal.platform import RequestHistoryItem
 from falflow.fal.ports import FalQueue, FalRequestHistory
-from falflow.fal.queue import Submission
+from falflow.fal.queue import OutputLifecycle, Submission
 from falflow.jobs import Job, JobError, JobState, JobStore, RequestUrls, TrailEntry, isoformat, utcnow
 from falflow.submit.duplicates import JobRequests
 from falflow.submit.files import CheckedInputs, InputFiles
 from falflow.submit.objects import InputArchive
 from falflow.submit.plan import JobIdentity, JobPlan, Planner, PlanRejectedError
-from falflow.submit.request import JobRequest, RequestRejectedError
+from falflow.submit.request import FalDefaults, JobRequest, RequestRejectedError, fal_options
 from falflow.submit.sources import JobSource
 from falflow.webhook.token import WebhookTokens, job_webhook_url
 
@@ -142,6 +142,7 @@ class SubmitConfig:
     webhook_url: str
     ambiguous_grace: timedelta
     max_inline_input_bytes: int
+    fal_defaults: FalDefaults = field(default_factory=FalDefaults)
 
     @property
     def submit_lease(self) -> timedelta:
@@ -296,6 +297,12 @@ class SubmitService:
                 priority=request.priority,
                 start_timeout=request.start_timeout,
                 store_io=None if job.store_io else False,
+                # Resolved when the job was recorded, so every send of the job asks the same.
+                lifecycle=OutputLifecycle(
+                    initial_acl="forbid" if job.private_outputs else None,
+                    expiration_duration_seconds=job.output_expiry_seconds,
+                ),
+                allow_fallbacks=job.allow_fallbacks,
             )
         except FalError as error:
             return self._fal_failed(job_id, error, created=created)
@@ -493,7 +500,7 @@ class SubmitService:
             state=JobState.REJECTED,
             model=model,
             error=error,
-            **(_request_fields(plan.request) if plan else {}),
+            **(_job_fields(plan.request, self._config.fal_defaults) if plan else {}),
         )
         stored, created = self._store.create(job)
         if created:
@@ -556,7 +563,7 @@ class SubmitService:
             # Created holding the submit lease, as `claim_submit_lease` would have given it.
             submit_lease_until=isoformat(now + self._config.submit_lease),
             attempts=1,
-            **_request_fields(plan.request),
+            **_job_fields(plan.request, self._config.fal_defaults),
         )
 
     def _keep_large_input(self, plan: JobPlan, record_input: dict[str, Any]) -> str:
@@ -595,6 +602,11 @@ def _request_fields(request: JobRequest) -> dict[str, Any]:
         "start_timeout": request.start_timeout,
         "output_prefix": request.output_prefix,
     }
+
+
+def _job_fields(request: JobRequest, defaults: FalDefaults) -> dict[str, Any]:
+    """What a new job record keeps of its request: its fields, and its fal options resolved."""
+    return {**_request_fields(request), **fal_options(request, defaults)}
 
 
 def _conflicting_rejection(stored: Job, identity: JobIdentity, error: JobError, plan: JobPlan | None) -> bool:

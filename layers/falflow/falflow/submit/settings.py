@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from falflow.aws.dead_letter import DeadLetterSettings
 from falflow.jobs.settings import JobsTableSettings
 from falflow.settings import FalConnectionSettings, SecretIds, WebhookTokenSettings
+from falflow.submit.request import FalDefaults
 from falflow.submit.routes import RouteTable
 from falflow.webhook.token import JOB_ID_PARAMETER, TOKEN_PARAMETER
 
@@ -42,6 +43,15 @@ class SubmitSettings(
     submit_ambiguous_grace_seconds: Annotated[float, Field(gt=0, le=12 * 3600)] = 300
     # Submissions of one batch in flight at once (the batch size is 10).
     submit_concurrency: Annotated[int, Field(ge=1, le=100)] = 10
+    # What fal may keep and do, where a route or request does not say (README "What fal keeps"):
+    # keep the job's payloads (X-Fal-Store-IO), make its output files private from the start and
+    # expire them (X-Fal-Object-Lifecycle-Preference; 0: the account's setting), delete fal's
+    # payloads once our copy is stored, and reroute to an "equivalent" model (fal's fallbacks).
+    store_io: bool = True
+    private_outputs: bool = False
+    output_expiry_seconds: Annotated[int, Field(ge=0)] = 0
+    delete_payloads: bool = False
+    allow_fallbacks: bool = False
 
     @field_validator("webhook_url")
     @classmethod
@@ -65,6 +75,15 @@ class SubmitSettings(
                     "a key under both would be a job document and a media drop at once"
                 )
         return self
+
+    def fal_defaults(self) -> FalDefaults:
+        return FalDefaults(
+            store_io=self.store_io,
+            private_outputs=self.private_outputs,
+            output_expiry_seconds=self.output_expiry_seconds or None,
+            delete_payloads=self.delete_payloads,
+            allow_fallbacks=self.allow_fallbacks,
+        )
 
     @property
     def ambiguous_grace(self) -> timedelta:

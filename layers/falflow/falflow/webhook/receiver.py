@@ -11,7 +11,9 @@ Answers (fal retries anything but a 2xx, 10 times over 2 hours):
   request is sent to fal, so this is never a webhook that arrived early; it is a stale or foreign
   URL, and we have recorded nothing — so we do not say 200. The 4xx alarm makes it visible;
 - 200 for every delivery that is now on record: the first, a duplicate, an ERROR payload, a
-  completion for a foreign request id (kept aside), one that arrived after the job ended.
+  completion for a foreign request id (kept aside), one that arrived after the job ended, and a
+  delivery whose status is neither OK nor ERROR (noted on the job's trail; a 4xx would only make
+  fal send it again).
 
 Why: docs/adr/0007-webhooks-are-verified-and-checked-against-their-job.md.
 """
@@ -111,6 +113,8 @@ class WebhookReceiver:
             return self._bad_request(str(error), ids)
         if delivery.request_id not in (None, verified.request_id):
             return self._bad_request("body request_id differs from the signed request id", ids)
+        if not delivery.terminal:
+            return self._non_terminal(job_id, verified.request_id, delivery.status, now, ids)
 
         result = self._handoff.record(
             job_id,
@@ -131,6 +135,19 @@ class WebhookReceiver:
             return WebhookReply(404, {"message": "unknown job"})
         logger.info("webhook recorded", outcome=result.outcome.value, fal_status=delivery.status, extra=ids)
         return WebhookReply(200, {"outcome": result.outcome.value})
+
+    def _non_terminal(
+        self, job_id: str, request_id: str, status: str, now: float, ids: dict[str, str | None]
+    ) -> WebhookReply:
+        noted = self._handoff.note_non_terminal(
+            job_id, request_id, status, source="webhook", now=datetime.fromtimestamp(now, UTC)
+        )
+        metrics.add_metric(name="WebhookNonTerminal", unit=MetricUnit.Count, value=1)
+        if noted is None:
+            logger.warning("verified webhook for a job we do not have", extra=ids)
+            return WebhookReply(404, {"message": "unknown job"})
+        logger.info("non-terminal webhook noted", fal_status=status[:64], extra=ids)
+        return WebhookReply(200, {"outcome": "noted"})
 
     def _bad_request(self, reason: str, ids: dict[str, str | None]) -> WebhookReply:
         metrics.add_metric(name="WebhookMalformed", unit=MetricUnit.Count, value=1)
