@@ -39,7 +39,10 @@ def build_store_worker(settings: StoreSettings) -> StoreWorker:
         media=MediaFetcher(settings.media_policy()),
         fal=FalQueueClient(settings.fal, FalKeys(settings).api_key),
         finaliser=Finaliser(
-            jobs, EventBridgePublisher(aws_client("events"), settings.event_bus_name), outputs.bucket
+            jobs,
+            EventBridgePublisher(aws_client("events"), settings.event_bus_name),
+            outputs.bucket,
+            settings.job_metrics(),
         ),
         limits=settings.copy_limits(),
         lease=settings.store_lease,
@@ -49,7 +52,9 @@ def build_store_worker(settings: StoreSettings) -> StoreWorker:
 class StoreApp:
     def __init__(self, worker: StoreWorker, dead_letter: DeadLetterPolicy) -> None:
         self.worker = worker
-        self._handle_record = with_dead_letter_reason(self._store, dead_letter, lambda: aws_client("sqs"))
+        self._handle_record = with_dead_letter_reason(
+            self._store, dead_letter, lambda: aws_client("sqs"), path="store"
+        )
 
     @classmethod
     def from_environment(cls, settings: StoreSettings | None = None) -> StoreApp:

@@ -181,7 +181,7 @@ class SubmitApp:
         self._store = store
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="submit")
         self._handle_record = with_dead_letter_reason(
-            self._submit_record, dead_letter, sqs, on_dead_letter=self._dead_lettered
+            self._submit_record, dead_letter, sqs, on_dead_letter=self._dead_lettered, path="submit"
         )
         # A Logger of the function's own service (not a child): it may set per-thread keys.
         self._keys = log_keys or Logger()
@@ -249,9 +249,8 @@ class SubmitApp:
         except Exception:
             metrics.add_metric(name="SubmitErrors", unit=MetricUnit.Count, value=1)
             raise
-        # Metrics are added here, on the event loop's thread, never from the workers.
-        if results is None:
-            metrics.add_metric(name="MessagesDeadLettered", unit=MetricUnit.Count, value=1)
+        # Metrics are added here, on the event loop's thread, never from the workers (a dead letter
+        # is counted by `with_dead_letter_reason`, as its own EMF record).
         for result in results or []:
             _count(result)
         return results
@@ -264,19 +263,14 @@ class SubmitApp:
             try:
                 results.append(self._service.submit_job(source))
             except SubmitRetryLaterError as retry:
-                logger.warning("job goes back to the queue", reason=retry.reason, ambiguous=retry.ambiguous)
+                # The record's one WARNING is `with_dead_letter_reason`'s; this says which job.
+                logger.info("job goes back to the queue", reason=retry.reason, ambiguous=retry.ambiguous)
                 retries.append(retry)
         if retries:
             raise retries[0]  # the message carries them all; the others are redone as duplicates
         return results
 
     def _dead_lettered(self, record: SQSRecord, error: BaseException) -> None:
-        logger.error(
-            "message dead-lettered after its last receive",
-            error_type=type(error).__name__,
-            reason=str(error),
-            receive_count=record.attributes.approximate_receive_count,
-        )
         if isinstance(error, SubmitRetryLaterError):
             self._store.add_trail(
                 error.job_id,
