@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -159,3 +160,13 @@ def test_function_errors_are_api_gateway_errors(door: FrontDoor, function: Funct
 
     assert (failed.status_code, failed.json()) == (500, {"message": "Internal Server Error"})
     assert (timed_out.status_code, timed_out.json()) == (503, {"message": "Service Unavailable"})
+
+
+def test_stopping_a_front_door_that_never_started_returns(function: Function) -> None:
+    """A stack whose start-up fails before the front door's thread runs stops it all the same."""
+    door = FrontDoor([Route("POST", "/webhooks/fal", "WebhookFunction")], function)
+    stopper = threading.Thread(target=door.stop, daemon=True)
+    stopper.start()
+    stopper.join(30)  # a guard against hanging the suite, not a timing assertion
+    assert not stopper.is_alive(), "FrontDoor.stop() hangs on a server that never started"
+    door.stop()  # and a second stop is harmless
