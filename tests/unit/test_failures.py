@@ -14,6 +14,9 @@ from pydantic import ValidationError
 from falflow.aws.dead_letter import DeadLetterPolicy, with_dead_letter_reason
 from falflow.completion.messages import OutputsMessage
 from falflow.observability import JobMetrics
+from falflow.webhook.app import WebhookApp
+from falflow_tools.local.handlers import LambdaContext
+from tests.fakes.webhook_events import http_api_event
 
 SECRET_PROMPT = "a very private prompt"
 
@@ -156,3 +159,23 @@ def test_job_metrics_bound_the_model_dimension(
         ("JobCost", "other", 0.25),
     ]
     assert {record["service"] for record in records} == {"falflow-store"}
+
+
+class BrokenReceiver:
+    def receive(self, request: object) -> object:
+        raise ConnectionError("the jobs table did not answer")
+
+
+def test_a_webhook_that_cannot_record_a_delivery_reports_it_and_answers_5xx(
+    logs: pytest.LogCaptureFixture,
+) -> None:
+    app = WebhookApp(BrokenReceiver())  # type: ignore[arg-type]
+    event = http_api_event(json.dumps({"prompt": SECRET_PROMPT}).encode(), {}, job_id="job-9")
+
+    with pytest.raises(ConnectionError):  # Lambda's error: API Gateway answers 5xx, fal retries
+        app.handle(event, LambdaContext(function_name="WebhookFunction"))
+
+    (line,) = _lines(logs)
+    assert (line["level"], line["path"], line["error_type"]) == ("WARNING", "webhook", "ConnectionError")
+    assert line["reason"] == "the jobs table did not answer"
+    assert SECRET_PROMPT not in logs.text
