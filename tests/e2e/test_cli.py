@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from click.testing import CliRunner, Result
 from falflow.fal import CancelOutcome
 from falflow.jobs import JobState
 from falflow_tools.cli import main
+from falflow_tools.emulator.config import EmulatorConfig
 from falflow_tools.emulator.media import render_png
 from falflow_tools.local.stack import LocalStack
 from falflow_tools.ops.jobs import cancel_job
@@ -22,6 +24,7 @@ from falflow_tools.ops.target import Target
 from tests.e2e.conftest import state_file, wait_for_job
 
 pytestmark = pytest.mark.e2e
+EMULATOR_USER_ID = EmulatorConfig().user_id
 
 
 @pytest.fixture
@@ -59,6 +62,9 @@ def test_submit_a_message_and_wait_for_it(falflow: Any) -> None:
     assert submitted["job"]["state"] == "COMPLETED"
     assert submitted["job"]["metadata"] == {"via": "cli"}
     assert submitted["job"]["job_id"] == submitted["job_id"]
+    # The completion came by a verified webhook: the account it was signed for is what to pin.
+    signed_for = as_json(falflow("fal-user-id", "--json"))
+    assert [user["user_id"] for user in signed_for] == [EMULATOR_USER_ID]
 
 
 def test_submit_a_file_drop_predicts_the_job_id(falflow: Any, target: Target, tmp_path: Path) -> None:
@@ -141,6 +147,8 @@ def test_jobs_show_gives_the_record_and_working_links(
         stored = stack.s3().get_object(Bucket=details["output_bucket"], Key=key)["Body"].read()
         assert fetched.content == stored
     assert "state" in human.stdout
+    assert re.search(r'^input +\{"prompt": "shown"\}$', human.stdout, re.MULTILINE)  # JSON, not a repr
+    assert "{'" not in human.stdout
     assert f"outputs in s3://{details['output_bucket']}/" in human.stdout
     assert missing.exit_code == 1
     assert "no job 'no-such-job'" in missing.stderr
@@ -305,7 +313,7 @@ def test_jobs_retry_takes_a_dlq_message_id_too(falflow: Any, target: Target, fal
 
 def test_models_search_show_and_pricing(falflow: Any) -> None:
     found = as_json(falflow("models", "search", "flux", "--json"))
-    shown = as_json(falflow("models", "show", "fal-ai/flux/dev", "--schema", "--json"))
+    shown = as_json(falflow("models", "show", "fal-ai/flux/dev", "--json"))
     prices = as_json(falflow("models", "pricing", "fal-ai/flux/dev", "fal-ai/stable-audio", "--json"))
     table = falflow("models", "search", "--category", "text-to-image")
     missing = falflow("models", "show", "fal-ai/no-such-model")

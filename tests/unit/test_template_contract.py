@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from falflow.jobs.store import REQUEST_CLAIM_PREFIX
 from falflow_tools.template import function_specs, load_template, resources_of_type
 
 TEMPLATE = load_template()
@@ -143,11 +144,41 @@ def test_secret_access_is_scoped_to_the_named_secrets() -> None:
     allowed = {
         "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${FalKeySecretName}-*",
         "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${FalAdminKeySecretName}-*",
+        "WebhookTokenSecret",  # the template's own secret, by its ARN (!Ref)
     }
-    granted = [
-        policy["SecretArn"]["Fn::Sub"]
+
+    def named(arn: Any) -> str:
+        return str(arn["Fn::Sub"] if "Fn::Sub" in arn else arn["Ref"])
+
+    granted = {
+        logical: {
+            named(policy["SecretArn"])
+            for policy in _secret_policies(RESOURCES[logical]["Properties"].get("Policies", []))
+        }
         for logical in FUNCTIONS
-        for policy in _secret_policies(RESOURCES[logical]["Properties"].get("Policies", []))
-    ]
-    assert granted, "no function may read the fal key"
-    assert set(granted) <= allowed
+    }
+    assert any(granted.values()), "no function may read the fal key"
+    assert set().union(*granted.values()) <= allowed
+    # Submit signs webhook tokens and the webhook checks them; no other function may read the key.
+    assert {logical for logical, arns in granted.items() if "WebhookTokenSecret" in arns} == {
+        "SubmitFunction",
+        "WebhookFunction",
+    }
+
+
+@pytest.mark.parametrize("function", ["WebhookFunction", "ReconcileFunction"])
+def test_functions_that_bind_fal_requests_may_put_only_request_claims(function: str) -> None:
+    policies = load_template()["Resources"][function]["Properties"]["Policies"]
+    statements = [s for p in policies if "Statement" in p for s in p["Statement"]]
+    puts = [s for s in statements if "dynamodb:PutItem" in _actions(s)]
+    # bind_request claims the request id first (falflow/jobs/store.py); no job record is ever put.
+    (claims,) = puts
+    assert _actions(claims) == ["dynamodb:PutItem"]
+    assert claims["Condition"] == {
+        "ForAllValues:StringLike": {"dynamodb:LeadingKeys": [f"{REQUEST_CLAIM_PREFIX}*"]}
+    }
+
+
+def _actions(statement: dict[str, Any]) -> list[str]:
+    actions = statement["Action"]
+    return [actions] if isinstance(actions, str) else list(actions)

@@ -169,8 +169,14 @@ def count_events(stack: LocalStack) -> int:
 
 
 def run_demo(
-    echo: Echo, *, timeout_s: float = 60.0, fal_key: str | None = None, log_dir: Path | None = None
+    echo: Echo,
+    *,
+    timeout_s: float = 60.0,
+    fal_key: str | None = None,
+    log_dir: Path | None = None,
+    before_stop: Callable[[Target, DemoResult], None] | None = None,
 ) -> DemoResult:
+    """The demo; `before_stop` runs with the stack still up (the command serves the console)."""
     log_dir = log_dir or REPO_ROOT / ".falflow" / "logs"
     began = time.monotonic()
     fal = "real fal (FAL_KEY)" if fal_key else "the fal emulator"
@@ -199,5 +205,7 @@ def run_demo(
             events=count_events(stack),
             elapsed_s=time.monotonic() - began,
         )
+        if before_stop is not None:
+            before_stop(target, result)
         echo("Stopping the local stack ...")
     return result

@@ -30,21 +30,23 @@ MAX_REASON_CHARS: Final = 500
 
 def report_failure(
     path: str,
-    error: BaseException,
+    error: BaseException | tuple[str, str],
     *,
     job_id: str | None,
     dead_lettered: bool = False,
     **ids: str | None,
 ) -> None:
-    """Log one WARNING for ``error`` on ``path`` (submit, store, webhook, reconcile, collect) and
-    count it; ``ids`` are further identifiers (message id, request id), never content."""
+    """Log one WARNING for ``error`` (an exception, or ``(error type, reason)`` where a path decides
+    without one) on ``path`` (submit, store, webhook, reconcile, collect) and count it; ``ids`` are
+    further identifiers (message id, request id), never content."""
+    error_type, reason = error if isinstance(error, tuple) else (type(error).__name__, failure_reason(error))
     logger.warning(
         "message dead-lettered" if dead_lettered else "record failed",
         extra={
             "path": path,
             "job_id": job_id or "-",
-            "error_type": type(error).__name__,
-            "reason": failure_reason(error),
+            "error_type": error_type,
+            "reason": reason[:MAX_REASON_CHARS] or "-",
             "dead_lettered": dead_lettered,
             **{name: value for name, value in ids.items() if value is not None},
         },

@@ -10,7 +10,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from falflow.aws.clients import aws_client
-from falflow.jobs import Job, JobCost, JobError, JobState, JobStore, RequestUrls, TrailEntry
+from falflow.jobs import (
+    MAX_TRAIL_ENTRIES,
+    Job,
+    JobCost,
+    JobError,
+    JobState,
+    JobStore,
+    RequestUrls,
+    TrailEntry,
+)
+from falflow.jobs.model import MAX_TRAIL_REASON_CHARS
 from falflow.jobs.store import BY_REQUEST_ID_INDEX, BY_STATE_INDEX, JOB_KEY, TTL_ATTRIBUTE, DynamoJobStore
 from falflow_tools.local.resources import ProvisionedStack
 from falflow_tools.template import load_template
@@ -146,7 +156,7 @@ def test_an_ambiguous_submit_holds_the_lease_only_before_fal_has_the_job(store: 
     assert (
         store.claim_submit_lease("job-1", now=T0 + timedelta(minutes=1), lease=timedelta(seconds=30)) is None
     )
-    submitted(store, "job-2")
+    submitted(store, "job-2", "r-2")
     assert store.record_ambiguous_submit("job-2", now=T0, hold_until=T0 + timedelta(minutes=2)) is None
     store.create(new_job("job-3"))
     store.bind_request("job-3", "r-3")  # the webhook bound a request while the job is ACCEPTED
@@ -264,7 +274,7 @@ def test_fail_unanswered_only_without_a_completion(store: JobStore) -> None:
     failed = store.fail("job-1", ERROR, now=T0)  # the store's own failure needs no such condition
     assert failed is not None
     assert (failed.state, failed.error) == (JobState.FAILED, ERROR)
-    submitted(store, "job-2")
+    submitted(store, "job-2", "r-2")
     gave_up = store.fail_unanswered("job-2", ERROR, now=T0)
     assert gave_up is not None
     assert gave_up.state is JobState.FAILED
@@ -298,7 +308,7 @@ def test_cancel_unsubmitted_only_before_fal_has_the_job(store: JobStore) -> None
     cancelled = store.cancel_unsubmitted("job-1", now=T0)
     assert cancelled is not None
     assert cancelled.state is JobState.CANCELLED
-    submitted(store, "job-2")
+    submitted(store, "job-2", "r-2")
     assert store.cancel_unsubmitted("job-2", now=T0) is None
     asked = store.cancel("job-2", now=T0)
     assert asked is not None
@@ -317,6 +327,62 @@ def test_bind_request_accepts_one_request_id(store: JobStore) -> None:
     assert not other.bound
     assert other.conflicting_request_id == "req-a"
     assert not store.bind_request("missing", "req-c").bound
+
+
+def test_a_fal_request_binds_at_most_one_job(store: JobStore) -> None:
+    submitted(store, "job-1", "r-1")
+    store.create(new_job("job-2"))
+
+    assert store.record_submission("job-2", "r-1", URLS, now=T0) is None
+    taken = store.bind_request("job-2", "r-1")
+    assert not taken.bound
+    assert taken.job is not None
+    assert taken.job.request_id is None  # job-2 still waits for a request of its own
+    assert store.request_holder("r-1") == "job-1"
+    assert store.request_holder("r-2") is None
+    assert store.bind_request("job-1", "r-1").bound  # its own request, again: fine
+    assert store.record_submission("job-2", "r-2", URLS, now=T0) is not None
+    assert store.request_holder("r-2") == "job-2"
+
+
+def test_concurrent_bindings_of_one_request_have_exactly_one_winner(store: JobStore) -> None:
+    jobs = [f"job-{n}" for n in range(6)]
+    for job_id in jobs:
+        store.create(new_job(job_id))
+    barrier = threading.Barrier(len(jobs))
+    won: list[str] = []
+
+    def bind(job_id: str) -> None:
+        barrier.wait()
+        if store.record_submission(job_id, "r-shared", URLS, now=T0) is not None:
+            won.append(job_id)
+
+    threads = [threading.Thread(target=bind, args=(job_id,)) for job_id in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(won) == 1
+    assert store.request_holder("r-shared") == won[0]
+    assert [job_id for job_id in jobs if (store.get(job_id) or new_job()).request_id] == won
+
+
+def test_a_duplicate_request_is_noted_once_and_claimed_for_its_job(store: JobStore) -> None:
+    submitted(store, "job-1", "r-1")
+    store.create(new_job("job-2"))
+
+    noted = store.record_duplicate_request("job-1", "r-2")
+    assert noted is not None
+    assert noted.duplicate_requests == ["r-2"]
+    assert noted.request_id == "r-1"
+    assert store.record_duplicate_request("job-1", "r-2") is None  # once
+    assert store.record_duplicate_request("job-1", "r-1") is None  # the bound request is no duplicate
+    assert store.record_duplicate_request("job-2", "r-2") is None  # job-1's: not job-2's to cancel
+    assert store.record_submission("job-2", "r-2", URLS, now=T0) is None  # nor to bind
+    assert store.request_holder("r-2") == "job-1"
+    assert store.record_duplicate_request("job-1", "r-3") is not None
+    assert (store.get("job-1") or new_job()).duplicate_requests == ["r-2", "r-3"]
 
 
 def test_claim_submit_lease_is_exclusive_until_the_lease_expires(store: JobStore) -> None:
@@ -362,6 +428,49 @@ def test_trail_appends(store: JobStore) -> None:
     job = store.get("job-1")
     assert job is not None
     assert [entry.action for entry in job.trail] == ["polled", "completed"]
+
+
+def test_the_trail_keeps_the_newest_entries_and_counts_the_dropped_ones(store: JobStore) -> None:
+    store.create(new_job())
+    extra = 7
+    for n in range(MAX_TRAIL_ENTRIES + extra):
+        store.add_trail("job-1", TrailEntry(at=f"t{n:03}", actor="webhook", action="note", reason=f"n{n}"))
+    job = store.get("job-1")
+    assert job is not None
+    assert len(job.trail) == MAX_TRAIL_ENTRIES
+    assert job.trail_dropped == extra
+    assert [entry.reason for entry in job.trail] == [f"n{n}" for n in range(extra, MAX_TRAIL_ENTRIES + extra)]
+
+
+def test_the_same_note_again_adds_nothing_and_a_long_reason_is_clipped(store: JobStore) -> None:
+    store.create(new_job())
+    note = TrailEntry(at="t1", actor="webhook", action="ignored_foreign_request", reason="r-9 kept aside")
+    store.add_trail("job-1", note)
+    store.add_trail("job-1", note.model_copy(update={"at": "t2"}))  # a replay, later
+    store.add_trail("job-1", TrailEntry(at="t3", actor="webhook", action="long", reason="x" * 5000))
+    job = store.get("job-1")
+    assert job is not None
+    assert [entry.at for entry in job.trail] == ["t1", "t3"]
+    assert len(job.trail[1].reason) == MAX_TRAIL_REASON_CHARS
+    assert job.trail_dropped == 0
+
+
+def test_concurrent_trail_writers_lose_no_entry(store: JobStore) -> None:
+    store.create(new_job())
+    barrier = threading.Barrier(4)
+
+    def note(n: int) -> None:
+        barrier.wait()
+        store.add_trail("job-1", TrailEntry(at=f"t{n}", actor="reconcile", action="note", reason=f"n{n}"))
+
+    threads = [threading.Thread(target=note, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    job = store.get("job-1")
+    assert job is not None
+    assert sorted(entry.reason for entry in job.trail) == ["n0", "n1", "n2", "n3"]
 
 
 def test_list_by_state_and_find_by_request_id(store: JobStore) -> None:

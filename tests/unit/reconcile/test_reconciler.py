@@ -4,6 +4,7 @@ longer holds, re-drives jobs a crashed submit left behind, gives up after the ho
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -13,9 +14,11 @@ import pytest
 from falflow.completion.finalise import JOB_FAILED, Finaliser
 from falflow.completion.handoff import CompletionHandoff
 from falflow.fal.errors import FalNotFoundError, FalServerError
+from falflow.fal.platform import RequestHistoryItem
 from falflow.fal.queue import QueueStatus
 from falflow.jobs import Job, JobState, RequestUrls, isoformat, utcnow
-from falflow.reconcile.reconciler import Action, ReconcilePolicy, Reconciler, original_request
+from falflow.reconcile.reconciler import ACTOR, Action, ReconcilePolicy, Reconciler, original_request
+from falflow.submit.duplicates import CANCELLED_ACTION, JobRequests
 from tests.fakes.completion import FakeFalQueue, MemoryInbox, MemoryOutputsQueue, RecordingPublisher
 from tests.fakes.job_store import InMemoryJobStore
 from tests.fakes.webhook_events import delivery
@@ -311,10 +314,86 @@ def test_the_redriven_message_is_planned_by_the_submit_path_as_the_same_job_and_
     )
     body = original_request(job)
     assert body is not None
-    plan = Planner(RouteTable(), "jobs/", objects=None).plan(JobMessage(body=body, message_id="redrive-1"))  # type: ignore[arg-type]
+    plan = Planner(RouteTable(), "jobs/", objects=None, input_buckets=()).plan(
+        JobMessage(body=body, message_id="redrive-1")
+    )  # type: ignore[arg-type]
     assert plan is not None
     assert plan.job_id == job_id
     assert plan.request.model == job.model
     assert plan.request.input == job.input
     assert plan.request.metadata == job.metadata
     assert plan.request.start_timeout == job.start_timeout
+
+
+class History:
+    """fal's request history: these items for every lookup (or ``failure`` raised)."""
+
+    def __init__(self, items: list[RequestHistoryItem], failure: Exception | None = None) -> None:
+        self.items = items
+        self.failure = failure
+
+    def iter_requests(self, endpoint_ids: Any, **_: Any) -> Iterator[RequestHistoryItem]:
+        if self.failure is not None:
+            raise self.failure
+        yield from self.items
+
+
+def history_item(request_id: str, prompt: str) -> RequestHistoryItem:
+    at = isoformat(T0 - timedelta(minutes=1))  # sent before the job was bound
+    return RequestHistoryItem(
+        request_id=request_id,
+        endpoint_id="fal-ai/flux/dev",
+        started_at=at,
+        sent_at=at,
+        json_input={"prompt": prompt},
+    )
+
+
+def reconciler_with(h: Harness, history: History) -> Reconciler:
+    return Reconciler(
+        h.jobs,
+        fal=h.fal,
+        handoff=h.handoff,
+        finaliser=Finaliser(h.jobs, h.events, "outputs-bucket"),
+        intake_queue=h.intake_queue,
+        policy=POLICY,
+        requests=JobRequests(h.jobs, h.fal, history, actor=ACTOR),
+    )
+
+
+def test_a_duplicate_of_a_job_whose_submit_was_ambiguous_is_cancelled_once(h: Harness) -> None:
+    h.submitted("amb", "r-bound", submit_ambiguous_at=isoformat(T0))
+    h.submitted("other", "r-other")  # same input, its own job: never touched
+    h.fal.statuses[f"{BASE}/r-bound/status"] = status("IN_QUEUE")
+    h.fal.statuses[f"{BASE}/r-other/status"] = status("IN_QUEUE")
+    history = History(
+        [
+            history_item("r-bound", "p"),
+            history_item("r-dup", "p"),
+            history_item("r-other", "p"),
+            history_item("r-else", "another input"),
+        ]
+    )
+    reconciler = reconciler_with(h, history)
+
+    reconciler.run(LATER)
+    reconciler.run(LATER)
+
+    job = h.get("amb")
+    assert job.duplicate_requests == ["r-dup"]
+    assert [call for call in h.fal.calls if call[0] == "cancel"] == [
+        ("cancel", "https://queue.fal.run/fal-ai/flux/requests/r-dup/cancel")
+    ]
+    assert [entry.action for entry in job.trail] == [CANCELLED_ACTION]
+    assert h.get("other").duplicate_requests == []  # no ambiguity: no lookup
+
+
+def test_an_unreadable_history_leaves_the_poll_alone(h: Harness) -> None:
+    h.submitted("amb", "r-bound", submit_ambiguous_at=isoformat(T0))
+    h.fal.statuses[f"{BASE}/r-bound/status"] = status("IN_PROGRESS")
+    history = History([], failure=FalServerError("fal platform error 500", status=500))
+
+    report = reconciler_with(h, history).run(LATER)
+
+    assert report.actions == {Action.ADVANCED: 1}
+    assert h.get("amb").duplicate_requests == []

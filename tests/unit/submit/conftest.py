@@ -16,7 +16,16 @@ from falflow.submit.routes import RouteTable
 from falflow.submit.service import SubmitConfig, SubmitService
 from falflow.submit.sources import JobMessage, ObjectCreated
 from tests.fakes.job_store import InMemoryJobStore
-from tests.unit.submit.fakes import Clock, FakeArchive, FakeCatalogue, FakeFalQueue, FakeObjects, FakeStorage
+from tests.fakes.webhook_events import fixed_tokens
+from tests.unit.submit.fakes import (
+    Clock,
+    FakeArchive,
+    FakeCatalogue,
+    FakeFalQueue,
+    FakeObjects,
+    FakeRequestHistory,
+    FakeStorage,
+)
 
 BUCKET = "falflow-inputbucket"
 WEBHOOK = "https://abc123.execute-api.us-east-1.amazonaws.com/webhooks/fal"
@@ -59,13 +68,18 @@ class Harness:
     grace_s: float = GRACE_S
     correlated: list[str] = field(default_factory=list)
     correlate: Callable[[str], None] | None = None
+    history: FakeRequestHistory = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.history = FakeRequestHistory(self.fal)
+        self.fal.clock = self.clock
 
     @property
     def service(self) -> SubmitService:
         return SubmitService(
             store=self.store,
             fal=self.fal,
-            planner=Planner(ROUTES, "jobs/", self.objects),
+            planner=Planner(ROUTES, "jobs/", self.objects, input_buckets=[BUCKET]),
             files=InputFiles(
                 self.objects, self.storage, input_bucket=BUCKET, presign_expiry_seconds=PRESIGN_S
             ),
@@ -74,8 +88,10 @@ class Harness:
                 ambiguous_grace=timedelta(seconds=self.grace_s),
                 max_inline_input_bytes=self.max_inline_input_bytes,
             ),
+            tokens=fixed_tokens(),
             archive=self.archive,
             catalogue=self.catalogue,
+            history=self.history,
             clock=self.clock,
             correlate=self.correlate or self.correlated.append,
         )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from hypothesis import given
@@ -21,10 +20,11 @@ from falflow.fal import (
     FalTransportError,
     FalValidationError,
 )
+from falflow.submit.files import same_fal_input
 from falflow.submit.request import JobRequest, RequestRejectedError, S3ObjectRef, parse_request
 from falflow.submit.routes import RouteTable, render
-from falflow.submit.service import FalFailure, classify_submit_error, job_webhook_url
-from falflow.submit.settings import JOB_ID_QUERY_PARAMETER, SubmitSettings
+from falflow.submit.service import FalFailure, classify_submit_error
+from falflow.submit.settings import SubmitSettings
 from falflow.submit.sources import ObjectCreated, message_job_id, object_job_id
 from falflow_tools.template import function_specs, load_template, parameter_defaults
 
@@ -153,19 +153,6 @@ def test_message_job_ids_ignore_formatting_but_not_content() -> None:
 # ------------------------------------------------------------------------------- webhook
 
 
-def test_the_webhook_url_carries_the_job_id_encoded_and_keeps_its_own_query() -> None:
-    url = job_webhook_url("https://api.example/webhooks/fal?stage=prod", "order-1:hero.v2")
-    parts = urlsplit(url)
-    assert parse_qs(parts.query) == {"stage": ["prod"], "job_id": ["order-1:hero.v2"]}
-    assert url.startswith("https://api.example/webhooks/fal?")
-
-
-def test_the_job_id_parameter_is_the_one_the_completion_webhook_reads() -> None:
-    from falflow.webhook.receiver import JOB_ID_PARAMETER  # noqa: PLC0415
-
-    assert JOB_ID_QUERY_PARAMETER == JOB_ID_PARAMETER
-
-
 # ------------------------------------------------------------------------ fal's failures
 
 
@@ -177,8 +164,17 @@ def test_the_job_id_parameter_is_the_one_the_completion_webhook_reads() -> None:
         (FalError("400", status=400), FalFailure.REFUSED),
         (FalRateLimitedError("429", status=429, retryable=True), FalFailure.NOT_ACCEPTED),
         (FalAuthError("401", status=401), FalFailure.NOT_ACCEPTED),
-        (FalServerError("503", status=503, retryable=True), FalFailure.NOT_ACCEPTED),
-        (FalServerError("502", status=502, retryable=True), FalFailure.NOT_ACCEPTED),
+        (
+            FalServerError("503 ingress", status=503, retryable=True, not_received=True),
+            FalFailure.NOT_ACCEPTED,
+        ),
+        (
+            FalServerError("502 ingress", status=502, retryable=True, not_received=True),
+            FalFailure.NOT_ACCEPTED,
+        ),
+        # A proxy's 5xx without fal's ingress evidence may come after fal queued the request.
+        (FalServerError("504 proxy", status=504, retryable=True), FalFailure.AMBIGUOUS),
+        (FalServerError("503", status=503, retryable=True), FalFailure.AMBIGUOUS),
         (FalServerError("503", status=503, retryable=True, request_id="r"), FalFailure.AMBIGUOUS),
         (FalServerError("500", status=500, retryable=True), FalFailure.AMBIGUOUS),
         (FalError("409", status=409, retryable=True), FalFailure.AMBIGUOUS),
@@ -201,6 +197,7 @@ SETTINGS_ENV = {
     "WEBHOOK_URL": "https://x.execute-api.us-east-1.amazonaws.com/webhooks/fal",
     "ROUTES": '{"img/": {"model": "a/b", "input": {"url": "{file_url}"}}}',
     "DLQ_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/intake-dlq",
+    "WEBHOOK_TOKEN_SECRET_ID": "arn:aws:secretsmanager:us-east-1:123456789012:secret:token-AbCdEf",
 }
 
 
@@ -217,6 +214,8 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         ("WEBHOOK_URL", "/webhooks/fal"),
         ("WEBHOOK_URL", "https://x/webhooks/fal?job_id=1"),
+        ("WEBHOOK_URL", "https://x/webhooks/fal?token=1"),
+        ("WEBHOOK_TOKEN_SECRET_ID", ""),
         ("ROUTES", "{not json"),
         ("ROUTES", '{"jobs/x/": {"model": "a/b", "input": {"url": "{file_url}"}}}'),
         ("PRESIGN_EXPIRY_SECONDS", "999999999"),
@@ -224,6 +223,8 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     ids=[
         "relative webhook",
         "webhook with job_id",
+        "webhook with token",
+        "no token secret",
         "routes not JSON",
         "route under jobs/",
         "expiry > 7 days",
@@ -261,6 +262,7 @@ def test_the_templates_defaults_make_valid_settings() -> None:
         jobs_prefix=parameters["JobsPrefix"],
         presign_expiry_seconds=parameters["PresignExpirySeconds"],
         submit_ambiguous_grace_seconds=parameters["SubmitAmbiguousGraceSeconds"],
+        webhook_token_secret_id="arn:aws:secretsmanager:us-east-1:123456789012:secret:token-AbCdEf",
     )
     assert settings.routes.match("upscale/cat.png") is not None
     assert settings.routes.match("animate/wave.txt") is not None
@@ -277,3 +279,23 @@ def test_the_submit_function_may_only_read_and_conditionally_write_jobs() -> Non
     jobs = next(s for s in statements if s.get("Sid") == "JobRecords")
     assert sorted(jobs["Action"]) == ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
     assert {"DynamoDBReadPolicy": {"TableName": {"Ref": "UsageTable"}}} in policies
+
+
+def test_inputs_are_the_same_across_presigned_signatures_but_not_across_objects() -> None:
+    def presigned(key: str, version: str, signature: str) -> str:
+        return (
+            f"https://in.s3.amazonaws.com/{key}?versionId={version}&X-Amz-Algorithm=AWS4-HMAC-SHA256"
+            f"&X-Amz-Date=2026120{signature}T000000Z&X-Amz-Security-Token=t{signature}"
+            f"&X-Amz-Signature={signature * 8}"
+        )
+
+    sent = {"image_url": presigned("a.png", "v1", "1"), "steps": [1, {"x": "y"}]}
+    assert same_fal_input(sent, {"image_url": presigned("a.png", "v1", "2"), "steps": [1, {"x": "y"}]})
+    assert not same_fal_input(sent, {"image_url": presigned("a.png", "v2", "2"), "steps": [1, {"x": "y"}]})
+    assert not same_fal_input(sent, {"image_url": presigned("b.png", "v1", "1"), "steps": [1, {"x": "y"}]})
+    assert not same_fal_input(sent, {"image_url": presigned("a.png", "v1", "1"), "steps": [2]})
+    assert not same_fal_input(sent, None)  # fal kept no payload
+    # Two uploads of one file to fal's CDN get two URLs: no evidence they are one input.
+    assert not same_fal_input(
+        {"image_url": "https://v3.fal.media/files/a"}, {"image_url": "https://v3.fal.media/files/b"}
+    )

@@ -29,7 +29,7 @@ import httpx
 from moto.server import ThreadedMotoServer
 
 from falflow_tools.local.fidelity import faithful_moto
-from falflow_tools.local.front_door import FrontDoor, routes_from_template
+from falflow_tools.local.front_door import FrontDoor, HttpReply, json_reply, routes_from_template
 from falflow_tools.local.resources import (
     ProvisionedStack,
     QueueInfo,
@@ -228,6 +228,7 @@ class LocalStack:
             self.invoke,
             host=config.host,
             port=config.front_door_port,
+            control=self._control,
         )
         for logical, spec in self.specs.items():
             env = self.resources.function_environment(logical, self._local_overrides(logical, fal_env))
@@ -397,6 +398,26 @@ class LocalStack:
     def run_schedule(self, logical_id: str) -> InvocationResult:
         """Run a function's schedule now (the reconcile or collect tick) and wait for it."""
         return self.schedules[logical_id].run_now()
+
+    def _control(self, method: str, path: str) -> HttpReply:
+        """`POST schedules/<FunctionLogicalId>/run`: run that schedule now (`falflow local run`)."""
+        parts = path.split("/")
+        if method != "POST" or len(parts) != 3 or parts[0] != "schedules" or parts[2] != "run":
+            return json_reply(404, {"message": "Not Found"})
+        runner = self.schedules.get(parts[1])
+        if runner is None:
+            return json_reply(404, {"message": f"no schedule of {parts[1]}", "known": sorted(self.schedules)})
+        result = runner.run_now()
+        return json_reply(
+            200,
+            {
+                "function": parts[1],
+                "request_id": result.request_id,
+                "payload": result.payload,
+                "error": result.error,
+                "duration_s": result.duration_s,
+            },
+        )
 
     def client(self, service: str) -> Any:
         """A boto3 client on the local AWS endpoint."""

@@ -5,7 +5,9 @@ Each transition owns its condition: states move forward only by rank
 (docs/adr/0002-job-states-move-forward-only.md); an ambiguous submit keeps its lease and fal's first
 request id wins (docs/adr/0003-an-ambiguous-submit-is-resolved-before-any-resend.md); leases are
 compare-and-set (docs/adr/0004-a-lease-holds-a-job-for-one-worker.md); a completion is recorded once
-(docs/adr/0005-fal-answers-enter-through-one-completion-handoff.md).
+(docs/adr/0005-fal-answers-enter-through-one-completion-handoff.md); a fal request binds at most one
+job: every write that binds one first claims it for its job
+(docs/adr/0017-a-lost-submit-reply-is-looked-up-in-fals-request-history.md).
 A refused write returns None (or an unbound `BindOutcome`); the caller reads the record to learn why.
 The table of transitions is in docs/architecture.md, "The write protocol".
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -30,6 +32,7 @@ from falflow.jobs.model import (
     JobError,
     JobState,
     TrailEntry,
+    appended_trail,
     isoformat,
 )
 
@@ -41,9 +44,21 @@ JOB_KEY: Final = "job_id"
 TTL_ATTRIBUTE: Final = "expires_at"
 BY_STATE_INDEX: Final = "ByState"
 BY_REQUEST_ID_INDEX: Final = "ByRequestId"
+# A fal request's claim is an item of the jobs table under this key prefix; "#" is never part of a
+# job id (falflow.submit.request.JOB_ID_PATTERN), and the item has neither a state nor a
+# request_id, so neither index lists it.
+REQUEST_CLAIM_PREFIX: Final = "fal-request#"
+CLAIMED_BY: Final = "claimed_by"
+
+# A trail write is a compare-and-set on what was read; this many tries before contention is an error.
+_TRAIL_ATTEMPTS: Final = 5
 
 # The rank of ACCEPTED: writes to a job fal has not heard of yet require it.
 _BEFORE_SUBMIT_RANK: Final = STATE_RANK[JobState.ACCEPTED]
+
+
+class TrailContendedError(RuntimeError):
+    """Other writers kept appending to a job's trail: the caller's message is retried."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +110,10 @@ class JobStore(Protocol):
 
     def find_by_request_id(self, request_id: str) -> Job | None: ...
 
+    def request_holder(self, request_id: str) -> str | None:
+        """The job that claimed fal request `request_id`, if any (ADR 0017)."""
+        ...
+
     # ----------------------------------------------------------------------- submit (ADR 0003)
 
     def create(self, job: Job) -> tuple[Job, bool]:
@@ -111,11 +130,18 @@ class JobStore(Protocol):
         self, job_id: str, request_id: str, urls: RequestUrls, *, now: datetime
     ) -> Job | None:
         """fal queued the job: SUBMITTED with its request id and URLs, submit lease dropped; refused
-        unless the job is before SUBMITTED with no request id (the webhook may have been first)."""
+        unless the job is before SUBMITTED with no request id (the webhook may have been first) and
+        the request is not claimed by another job."""
         ...
 
     def bind_request(self, job_id: str, request_id: str, *, urls: RequestUrls | None = None) -> BindOutcome:
-        """Record fal's request id (and `urls`) unless the job already holds a different one."""
+        """Record fal's request id (and `urls`) unless the job already holds a different one or the
+        request is claimed by another job."""
+        ...
+
+    def record_duplicate_request(self, job_id: str, request_id: str) -> Job | None:
+        """Note `request_id` as a duplicate request of this job (to be cancelled), claiming it for
+        this job; refused if another job holds it or it is the job's bound request."""
         ...
 
     def confirm_submission(self, job_id: str, request_id: str, *, now: datetime) -> Job | None:
@@ -212,7 +238,9 @@ class JobStore(Protocol):
         ...
 
     def add_trail(self, job_id: str, entry: TrailEntry) -> None:
-        """Append `entry` to the job's trail (nothing if there is no such job)."""
+        """Append `entry` to the job's trail, keeping the newest `MAX_TRAIL_ENTRIES` and counting the
+        dropped ones in `trail_dropped`; nothing if there is no such job or the trail already holds
+        the same note (`TrailEntry.repeats`: a replay adds nothing)."""
         ...
 
 
@@ -296,6 +324,16 @@ class _Expression:
     def require_absent_or_equal(self, path: str, expected: Any) -> None:
         name = self.name(path)
         self.conditions.append(f"(attribute_not_exists({name}) OR {name} = {self.value(expected)})")
+
+    def require_trail_as_read(self, size: int, dropped: int) -> None:
+        """The trail still holds `size` entries and `dropped` dropped ones (absent counts as none)."""
+        trail = self.name("trail")
+        size_check = f"size({trail}) = {self.value(size)}"
+        self.conditions.append(size_check if size else f"(attribute_not_exists({trail}) OR {size_check})")
+        if dropped:
+            self.require_equal("trail_dropped", dropped)
+        else:
+            self.require_absent_or_equal("trail_dropped", 0)
 
     def require_rank(self, operator: str, rank: int) -> None:
         self.conditions.append(f"{self.name('state_rank')} {operator} {self.value(rank)}")
@@ -420,6 +458,34 @@ class DynamoJobStore:
         items = page.get("Items", [])
         return self.get(items[0][JOB_KEY]["S"]) if items else None
 
+    def request_holder(self, request_id: str) -> str | None:
+        response = self._client.get_item(
+            TableName=self._table, Key=self._key(_claim_key(request_id)), ConsistentRead=True
+        )
+        item = response.get("Item")
+        return item[CLAIMED_BY]["S"] if item else None
+
+    def _claim(self, job_id: str, request_id: str) -> bool:
+        """Claim fal request `request_id` for `job_id` (true if it is now, or already was, ours)."""
+        expiry = self._expiry(datetime.now(UTC))
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item={
+                    JOB_KEY: {"S": _claim_key(request_id)},
+                    CLAIMED_BY: {"S": job_id},
+                    TTL_ATTRIBUTE: {"N": str(expiry)},
+                },
+                ConditionExpression="attribute_not_exists(#k) OR #c = :job",
+                ExpressionAttributeNames={"#k": JOB_KEY, "#c": CLAIMED_BY},
+                ExpressionAttributeValues={":job": {"S": job_id}},
+            )
+        except ClientError as error:
+            if _is_condition_failure(error):
+                return False
+            raise
+        return True
+
     # ----------------------------------------------------------------------------------- submit
 
     def create(self, job: Job) -> tuple[Job, bool]:
@@ -460,23 +526,43 @@ class DynamoJobStore:
     def record_submission(
         self, job_id: str, request_id: str, urls: RequestUrls, *, now: datetime
     ) -> Job | None:
+        if not self._claim(job_id, request_id):
+            return None
         expression = self._before_submit(_Expression())
         expression.set("request_id", request_id)
         expression.set_urls(urls)
         return self._advance(job_id, JobState.SUBMITTED, now, expression)
 
     def bind_request(self, job_id: str, request_id: str, *, urls: RequestUrls | None = None) -> BindOutcome:
-        expression = _Expression()
-        expression.set("request_id", request_id)
-        expression.set_urls(urls)
-        expression.require_absent_or_equal("request_id", request_id)
-        job = self._update(job_id, expression)
+        job = None
+        if self._claim(job_id, request_id):
+            expression = _Expression()
+            expression.set("request_id", request_id)
+            expression.set_urls(urls)
+            expression.require_absent_or_equal("request_id", request_id)
+            job = self._update(job_id, expression)
         if job is not None:
             return BindOutcome(job=job, bound=True)
         current = self.get(job_id)
         return BindOutcome(
             job=current, bound=False, conflicting_request_id=current.request_id if current else None
         )
+
+    def record_duplicate_request(self, job_id: str, request_id: str) -> Job | None:
+        if not self._claim(job_id, request_id):
+            return None
+        expression = _Expression()
+        duplicates = expression.name("duplicate_requests")
+        empty, new = expression.value([]), expression.value([request_id])
+        expression.sets.append(f"{duplicates} = list_append(if_not_exists({duplicates}, {empty}), {new})")
+        bound = expression.name("request_id")
+        # Not the bound request, and noted once.
+        expression.conditions.append(
+            f"(attribute_not_exists({bound}) OR {bound} <> {expression.value(request_id)})"
+        )
+        noted = f"contains({duplicates}, {expression.value(request_id)})"
+        expression.conditions.append(f"(attribute_not_exists({duplicates}) OR NOT {noted})")
+        return self._update(job_id, expression)
 
     def confirm_submission(self, job_id: str, request_id: str, *, now: datetime) -> Job | None:
         expression = _Expression()
@@ -605,11 +691,27 @@ class DynamoJobStore:
         return self._advance(job_id, JobState.CANCELLED, now, _Expression())
 
     def add_trail(self, job_id: str, entry: TrailEntry) -> None:
-        expression = _Expression()
-        trail = expression.name("trail")
-        empty, new = expression.value([]), expression.value([entry])
-        expression.sets.append(f"{trail} = list_append(if_not_exists({trail}, {empty}), {new})")
-        self._update(job_id, expression)
+        # Read, bound, write back on condition that nobody appended meanwhile: (size, dropped) only
+        # ever grows, so it versions the trail. One expression cannot append and trim the same list.
+        for _ in range(_TRAIL_ATTEMPTS):
+            job = self.get(job_id)
+            if job is None:
+                return
+            appended = appended_trail(job.trail, entry)
+            if appended is None:
+                return
+            trail, dropped = appended
+            expression = _Expression()
+            expression.set("trail", trail)
+            expression.set("trail_dropped", job.trail_dropped + dropped)
+            expression.require_trail_as_read(len(job.trail), job.trail_dropped)
+            if self._update(job_id, expression) is not None:
+                return
+        raise TrailContendedError(f"job {job_id}: the trail changed under {_TRAIL_ATTEMPTS} writes in a row")
+
+
+def _claim_key(request_id: str) -> str:
+    return f"{REQUEST_CLAIM_PREFIX}{request_id}"
 
 
 def _state_key(state: JobState, before: datetime | None, after: datetime | None) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from falflow.fal.errors import FalError, FalNotFoundError
 from falflow.fal.ports import FalQueue
 from falflow.fal.queue import QueueStatus, QueueUrls
 from falflow.jobs import WAITING_STATES, Job, JobError, JobState, JobStore, TrailEntry, isoformat
+from falflow.submit.duplicates import JobRequests
 
 logger = Logger(child=True)
 
@@ -91,6 +92,7 @@ class Reconciler:
         finaliser: Finaliser,
         intake_queue: IntakeQueue,
         policy: ReconcilePolicy,
+        requests: JobRequests | None = None,
     ) -> None:
         self._jobs = jobs
         self._fal = fal
@@ -98,6 +100,8 @@ class Reconciler:
         self._finaliser = finaliser
         self._intake_queue = intake_queue
         self._policy = policy
+        # fal's request history, to find a second request of a job whose submit was ambiguous.
+        self._requests = requests
 
     def run(self, now: datetime, *, time_left: Callable[[], float] | None = None) -> ReconcileReport:
         """One pass. ``time_left`` (seconds) stops it early, leaving the rest to the next run."""
@@ -146,6 +150,8 @@ class Reconciler:
         return None
 
     def _poll(self, job: Job, now: datetime) -> Action:
+        if job.submit_ambiguous_at is not None:
+            self._cancel_duplicates(job)
         urls = self._urls(job)
         if urls is None or job.request_id is None:
             return Action.SKIPPED
@@ -180,6 +186,20 @@ class Reconciler:
             job, now, "completion_recorded", "no webhook received; fal reports COMPLETED, result fetched"
         )
         return Action.COMPLETED
+
+    def _cancel_duplicates(self, job: Job) -> None:
+        """A duplicate request that started after the submit path last looked is cancelled now (ADR
+        0017); where fal keeps no payloads there is nothing to compare."""
+        if self._requests is None or not job.store_io:
+            return
+        try:
+            self._requests.cancel_others(job)
+        except FalError as error:
+            logger.warning(
+                "fal's request history could not be read; the next run looks again",
+                job_id=job.job_id,
+                error=error.message,
+            )
 
     def _completion_body(self, request_id: str, urls: QueueUrls, status: QueueStatus) -> bytes | None:
         """A completion in the webhook's shape; None when fal could not be read this time."""
