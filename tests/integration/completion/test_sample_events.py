@@ -37,9 +37,11 @@ def test_the_store_and_reconcile_sample_events_run_as_committed(
             model="fal-ai/clarity-upscaler",
         )
     )
-    # fal's error delivery for that job (the sample the outputs message points at), signed now.
+    # fal's error delivery for that job (the sample the outputs message points at), signed now and
+    # with the job's token on its URL, as submit would have given fal.
     delivery = json.loads((EVENTS_DIR / "error.json").read_text())
-    assert stack.deliver_event(resign_event(delivery, WebhookSigner.committed()))["statusCode"] == 200
+    signed = resign_event(delivery, WebhookSigner.committed(), token=stack.token_for(message["job_id"]))
+    assert stack.deliver_event(signed)["statusCode"] == 200
     assert stack.job(message["job_id"]).state is JobState.STORING
 
     assert stack.store(outputs_message["Records"], delete=False) == []
