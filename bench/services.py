@@ -65,7 +65,7 @@ def use_local_aws(endpoint_url: str) -> None:
         AWS_ENDPOINT_URL=endpoint_url,
     )
     os.environ.pop("AWS_PROFILE", None)
-    aws_client.cache_clear()  # type: ignore[attr-defined]  # functools.cache over overloads
+    aws_client.cache_clear()
 
 
 @contextmanager

@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--part-mib", type=int, default=8)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2, help="copies of each side (ABBA order)")
     parser.add_argument("--child", choices=["ours", "baseline"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -284,6 +284,22 @@ class InMemoryJobStore:
     def release_store_lease(self, job_id: str, *, held_until: str) -> Job | None:
         return self._write(job_id, {}, _equal("store_lease_until", held_until), removes=["store_lease_until"])
 
+    def take_over_store_lease(self, job_id: str, *, expired_until: str, now: datetime) -> Job | None:
+        if expired_until > isoformat(now):
+            return None
+        with self._lock:
+            data = self._items.get(job_id)
+            if (
+                data is None
+                or data["state"] != JobState.STORING.value
+                or data.get("store_lease_until") != expired_until
+            ):
+                return None
+            del data["store_lease_until"]
+            data["completion_enqueued_at"] = isoformat(now)
+            data["store_takeovers"] = data.get("store_takeovers", 0) + 1
+            return self._job(data)
+
     def complete(
         self,
         job_id: str,

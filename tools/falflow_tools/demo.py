@@ -84,7 +84,8 @@ class DemoResult:
 
 def demo_config(*, log_dir: Path, fal_key: str | None = None) -> LocalStackConfig:
     return LocalStackConfig(
-        # Retries after a failure come back in seconds rather than minutes.
+        # Retries after a failure come back in seconds rather than minutes (the store's timeout and
+        # lease scale with it: falflow_tools.local.timings).
         visibility_timeout_s=10,
         # The reconciler looks for jobs whose webhook never came after 20 s (real fal: minutes);
         # with real fal (webhooks cannot reach this machine) it is what finishes every job.

@@ -9,30 +9,69 @@ Domain modules use Powertools' own conventions, nothing of ours: ``logger = Logg
 child of the function's Logger, so its records carry the function's service and keys) and
 ``metrics = Metrics()`` (every Metrics of a process shares one buffer, which the function's Metrics
 flushes with its namespace and service dimension).
+
+Traces: Lambda's active tracing (``Tracing: Active``) records every invocation's segment (its
+initialisation, invocation and overhead) and boto3 passes the trace on to SQS and EventBridge,
+without any SDK in the function. Powertools' Tracer adds subsegments (one per AWS and fal call) at
+the price of the X-Ray SDK's import at every cold start, so it is loaded only where
+``TRACE_SUBSEGMENTS`` is true. Why: docs/adr/0024-x-ray-sdk-subsegments-only-on-request.md.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.base import SingleMetric
 
+_TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no", ""})
+
+
+class ActiveTracingOnly:
+    """The Tracer's place where the X-Ray SDK is not loaded: the function's segment is Lambda's
+    own, so the handler is left as it is (no subsegment, no ColdStart annotation)."""
+
+    def capture_lambda_handler(
+        self,
+        lambda_handler: Callable[..., Any] | None = None,
+        capture_response: bool | None = None,
+        capture_error: bool | None = None,
+    ) -> Callable[..., Any]:
+        """Tracer's decorator, used the same two ways (bare or with options); changes nothing."""
+        if lambda_handler is not None:
+            return lambda_handler
+        return _unchanged
+
+
+def _unchanged(handler: Callable[..., Any]) -> Callable[..., Any]:
+    return handler
+
 
 class FunctionObservability(NamedTuple):
     logger: Logger
     metrics: Metrics
-    tracer: Tracer
+    tracer: Tracer | ActiveTracingOnly
+
+
+def trace_subsegments() -> bool:
+    """``TRACE_SUBSEGMENTS`` from the environment (the template's ``TraceSubsegments``)."""
+    value = os.environ.get("TRACE_SUBSEGMENTS", "false").strip().lower()
+    if value not in _TRUE | _FALSE:
+        raise ValueError(f"TRACE_SUBSEGMENTS must be true or false, not {value!r}")
+    return value in _TRUE
 
 
 def function_observability() -> FunctionObservability:
     """The function's Logger, Metrics and Tracer, named from the environment; one per cold start."""
-    return FunctionObservability(logger=Logger(), metrics=Metrics(), tracer=Tracer())
+    tracer = Tracer() if trace_subsegments() else ActiveTracingOnly()
+    return FunctionObservability(logger=Logger(), metrics=Metrics(), tracer=tracer)
 
 
 DEFAULT_NAMESPACE: Final = "falflow"

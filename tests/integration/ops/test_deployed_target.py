@@ -6,12 +6,20 @@ from __future__ import annotations
 import json
 import re
 import time
+from datetime import timedelta
 
 import boto3
 import pytest
 from click.testing import CliRunner
 
-from falflow.jobs import Job, JobState, utcnow
+from falflow.jobs import Job, JobState, RequestUrls, utcnow
+from falflow.jobs.store import (
+    CLAIMED_BY,
+    JOB_KEY,
+    REQUEST_CLAIM_PREFIX,
+    STATE_SHARD_ATTRIBUTE,
+    job_to_item,
+)
 from falflow_tools.cli import main
 from falflow_tools.local.resources import ProvisionedStack, template_outputs
 from falflow_tools.ops.submit import job_message, send_message
@@ -67,6 +75,58 @@ def test_operator_commands_work_on_it(deployed: ProvisionedStack) -> None:
     ]
     assert dlqs.exit_code == 0, dlqs.output
     assert json.loads(dlqs.stdout) == []
+
+
+def test_jobs_list_by_state_says_what_each_job_waits_for(deployed: ProvisionedStack) -> None:
+    store = deployed_target(STACK, region="us-east-1").job_store()
+    long_ago = utcnow() - timedelta(hours=1)
+    for job_id in ("stored-by-a-dead-run", "being-stored"):
+        store.create(
+            Job.new(job_id, source="sqs:m", source_kind="sqs", now=long_ago, model="fal-ai/flux/dev")
+        )
+        store.record_submission(job_id, f"r-{job_id}", RequestUrls(), now=long_ago)
+        store.record_completion(
+            job_id, f"r-{job_id}", completion_key="inbox/k", source="webhook", now=long_ago
+        )
+        store.mark_handed_over(job_id, "inbox/k", now=long_ago)
+    store.take_store_lease("stored-by-a-dead-run", seen_until=None, now=long_ago, lease=timedelta(minutes=16))
+    store.take_store_lease("being-stored", seen_until=None, now=utcnow(), lease=timedelta(minutes=16))
+
+    args = ["jobs", "list", "--state", "STORING", "--stack", STACK, "--region", "us-east-1"]
+    listed = CliRunner().invoke(main, [*args, "--json"])
+    assert listed.exit_code == 0, listed.output
+    why = {job["job_id"]: job["why"] for job in json.loads(listed.stdout)}
+    assert "store run stopped unfinished" in why["stored-by-a-dead-run"]
+    assert "reconcile hands it to the store again" in why["stored-by-a-dead-run"]
+    assert why["being-stored"].startswith("outputs being stored (store lease until")
+    shown = CliRunner().invoke(main, args, terminal_width=400)
+    assert shown.exit_code == 0, shown.output
+    assert "WHY / WAITING FOR" in shown.stdout
+    assert "store run stopped unfinished" in shown.stdout
+
+
+def test_backfill_shards_makes_jobs_from_before_the_sharded_index_visible(deployed: ProvisionedStack) -> None:
+    table = deployed.tables["JobsTable"]
+    client = boto3.client("dynamodb", region_name="us-east-1")
+    for n in range(3):  # as the ByState release wrote them: no state_shard
+        item = job_to_item(Job.new(f"old-{n}", source="sqs:m", source_kind="sqs", now=utcnow(), model="m"))
+        del item[STATE_SHARD_ATTRIBUTE]
+        client.put_item(TableName=table, Item=item)
+    # a fal request's claim lives in the same table and is no job: the backfill leaves it alone
+    claim = {JOB_KEY: {"S": f"{REQUEST_CLAIM_PREFIX}r-1"}, CLAIMED_BY: {"S": "old-0"}}
+    client.put_item(TableName=table, Item=claim)
+    args = ["--stack", STACK, "--region", "us-east-1", "--json"]
+    before = CliRunner().invoke(main, ["jobs", "list", "--state", "ACCEPTED", *args])
+    assert json.loads(before.stdout) == []  # invisible to the reconciler and the CLI
+
+    backfilled = CliRunner().invoke(main, ["jobs", "backfill-shards", *args])
+    assert backfilled.exit_code == 0, backfilled.output
+    assert json.loads(backfilled.stdout) == {"updated": 3}
+    after = CliRunner().invoke(main, ["jobs", "list", "--state", "ACCEPTED", *args])
+    assert sorted(job["job_id"] for job in json.loads(after.stdout)) == ["old-0", "old-1", "old-2"]
+    again = CliRunner().invoke(main, ["jobs", "backfill-shards", *args])
+    assert json.loads(again.stdout) == {"updated": 0}
+    assert client.get_item(TableName=table, Key={JOB_KEY: claim[JOB_KEY]})["Item"] == claim
 
 
 def test_a_missing_stack_or_secret_is_a_clear_error(deployed: ProvisionedStack) -> None:

@@ -192,6 +192,54 @@ def test_a_recorded_completion_that_was_never_handed_over_is_handed_over(h: Harn
     assert len(h.outputs_queue.messages) == 1
 
 
+def _stored_by_a_run_that_died(h: Harness, job_id: str, *, lease_until: Any) -> str:
+    """A handed-over job whose store run took the lease and died (no release)."""
+    h.submitted(job_id, f"r-{job_id}")
+    h.handoff.record(job_id, f"r-{job_id}", delivery(f"r-{job_id}", payload={}), source="webhook", now=T0)
+    lease = lease_until - T0
+    held = h.jobs.take_store_lease(job_id, seen_until=None, now=T0, lease=lease)
+    assert held is not None
+    assert held.store_lease_until is not None
+    return held.store_lease_until
+
+
+def test_a_store_lease_that_outlived_its_run_is_taken_over_once(h: Harness) -> None:
+    lease = _stored_by_a_run_that_died(h, "orphan", lease_until=T0 + timedelta(minutes=16))
+    h.outputs_queue.messages.clear()
+
+    assert h.reconciler.run(LATER).actions == {Action.SKIPPED: 1}  # the lease is live: a run may hold it
+    assert h.outputs_queue.messages == []
+    after = T0 + timedelta(minutes=17)
+    assert h.reconciler.run(after).actions == {Action.TAKEN_OVER: 1}
+    assert [m.job_id for m in h.outputs_queue.messages] == ["orphan"]
+    job = h.get("orphan")
+    assert (job.state, job.store_lease_until, job.store_takeovers) == (JobState.STORING, None, 1)
+    assert job.trail[-1].action == "store_taken_over"
+    assert lease in job.trail[-1].reason
+    # the next run finds the lease free: the handed message is on its way; nothing sent again
+    assert h.reconciler.run(after + timedelta(minutes=5)).actions == {Action.SKIPPED: 1}
+    assert len(h.outputs_queue.messages) == 1
+
+
+def test_a_job_whose_store_runs_keep_dying_ends_failed_with_one_event(h: Harness) -> None:
+    _stored_by_a_run_that_died(h, "killer", lease_until=T0 + timedelta(minutes=16))
+    now = T0 + timedelta(minutes=17)
+    for _ in range(POLICY.max_store_takeovers):
+        assert h.reconciler.run(now).actions == {Action.TAKEN_OVER: 1}
+        held = h.jobs.take_store_lease("killer", seen_until=None, now=now, lease=timedelta(minutes=16))
+        assert held is not None  # the handed message's run takes the lease … and dies too
+        now += timedelta(minutes=17)
+
+    assert h.reconciler.run(now).actions == {Action.FAILED: 1}
+    job = h.get("killer")
+    assert job.state is JobState.FAILED
+    assert job.error is not None
+    assert job.error.type == "store_abandoned"
+    assert f"{POLICY.max_store_takeovers + 1} store runs stopped" in job.error.message
+    assert [event[0] for event in h.events.events] == [JOB_FAILED]
+    assert h.reconciler.run(now + timedelta(minutes=20)).actions == {}
+
+
 def test_give_up_after_the_horizon_with_a_cancel_and_one_event(h: Harness) -> None:
     h.submitted("ancient", "r-ancient")
     h.fal.statuses[f"{BASE}/r-ancient/status"] = status("IN_QUEUE")

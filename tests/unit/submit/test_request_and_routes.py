@@ -243,9 +243,9 @@ def test_settings_read_exactly_the_variables_the_template_sets() -> None:
     required = {name for name, info in fields.items() if info.is_required()}
     assert required <= environment, f"the template does not set {required - environment}"
     # Everything the template sets for submit is read by someone: these settings, the fal client,
-    # the secrets, Powertools or the dead-letter policy.
+    # the secrets, Powertools, the dead-letter policy or falflow.observability (TRACE_SUBSEGMENTS).
     others = {name for name in environment if name.startswith(("POWERTOOLS_", "FAL_"))}
-    others |= {"DLQ_URL", "MAX_RECEIVES"}
+    others |= {"DLQ_URL", "MAX_RECEIVES", "TRACE_SUBSEGMENTS"}
     assert environment - others <= set(fields), f"unread: {environment - others - set(fields)}"
     assert {"USAGE_TABLE", "OUTPUT_BUCKET", "SUBMIT_AMBIGUOUS_GRACE_SECONDS"} <= environment
 

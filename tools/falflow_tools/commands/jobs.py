@@ -1,4 +1,4 @@
-"""`falflow jobs list|show|watch|download|cancel|retry`."""
+"""`falflow jobs list|show|watch|download|cancel|retry|backfill-shards`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from falflow.jobs import Job, JobState
+from falflow.jobs import Job, JobState, utcnow
+from falflow.jobs.status import job_status_reason
 from falflow_tools.commands.common import operator_command, parse_when, print_json
 from falflow_tools.ops import jobs as ops
 from falflow_tools.ops.render import json_value, money, painted_state, seconds, table, use_colour
@@ -22,6 +23,7 @@ STATE_NAMES = [state.value for state in JobState]
 
 
 def job_rows(jobs: list[Job]) -> list[list[str]]:
+    now = utcnow()
     return [
         [
             job.job_id,
@@ -31,12 +33,13 @@ def job_rows(jobs: list[Job]) -> list[list[str]]:
             seconds(ops.job_duration_s(job)),
             money(job.cost.amount, job.cost.currency) if job.cost else "-",
             str(len(job.outputs)) if job.outputs else ("error: " + job.error.type if job.error else "-"),
+            job_status_reason(job, now),
         ]
         for job in jobs
     ]
 
 
-JOB_HEADERS = ["JOB", "STATE", "MODEL", "CHANGED (UTC)", "DURATION", "COST", "OUTPUTS"]
+JOB_HEADERS = ["JOB", "STATE", "MODEL", "CHANGED (UTC)", "DURATION", "COST", "OUTPUTS", "WHY / WAITING FOR"]
 
 
 @click.group("jobs")
@@ -77,7 +80,13 @@ def list_command(
         limit=limit,
     )
     if as_json:
-        print_json([job.model_dump(mode="json", exclude_none=True) for job in found])
+        now = utcnow()
+        print_json(
+            [
+                {**job.model_dump(mode="json", exclude_none=True), "why": job_status_reason(job, now)}
+                for job in found
+            ]
+        )
         return
     click.echo(table(JOB_HEADERS, job_rows(found)) if found else "no jobs")
 
@@ -228,3 +237,14 @@ def retry_command(*, target: Target, job_or_message_id: str, as_json: bool) -> N
     click.echo(f"{job_or_message_id}: {result.detail}")
     if result.new_job_id:
         click.echo(f"new job: {result.new_job_id}")
+
+
+@jobs_group.command("backfill-shards")
+@operator_command
+def backfill_shards_command(*, target: Target, as_json: bool) -> None:
+    """Give jobs written before the state index was sharded their `state_shard` (once, on upgrade)."""
+    updated = target.job_store().backfill_state_shards()
+    if as_json:
+        print_json({"updated": updated})
+    else:
+        click.echo(f"{updated} job(s) given their state shard")

@@ -102,7 +102,11 @@ def run_command(*, function: str, as_json: bool, local_state: Path | None) -> No
     help="Minutes before a silent job is polled (template: 10).",
 )
 @click.option(
-    "--visibility-timeout", default=30, show_default=True, help="Seconds before a failed message returns."
+    "--visibility-timeout",
+    default=30,
+    show_default=True,
+    help="Seconds before a failed intake message returns; the outputs queue and the store's "
+    "timeout and lease scale with it, in the template's ratios.",
 )
 @click.option(
     "--log-dir", type=click.Path(path_type=Path, file_okay=False), default=DEFAULT_LOG_DIR, show_default=True

@@ -34,7 +34,7 @@ def list_jobs(
     until: datetime | None = None,
     limit: int = 50,
 ) -> list[Job]:
-    """Newest first (by when each job entered its state), through the ByState index."""
+    """Newest first (by when each job entered its state), through the sharded ByStateShard index."""
     store = target.job_store()
     wanted = list(states) or list(JobState)
 

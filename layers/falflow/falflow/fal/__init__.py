@@ -2,56 +2,66 @@
 
 Every client takes ``api_key: Callable[[], str]`` (a key provider reading Secrets Manager through a
 cache) so no secret lives in settings, and shares one retry policy from ``FalSettings``.
+
+The names below are loaded on first use (PEP 562), so importing one part (``falflow.fal.queue``)
+does not import the others: the store and reconcile never load the webhook verifier, nor with it
+``cryptography``.
 """
 
-from falflow.fal.endpoints import EndpointId
-from falflow.fal.errors import (
-    FalAuthError,
-    FalError,
-    FalNotFoundError,
-    FalPlatformError,
-    FalRateLimitedError,
-    FalRequestTimeoutError,
-    FalServerError,
-    FalTransportError,
-    FalValidationError,
-    error_from_response,
-)
-from falflow.fal.http import FalHttp, RetryPolicy, build_http_client
-from falflow.fal.platform import (
-    AnalyticsBucket,
-    AnalyticsReport,
-    AnalyticsResult,
-    BillingEvent,
-    ComputeInstance,
-    CostEstimate,
-    FalPlatformClient,
-    Meta,
-    ModelInfo,
-    ModelMetadata,
-    Price,
-    RequestHistoryItem,
-    UsageBucket,
-    UsageLineItem,
-    UsageReport,
-)
-from falflow.fal.ports import FalPlatform, FalQueue, FalRequestHistory, FalStorage
-from falflow.fal.queue import (
-    CancelOutcome,
-    FalQueueClient,
-    QueueLog,
-    QueueStatus,
-    QueueUrls,
-    Submission,
-)
-from falflow.fal.storage import FalStorageClient
-from falflow.fal.webhook import (
-    InvalidSignatureError,
-    JwksCache,
-    JwksUnavailableError,
-    VerifiedDelivery,
-    verify_fal_signature,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from falflow.fal.endpoints import EndpointId
+    from falflow.fal.errors import (
+        FalAuthError,
+        FalError,
+        FalNotFoundError,
+        FalPlatformError,
+        FalRateLimitedError,
+        FalRequestTimeoutError,
+        FalServerError,
+        FalTransportError,
+        FalValidationError,
+        error_from_response,
+    )
+    from falflow.fal.http import FalHttp, RetryPolicy, build_http_client
+    from falflow.fal.platform import (
+        AnalyticsBucket,
+        AnalyticsReport,
+        AnalyticsResult,
+        BillingEvent,
+        ComputeInstance,
+        CostEstimate,
+        FalPlatformClient,
+        Meta,
+        ModelInfo,
+        ModelMetadata,
+        Price,
+        RequestHistoryItem,
+        UsageBucket,
+        UsageLineItem,
+        UsageReport,
+    )
+    from falflow.fal.ports import FalPlatform, FalQueue, FalRequestHistory, FalStorage
+    from falflow.fal.queue import (
+        CancelOutcome,
+        FalQueueClient,
+        QueueLog,
+        QueueStatus,
+        QueueUrls,
+        Submission,
+    )
+    from falflow.fal.storage import FalStorageClient
+    from falflow.fal.webhook import (
+        InvalidSignatureError,
+        JwksCache,
+        JwksUnavailableError,
+        VerifiedDelivery,
+        verify_fal_signature,
+    )
 
 __all__ = [
     "AnalyticsBucket",
@@ -100,3 +110,61 @@ __all__ = [
     "error_from_response",
     "verify_fal_signature",
 ]
+
+# Which module of this package defines each public name.
+_MODULE_OF: dict[str, str] = {
+    "AnalyticsBucket": "platform",
+    "AnalyticsReport": "platform",
+    "AnalyticsResult": "platform",
+    "BillingEvent": "platform",
+    "CancelOutcome": "queue",
+    "ComputeInstance": "platform",
+    "CostEstimate": "platform",
+    "EndpointId": "endpoints",
+    "FalAuthError": "errors",
+    "FalError": "errors",
+    "FalHttp": "http",
+    "FalNotFoundError": "errors",
+    "FalPlatform": "ports",
+    "FalPlatformClient": "platform",
+    "FalPlatformError": "errors",
+    "FalQueue": "ports",
+    "FalQueueClient": "queue",
+    "FalRateLimitedError": "errors",
+    "FalRequestHistory": "ports",
+    "FalRequestTimeoutError": "errors",
+    "FalServerError": "errors",
+    "FalStorage": "ports",
+    "FalStorageClient": "storage",
+    "FalTransportError": "errors",
+    "FalValidationError": "errors",
+    "InvalidSignatureError": "webhook",
+    "JwksCache": "webhook",
+    "JwksUnavailableError": "webhook",
+    "Meta": "platform",
+    "ModelInfo": "platform",
+    "ModelMetadata": "platform",
+    "Price": "platform",
+    "QueueLog": "queue",
+    "QueueStatus": "queue",
+    "QueueUrls": "queue",
+    "RequestHistoryItem": "platform",
+    "RetryPolicy": "http",
+    "Submission": "queue",
+    "UsageBucket": "platform",
+    "UsageLineItem": "platform",
+    "UsageReport": "platform",
+    "VerifiedDelivery": "webhook",
+    "build_http_client": "http",
+    "error_from_response": "errors",
+    "verify_fal_signature": "webhook",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value

@@ -5,22 +5,24 @@ tests of the domain code pass small in-memory fakes instead."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, BinaryIO, Literal, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol
 
-from falflow.fal.endpoints import EndpointId
-from falflow.fal.platform import (
-    DEFAULT_ANALYTICS_METRICS,
-    AnalyticsReport,
-    BillingEvent,
-    ComputeInstance,
-    ModelInfo,
-    Price,
-    RequestHistoryItem,
-    TimeBound,
-    Timeframe,
-    UsageReport,
-)
-from falflow.fal.queue import CancelOutcome, QueuePriority, QueueStatus, QueueUrls, Submission
+# Types only: a port names the clients' types without importing them, so a function that uses only
+# the queue does not load the platform client's models (its largest module) at cold start.
+if TYPE_CHECKING:
+    from falflow.fal.endpoints import EndpointId
+    from falflow.fal.platform import (
+        AnalyticsReport,
+        BillingEvent,
+        ComputeInstance,
+        ModelInfo,
+        Price,
+        RequestHistoryItem,
+        TimeBound,
+        Timeframe,
+        UsageReport,
+    )
+    from falflow.fal.queue import CancelOutcome, QueuePriority, QueueStatus, QueueUrls, Submission
 
 
 class FalQueue(Protocol):
@@ -90,7 +92,7 @@ class FalPlatform(Protocol):
         *,
         timeframe: Timeframe | None = None,
         bound_to_timeframe: bool | None = None,
-        metrics: Sequence[str] = DEFAULT_ANALYTICS_METRICS,
+        metrics: Sequence[str] = ...,  # the client's DEFAULT_ANALYTICS_METRICS
         expand: Sequence[str] = ("time_series",),
     ) -> AnalyticsReport: ...
 

@@ -138,11 +138,13 @@ class Job(BaseModel):
     duplicate_requests: list[str] = Field(default_factory=list)
 
     # Completion hand-off (falflow.completion): where fal's answer was kept (webhook or reconciler),
-    # when it was handed to the store, and the store's hold on the job while it copies outputs.
+    # when it was handed to the store, and the store's hold on the job while it copies outputs;
+    # how often the reconciler took over a lease whose store run had died.
     completion_key: str | None = None
     completion_source: str | None = None
     completion_enqueued_at: str | None = None
     store_lease_until: str | None = None
+    store_takeovers: int = 0
 
     error: JobError | None = None
     outputs: list[str] = Field(default_factory=list)

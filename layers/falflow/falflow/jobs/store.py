@@ -14,8 +14,11 @@ The table of transitions is in docs/architecture.md, "The write protocol".
 
 from __future__ import annotations
 
+import hashlib
+import heapq
 import json
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -42,8 +45,21 @@ if TYPE_CHECKING:
 # Names shared with template.yaml (a test holds them equal).
 JOB_KEY: Final = "job_id"
 TTL_ATTRIBUTE: Final = "expires_at"
-BY_STATE_INDEX: Final = "ByState"
+BY_STATE_INDEX: Final = "ByStateShard"
 BY_REQUEST_ID_INDEX: Final = "ByRequestId"
+# The BY_STATE_INDEX partition key: the state and one of STATE_SHARDS shards fixed by the job id, so
+# 1,000 jobs/s entering one state spread over STATE_SHARDS index partitions, not one. Changing the
+# count re-shards every item (docs/adr/0023-the-state-index-is-sharded.md).
+STATE_SHARD_ATTRIBUTE: Final = "state_shard"
+STATE_SHARDS: Final = 16
+
+
+def state_shard(job_id: str, state: JobState) -> str:
+    """The `BY_STATE_INDEX` key of job `job_id` while it is in `state`: ``STATE#n``."""
+    digest = hashlib.blake2b(job_id.encode(), digest_size=8).digest()
+    return f"{state.value}#{int.from_bytes(digest) % STATE_SHARDS}"
+
+
 # A fal request's claim is an item of the jobs table under this key prefix; "#" is never part of a
 # job id (falflow.submit.request.JOB_ID_PATTERN), and the item has neither a state nor a
 # request_id, so neither index lists it.
@@ -197,6 +213,12 @@ class JobStore(Protocol):
         """Drop the store lease; refused unless it still reads `held_until`."""
         ...
 
+    def take_over_store_lease(self, job_id: str, *, expired_until: str, now: datetime) -> Job | None:
+        """The run holding the store lease died: drop the lease, count the takeover and note the new
+        hand-off; refused unless the job is STORING, the lease still reads `expired_until` and that is
+        not after `now`."""
+        ...
+
     def complete(
         self,
         job_id: str,
@@ -269,6 +291,7 @@ def from_dynamo(value: Any) -> Any:
 def job_to_item(job: Job) -> dict[str, Any]:
     data = job.model_dump(mode="json", exclude_none=True)
     data["state_rank"] = STATE_RANK[job.state]
+    data[STATE_SHARD_ATTRIBUTE] = state_shard(job.job_id, job.state)
     return {k: _serializer.serialize(v) for k, v in to_dynamo(data).items()}
 
 
@@ -394,6 +417,7 @@ class DynamoJobStore:
         at = isoformat(now)
         expression.set("state", to.value)
         expression.set("state_rank", rank)
+        expression.set(STATE_SHARD_ATTRIBUTE, state_shard(job_id, to))
         expression.set("state_changed_at", at)
         expression.set(f"state_times.{to.value}", at)
         if rank == FINAL_RANK:
@@ -423,27 +447,65 @@ class DynamoJobStore:
         newest_first: bool = False,
         limit: int | None = None,
     ) -> Iterator[Job]:
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "IndexName": BY_STATE_INDEX,
-            "ScanIndexForward": not newest_first,
-            **_state_key(state, changed_before, changed_after),
-        }
+        """Every shard of `state` queried at once, merged by when each job entered the state."""
+        queries = [
+            {
+                "TableName": self._table,
+                "IndexName": BY_STATE_INDEX,
+                "ScanIndexForward": not newest_first,
+                **({"Limit": max(limit, 1)} if limit is not None else {}),
+                **_state_key(f"{state.value}#{shard}", changed_before, changed_after),
+            }
+            for shard in range(STATE_SHARDS)
+        ]
+        with ThreadPoolExecutor(max_workers=STATE_SHARDS, thread_name_prefix="by-state") as pool:
+            first_pages = list(pool.map(lambda query: self._client.query(**query), queries))
+        shards = [self._shard_items(query, page) for query, page in zip(queries, first_pages, strict=True)]
         seen = 0
+        for item in heapq.merge(
+            *shards, key=lambda item: item["state_changed_at"]["S"], reverse=newest_first
+        ):
+            job = job_from_item(item)
+            if job.state != state:  # the index is eventually consistent; trust the item
+                continue
+            yield job
+            seen += 1
+            if limit is not None and seen >= limit:
+                return
+
+    def _shard_items(self, query: dict[str, Any], page: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+        """One shard's items in index order: `page` first, later pages as the merge reaches them."""
         while True:
-            if limit is not None:
-                kwargs["Limit"] = max(limit - seen, 1)
-            page = self._client.query(**kwargs)
-            for item in page.get("Items", []):
-                job = job_from_item(item)
-                if job.state != state:  # the index is eventually consistent; trust the item
-                    continue
-                yield job
-                seen += 1
-                if limit is not None and seen >= limit:
-                    return
+            yield from page.get("Items", [])
             if "LastEvaluatedKey" not in page:
                 return
+            page = self._client.query(**query, ExclusiveStartKey=page["LastEvaluatedKey"])
+
+    def backfill_state_shards(self) -> int:
+        """Give every job its `state_shard` (jobs written before the index was sharded); returns how
+        many were updated. A one-off scan of the table, safe to repeat and to run under traffic: each
+        update requires the state it was computed for, and a later state write sets the shard itself."""
+        updated = 0
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "ProjectionExpression": "#k, #s, #h",
+            "ExpressionAttributeNames": {"#k": JOB_KEY, "#s": "state", "#h": STATE_SHARD_ATTRIBUTE},
+        }
+        while True:
+            page = self._client.scan(**kwargs)
+            for item in page.get("Items", []):
+                if "state" not in item:
+                    continue  # a request claim (REQUEST_CLAIM_PREFIX), not a job
+                job_id, state = item[JOB_KEY]["S"], JobState(item["state"]["S"])
+                shard = state_shard(job_id, state)
+                if item.get(STATE_SHARD_ATTRIBUTE, {}).get("S") == shard:
+                    continue
+                expression = _Expression()
+                expression.set(STATE_SHARD_ATTRIBUTE, shard)
+                expression.require_equal("state", state.value)
+                updated += self._update(job_id, expression) is not None
+            if "LastEvaluatedKey" not in page:
+                return updated
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def find_by_request_id(self, request_id: str) -> Job | None:
@@ -638,6 +700,20 @@ class DynamoJobStore:
         expression.require_equal("store_lease_until", held_until)
         return self._update(job_id, expression)
 
+    def take_over_store_lease(self, job_id: str, *, expired_until: str, now: datetime) -> Job | None:
+        if expired_until > isoformat(now):
+            return None
+        expression = _Expression()
+        expression.remove("store_lease_until")
+        expression.set("completion_enqueued_at", isoformat(now))
+        takeovers = expression.name("store_takeovers")
+        expression.sets.append(
+            f"{takeovers} = if_not_exists({takeovers}, {expression.value(0)}) + {expression.value(1)}"
+        )
+        expression.require_equal("store_lease_until", expired_until)
+        expression.require_equal("state", JobState.STORING.value)
+        return self._update(job_id, expression)
+
     def complete(
         self,
         job_id: str,
@@ -714,11 +790,11 @@ def _claim_key(request_id: str) -> str:
     return f"{REQUEST_CLAIM_PREFIX}{request_id}"
 
 
-def _state_key(state: JobState, before: datetime | None, after: datetime | None) -> dict[str, Any]:
-    """The ByState query's key condition: `state`, entered between `after` and `before`."""
+def _state_key(shard: str, before: datetime | None, after: datetime | None) -> dict[str, Any]:
+    """One `BY_STATE_INDEX` query's key condition: `shard`, entered between `after` and `before`."""
     key = "#s = :s"
-    values: dict[str, Any] = {":s": {"S": state.value}}
-    names = {"#s": "state"}
+    values: dict[str, Any] = {":s": {"S": shard}}
+    names = {"#s": STATE_SHARD_ATTRIBUTE}
     if after:
         values[":lo"] = {"S": isoformat(after)}
     if before:

@@ -18,6 +18,9 @@ from fnmatch import fnmatchcase
 
 import httpx
 
+from falflow.fal.http import tls_context
+from falflow.store.transport import BlockReadTransport
+
 MAX_REDIRECTS = 3
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -167,7 +170,9 @@ class MediaResponse:
     content_length: int | None
     _response: httpx.Response
 
-    def iter_bytes(self, chunk_size: int) -> Iterator[bytes]:
+    def iter_bytes(self, chunk_size: int | None = None) -> Iterator[bytes]:
+        """The body as it arrives (``None``: as the connection reads it, with no regrouping; the
+        copy gathers parts itself, and regrouping costs a copy of every byte)."""
         try:
             yield from self._response.iter_bytes(chunk_size)
         except httpx.TransportError as error:
@@ -185,7 +190,10 @@ class MediaFetcher:
     ) -> None:
         self.policy = policy
         self._http = http or httpx.Client(
-            timeout=httpx.Timeout(60.0, connect=5.0), follow_redirects=False, trust_env=False
+            transport=BlockReadTransport(tls_context()),
+            timeout=httpx.Timeout(60.0, connect=5.0),
+            follow_redirects=False,
+            trust_env=False,
         )
         self._resolve = resolve
 

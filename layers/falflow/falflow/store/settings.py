@@ -27,9 +27,11 @@ class StoreSettings(JobsTableSettings, FalConnectionSettings, SecretIds, DeadLet
     media_allow_local: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_output_bytes: Annotated[int, Field(ge=1)] = 5 * 2**30
     part_size_bytes: Annotated[int, Field(ge=MIN_PART_SIZE)] = 8 * 2**20
-    copy_concurrency: Annotated[int, Field(ge=1, le=16)] = 8
-    # How long one store run holds a job; longer than the store function's timeout.
-    store_lease_seconds: Annotated[int, Field(ge=60)] = 960
+    # boto3's own upload concurrency; memory stays near (10 + 1) parts, ~90 MB with 8 MiB parts.
+    copy_concurrency: Annotated[int, Field(ge=1, le=16)] = 10
+    # How long one store run holds a job; longer than the store function's timeout (the local stack
+    # scales both down together: falflow_tools.local.timings).
+    store_lease_seconds: Annotated[float, Field(gt=0)] = 960
 
     @field_validator("media_hosts", "media_allow_local", mode="before")
     @classmethod

@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote_plus
 
-import boto3
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import (
@@ -347,7 +346,7 @@ def _count(result: SubmitResult) -> None:
 
 def _presigning_client() -> S3Client:
     """S3 client for presigning: SigV4 (boto3 would sign SigV2 for us-east-1's global endpoint)."""
-    client: S3Client = boto3.session.Session().client(
+    client: S3Client = aws_client.session().client(
         "s3", config=Config(signature_version="s3v4", s3={"addressing_style": "auto"})
     )
     return client

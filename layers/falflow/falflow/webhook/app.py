@@ -10,7 +10,7 @@ import httpx
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from falflow.failures import report_failure
-from falflow.fal.http import USER_AGENT
+from falflow.fal.http import USER_AGENT, tls_context
 from falflow.fal.webhook import JwksCache
 from falflow.webhook.http_api import UnreadableBodyError, http_response, webhook_request
 from falflow.webhook.receiver import WebhookReceiver, WebhookReply
@@ -31,7 +31,10 @@ class WebhookApp:
         # Short timeouts: even a fetch from both JWKS hosts must fit the function's 10 s, well
         # inside the 15 s fal waits for a reply.
         jwks_http = httpx.Client(
-            timeout=httpx.Timeout(JWKS_TIMEOUT_S), headers={"User-Agent": USER_AGENT}, follow_redirects=False
+            verify=tls_context(),
+            timeout=httpx.Timeout(JWKS_TIMEOUT_S),
+            headers={"User-Agent": USER_AGENT},
+            follow_redirects=False,
         )
         jwks = JwksCache(
             settings.fal.jwks_urls, jwks_http, min_refetch_interval_s=settings.jwks_refetch_seconds
