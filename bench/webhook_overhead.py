@@ -46,13 +46,14 @@ from falflow_tools.local.handlers import context_for, load_handler
 from falflow_tools.local.resources import ProvisionedStack
 
 SAMPLES = REPO / "events" / "webhook"
+TEST_KEYS = REPO / "samples" / "webhook"  # the samples' TEST key and its JWKS
 USER_ID = "falflow-test-user"
 
 
 @contextmanager
 def jwks_server() -> Iterator[str]:
     """Serves the committed TEST JWKS (fetched once, at the handler's cold start)."""
-    document = (SAMPLES / "jwks.json").read_bytes()
+    document = (TEST_KEYS / "jwks.json").read_bytes()
 
     class Serve(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -79,7 +80,7 @@ class Deliveries:
     def __init__(self, token_key: bytes) -> None:
         self._token_key = token_key  # the stack's webhook token secret: each URL carries its job's token
         self._template = json.loads((SAMPLES / "ok.json").read_text())
-        key = load_pem_private_key((SAMPLES / "test-signing-key.pem").read_bytes(), password=None)
+        key = load_pem_private_key((TEST_KEYS / "test-signing-key.pem").read_bytes(), password=None)
         assert isinstance(key, Ed25519PrivateKey)
         self._key = key
 

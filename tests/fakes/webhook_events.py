@@ -1,10 +1,11 @@
 """Signed fal webhook deliveries for tests and for ``events/``: a signing key, its JWKS, and
 API Gateway HTTP API (v2) events carrying a delivery.
 
-The committed key in ``events/webhook/`` is a TEST key (it signs nothing but samples). Re-sign the
-samples with the current time (fal's signatures are valid for ±300 s) before a local invoke:
+The committed key in ``samples/webhook/`` is a TEST key (it signs nothing but samples). Re-sign the
+samples of ``events/webhook/`` with the current time (fal's signatures are valid for ±300 s) into a
+folder of your own before a local invoke; the committed files are never rewritten:
 
-    .venv/bin/python -m tests.fakes.webhook_events
+    .venv/bin/python -m tests.fakes.webhook_events .falflow/signed-events
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ from falflow_tools.local.front_door import Route
 from falflow_tools.local.front_door import http_api_event as front_door_event
 
 EVENTS_DIR = Path(__file__).resolve().parents[2] / "events" / "webhook"
-TEST_KEY_PATH = EVENTS_DIR / "test-signing-key.pem"
-TEST_JWKS_PATH = EVENTS_DIR / "jwks.json"
+SAMPLES_DIR = Path(__file__).resolve().parents[2] / "samples" / "webhook"
+TEST_KEY_PATH = SAMPLES_DIR / "test-signing-key.pem"
+TEST_JWKS_PATH = SAMPLES_DIR / "jwks.json"
 TEST_USER_ID = "falflow-test-user"
 WEBHOOK_PATH = "/webhooks/fal"
 TEST_TOKEN_KEY = b"falflow-test-webhook-token-key"
@@ -76,7 +78,7 @@ class WebhookSigner:
 
     @classmethod
     def committed(cls) -> WebhookSigner:
-        """The TEST key committed in events/webhook/ (never used for anything real)."""
+        """The TEST key committed in samples/webhook/ (never used for anything real)."""
         key = load_pem_private_key(TEST_KEY_PATH.read_bytes(), password=None)
         assert isinstance(key, Ed25519PrivateKey)
         kid = json.loads(TEST_JWKS_PATH.read_text())["keys"][0]["kid"]
@@ -166,25 +168,44 @@ def write_test_key() -> WebhookSigner:
     """Create the committed TEST key and its JWKS (run once; kept in git)."""
     signer = WebhookSigner.generate(kid="falflow-events-test-key")
     pem = signer.key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-    EVENTS_DIR.mkdir(parents=True, exist_ok=True)
+    SAMPLES_DIR.mkdir(parents=True, exist_ok=True)
     TEST_KEY_PATH.write_bytes(pem)
     TEST_JWKS_PATH.write_text(json.dumps(signer.jwks(), indent=2) + "\n")
     return signer
 
 
-def main() -> None:
-    """Re-sign every webhook sample in events/webhook/ with the current time (and, given the stack's
-    webhook token secret in FALFLOW_WEBHOOK_TOKEN_KEY, put each job's token on its URL)."""
+def resign_samples(out_dir: Path, token_key: bytes = b"") -> list[Path]:
+    """Write every webhook sample of events/webhook/, re-signed with the current time (and, given
+    the stack's webhook token secret, each job's token on its URL), into ``out_dir`` (created if
+    need be); refuses a folder holding committed samples."""
+    out_dir = out_dir.resolve()
+    if out_dir in {EVENTS_DIR, SAMPLES_DIR}:
+        raise ValueError(f"{out_dir} holds the committed samples; name a folder of your own")
+    out_dir.mkdir(parents=True, exist_ok=True)
     signer = WebhookSigner.committed()
-    token_key = os.environ.get("FALFLOW_WEBHOOK_TOKEN_KEY", "").encode()
+    written = []
     for path in sorted(EVENTS_DIR.glob("*.json")):
-        if path == TEST_JWKS_PATH:
-            continue
         event = json.loads(path.read_text())
         job_id = event["queryStringParameters"][JOB_ID_PARAMETER]
         token = job_token(token_key, job_id) if token_key else None
-        path.write_text(json.dumps(resign_event(event, signer, token=token), indent=2) + "\n")
-        print(f"re-signed {path.relative_to(EVENTS_DIR.parents[1])}", file=sys.stderr)
+        target = out_dir / path.name
+        target.write_text(json.dumps(resign_event(event, signer, token=token), indent=2) + "\n")
+        written.append(target)
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m tests.fakes.webhook_events OUT_DIR``: re-signed copies of the samples in OUT_DIR
+    (with each job's token when FALFLOW_WEBHOOK_TOKEN_KEY holds the stack's token secret)."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        raise SystemExit("usage: python -m tests.fakes.webhook_events OUT_DIR  (e.g. .falflow/signed-events)")
+    try:
+        written = resign_samples(Path(args[0]), os.environ.get("FALFLOW_WEBHOOK_TOKEN_KEY", "").encode())
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    for path in written:
+        print(f"re-signed {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

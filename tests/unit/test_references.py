@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-PYTHON_ROOTS = ("layers", "functions", "tools", "bench", "tests", "events")
+PYTHON_ROOTS = ("layers", "functions", "tools", "bench", "tests", "samples")
 PACKAGES = {"falflow": REPO / "layers/falflow/falflow", "falflow_tools": REPO / "tools/falflow_tools"}
 # Where a path written from a package's own root (falflow/aws/outputs.py) lives in the repository.
 PATH_ROOTS = {"falflow": REPO / "layers/falflow", "falflow_tools": REPO / "tools"}
@@ -24,7 +24,7 @@ RETIRED_NAME = "fact" + " sheet"  # spelled apart, so this file does not trip it
 
 DOTTED = re.compile(r"(?<![\w./-])((?:falflow|falflow_tools)(?:\.[A-Za-z_]\w*)+)")
 PATH = re.compile(
-    r"(?<![\w./-])((?:tests|docs|layers|tools|bench|functions|events|scripts|falflow|falflow_tools)"
+    r"(?<![\w./-])((?:tests|docs|layers|tools|bench|functions|events|samples|scripts|falflow|falflow_tools)"
     r"/[\w./-]*)"
 )
 

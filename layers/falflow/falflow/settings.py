@@ -19,6 +19,8 @@ from typing import Annotated, Any
 from pydantic import Field, PrivateAttr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from falflow.observability import JobMetrics
+
 
 class FalSettings(BaseSettings):
     """Where fal lives and how patiently we talk to it."""
@@ -89,3 +91,15 @@ class FalConnectionSettings(BaseSettings):
     @property
     def fal(self) -> FalSettings:
         return self._fal
+
+
+class MetricSettings(BaseSettings):
+    """A group of a function's settings: which models get their own ``model`` metric dimension
+    (env METRIC_MODELS, a JSON list; `falflow.observability.JobMetrics` explains the bound)."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    metric_models: list[str] = Field(default_factory=list)
+
+    def job_metrics(self) -> JobMetrics:
+        return JobMetrics(frozenset(self.metric_models))

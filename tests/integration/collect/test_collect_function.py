@@ -130,6 +130,15 @@ def test_a_job_not_yet_billed_is_estimated_then_settled_by_its_billing_event(
     )
 
 
+def _assert_skipped_usage_and_the_estimate_counted(out: str) -> None:
+    emf = [json.loads(line) for line in out.splitlines() if line.startswith('{"_aws"')]
+    assert [(m["UsageSkipped"], m["PermissionGaps"]) for m in emf if "UsageSkipped" in m] == [([1.0], [3.0])]
+    # The estimate is counted once as the job's cost, for all models and under its model dimension
+    # (fal-ai/flux/dev is not among the template's MetricModels: "other").
+    costs = [(m.get("model"), m["JobCost"]) for m in emf if "JobCost" in m]
+    assert costs == [(None, [0.025]), ("other", [0.025])]
+
+
 def test_without_an_admin_key_usage_is_skipped_with_a_warning_and_the_rest_is_collected(
     make_collect_stack: MakeCollectStack,
     fal_emulator: RunningEmulator,
@@ -165,8 +174,7 @@ def test_without_an_admin_key_usage_is_skipped_with_a_warning_and_the_rest_is_co
 
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any(w.startswith("collect usage skipped: no ADMIN key configured") for w in warnings)
-    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
-    assert [(m["UsageSkipped"], m["PermissionGaps"]) for m in emf] == [([1.0], [3.0])]
+    _assert_skipped_usage_and_the_estimate_counted(capsys.readouterr().out)
 
 
 def test_an_admin_secret_holding_a_plain_api_key_is_a_gap_fal_reports_as_403(
@@ -237,7 +245,10 @@ def test_a_platform_api_that_keeps_failing_fails_the_run_clearly_and_the_next_ru
 
     report = failure.value.report
     emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
-    assert [m["CollectPartsFailed"] for m in emf] == [[6.0]]  # flushed although the handler raised
+    assert [m["CollectPartsFailed"] for m in emf if "CollectPartsFailed" in m] == [
+        [6.0]
+    ]  # flushed though it raised
+    assert sum(m["RecordsFailed"][0] for m in emf if "RecordsFailed" in m) == 6  # one per failed part
     assert {p.name for p in report.failed} == {
         "catalogue",
         "pricing",

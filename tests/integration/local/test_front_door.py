@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -185,3 +186,13 @@ def test_the_local_control_path_goes_to_the_stack_not_to_a_function(function: Fu
 def test_without_a_control_the_path_is_an_ordinary_route(door: FrontDoor, function: Function) -> None:
     assert httpx.post(f"{door.url}/_falflow/schedules/CollectFunction/run").status_code == 404
     assert function.events == []
+
+
+def test_stopping_a_front_door_that_never_started_returns(function: Function) -> None:
+    """A stack whose start-up fails before the front door's thread runs stops it all the same."""
+    door = FrontDoor([Route("POST", "/webhooks/fal", "WebhookFunction")], function)
+    stopper = threading.Thread(target=door.stop, daemon=True)
+    stopper.start()
+    stopper.join(30)  # a guard against hanging the suite, not a timing assertion
+    assert not stopper.is_alive(), "FrontDoor.stop() hangs on a server that never started"
+    door.stop()  # and a second stop is harmless

@@ -176,6 +176,11 @@ def fake_function() -> Iterator[LocalFunction]:
 def test_a_worker_crash_leaves_the_whole_batch_for_a_retry(
     queues: dict[str, str], fake_function: LocalFunction
 ) -> None:
+    # Long enough that the batch is still in flight when checked, however slowly the worker
+    # crashed (the fixture's 1 s made this fail on a loaded machine).
+    boto3.client("sqs", endpoint_url=queues["endpoint"], region_name="us-east-1").set_queue_attributes(
+        QueueUrl=queues["url"], Attributes={"VisibilityTimeout": "600"}
+    )
     send(queues, {"n": 1}, {"crash": True})
     poller = source(queues, fake_function.invoke)
 

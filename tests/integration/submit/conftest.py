@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 EVENTS = Path(__file__).resolve().parents[3] / "events" / "submit"
+SAMPLES = Path(__file__).resolve().parents[3] / "samples" / "submit"  # payloads, not events
 GRACE_S = 0.3  # SUBMIT_AMBIGUOUS_GRACE_SECONDS in these tests
 
 

@@ -25,7 +25,7 @@ from falflow.submit.sources import ObjectCreated, message_job_id, object_job_id
 from falflow_tools.emulator import FalEmulator, RunningEmulator
 from falflow_tools.emulator.app import build_app
 from falflow_tools.emulator.catalogue import ModelError
-from tests.integration.submit.conftest import EVENTS, SubmitHarness, sample
+from tests.integration.submit.conftest import SAMPLES, SubmitHarness, sample
 
 ROUTES = {
     "upscale/": {"model": "fal-ai/clarity-upscaler", "input": {"image_url": "{file_url}"}, "max_bytes": 1000},
@@ -126,7 +126,7 @@ class Row:
 
 def _table(submit: SubmitHarness) -> list[Row]:
     bad_body = sample("sqs-bad-message.json")["Records"][0]["body"]
-    document = json.loads((EVENTS / "job-document.json").read_text())
+    document = json.loads((SAMPLES / "job-document.json").read_text())
     missing = {**document, "files": {"image_url": f"s3://{submit.bucket}/uploads/nowhere.png"}}
 
     def message(body: dict[str, Any]) -> dict[str, Any]:

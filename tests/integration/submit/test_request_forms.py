@@ -12,7 +12,7 @@ from falflow.jobs import JobState
 from falflow.submit.request import S3ObjectRef
 from falflow.submit.sources import ObjectCreated, object_job_id
 from tests.fixtures.completion import stack_tokens
-from tests.integration.submit.conftest import EVENTS, SubmitHarness, sample_body
+from tests.integration.submit.conftest import EVENTS, SAMPLES, SubmitHarness, sample_body
 
 
 def _webhook_query(url: str | None) -> dict[str, list[str]]:
@@ -78,7 +78,7 @@ def test_a_job_message_from_the_events_sample_is_submitted(submit: SubmitHarness
 
 
 def test_a_job_document_from_the_events_sample_is_submitted_with_its_file(submit: SubmitHarness) -> None:
-    document = json.loads((EVENTS / "job-document.json").read_text())
+    document = json.loads((SAMPLES / "job-document.json").read_text())
     assert document["files"] == {"image_url": f"s3://{submit.bucket}/uploads/product-1234.png"}
     submit.s3.put_object(Bucket=submit.bucket, Key="uploads/product-1234.png", Body=b"product")
     record = submit.put(
@@ -105,7 +105,7 @@ def test_every_sample_event_works_as_it_is(submit: SubmitHarness) -> None:
     """events/submit is a contract: what `sam local invoke SubmitFunction -e` would be given."""
     submit.s3.put_object(Bucket=submit.bucket, Key="upscale/holiday photo (1).png", Body=b"\x89PNG")
     submit.s3.put_object(Bucket=submit.bucket, Key="uploads/product-1234.png", Body=b"product")
-    document = (EVENTS / "job-document.json").read_bytes()
+    document = (SAMPLES / "job-document.json").read_bytes()
     submit.s3.put_object(Bucket=submit.bucket, Key="jobs/order-1234-upscale.json", Body=document)
     names = sorted(path.name for path in EVENTS.glob("sqs-*.json"))
     assert names == [

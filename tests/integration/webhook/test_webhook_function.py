@@ -13,6 +13,7 @@ from falflow.aws.clients import aws_client
 from falflow.jobs import Job, JobState, utcnow
 from tests.fakes.webhook_events import (
     EVENTS_DIR,
+    TEST_JWKS_PATH,
     WebhookSigner,
     delivery,
     event_body,
@@ -142,7 +143,7 @@ def test_the_committed_sample_events_verify_with_the_committed_test_key(
 ) -> None:
     stack = completion_stack(functions=("WebhookFunction",))
     committed = WebhookSigner.committed()
-    stack.jwks.jwks = json.loads((EVENTS_DIR / "jwks.json").read_text())
+    stack.jwks.jwks = json.loads(TEST_JWKS_PATH.read_text())
     for name, state in (("ok.json", "OK"), ("error.json", "ERROR"), ("payload_error.json", "OK")):
         event = json.loads((EVENTS_DIR / name).read_text())
         job_id = event["queryStringParameters"]["job_id"]

@@ -159,11 +159,25 @@ def test_a_failed_fal_request_is_recorded_as_an_error_completion(h: Harness) -> 
     assert (body["status"], body["error"], body["error_type"]) == ("ERROR", "Invalid status code: 422", "x")
 
 
-def test_fal_trouble_leaves_the_job_for_the_next_run(h: Harness) -> None:
+def test_fal_trouble_leaves_the_job_for_the_next_run(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
     h.submitted("j", "r-j")
     h.fal.statuses[f"{BASE}/r-j/status"] = FalServerError("busy", status=503, retryable=True)
     assert h.reconciler.run(LATER).actions == {Action.WAITING: 1}
     assert h.get("j").state is JobState.SUBMITTED
+    # ... and says so once, with the job and why (falflow.failures).
+    (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert (warning.getMessage(), warning.path, warning.job_id) == ("record failed", "reconcile", "j")  # type: ignore[attr-defined]
+    assert (warning.error_type, warning.request_id) == ("FalServerError", "r-j")  # type: ignore[attr-defined]
+
+
+def test_an_unexpected_error_on_one_job_is_reported_and_the_run_goes_on(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    h.submitted("j", "r-j")
+    # No status staged: the fake fal raises KeyError, an error no one expected (not a FalError).
+    assert h.reconciler.run(LATER).actions == {Action.ERROR: 1}
+    (warning,) = [r for r in caplog.records if r.levelname in {"WARNING", "ERROR"}]
+    assert (warning.levelname, warning.job_id, warning.error_type) == ("WARNING", "j", "KeyError")  # type: ignore[attr-defined]
 
 
 def test_a_recorded_completion_that_was_never_handed_over_is_handed_over(h: Harness) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -168,6 +169,15 @@ def up_command(
     click.echo("stopped")
 
 
+def aws_cli_exports(endpoint_url: str, region: str) -> str:
+    """The shell line that points the AWS CLI (or any AWS SDK) at the local stack: its endpoint, the
+    dummy credentials moto accepts (never yours) and the region its resources live in."""
+    from falflow_tools.local.stack import LOCAL_CREDENTIALS  # noqa: PLC0415 - keeps `falflow --help` quick
+
+    variables = {"AWS_ENDPOINT_URL": endpoint_url, **LOCAL_CREDENTIALS, "AWS_REGION": region}
+    return "export " + " ".join(f"{name}={shlex.quote(value)}" for name, value in variables.items())
+
+
 def _describe(stack: LocalStack, state_path: Path) -> None:
     state = stack.state()
     out = state.outputs
@@ -179,7 +189,7 @@ def _describe(stack: LocalStack, state_path: Path) -> None:
     click.echo(
         f"""
 falflow is running locally.
-  AWS (moto)       {state.aws_endpoint_url}   (export AWS_ENDPOINT_URL={state.aws_endpoint_url})
+  AWS (moto)       {state.aws_endpoint_url}   region {state.region}
   {fal}
   webhook          {out.get("WebhookUrl")}
   input bucket     {out.get("InputBucketName")}     output bucket {out.get("OutputBucketName")}
@@ -187,6 +197,10 @@ falflow is running locally.
   jobs table       {out.get("JobsTableName")}
   function logs    {state.log_dir}/
   state            {state_path}
+
+For the AWS CLI (or any AWS SDK), in another terminal:
+  {aws_cli_exports(state.aws_endpoint_url, state.region)}
+  aws s3 ls
 
 Try, in another terminal:
   .venv/bin/falflow submit fal-ai/flux/dev --input '{{"prompt": "a lighthouse at dusk"}}' --wait

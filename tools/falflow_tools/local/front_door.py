@@ -244,10 +244,13 @@ class FrontDoor:
         self._thread.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        """Stop serving and free the port; safe before `start` (a stack whose start-up failed)."""
         if self._thread is not None:
+            # shutdown() waits for serve_forever to return: on a server never started, forever.
+            self._server.shutdown()
             self._thread.join(5)
+            self._thread = None
+        self._server.server_close()
 
     def handle(
         self, method: str, target: str, headers: Sequence[tuple[str, str]], body: bytes, source_ip: str

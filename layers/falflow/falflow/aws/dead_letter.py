@@ -5,12 +5,15 @@ stays the backstop for a crash. Why: docs/adr/0010-messages-are-dead-lettered-wi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from falflow.failures import report_failure
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -73,22 +76,48 @@ def with_dead_letter_reason[T](
     policy: DeadLetterPolicy,
     sqs: Callable[[], SQSClient],
     on_dead_letter: Callable[[SQSRecord, BaseException], Any] | None = None,
+    *,
+    path: str,
 ) -> Callable[[SQSRecord], T | None]:
     """Wrap a record handler: a failure on the last receive goes to the DLQ with its reason.
 
     Earlier failures re-raise so the batch reports the record and SQS retries it after the
-    visibility timeout.
+    visibility timeout. Either way the failure is reported once (`falflow.failures`).
     """
 
     def handle_record(record: SQSRecord) -> T | None:
         try:
             return handle(record)
         except Exception as error:
-            if not policy.is_last_attempt(record):
+            last = policy.is_last_attempt(record)
+            if last:
+                dead_letter(sqs(), policy, record, type(error).__name__, str(error))
+            report_failure(
+                path,
+                error,
+                job_id=job_id_of(record, error),
+                dead_lettered=last,
+                message_id=record.message_id,
+                receive_count=record.attributes.approximate_receive_count,
+            )
+            if not last:
                 raise
-            dead_letter(sqs(), policy, record, type(error).__name__, str(error))
             if on_dead_letter is not None:
                 on_dead_letter(record, error)
             return None
 
     return handle_record
+
+
+def job_id_of(record: SQSRecord, error: BaseException) -> str | None:
+    """The job a failed record was about: the error's own, else a ``job_id`` field of a JSON body
+    (an outputs message, a job message naming its id); None when neither says."""
+    job_id = getattr(error, "job_id", None)
+    if isinstance(job_id, str):
+        return job_id
+    try:
+        body = json.loads(record.body)
+    except ValueError:
+        return None
+    value = body.get("job_id") if isinstance(body, dict) else None
+    return value if isinstance(value, str) else None

@@ -21,10 +21,15 @@ from falflow.collect.ports import Log, MetricsSink
 from falflow.collect.settings import CollectSettings
 from falflow.collect.snapshots import S3SnapshotSink
 from falflow.collect.usage_table import DynamoUsageTable
+from falflow.failures import report_failure
 from falflow.fal.http import build_http_client
 from falflow.fal.platform import FalPlatformClient
 from falflow.jobs import utcnow
 from falflow.secrets import FalKeys
+
+
+class CollectPartFailedError(RuntimeError):
+    """One part of a run failed; its detail names the error fal or AWS gave."""
 
 
 class CollectRunFailed(RuntimeError):
@@ -78,6 +83,8 @@ class CollectApp:
         emit_metrics(report, self._metrics)
         summary = report.summary()
         if report.failed:
+            for part in report.failed:
+                report_failure("collect", CollectPartFailedError(part.detail), job_id=None, part=part.name)
             self._log.error("collect run failed", extra=summary)
             raise CollectRunFailed(report)
         self._log.info("collect run finished", extra=summary)

@@ -166,6 +166,7 @@ class Collector:
         self._aggregates = aggregates
         self._snapshots = snapshots
         self._settings = settings
+        self._job_metrics = settings.job_metrics()
         self._log: Log = log or logging.getLogger(__name__)
         self._clock = clock
 
@@ -372,6 +373,8 @@ class Collector:
         progress.counts["billing_events"] = len(events)
         tally = settle_costs(self._jobs, candidates, events, prices)
         progress.counts.update(tally.counts())
+        for model, amount in tally.changes:
+            self._job_metrics.cost_recorded(model, amount)
         if events:
             job_of = {rid: job.job_id for job in candidates for rid in request_ids_of(job)}
             write_partitioned(

@@ -155,6 +155,9 @@ class CostTally:
     waiting: int = 0  # no billing event yet and no estimate possible (or already estimated)
     vanished: int = 0  # the job record is gone (TTL) or changed under us
     by_job: dict[str, JobCost] = field(default_factory=dict)
+    # (model, change of the job's cost) for every cost written: a billed cost that replaces an
+    # estimate adds only the difference, so a sum over time counts each job once.
+    changes: list[tuple[str | None, float]] = field(default_factory=list)
 
     def counts(self) -> dict[str, float]:
         return {
@@ -197,6 +200,7 @@ def settle_costs(
             tally.vanished += 1
             continue
         tally.by_job[job.job_id] = cost
+        tally.changes.append((job.model, cost.amount - (job.cost.amount if job.cost is not None else 0.0)))
         if cost.source == "billing_event":
             tally.billed += 1
         else:

@@ -8,13 +8,13 @@ from datetime import timedelta
 from pydantic import Field, field_validator
 
 from falflow.jobs.settings import JobsTableSettings
-from falflow.settings import FalConnectionSettings, SecretIds
+from falflow.settings import FalConnectionSettings, MetricSettings, SecretIds
 
 # fal serves at most 90 days of billing events per call; the cost lookback stays well inside it.
 MAX_COST_LOOKBACK_HOURS = 24 * 60
 
 
-class CollectSettings(JobsTableSettings, FalConnectionSettings, SecretIds):
+class CollectSettings(JobsTableSettings, FalConnectionSettings, SecretIds, MetricSettings):
     usage_table: str
     output_bucket: str
     # Every snapshot object lives under this prefix (the function may write nowhere else).

@@ -18,6 +18,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from falflow.completion.ports import EventPublisher
 from falflow.jobs import Job, JobError, JobState, JobStore, TrailEntry, isoformat
+from falflow.observability import JobMetrics
 
 logger = Logger(child=True)
 metrics = Metrics()
@@ -47,9 +48,12 @@ def completion_event(job: Job, bucket: str) -> tuple[str, dict[str, Any]]:
 
 
 class Finaliser:
-    def __init__(self, jobs: JobStore, events: EventPublisher, bucket: str) -> None:
+    def __init__(
+        self, jobs: JobStore, events: EventPublisher, bucket: str, job_metrics: JobMetrics | None = None
+    ) -> None:
         self._jobs = jobs
         self._events = events
+        self._job_metrics = job_metrics or JobMetrics()
         self._bucket = bucket
 
     def complete(
@@ -76,6 +80,7 @@ class Finaliser:
         if done is None:
             return self._current(job)
         metrics.add_metric(name="JobsCompleted", unit=MetricUnit.Count, value=1)
+        self._finished(done, now)
         logger.info("job completed", job_id=job.job_id, outputs=len(outputs))
         return done
 
@@ -98,8 +103,14 @@ class Finaliser:
             job.job_id, TrailEntry(at=isoformat(now), actor=actor, action="failed", reason=error.message)
         )
         metrics.add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
+        self._finished(failed, now)
         logger.warning("job failed", job_id=job.job_id, error_type=error.type)
         return failed
+
+    def _finished(self, job: Job, now: datetime) -> None:
+        self._job_metrics.job_finished(
+            job.model, (now - datetime.fromisoformat(job.created_at)).total_seconds()
+        )
 
     def announce(self, job: Job, now: datetime) -> bool:
         """Publish the job's completion event unless it was published already."""

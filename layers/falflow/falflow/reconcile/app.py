@@ -43,7 +43,10 @@ def build_reconciler(settings: ReconcileSettings) -> Reconciler:
         fal=fal,
         handoff=settings.completion_handoff(jobs),
         finaliser=Finaliser(
-            jobs, EventBridgePublisher(aws_client("events"), settings.event_bus_name), settings.output_bucket
+            jobs,
+            EventBridgePublisher(aws_client("events"), settings.event_bus_name),
+            settings.output_bucket,
+            settings.job_metrics(),
         ),
         intake_queue=SqsIntakeQueue(settings.intake_queue_url),
         policy=settings.policy(),

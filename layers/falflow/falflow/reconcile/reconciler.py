@@ -27,6 +27,7 @@ from aws_lambda_powertools import Logger
 from falflow.completion.delivery import RESULT_UNAVAILABLE, delivery_body
 from falflow.completion.finalise import Finaliser
 from falflow.completion.handoff import CompletionHandoff, HandoffOutcome
+from falflow.failures import report_failure
 from falflow.fal.errors import FalError, FalNotFoundError
 from falflow.fal.ports import FalQueue
 from falflow.fal.queue import QueueStatus, QueueUrls
@@ -141,8 +142,8 @@ class Reconciler:
             if job.state is JobState.ACCEPTED:
                 return self._redrive(job, now)
             return self._poll(job, now)
-        except Exception:  # one job's trouble must not stop the run; the next run tries again
-            logger.exception("could not reconcile job", job_id=job.job_id)
+        except Exception as error:  # noqa: BLE001 - one job's trouble must not stop the run; the next tries again
+            report_failure(ACTOR, error, job_id=job.job_id)
             return Action.ERROR
 
     # ----------------------------------------------------------------------------------- STORING
@@ -201,10 +202,8 @@ class Reconciler:
             status = self._fal.status(urls.status_url)
         except FalNotFoundError:
             return self._fail(job, now, "fal no longer knows this request (status 404)")
-        except FalError as error:
-            logger.warning(
-                "fal status poll failed; next run tries again", job_id=job.job_id, error=error.message
-            )
+        except FalError as error:  # the next run polls again
+            report_failure(ACTOR, error, job_id=job.job_id, request_id=job.request_id)
             return Action.WAITING
         if status.status == "IN_QUEUE":
             return Action.WAITING
@@ -256,8 +255,8 @@ class Reconciler:
         except FalNotFoundError:
             raise
         except FalError as error:
-            if error.retryable:
-                logger.warning("fal result fetch failed; next run tries again", request_id=request_id)
+            if error.retryable:  # the next run fetches again
+                report_failure(ACTOR, error, job_id=None, request_id=request_id)
                 return None
             return delivery_body(
                 request_id, error=error.message, error_type=error.error_type, payload={"detail": error.detail}

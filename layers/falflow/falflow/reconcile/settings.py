@@ -10,10 +10,10 @@ from pydantic import Field
 
 from falflow.completion.settings import HandoffSettings
 from falflow.reconcile.reconciler import ReconcilePolicy
-from falflow.settings import FalConnectionSettings, SecretIds
+from falflow.settings import FalConnectionSettings, MetricSettings, SecretIds
 
 
-class ReconcileSettings(HandoffSettings, FalConnectionSettings, SecretIds):
+class ReconcileSettings(HandoffSettings, FalConnectionSettings, SecretIds, MetricSettings):
     intake_queue_url: Annotated[str, Field(min_length=1)]
     event_bus_name: Annotated[str, Field(min_length=1)] = "default"
     reconcile_after_minutes: Annotated[float, Field(gt=0)] = 10

@@ -70,7 +70,10 @@ def build_store_worker(settings: StoreSettings) -> StoreWorker:
         ),
         fal=FalQueueClient(settings.fal, keys.api_key),
         finaliser=Finaliser(
-            jobs, EventBridgePublisher(aws_client("events"), settings.event_bus_name), outputs.bucket
+            jobs,
+            EventBridgePublisher(aws_client("events"), settings.event_bus_name),
+            outputs.bucket,
+            settings.job_metrics(),
         ),
         limits=settings.copy_limits(),
         lease=settings.store_lease,
@@ -87,7 +90,11 @@ class StoreApp:
         self.worker = worker
         self._dead_letter = dead_letter
         self._handle_record = with_dead_letter_reason(
-            self._store, dead_letter, lambda: aws_client("sqs"), on_dead_letter=self._dead_lettered
+            self._store,
+            dead_letter,
+            lambda: aws_client("sqs"),
+            on_dead_letter=self._dead_lettered,
+            path="store",
         )
 
     @classmethod

@@ -12,12 +12,12 @@ from pydantic_settings import NoDecode
 
 from falflow.aws.dead_letter import DeadLetterSettings
 from falflow.jobs.settings import JobsTableSettings
-from falflow.settings import FalConnectionSettings, SecretIds
+from falflow.settings import FalConnectionSettings, MetricSettings, SecretIds
 from falflow.store.copy import MIN_PART_SIZE, CopyLimits
 from falflow.store.media import MediaPolicy
 
 
-class StoreSettings(JobsTableSettings, FalConnectionSettings, SecretIds, DeadLetterSettings):
+class StoreSettings(JobsTableSettings, FalConnectionSettings, SecretIds, DeadLetterSettings, MetricSettings):
     output_bucket: Annotated[str, Field(min_length=1)]
     event_bus_name: Annotated[str, Field(min_length=1)] = "default"
     # Host patterns (fnmatch, e.g. "*.fal.media") output files may be downloaded from, over https.

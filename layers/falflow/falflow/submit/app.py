@@ -34,6 +34,7 @@ from falflow.aws.clients import aws_client
 from falflow.aws.dead_letter import DeadLetterPolicy, with_dead_letter_reason
 from falflow.aws.dead_letter import dead_letter as send_to_dead_letter
 from falflow.catalogue import DynamoModelCatalogue
+from falflow.failures import report_failure
 from falflow.fal.http import build_http_client
 from falflow.fal.platform import FalPlatformClient
 from falflow.fal.queue import FalQueueClient
@@ -188,7 +189,7 @@ class SubmitApp:
         self._sqs = sqs
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="submit")
         self._handle_record = with_dead_letter_reason(
-            self._submit_record, dead_letter, sqs, on_dead_letter=self._dead_lettered
+            self._submit_record, dead_letter, sqs, on_dead_letter=self._dead_lettered, path="submit"
         )
         # A Logger of the function's own service (not a child): it may set per-thread keys.
         self._keys = log_keys or Logger()
@@ -261,9 +262,8 @@ class SubmitApp:
         except Exception:
             metrics.add_metric(name="SubmitErrors", unit=MetricUnit.Count, value=1)
             raise
-        # Metrics are added here, on the event loop's thread, never from the workers.
-        if results is None:
-            metrics.add_metric(name="MessagesDeadLettered", unit=MetricUnit.Count, value=1)
+        # Metrics are added here, on the event loop's thread, never from the workers (a dead letter
+        # is counted by `with_dead_letter_reason`, as its own EMF record).
         for result in results or []:
             _count(result)
         return results
@@ -276,7 +276,8 @@ class SubmitApp:
             try:
                 results.append(self._service.submit_job(source))
             except SubmitRetryLaterError as retry:
-                logger.warning("job goes back to the queue", reason=retry.reason, ambiguous=retry.ambiguous)
+                # The record's one WARNING is `with_dead_letter_reason`'s; this says which job.
+                logger.info("job goes back to the queue", reason=retry.reason, ambiguous=retry.ambiguous)
                 retries.append(retry)
         if retries and not self._left_to_job_records(record, retries):
             raise retries[0]  # the message carries them all; the others are redone as duplicates
@@ -285,6 +286,14 @@ class SubmitApp:
             # Can never succeed, so no retries: into the DLQ now, with the reason, and consumed.
             reasons = "; ".join(result.error.message for result in conflicts if result.error)
             send_to_dead_letter(self._sqs(), self._dead_letter, record, JOB_ID_CONFLICT, reasons)
+            for conflict in conflicts:
+                report_failure(
+                    "submit",
+                    (JOB_ID_CONFLICT, conflict.error.message if conflict.error else "-"),
+                    job_id=conflict.job_id,
+                    dead_lettered=True,
+                    message_id=record.message_id,
+                )
         return results
 
     def _left_to_job_records(self, record: SQSRecord, retries: list[SubmitRetryLaterError]) -> bool:
@@ -309,12 +318,6 @@ class SubmitApp:
         return True
 
     def _dead_lettered(self, record: SQSRecord, error: BaseException) -> None:
-        logger.error(
-            "message dead-lettered after its last receive",
-            error_type=type(error).__name__,
-            reason=str(error),
-            receive_count=record.attributes.approximate_receive_count,
-        )
         if isinstance(error, SubmitRetryLaterError):
             self._store.add_trail(
                 error.job_id,

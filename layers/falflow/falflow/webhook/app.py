@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from falflow.failures import report_failure
 from falflow.fal.http import USER_AGENT, tls_context
 from falflow.fal.webhook import JwksCache
 from falflow.webhook.http_api import UnreadableBodyError, http_response, webhook_request
@@ -52,5 +53,11 @@ class WebhookApp:
         try:
             request = webhook_request(event)
         except UnreadableBodyError as error:
+            report_failure("webhook", error, job_id=None)
             return http_response(WebhookReply(400, {"message": str(error)}))
-        return http_response(self.receiver.receive(request))
+        try:
+            return http_response(self.receiver.receive(request))
+        except Exception as error:  # answered 5xx: fal retries the delivery
+            # The job id of an unverified request is only what the URL claims; logged as such.
+            report_failure("webhook", error, job_id=None, claimed_job_id=request.query.get("job_id"))
+            raise

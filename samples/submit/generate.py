@@ -1,11 +1,13 @@
 """Regenerates the submit function's sample events with `sam local generate-event` (offline).
 
-    .venv/bin/python events/submit/generate.py
+    .venv/bin/python samples/submit/generate.py
 
-The submit function reads the intake queue, so every `sqs-*.json` is an SQS event (what
-`sam local invoke SubmitFunction -e events/submit/<file>` takes) whose body is an S3 notification
-(`sam local generate-event s3 put`) or a job message. Names match the local stack's resources
-(`falflow-inputbucket`, `falflow-IntakeQueue`); the tests rewrite bucket and keys as they need.
+The submit function reads the intake queue, so every event in `events/submit/` is an SQS event
+(what `sam local invoke SubmitFunction -e events/submit/<file>` takes) whose body is an S3
+notification (`sam local generate-event s3 put`) or a job message. The payloads themselves (a job
+message, a job document, an S3 notification) are samples, not events: they live here, in
+`samples/submit/`. Names match the local stack's resources (`falflow-inputbucket`,
+`falflow-IntakeQueue`); the tests rewrite bucket and keys as they need.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+EVENTS = HERE.parents[1] / "events" / "submit"
 SAM = HERE.parents[1] / ".venv-sam" / "bin" / "sam"
 BUCKET = "falflow-inputbucket"
 QUEUE = "falflow-IntakeQueue"
@@ -73,7 +76,9 @@ def sqs_event(*bodies: str) -> dict[str, Any]:
 
 
 def write(name: str, event: Any) -> None:
-    (HERE / name).write_text(json.dumps(event, indent=2) + "\n")
+    """An invokable event into events/submit/; a payload (not an SQS event) beside this script."""
+    folder = EVENTS if name.startswith("sqs-") else HERE
+    (folder / name).write_text(json.dumps(event, indent=2) + "\n")
 
 
 def main() -> None:
