@@ -230,7 +230,10 @@ class FrontDoor:
         self._thread.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
+        # shutdown() waits for serve_forever to notice: a door that never opened would wait forever
+        # (a stack whose start failed stops it on the way out).
+        if self._thread is not None:
+            self._server.shutdown()
         self._server.server_close()
         if self._thread is not None:
             self._thread.join(5)
