@@ -148,6 +148,12 @@ def test_secret_access_is_scoped_to_the_named_secrets() -> None:
         policy["SecretArn"]["Fn::Sub"]
         for logical in FUNCTIONS
         for policy in _secret_policies(RESOURCES[logical]["Properties"].get("Policies", []))
+    ] + [  # the functions with a role of their own (tests/unit/test_iam.py)
+        statement["Resource"]["Fn::Sub"]
+        for role in resources_of_type(TEMPLATE, "AWS::IAM::Role").values()
+        for policy in role["Properties"]["Policies"]
+        for statement in policy["PolicyDocument"]["Statement"]
+        if "secretsmanager:GetSecretValue" in statement["Action"]
     ]
     assert granted, "no function may read the fal key"
     assert set(granted) <= allowed
