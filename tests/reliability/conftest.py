@@ -15,10 +15,22 @@ from tests.reliability.harness import RunPlan
 DEFAULT_JOBS = 200
 
 
-@pytest.fixture(scope="session")
-def plan() -> RunPlan:
+def run_plan() -> RunPlan:
     return RunPlan(
         jobs=int(os.environ.get("FALFLOW_RELIABILITY_JOBS", DEFAULT_JOBS)),
         kills=os.environ.get("FALFLOW_RELIABILITY_KILLS", "0") == "1",
         seed=int(os.environ.get("FALFLOW_RELIABILITY_SEED", "10")),
     )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The suite's 300 s ceiling is for one test of the other tiers; a run's time grows with its jobs.
+    ceiling = 600 + 3 * run_plan().jobs
+    for item in items:
+        if item.get_closest_marker("reliability"):
+            item.add_marker(pytest.mark.timeout(ceiling))
+
+
+@pytest.fixture(scope="session")
+def plan() -> RunPlan:
+    return run_plan()

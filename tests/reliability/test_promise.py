@@ -26,7 +26,6 @@ from tests.reliability.harness import (
 pytestmark = pytest.mark.reliability
 
 
-@pytest.mark.timeout(1200)  # a few hundred jobs through eight worker processes
 def test_every_job_ends_once_with_its_outputs_stored_once_under_faults(
     plan: RunPlan, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
