@@ -92,6 +92,8 @@ class Accounting:
     jobs_without_event: list[str] = field(default_factory=list)
     jobs_with_extra_events: dict[str, int] = field(default_factory=dict)
     waiting: dict[str, str] = field(default_factory=dict)
+    # Messages still on a queue or in a dead-letter queue when the run ended (SQS's own count).
+    left_on_queues: dict[str, int] = field(default_factory=dict)
     stuck: dict[str, str] = field(default_factory=dict)
     injected: Counter[str] = field(default_factory=Counter)
 
@@ -134,6 +136,7 @@ class Accounting:
             ("  missing / extra / not byte-identical", " / ".join(map(str, outputs))),
             ("completion events", self.events),
             ("  final jobs with no event / with more than one", " / ".join(map(str, events))),
+            *((f"messages left on {queue}", n) for queue, n in self.left_on_queues.items()),
             *((f"injected: {what}", n) for what, n in sorted(self.injected.items())),
         ]
         for label, value in rows:
@@ -181,6 +184,13 @@ def account(stack: LocalStack, job_ids: Iterable[str], *, injected: Counter[str]
             reason = _waiting_reason(job)
             (accounting.waiting if reason else accounting.stuck)[job_id] = reason or job.state
 
+    sqs = stack.sqs()
+    for queue in ("IntakeQueue", "IntakeDLQ", "OutputsQueue", "OutputsDLQ"):
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=outputs[f"{queue}Url"],
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        accounting.left_on_queues[queue] = sum(int(n) for n in attributes.values())
     _account_submissions(accounting, expected, jobs, control.jobs())
     _account_outputs(accounting, stack, expected, jobs, control.served_files())
     _account_events(accounting, expected, jobs, drain_events(stack))

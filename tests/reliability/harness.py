@@ -160,14 +160,16 @@ class Workload:
 
 
 class WorkerKiller:
-    """SIGKILLs a submit or store worker process every second or two while the batch runs; the
-    stack replaces a dead worker on its next invocation, as Lambda does."""
+    """SIGKILLs a busy submit or store worker process (one in the middle of an invocation) every
+    few seconds while the batch runs, up to `max_kills` each; the stack replaces a dead worker on
+    its next invocation, as Lambda does. Spaced so a replaced worker gets work done in between."""
 
     functions = ("SubmitFunction", "StoreFunction")
 
-    def __init__(self, stack: LocalStack, seed: int) -> None:
+    def __init__(self, stack: LocalStack, seed: int, *, max_kills: int = 8) -> None:
         self._stack = stack
         self._rng = random.Random(f"{seed}:kills")
+        self._max_kills = max_kills
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="worker-killer", daemon=True)
         self.kills: dict[str, int] = dict.fromkeys(self.functions, 0)
@@ -184,13 +186,15 @@ class WorkerKiller:
         self._thread.join()
 
     def _run(self) -> None:
-        while not self._stop.wait(self._rng.uniform(0.8, 2.0)):
+        while not self._stop.wait(self._rng.uniform(3.0, 6.0)):
             name = self._rng.choice(self.functions)
-            pids = [w.pid for w in self._stack.functions[name].workers if w.pid is not None]
-            if not pids:
+            if self.kills[name] >= self._max_kills:
+                continue
+            busy = [w.pid for w in self._stack.functions[name].workers if w.busy and w.pid is not None]
+            if not busy:
                 continue
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self._rng.choice(pids), signal.SIGKILL)
+                os.kill(self._rng.choice(busy), signal.SIGKILL)
                 self.kills[name] += 1
 
 
@@ -199,7 +203,7 @@ def wait_until_settled(
     job_ids: list[str],
     *,
     enough: float = 1.0,
-    quiet_s: float = 30.0,
+    quiet_s: float = 90.0,
     deadline_s: float = 1800.0,
 ) -> None:
     """Wait until `enough` of the jobs (a fraction) are final, or no job became final for

@@ -152,6 +152,11 @@ class FunctionWorker:
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
+    @property
+    def busy(self) -> bool:
+        """In the middle of an invocation (or its cold start) right now."""
+        return self._lock.locked()
+
     def _start(self) -> Connection:
         parent, child = _SPAWN.Pipe()
         process = _SPAWN.Process(
