@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import boto3
 
@@ -152,7 +153,9 @@ def _measure(
     )
     batch_ids = {body["job_id"] for body in batches}
     batch_fal_submits = sum(
-        1 for job in fal.control.jobs() if job.webhook_url and job.webhook_url.rsplit("=", 1)[-1] in batch_ids
+        1
+        for job in fal.control.jobs()
+        if job.webhook_url and parse_qs(urlsplit(job.webhook_url).query).get("job_id", [""])[0] in batch_ids
     )
     return BenchResult(
         jobs=jobs,

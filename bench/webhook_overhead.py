@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlencode
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
@@ -39,6 +40,7 @@ from bench.services import REPO, moto_process
 from falflow.aws.clients import aws_client
 from falflow.completion.keys import inbox_key
 from falflow.jobs import DynamoJobStore, Job, JobState, isoformat, utcnow
+from falflow.webhook.token import JOB_ID_PARAMETER, TOKEN_PARAMETER, job_token
 from falflow_tools.emulator.signing import webhook_message
 from falflow_tools.local.handlers import context_for, load_handler
 from falflow_tools.local.resources import ProvisionedStack
@@ -74,7 +76,8 @@ def jwks_server() -> Iterator[str]:
 class Deliveries:
     """Signed copies of the committed OK sample, one per job."""
 
-    def __init__(self) -> None:
+    def __init__(self, token_key: bytes) -> None:
+        self._token_key = token_key  # the stack's webhook token secret: each URL carries its job's token
         self._template = json.loads((SAMPLES / "ok.json").read_text())
         key = load_pem_private_key((SAMPLES / "test-signing-key.pem").read_bytes(), password=None)
         assert isinstance(key, Ed25519PrivateKey)
@@ -99,8 +102,9 @@ class Deliveries:
             }
         )
         event["body"] = body.decode()
-        event["queryStringParameters"] = {"job_id": job_id}
-        event["rawQueryString"] = f"job_id={job_id}"
+        query = {JOB_ID_PARAMETER: job_id, TOKEN_PARAMETER: job_token(self._token_key, job_id)}
+        event["queryStringParameters"] = query
+        event["rawQueryString"] = urlencode(query)
         return event
 
 
@@ -251,7 +255,8 @@ def _measure(stack: ProvisionedStack, jwks_url: str, count: int, warmup: int) ->
         jobs.confirm_submission(job_id, request_id, now=utcnow())
         return job_id, request_id
 
-    deliveries = Deliveries()
+    secret = aws_client("secretsmanager").get_secret_value(SecretId=stack.secrets["WebhookTokenSecret"])
+    deliveries = Deliveries(secret["SecretString"].encode())
     floor = floor_calls(stack, deliveries)
     for n in range(warmup):  # imports, JWKS, connections: a busy function is warm
         handler(deliveries.event(*submitted_job(f"warm-{n}")), context)

@@ -14,6 +14,7 @@ from click.testing import CliRunner, Result
 from falflow.fal import CancelOutcome
 from falflow.jobs import JobState
 from falflow_tools.cli import main
+from falflow_tools.emulator.config import EmulatorConfig
 from falflow_tools.emulator.media import render_png
 from falflow_tools.local.stack import LocalStack
 from falflow_tools.ops.jobs import cancel_job
@@ -22,6 +23,7 @@ from falflow_tools.ops.target import Target
 from tests.e2e.conftest import state_file, wait_for_job
 
 pytestmark = pytest.mark.e2e
+EMULATOR_USER_ID = EmulatorConfig().user_id
 
 
 @pytest.fixture
@@ -59,6 +61,9 @@ def test_submit_a_message_and_wait_for_it(falflow: Any) -> None:
     assert submitted["job"]["state"] == "COMPLETED"
     assert submitted["job"]["metadata"] == {"via": "cli"}
     assert submitted["job"]["job_id"] == submitted["job_id"]
+    # The completion came by a verified webhook: the account it was signed for is what to pin.
+    signed_for = as_json(falflow("fal-user-id", "--json"))
+    assert [user["user_id"] for user in signed_for] == [EMULATOR_USER_ID]
 
 
 def test_submit_a_file_drop_predicts_the_job_id(falflow: Any, target: Target, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from falflow.jobs import (
     JobState,
     RequestUrls,
     TrailEntry,
+    appended_trail,
     isoformat,
 )
 from falflow.jobs.model import FINAL_RANK
@@ -298,5 +299,12 @@ class InMemoryJobStore:
     def add_trail(self, job_id: str, entry: TrailEntry) -> None:
         with self._lock:
             data = self._items.get(job_id)
-            if data is not None:
-                data.setdefault("trail", []).append(entry.model_dump(mode="json"))
+            if data is None:
+                return
+            job = self._job(data)
+            appended = appended_trail(job.trail, entry)
+            if appended is None:
+                return
+            trail, dropped = appended
+            data["trail"] = [kept.model_dump(mode="json") for kept in trail]
+            data["trail_dropped"] = job.trail_dropped + dropped

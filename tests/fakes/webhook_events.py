@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sys
 import time
 import uuid
@@ -29,6 +30,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
+from falflow.webhook.token import JOB_ID_PARAMETER, TOKEN_PARAMETER, WebhookTokens, job_token
 from falflow_tools.emulator.signing import base64url_unpadded, webhook_message
 from falflow_tools.local.front_door import Route
 from falflow_tools.local.front_door import http_api_event as front_door_event
@@ -38,6 +40,26 @@ TEST_KEY_PATH = EVENTS_DIR / "test-signing-key.pem"
 TEST_JWKS_PATH = EVENTS_DIR / "jwks.json"
 TEST_USER_ID = "falflow-test-user"
 WEBHOOK_PATH = "/webhooks/fal"
+TEST_TOKEN_KEY = b"falflow-test-webhook-token-key"
+
+
+@dataclass
+class StaticTokenKeys:
+    """`TokenKeys` with fixed values; set ``current`` and ``previous`` to model a rotation."""
+
+    current_key: bytes = TEST_TOKEN_KEY
+    previous_key: bytes | None = None
+
+    def current(self) -> bytes:
+        return self.current_key
+
+    def previous(self) -> bytes | None:
+        return self.previous_key
+
+
+def fixed_tokens() -> WebhookTokens:
+    """The tokens under `TEST_TOKEN_KEY` (unit tests' stand-in for the stack secret)."""
+    return WebhookTokens(StaticTokenKeys())
 
 
 @dataclass(frozen=True)
@@ -89,18 +111,23 @@ def http_api_event(
     headers: Mapping[str, str],
     *,
     job_id: str | None,
+    token: str | None = None,
     base64_body: bool = False,
     lower_case_headers: bool = True,
 ) -> dict[str, Any]:
-    """An API Gateway HTTP API (payload 2.0) event for ``POST /webhooks/fal?job_id=…``, as the local
-    front door builds it; a test may also force a base64 body or keep mixed-case header names."""
+    """An API Gateway HTTP API (payload 2.0) event for ``POST /webhooks/fal?job_id=…&token=…``, as
+    the local front door builds it; a test may also force a base64 body or keep mixed-case header
+    names."""
+    query = {JOB_ID_PARAMETER: job_id} if job_id is not None else {}
+    if token is not None:
+        query[TOKEN_PARAMETER] = token
     all_headers = {"content-type": "application/json", "user-agent": "fal-webhook", **headers}
     event = front_door_event(
         route=Route("POST", WEBHOOK_PATH, "WebhookFunction"),
         path_parameters={},
         method="POST",
         raw_path=WEBHOOK_PATH,
-        raw_query=urlencode({"job_id": job_id}) if job_id is not None else "",
+        raw_query=urlencode(query),
         headers=list(all_headers.items()),
         body=body,
         source_ip="192.0.2.10",
@@ -119,15 +146,20 @@ def event_body(event: Mapping[str, Any]) -> bytes:
 
 
 def resign_event(
-    event: dict[str, Any], signer: WebhookSigner, *, timestamp: int | None = None
+    event: dict[str, Any], signer: WebhookSigner, *, timestamp: int | None = None, token: str | None = None
 ) -> dict[str, Any]:
-    """The same event with a fresh signature (the body bytes unchanged)."""
+    """The same event with a fresh signature (the body bytes unchanged), and with ``token`` on its
+    URL if given (the committed samples carry none: a token is only valid under one stack's secret)."""
     headers = {k: v for k, v in event["headers"].items() if not k.lower().startswith("x-fal-webhook-")}
     request_id = event["headers"]["x-fal-webhook-request-id"]
     signed = {
         k.lower(): v for k, v in signer.headers(event_body(event), request_id, timestamp=timestamp).items()
     }
-    return {**event, "headers": {**headers, **signed}}
+    resigned = {**event, "headers": {**headers, **signed}}
+    if token is not None:
+        query = {**event.get("queryStringParameters", {}), TOKEN_PARAMETER: token}
+        resigned.update(queryStringParameters=query, rawQueryString=urlencode(query))
+    return resigned
 
 
 def write_test_key() -> WebhookSigner:
@@ -141,13 +173,17 @@ def write_test_key() -> WebhookSigner:
 
 
 def main() -> None:
-    """Re-sign every webhook sample in events/webhook/ with the current time."""
+    """Re-sign every webhook sample in events/webhook/ with the current time (and, given the stack's
+    webhook token secret in FALFLOW_WEBHOOK_TOKEN_KEY, put each job's token on its URL)."""
     signer = WebhookSigner.committed()
+    token_key = os.environ.get("FALFLOW_WEBHOOK_TOKEN_KEY", "").encode()
     for path in sorted(EVENTS_DIR.glob("*.json")):
         if path == TEST_JWKS_PATH:
             continue
         event = json.loads(path.read_text())
-        path.write_text(json.dumps(resign_event(event, signer), indent=2) + "\n")
+        job_id = event["queryStringParameters"][JOB_ID_PARAMETER]
+        token = job_token(token_key, job_id) if token_key else None
+        path.write_text(json.dumps(resign_event(event, signer, token=token), indent=2) + "\n")
         print(f"re-signed {path.relative_to(EVENTS_DIR.parents[1])}", file=sys.stderr)
 
 

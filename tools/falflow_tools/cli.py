@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from falflow_tools.commands.account import fal_user_id_command
 from falflow_tools.commands.dlq import dlq_group
 from falflow_tools.commands.jobs import jobs_group
 from falflow_tools.commands.local import demo_command, local_group
@@ -29,6 +30,7 @@ for command in (
     models_group,
     usage_command,
     costs_command,
+    fal_user_id_command,
 ):
     main.add_command(command)
 

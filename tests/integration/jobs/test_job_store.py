@@ -10,7 +10,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from falflow.aws.clients import aws_client
-from falflow.jobs import Job, JobCost, JobError, JobState, JobStore, RequestUrls, TrailEntry
+from falflow.jobs import (
+    MAX_TRAIL_ENTRIES,
+    Job,
+    JobCost,
+    JobError,
+    JobState,
+    JobStore,
+    RequestUrls,
+    TrailEntry,
+)
+from falflow.jobs.model import MAX_TRAIL_REASON_CHARS
 from falflow.jobs.store import BY_REQUEST_ID_INDEX, BY_STATE_INDEX, JOB_KEY, TTL_ATTRIBUTE, DynamoJobStore
 from falflow_tools.local.resources import ProvisionedStack
 from falflow_tools.template import load_template
@@ -362,6 +372,49 @@ def test_trail_appends(store: JobStore) -> None:
     job = store.get("job-1")
     assert job is not None
     assert [entry.action for entry in job.trail] == ["polled", "completed"]
+
+
+def test_the_trail_keeps_the_newest_entries_and_counts_the_dropped_ones(store: JobStore) -> None:
+    store.create(new_job())
+    extra = 7
+    for n in range(MAX_TRAIL_ENTRIES + extra):
+        store.add_trail("job-1", TrailEntry(at=f"t{n:03}", actor="webhook", action="note", reason=f"n{n}"))
+    job = store.get("job-1")
+    assert job is not None
+    assert len(job.trail) == MAX_TRAIL_ENTRIES
+    assert job.trail_dropped == extra
+    assert [entry.reason for entry in job.trail] == [f"n{n}" for n in range(extra, MAX_TRAIL_ENTRIES + extra)]
+
+
+def test_the_same_note_again_adds_nothing_and_a_long_reason_is_clipped(store: JobStore) -> None:
+    store.create(new_job())
+    note = TrailEntry(at="t1", actor="webhook", action="ignored_foreign_request", reason="r-9 kept aside")
+    store.add_trail("job-1", note)
+    store.add_trail("job-1", note.model_copy(update={"at": "t2"}))  # a replay, later
+    store.add_trail("job-1", TrailEntry(at="t3", actor="webhook", action="long", reason="x" * 5000))
+    job = store.get("job-1")
+    assert job is not None
+    assert [entry.at for entry in job.trail] == ["t1", "t3"]
+    assert len(job.trail[1].reason) == MAX_TRAIL_REASON_CHARS
+    assert job.trail_dropped == 0
+
+
+def test_concurrent_trail_writers_lose_no_entry(store: JobStore) -> None:
+    store.create(new_job())
+    barrier = threading.Barrier(4)
+
+    def note(n: int) -> None:
+        barrier.wait()
+        store.add_trail("job-1", TrailEntry(at=f"t{n}", actor="reconcile", action="note", reason=f"n{n}"))
+
+    threads = [threading.Thread(target=note, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    job = store.get("job-1")
+    assert job is not None
+    assert sorted(entry.reason for entry in job.trail) == ["n0", "n1", "n2", "n3"]
 
 
 def test_list_by_state_and_find_by_request_id(store: JobStore) -> None:

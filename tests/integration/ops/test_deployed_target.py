@@ -73,3 +73,25 @@ def test_a_missing_stack_or_secret_is_a_clear_error(deployed: ProvisionedStack) 
 
     with pytest.raises(OpsError, match="prod/fal-key"):
         deployed_target(STACK, region="us-east-1").fal_api_key()
+
+
+def test_fal_user_id_prints_the_account_the_kept_deliveries_were_signed_for(
+    deployed: ProvisionedStack,
+) -> None:
+    s3, bucket = boto3.client("s3", region_name="us-east-1"), deployed.buckets["OutputBucket"]
+    empty = CliRunner().invoke(main, ["fal-user-id", "--stack", STACK, "--region", "us-east-1"])
+    assert empty.exit_code == 1
+    assert "no webhook delivery kept" in empty.stderr
+
+    for key, metadata in (
+        ("inbox/job-1/req-1.json", {"fal-user-id": "github|12345", "source": "webhook"}),
+        ("inbox/job-2/req-2.json", {"fal-user-id": "github|12345", "source": "webhook"}),
+        ("inbox/job-3/req-3.reconcile.json", {"source": "reconcile"}),  # polled: no signed header
+    ):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"{}", Metadata=metadata)
+    result = CliRunner().invoke(main, ["fal-user-id", "--stack", STACK, "--region", "us-east-1", "--json"])
+
+    assert result.exit_code == 0, result.output
+    assert [(u["user_id"], u["deliveries"]) for u in json.loads(result.stdout)] == [("github|12345", 2)]
+    table = CliRunner().invoke(main, ["fal-user-id", "--stack", STACK, "--region", "us-east-1"])
+    assert "FalWebhookUserIds='[\"github|12345\"]'" in table.stdout

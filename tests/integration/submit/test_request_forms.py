@@ -11,6 +11,7 @@ import httpx
 from falflow.jobs import JobState
 from falflow.submit.request import S3ObjectRef
 from falflow.submit.sources import ObjectCreated, object_job_id
+from tests.fixtures.completion import stack_tokens
 from tests.integration.submit.conftest import EVENTS, SubmitHarness, sample_body
 
 
@@ -40,7 +41,9 @@ def test_a_media_drop_notified_by_s3_becomes_a_submitted_upscale(submit: SubmitH
     assert job.source == f"s3://{submit.bucket}/{key}?versionId={put['VersionId']}"
     (fal_job,) = submit.fal_jobs_for(job_id)
     assert (fal_job.request_id, fal_job.endpoint_id) == (job.request_id, "fal-ai/clarity-upscaler")
-    assert _webhook_query(fal_job.webhook_url) == {"job_id": [job_id]}
+    # The job's own URL: its id and the token that binds fal's delivery to it (the stack's secret).
+    token = stack_tokens(submit.stack).token_for(job_id)
+    assert _webhook_query(fal_job.webhook_url) == {"job_id": [job_id], "token": [token]}
     assert fal_job.webhook_url.startswith(submit.sink.url)  # type: ignore[union-attr]
     # The input fal received: the route's template with a presigned URL fal can read the file at.
     (sent,) = [r for r in submit.fal.control.requests() if r.group == "submit"]
@@ -123,3 +126,30 @@ def test_every_sample_event_works_as_it_is(submit: SubmitHarness) -> None:
         ("sqs", "REJECTED"),
         ("sqs", "SUBMITTED"),
     ]
+
+
+def test_notifications_naming_another_bucket_are_rejected_and_nothing_is_read(submit: SubmitHarness) -> None:
+    # The objects exist (in moto every bucket is readable): only the bucket check keeps them out.
+    foreign = "someone-elses-bucket"
+    submit.s3.create_bucket(Bucket=foreign)
+    document = json.dumps({"model": "fal-ai/flux/dev", "input": {"prompt": "theirs"}}).encode()
+    records = []
+    for key, body in (("upscale/theirs.png", b"\x89PNG theirs"), ("jobs/theirs.json", document)):
+        put = submit.s3.put_object(Bucket=foreign, Key=key, Body=body)
+        record = submit.s3_event_record(key, version_id=None, etag=put["ETag"].strip('"'), size=len(body))
+        notification = json.loads(record["body"])
+        notification["Records"][0]["s3"]["bucket"].update(name=foreign, arn=f"arn:aws:s3:::{foreign}")
+        record["body"] = json.dumps(notification)
+        records.append((record, S3ObjectRef(foreign, key), put["ETag"].strip('"')))
+
+    delivery = submit.deliver([record for record, _, _ in records])
+
+    assert delivery.responses == [{"batchItemFailures": []}]  # consumed: the record says why
+    for _, ref, etag in records:
+        job = submit.job(object_job_id(ObjectCreated(ref, etag=etag)))
+        assert job.state is JobState.REJECTED
+        assert job.error is not None
+        assert job.error.type == "foreign_bucket"
+        assert job.input is None  # the document was never read
+    assert [r for r in submit.fal.control.requests() if r.group == "submit"] == []
+    assert submit.dead_letters() == []

@@ -60,7 +60,7 @@ Case = Callable[[CompletionStack], dict]
 
 def signed(stack: CompletionStack, *, signer: WebhookSigner | None = None, offset: int = 0, **kwargs) -> dict:
     headers = (signer or stack.signer).headers(BODY, "req-1", timestamp=int(time.time()) + offset)
-    return http_api_event(BODY, headers, job_id="job-1", **kwargs)
+    return http_api_event(BODY, headers, job_id="job-1", token=stack.token_for("job-1"), **kwargs)
 
 
 def tampered(stack: CompletionStack) -> dict:
@@ -154,10 +154,34 @@ def test_the_committed_sample_events_verify_with_the_committed_test_key(
 
         # as committed: signed long ago, so refused; re-signed now (same bytes): recorded
         assert stack.deliver_event(event)["statusCode"] == 401
-        assert stack.deliver_event(resign_event(event, committed))["statusCode"] == 200
+        assert stack.deliver_event(resign_event(event, committed))["statusCode"] == 403  # no token
+        tokened = resign_event(event, committed, token=stack.token_for(job_id))
+        assert stack.deliver_event(tokened)["statusCode"] == 200
         assert stack.job(job_id).request_id == request_id
         assert stack.job(job_id).state is JobState.STORING
         # the samples share one job id: start the next one from a fresh record
         aws_client("dynamodb").delete_item(
             TableName=stack.stack.tables["JobsTable"], Key={"job_id": {"S": job_id}}
         )
+
+
+def test_a_delivery_posted_to_another_jobs_url_is_refused_even_as_a_flood(stack: CompletionStack) -> None:
+    # J3's submit reply was lost: no request id yet, which a cross-job delivery used to bind.
+    stack.jobs.create(
+        Job.new("job-3", source="sqs:m3", source_kind="sqs", now=utcnow(), model="fal-ai/flux/dev")
+    )
+    item_key = {"job_id": {"S": "job-3"}}
+    table = stack.stack.tables["JobsTable"]
+    before = aws_client("dynamodb").get_item(TableName=table, Key=item_key, ConsistentRead=True)["Item"]
+    headers = stack.signer.headers(BODY, "req-1")  # J1's delivery, validly signed by fal
+
+    assert stack.deliver(BODY, headers, "job-3", token="") == 403
+    j1_token = stack.token_for("job-1")  # J1's URL, as fal (or anyone J1's account) saw it
+    answers = {stack.deliver(BODY, headers, "job-3", token=j1_token) for _ in range(1000)}
+
+    assert answers == {403}
+    after = aws_client("dynamodb").get_item(TableName=table, Key=item_key, ConsistentRead=True)["Item"]
+    assert after == before  # not one attribute, not one trail entry more
+    assert nothing_changed(stack)
+    assert stack.deliver_event(signed(stack))["statusCode"] == 200  # J1's own URL still works
+    assert recorded_once(stack)

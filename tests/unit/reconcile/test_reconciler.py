@@ -297,7 +297,9 @@ def test_the_redriven_message_is_planned_by_the_submit_path_as_the_same_job_and_
     )
     body = original_request(job)
     assert body is not None
-    plan = Planner(RouteTable(), "jobs/", objects=None).plan(JobMessage(body=body, message_id="redrive-1"))  # type: ignore[arg-type]
+    plan = Planner(RouteTable(), "jobs/", objects=None, input_buckets=()).plan(
+        JobMessage(body=body, message_id="redrive-1")
+    )  # type: ignore[arg-type]
     assert plan is not None
     assert plan.job_id == job_id
     assert plan.request.model == job.model

@@ -16,6 +16,7 @@ from falflow.submit.routes import RouteTable
 from falflow.submit.service import SubmitConfig, SubmitService
 from falflow.submit.sources import JobMessage, ObjectCreated
 from tests.fakes.job_store import InMemoryJobStore
+from tests.fakes.webhook_events import fixed_tokens
 from tests.unit.submit.fakes import Clock, FakeArchive, FakeCatalogue, FakeFalQueue, FakeObjects, FakeStorage
 
 BUCKET = "falflow-inputbucket"
@@ -65,7 +66,7 @@ class Harness:
         return SubmitService(
             store=self.store,
             fal=self.fal,
-            planner=Planner(ROUTES, "jobs/", self.objects),
+            planner=Planner(ROUTES, "jobs/", self.objects, input_buckets=[BUCKET]),
             files=InputFiles(
                 self.objects, self.storage, input_bucket=BUCKET, presign_expiry_seconds=PRESIGN_S
             ),
@@ -74,6 +75,7 @@ class Harness:
                 ambiguous_grace=timedelta(seconds=self.grace_s),
                 max_inline_input_bytes=self.max_inline_input_bytes,
             ),
+            tokens=fixed_tokens(),
             archive=self.archive,
             catalogue=self.catalogue,
             clock=self.clock,

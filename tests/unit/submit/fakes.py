@@ -124,6 +124,8 @@ class FakeObjects:
 
     objects: dict[tuple[str, str], list[tuple[str | None, bytes, str | None]]] = field(default_factory=dict)
     presigned: list[tuple[S3ObjectRef, int]] = field(default_factory=list)
+    # Every object the submit path looked at (head, read, open or presign), in order.
+    touched: list[S3ObjectRef] = field(default_factory=list)
 
     def put(
         self,
@@ -141,6 +143,7 @@ class FakeObjects:
         self.objects.pop((bucket, key), None)
 
     def _find(self, ref: S3ObjectRef) -> tuple[bytes, str | None] | None:
+        self.touched.append(ref)
         versions = self.objects.get((ref.bucket, ref.key), [])
         for version, data, content_type in reversed(versions):
             if ref.version_id in (None, version):
@@ -162,6 +165,7 @@ class FakeObjects:
         return ObjectStream(body=io.BytesIO(found[0]), size=len(found[0]), content_type=found[1])
 
     def presign_get(self, ref: S3ObjectRef, *, expires_in: int) -> str:
+        self.touched.append(ref)
         self.presigned.append((ref, expires_in))
         version = f"&versionId={ref.version_id}" if ref.version_id else ""
         return f"https://{ref.bucket}.s3.amazonaws.com/{ref.key}?X-Amz-Expires={expires_in}{version}"

@@ -16,13 +16,14 @@ import pytest
 from aws_lambda_powertools import Logger
 
 from falflow.aws.dead_letter import ERROR_MESSAGE_ATTRIBUTE, ERROR_TYPE_ATTRIBUTE, DeadLetterPolicy
-from falflow.fal import FalRateLimitedError
+from falflow.fal import FalRateLimitedError, FalTransportError
 from falflow.jobs import JobState
 from falflow.submit import service as service_module
 from falflow.submit.app import SubmitApp, correlate_logs, metrics, sources_from_body
 from falflow.submit.request import S3ObjectRef
 from falflow.submit.sources import JobMessage, ObjectCreated
 from tests.unit.submit.conftest import Harness
+from tests.unit.submit.fakes import Lost
 
 EVENTS = Path(__file__).resolve().parents[3] / "events" / "submit"
 FLUX = {"model": "fal-ai/flux/dev", "input": {"prompt": "a private prompt"}}
@@ -179,6 +180,46 @@ def test_a_failure_on_the_last_receive_goes_to_the_dlq_with_its_reason(batch: Ba
     job = batch.harness.job("busy-1")
     assert job.state is JobState.ACCEPTED
     assert job.trail[-1].action == "dead_lettered"
+
+
+def test_a_message_reusing_a_job_id_for_other_work_is_dead_lettered_at_once(batch: Batch) -> None:
+    first = json.dumps({**FLUX, "job_id": "order-1"})
+    reuse = json.dumps({**FLUX, "input": {"prompt": "another"}, "job_id": "order-1"})
+    batch.app.handle(sqs_event([first]))
+
+    response = batch.app.handle(sqs_event([reuse]))  # its first receive: no retries for this
+
+    assert response == {"batchItemFailures": []}  # consumed: it is in the DLQ
+    (sent,) = batch.sqs.sent
+    assert sent["MessageBody"] == reuse
+    assert sent["MessageAttributes"][ERROR_TYPE_ATTRIBUTE]["StringValue"] == "job_id_conflict"
+    assert "order-1" in sent["MessageAttributes"][ERROR_MESSAGE_ATTRIBUTE]["StringValue"]
+    assert metrics.metric_set["JobIdConflicts"]["Value"] in (1, [1.0], 1.0)
+    job = batch.harness.job("order-1")
+    assert job.state is JobState.SUBMITTED
+    assert job.input == {"prompt": "a private prompt"}
+    assert [entry.action for entry in job.trail] == ["job_id_conflict"]
+    assert len(batch.harness.fal.submitted) == 1
+
+
+def test_a_last_receive_waiting_on_a_job_its_record_holds_is_consumed_not_dead_lettered(
+    batch: Batch,
+) -> None:
+    # fal queued the job and the reply was lost: the record holds it for fal's webhook (or the
+    # reconciler's re-drive), so the message's last receive must not leave it in the DLQ.
+    batch.harness.fal.replies = [Lost(FalTransportError("connection reset", ambiguous=True))]
+    body = json.dumps({**FLUX, "job_id": "lost-1"})
+    assert batch.app.handle(sqs_event([body])) == {"batchItemFailures": [{"itemIdentifier": "msg-0"}]}
+
+    response = batch.app.handle(sqs_event([body], receive_count=3))
+
+    assert response == {"batchItemFailures": []}
+    assert batch.sqs.sent == []
+    job = batch.harness.job("lost-1")
+    assert job.state is JobState.ACCEPTED
+    assert job.submit_ambiguous_at is not None  # waiting, visibly, with its reason
+    assert job.trail[-1].action == "message_consumed"
+    assert "reconciler" in job.trail[-1].reason
 
 
 def test_metrics_count_each_outcome_and_the_fal_latency(batch: Batch) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from falflow.jobs import JobState
 from falflow.submit.service import SubmitOutcome
-from falflow.submit.sources import JobSource, message_job_id, object_job_id
+from falflow.submit.sources import JobSource, ObjectCreated, message_job_id, object_job_id
 from tests.unit.submit.conftest import BUCKET, Harness, message
 
 FLUX = {"model": "fal-ai/flux/dev", "input": {"prompt": "x"}}
@@ -94,6 +94,37 @@ def test_a_bad_request_is_rejected_with_a_clear_reason(harness: Harness, case: B
     assert harness.fal.attempts == 0
     # A redelivery finds the record: one record, still nothing sent.
     assert harness.service.submit_job(source).outcome is SubmitOutcome.DUPLICATE
+    assert harness.fal.attempts == 0
+
+
+FOREIGN = "someone-elses-bucket"
+
+
+@pytest.mark.parametrize(
+    ("key", "body", "kind"),
+    [
+        ("upscale/cat.png", b"\x89PNG foreign", "s3_media"),
+        ("jobs/run.json", b'{"model": "fal-ai/flux/dev", "input": {"prompt": "theirs"}}', "s3_document"),
+    ],
+    ids=["media drop", "job document"],
+)
+def test_a_notification_for_another_bucket_is_rejected_and_nothing_is_read_from_it(
+    harness: Harness, key: str, body: bytes, kind: str
+) -> None:
+    # A forged (or misrouted) notification naming an object that exists, in a bucket not ours.
+    ref = harness.objects.put(FOREIGN, key, body, version_id="v1")
+    created = ObjectCreated(object=ref, etag="e", size=len(body))
+
+    result = harness.service.submit_job(created)
+
+    assert result.outcome is SubmitOutcome.REJECTED
+    job = harness.job(result.job_id)
+    assert (job.state, job.source, job.source_kind) == (JobState.REJECTED, ref.uri, kind)
+    assert job.error is not None
+    assert job.error.type == "foreign_bucket"
+    assert FOREIGN in job.error.message
+    assert BUCKET in job.error.message
+    assert harness.objects.touched == []  # not read, not presigned for fal
     assert harness.fal.attempts == 0
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from hypothesis import given
@@ -23,8 +22,8 @@ from falflow.fal import (
 )
 from falflow.submit.request import JobRequest, RequestRejectedError, S3ObjectRef, parse_request
 from falflow.submit.routes import RouteTable, render
-from falflow.submit.service import FalFailure, classify_submit_error, job_webhook_url
-from falflow.submit.settings import JOB_ID_QUERY_PARAMETER, SubmitSettings
+from falflow.submit.service import FalFailure, classify_submit_error
+from falflow.submit.settings import SubmitSettings
 from falflow.submit.sources import ObjectCreated, message_job_id, object_job_id
 from falflow_tools.template import function_specs, load_template, parameter_defaults
 
@@ -153,19 +152,6 @@ def test_message_job_ids_ignore_formatting_but_not_content() -> None:
 # ------------------------------------------------------------------------------- webhook
 
 
-def test_the_webhook_url_carries_the_job_id_encoded_and_keeps_its_own_query() -> None:
-    url = job_webhook_url("https://api.example/webhooks/fal?stage=prod", "order-1:hero.v2")
-    parts = urlsplit(url)
-    assert parse_qs(parts.query) == {"stage": ["prod"], "job_id": ["order-1:hero.v2"]}
-    assert url.startswith("https://api.example/webhooks/fal?")
-
-
-def test_the_job_id_parameter_is_the_one_the_completion_webhook_reads() -> None:
-    from falflow.webhook.receiver import JOB_ID_PARAMETER  # noqa: PLC0415
-
-    assert JOB_ID_QUERY_PARAMETER == JOB_ID_PARAMETER
-
-
 # ------------------------------------------------------------------------ fal's failures
 
 
@@ -201,6 +187,7 @@ SETTINGS_ENV = {
     "WEBHOOK_URL": "https://x.execute-api.us-east-1.amazonaws.com/webhooks/fal",
     "ROUTES": '{"img/": {"model": "a/b", "input": {"url": "{file_url}"}}}',
     "DLQ_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/intake-dlq",
+    "WEBHOOK_TOKEN_SECRET_ID": "arn:aws:secretsmanager:us-east-1:123456789012:secret:token-AbCdEf",
 }
 
 
@@ -217,6 +204,8 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         ("WEBHOOK_URL", "/webhooks/fal"),
         ("WEBHOOK_URL", "https://x/webhooks/fal?job_id=1"),
+        ("WEBHOOK_URL", "https://x/webhooks/fal?token=1"),
+        ("WEBHOOK_TOKEN_SECRET_ID", ""),
         ("ROUTES", "{not json"),
         ("ROUTES", '{"jobs/x/": {"model": "a/b", "input": {"url": "{file_url}"}}}'),
         ("PRESIGN_EXPIRY_SECONDS", "999999999"),
@@ -224,6 +213,8 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     ids=[
         "relative webhook",
         "webhook with job_id",
+        "webhook with token",
+        "no token secret",
         "routes not JSON",
         "route under jobs/",
         "expiry > 7 days",
@@ -261,6 +252,7 @@ def test_the_templates_defaults_make_valid_settings() -> None:
         jobs_prefix=parameters["JobsPrefix"],
         presign_expiry_seconds=parameters["PresignExpirySeconds"],
         submit_ambiguous_grace_seconds=parameters["SubmitAmbiguousGraceSeconds"],
+        webhook_token_secret_id="arn:aws:secretsmanager:us-east-1:123456789012:secret:token-AbCdEf",
     )
     assert settings.routes.match("upscale/cat.png") is not None
     assert settings.routes.match("animate/wave.txt") is not None

@@ -20,6 +20,7 @@ from falflow.jobs import JobState, isoformat
 from falflow.submit.service import WORKER_LEASE, SubmitOutcome, SubmitRetryLaterError
 from falflow.submit.sources import message_job_id, object_job_id
 from falflow_tools.template import function_specs
+from tests.fakes.webhook_events import fixed_tokens
 from tests.unit.submit.conftest import BUCKET, GRACE_S, PRESIGN_S, WEBHOOK, Harness, message
 from tests.unit.submit.fakes import Lost, SentSubmission
 
@@ -38,7 +39,9 @@ def webhook_job_id(sent: SentSubmission) -> str:
     assert sent.webhook_url is not None
     parts = urlsplit(sent.webhook_url)
     assert f"{parts.scheme}://{parts.netloc}{parts.path}" == WEBHOOK
-    return parse_qs(parts.query)["job_id"][0]
+    query = parse_qs(parts.query)
+    assert query["token"] == [fixed_tokens().token_for(query["job_id"][0])]  # bound to this job
+    return query["job_id"][0]
 
 
 # ------------------------------------------------------------------------- the three forms
@@ -235,19 +238,54 @@ def test_a_redriven_request_rebuilt_from_the_record_is_the_same_job_and_work(har
     assert sent.input["image_url"].startswith(f"https://{BUCKET}.s3.amazonaws.com/uploads/cat.png?")
 
 
-def test_a_job_id_reused_for_other_work_sends_nothing(harness: Harness) -> None:
+def test_a_job_id_reused_for_other_work_is_refused_visibly_and_sends_nothing(harness: Harness) -> None:
     harness.fal.replies = [FalRateLimitedError("busy", status=429, retryable=True)]
     original = message({"model": "fal-ai/flux/dev", "input": {"prompt": "a"}, "job_id": "k1"})
     with pytest.raises(SubmitRetryLaterError):
         harness.service.submit_job(original)
 
     other = harness.service.submit_job(
-        message({"model": "fal-ai/flux/dev", "input": {"prompt": "b"}, "job_id": "k1"})
+        message({"model": "fal-ai/flux/dev", "input": {"prompt": "b"}, "job_id": "k1"}, "m-2")
     )
 
-    assert other.outcome is SubmitOutcome.DUPLICATE
+    assert other.outcome is SubmitOutcome.CONFLICT
+    assert other.error is not None
+    assert other.error.type == "job_id_conflict"
+    assert "sqs:m-2" in other.error.message
+    assert "input" in other.error.message
     assert harness.fal.submitted == []
-    assert harness.job("k1").input == {"prompt": "a"}
+    job = harness.job("k1")
+    assert job.input == {"prompt": "a"}
+    assert [(entry.action, entry.reason) for entry in job.trail] == [("job_id_conflict", other.error.message)]
+
+
+@pytest.mark.parametrize(
+    "reuse",
+    [
+        {"model": "fal-ai/flux/schnell", "input": {"prompt": "a"}},
+        {"model": "fal-ai/flux/dev", "input": {"prompt": "a"}, "metadata": {"order": 2}},
+        {"model": "fal-ai/flux/dev", "input": {"prompt": "a"}, "priority": "low"},
+        {"model": 42, "input": {"prompt": "a"}},  # a rejected request under the same id
+    ],
+    ids=["other model", "other metadata", "other priority", "invalid request"],
+)
+def test_a_job_id_reused_after_the_job_was_sent_is_refused_too(harness: Harness, reuse: dict) -> None:
+    first = harness.service.submit_job(
+        message({"model": "fal-ai/flux/dev", "input": {"prompt": "a"}, "job_id": "k2"})
+    )
+    assert first.outcome is SubmitOutcome.SUBMITTED
+    redelivered = harness.service.submit_job(
+        message({"model": "fal-ai/flux/dev", "input": {"prompt": "a"}, "job_id": "k2"})
+    )
+
+    reused = harness.service.submit_job(message({**reuse, "job_id": "k2"}, "m-9"))
+
+    assert redelivered.outcome is SubmitOutcome.DUPLICATE  # the same message again is no conflict
+    assert reused.outcome is SubmitOutcome.CONFLICT
+    assert len(harness.fal.submitted) == 1
+    job = harness.job("k2")
+    assert job.state is JobState.SUBMITTED
+    assert [entry.action for entry in job.trail] == ["job_id_conflict"]
 
 
 # ------------------------------------------------------------------------ the webhook first

@@ -11,11 +11,20 @@ import pytest
 
 from falflow.completion.handoff import CompletionHandoff
 from falflow.jobs import Job, JobState, utcnow
+from falflow.webhook import receiver as receiver_module
 from falflow.webhook.http_api import http_response, webhook_request
 from falflow.webhook.receiver import WebhookReceiver, WebhookRequest
+from falflow.webhook.token import WebhookTokens
 from tests.fakes.completion import JwksServer, MemoryInbox, MemoryOutputsQueue
 from tests.fakes.job_store import InMemoryJobStore
-from tests.fakes.webhook_events import WebhookSigner, delivery, http_api_event
+from tests.fakes.webhook_events import (
+    TEST_TOKEN_KEY,
+    StaticTokenKeys,
+    WebhookSigner,
+    delivery,
+    fixed_tokens,
+    http_api_event,
+)
 
 NOW = time.time()
 
@@ -28,15 +37,24 @@ class Harness:
         self.inbox = MemoryInbox()
         self.queue = MemoryOutputsQueue()
         handoff = CompletionHandoff(self.store, self.inbox, self.queue)
-        self.receiver = WebhookReceiver(handoff, self.jwks.cache(min_refetch_interval_s=0), clock=lambda: NOW)
+        self.tokens = fixed_tokens()
+        self.receiver = WebhookReceiver(
+            handoff, self.jwks.cache(min_refetch_interval_s=0), self.tokens, clock=lambda: NOW
+        )
         self.store.create(
             Job.new("job-1", source="sqs:m", source_kind="sqs", now=utcnow(), model="fal-ai/flux/dev")
         )
         self.store.bind_request("job-1", "req-1")
         self.store.confirm_submission("job-1", "req-1", now=utcnow())
 
-    def request(self, body: bytes, headers: dict[str, str], job_id: str | None = "job-1") -> WebhookRequest:
-        return WebhookRequest(headers=headers, body=body, query={"job_id": job_id} if job_id else {})
+    def request(
+        self, body: bytes, headers: dict[str, str], job_id: str | None = "job-1", token: str | None = None
+    ) -> WebhookRequest:
+        """A delivery to ``job_id``'s URL, with its own token unless ``token`` says otherwise."""
+        if not job_id:
+            return WebhookRequest(headers=headers, body=body)
+        token = self.tokens.token_for(job_id) if token is None else token
+        return WebhookRequest(headers=headers, body=body, query={"job_id": job_id, "token": token})
 
     def unchanged(self) -> bool:
         job = self.store.get("job-1")
@@ -164,6 +182,7 @@ def test_a_delivery_signed_for_another_fal_account_is_refused_when_accounts_are_
     harness.receiver = WebhookReceiver(
         CompletionHandoff(harness.store, harness.inbox, harness.queue),
         harness.jwks.cache(min_refetch_interval_s=0),
+        harness.tokens,
         allowed_user_ids={"our-account"},
         clock=lambda: NOW,
     )
@@ -191,6 +210,7 @@ def test_api_gateway_events_are_verified_over_the_exact_bytes(
         body,
         harness.signer.headers(body, "req-1", timestamp=int(NOW)),
         job_id="job-1",
+        token=harness.tokens.token_for("job-1"),
         base64_body=base64_body,
         lower_case_headers=lower_case,
     )
@@ -205,3 +225,104 @@ def test_a_body_marked_base64_that_is_not_is_refused() -> None:
     with pytest.raises(ValueError, match="base64"):
         webhook_request(event)
     assert base64.b64encode(b"x")  # keeps the import honest
+
+
+# ------------------------------------------------------------------ a delivery binds to its job
+
+
+def _add_unbound_job(harness: Harness, job_id: str) -> None:
+    """A job whose submit reply was lost: ACCEPTED, no request id yet (what a cross-job delivery
+    could bind before tokens)."""
+    harness.store.create(
+        Job.new(job_id, source="sqs:m3", source_kind="sqs", now=utcnow(), model="fal-ai/flux/dev")
+    )
+
+
+CROSS_JOB_TOKENS = {
+    "no token": "",
+    "the token of the job the delivery was for": "job-1",
+    "a token of another stack": "other-stack",
+    "a token that is not ASCII": "jöb-3",
+}
+
+
+@pytest.mark.parametrize("token_of", CROSS_JOB_TOKENS.values(), ids=CROSS_JOB_TOKENS.keys())
+def test_a_validly_signed_delivery_posted_to_another_jobs_url_is_refused_and_changes_nothing(
+    harness: Harness, token_of: str
+) -> None:
+    _add_unbound_job(harness, "job-3")
+    before = harness.store.get("job-3")
+    if token_of == "job-1":
+        token = harness.tokens.token_for("job-1")
+    elif token_of == "other-stack":
+        token = WebhookTokens(StaticTokenKeys(b"another stack's secret")).token_for("job-3")
+    else:
+        token = token_of
+    headers = harness.signer.headers(BODY, "req-1", timestamp=int(NOW))  # J1's delivery, signed by fal
+
+    reply = harness.receiver.receive(harness.request(BODY, headers, job_id="job-3", token=token))
+
+    assert reply.status == 403
+    assert harness.store.get("job-3") == before  # no request id bound, no trail, nothing
+    assert harness.unchanged()
+
+
+def test_a_delivery_whose_token_was_signed_before_a_rotation_is_accepted(harness: Harness) -> None:
+    issued = harness.tokens.token_for("job-1")  # the URL submit gave fal before the rotation
+    rotated = StaticTokenKeys(current_key=b"the new version", previous_key=TEST_TOKEN_KEY)
+    harness.receiver = WebhookReceiver(
+        CompletionHandoff(harness.store, harness.inbox, harness.queue),
+        harness.jwks.cache(min_refetch_interval_s=0),
+        WebhookTokens(rotated),
+        clock=lambda: NOW,
+    )
+    headers = harness.signer.headers(BODY, "req-1", timestamp=int(NOW))
+
+    assert harness.receiver.receive(harness.request(BODY, headers, token=issued)).status == 200
+
+    rotated.previous_key = b"the version after"  # rotated twice: the old token is no longer valid
+    harness.store.create(
+        Job.new("job-2", source="sqs:m2", source_kind="sqs", now=utcnow(), model="fal-ai/flux/dev")
+    )
+    stale = WebhookTokens(StaticTokenKeys()).token_for("job-2")
+    assert harness.receiver.receive(harness.request(BODY, headers, job_id="job-2", token=stale)).status == 403
+
+
+# ------------------------------------------------------------------------------- replay floods
+
+REPLAYS = 1000
+
+
+def test_a_replay_flood_leaves_every_record_bounded_and_every_answer_right(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Powertools flushes its metrics every 100 values, as the function's namespace would let it.
+    monkeypatch.setattr(receiver_module.metrics, "namespace", "falflow-test")
+    _add_unbound_job(harness, "job-3")
+    own = harness.signer.headers(BODY, "req-1", timestamp=int(NOW))
+    other_body = delivery("req-2", payload={})  # fal's delivery of another request of job-1
+    other = harness.signer.headers(other_body, "req-2", timestamp=int(NOW))
+    j1_token = harness.tokens.token_for("job-1")
+
+    first = harness.receiver.receive(harness.request(BODY, own))
+    cross_job = [
+        harness.receiver.receive(harness.request(BODY, own, job_id="job-3", token=j1_token)).status
+        for _ in range(REPLAYS)
+    ]
+    same = [harness.receiver.receive(harness.request(BODY, own)).body["outcome"] for _ in range(REPLAYS)]
+    foreign = [
+        harness.receiver.receive(harness.request(other_body, other)).body["outcome"] for _ in range(REPLAYS)
+    ]
+
+    assert first.body == {"outcome": "recorded"}
+    assert set(cross_job) == {403}
+    assert set(same) == {"duplicate"}
+    assert set(foreign) == {"foreign_request"}
+    job_1, job_3 = harness.store.get("job-1"), harness.store.get("job-3")
+    assert job_1 is not None
+    assert job_3 is not None
+    assert [entry.action for entry in job_1.trail] == ["ignored_foreign_request"]  # one note, once
+    assert job_1.trail_dropped == 0
+    assert (job_3.request_id, job_3.trail, job_3.state) == (None, [], JobState.ACCEPTED)
+    assert len(harness.queue.messages) == 1  # one hand-off to the store
+    assert j1_token not in capsys.readouterr().out  # the token is never logged

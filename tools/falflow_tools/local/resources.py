@@ -4,6 +4,8 @@ derives each function's environment from the template, so nothing is repeated by
 from __future__ import annotations
 
 import json
+import secrets as token_source
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -48,6 +50,7 @@ class ProvisionedStack:
     queues: dict[str, QueueInfo] = field(default_factory=dict)
     buckets: dict[str, str] = field(default_factory=dict)
     tables: dict[str, str] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)  # logical id -> ARN
 
     def physical(self, logical_id: str) -> str:
         return self.resolver.refs[logical_id]
@@ -103,6 +106,7 @@ def provision(
     sqs: SQSClient = session.client("sqs", **client_args)
     s3: S3Client = session.client("s3", **client_args)
     dynamodb: DynamoDBClient = session.client("dynamodb", **client_args)
+    secretsmanager: SecretsManagerClient = session.client("secretsmanager", **client_args)
 
     params = {**parameter_defaults(template), **(parameters or {})}
     resolver = Resolver(
@@ -124,6 +128,7 @@ def provision(
     _create_queues(stack, template, sqs, prefix)
     _create_tables(stack, template, dynamodb, prefix)
     _create_buckets(stack, template, s3, prefix)
+    _create_generated_secrets(stack, template, secretsmanager, prefix)
     return stack
 
 
@@ -216,6 +221,30 @@ def _create_buckets(stack: ProvisionedStack, template: Mapping[str, Any], s3: S3
                     ]
                 },
             )
+
+
+def _create_generated_secrets(
+    stack: ProvisionedStack, template: Mapping[str, Any], secretsmanager: SecretsManagerClient, prefix: str
+) -> None:
+    """The template's own secrets (``GenerateSecretString``), generated as CloudFormation would;
+    their !Ref is the ARN, as in AWS."""
+    for logical, spec in resources_of_type(template, "AWS::SecretsManager::Secret").items():
+        generate = stack.resolver.resolve(spec.get("Properties", {})).get("GenerateSecretString")
+        if generate is None:
+            raise ValueError(f"{logical}: only generated secrets are created locally")
+        arn = secretsmanager.create_secret(
+            Name=f"{prefix}-{logical}", SecretString=generated_secret(generate)
+        )["ARN"]
+        stack.resolver.refs[logical] = arn
+        stack.secrets[logical] = arn
+
+
+def generated_secret(generate: Mapping[str, Any]) -> str:
+    """A random value as ``GenerateSecretString`` describes it (length, and no punctuation if asked)."""
+    alphabet = string.ascii_letters + string.digits
+    if not generate.get("ExcludePunctuation"):
+        alphabet += string.punctuation
+    return "".join(token_source.choice(alphabet) for _ in range(int(generate.get("PasswordLength", 32))))
 
 
 # ------------------------------------------------------------------ local additions to the stack

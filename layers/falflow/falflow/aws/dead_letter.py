@@ -45,16 +45,19 @@ class DeadLetterPolicy:
         return int(record.attributes.approximate_receive_count or 1) >= self.max_receives
 
 
-def dead_letter(sqs: SQSClient, policy: DeadLetterPolicy, record: SQSRecord, error: BaseException) -> None:
-    """Send `record` to the DLQ with why it failed (type and message; never a traceback or secret)."""
+def dead_letter(
+    sqs: SQSClient, policy: DeadLetterPolicy, record: SQSRecord, error_type: str, reason: str
+) -> None:
+    """Send `record` to the DLQ with why it failed (a type and a message; never a traceback or
+    secret). A handler may also call it at once for a message that can never succeed."""
     sqs.send_message(
         QueueUrl=policy.dlq_url,
         MessageBody=record.body,
         MessageAttributes={
-            ERROR_TYPE_ATTRIBUTE: {"DataType": "String", "StringValue": type(error).__name__},
+            ERROR_TYPE_ATTRIBUTE: {"DataType": "String", "StringValue": error_type},
             ERROR_MESSAGE_ATTRIBUTE: {
                 "DataType": "String",
-                "StringValue": (str(error) or "-")[:_MAX_REASON_CHARS],
+                "StringValue": (reason or "-")[:_MAX_REASON_CHARS],
             },
             SOURCE_QUEUE_ATTRIBUTE: {"DataType": "String", "StringValue": record.event_source_arn or "-"},
             RECEIVE_COUNT_ATTRIBUTE: {
@@ -83,7 +86,7 @@ def with_dead_letter_reason[T](
         except Exception as error:
             if not policy.is_last_attempt(record):
                 raise
-            dead_letter(sqs(), policy, record, error)
+            dead_letter(sqs(), policy, record, type(error).__name__, str(error))
             if on_dead_letter is not None:
                 on_dead_letter(record, error)
             return None

@@ -2,6 +2,7 @@
 
 from falflow.jobs.model import (
     FINAL_STATES,
+    MAX_TRAIL_ENTRIES,
     STATE_RANK,
     WAITING_STATES,
     Job,
@@ -9,6 +10,7 @@ from falflow.jobs.model import (
     JobError,
     JobState,
     TrailEntry,
+    appended_trail,
     isoformat,
     utcnow,
 )
@@ -16,6 +18,7 @@ from falflow.jobs.store import BindOutcome, DynamoJobStore, JobStore, RequestUrl
 
 __all__ = [
     "FINAL_STATES",
+    "MAX_TRAIL_ENTRIES",
     "STATE_RANK",
     "WAITING_STATES",
     "BindOutcome",
@@ -27,6 +30,7 @@ __all__ = [
     "JobStore",
     "RequestUrls",
     "TrailEntry",
+    "appended_trail",
     "isoformat",
     "utcnow",
 ]

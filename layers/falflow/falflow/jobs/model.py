@@ -37,6 +37,11 @@ FINAL_STATES = frozenset(s for s, rank in STATE_RANK.items() if rank == FINAL_RA
 # States the reconciler watches: fal has (or may have) the job and we are waiting for it.
 WAITING_STATES = (JobState.SUBMITTED, JobState.IN_PROGRESS)
 
+# A job's trail is bounded, so no replay flood or retry storm can grow a record towards DynamoDB's
+# 400 KB item limit: the newest entries are kept (each reason clipped), the rest only counted.
+MAX_TRAIL_ENTRIES = 50
+MAX_TRAIL_REASON_CHARS = 1000
+
 SourceKind = Literal["s3_media", "s3_document", "sqs"]
 Priority = Literal["normal", "low"]
 
@@ -80,6 +85,21 @@ class TrailEntry(BaseModel):
     actor: str
     action: str
     reason: str = ""
+
+    def repeats(self, other: TrailEntry) -> bool:
+        """The same note (who, what, why) at another time: a replay or a redelivery says nothing new."""
+        return (self.actor, self.action, self.reason) == (other.actor, other.action, other.reason)
+
+
+def appended_trail(trail: list[TrailEntry], entry: TrailEntry) -> tuple[list[TrailEntry], int] | None:
+    """``trail`` with ``entry`` added and bounded to `MAX_TRAIL_ENTRIES` — and how many of the oldest
+    entries that dropped — or None when the trail already holds the same note."""
+    if any(entry.repeats(kept) for kept in trail):
+        return None
+    clipped = entry.model_copy(update={"reason": entry.reason[:MAX_TRAIL_REASON_CHARS]})
+    grown = [*trail, clipped]
+    dropped = max(len(grown) - MAX_TRAIL_ENTRIES, 0)
+    return grown[dropped:], dropped
 
 
 class Job(BaseModel):
@@ -125,6 +145,8 @@ class Job(BaseModel):
     cost: JobCost | None = None
     event_published_at: str | None = None
     trail: list[TrailEntry] = Field(default_factory=list)
+    # How many of the oldest trail entries were dropped to keep it at MAX_TRAIL_ENTRIES.
+    trail_dropped: int = 0
     expires_at: int | None = None
 
     @property

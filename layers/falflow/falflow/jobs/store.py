@@ -30,6 +30,7 @@ from falflow.jobs.model import (
     JobError,
     JobState,
     TrailEntry,
+    appended_trail,
     isoformat,
 )
 
@@ -42,8 +43,15 @@ TTL_ATTRIBUTE: Final = "expires_at"
 BY_STATE_INDEX: Final = "ByState"
 BY_REQUEST_ID_INDEX: Final = "ByRequestId"
 
+# A trail write is a compare-and-set on what was read; this many tries before contention is an error.
+_TRAIL_ATTEMPTS: Final = 5
+
 # The rank of ACCEPTED: writes to a job fal has not heard of yet require it.
 _BEFORE_SUBMIT_RANK: Final = STATE_RANK[JobState.ACCEPTED]
+
+
+class TrailContendedError(RuntimeError):
+    """Other writers kept appending to a job's trail: the caller's message is retried."""
 
 
 @dataclass(frozen=True)
@@ -212,7 +220,9 @@ class JobStore(Protocol):
         ...
 
     def add_trail(self, job_id: str, entry: TrailEntry) -> None:
-        """Append `entry` to the job's trail (nothing if there is no such job)."""
+        """Append `entry` to the job's trail, keeping the newest `MAX_TRAIL_ENTRIES` and counting the
+        dropped ones in `trail_dropped`; nothing if there is no such job or the trail already holds
+        the same note (`TrailEntry.repeats`: a replay adds nothing)."""
         ...
 
 
@@ -296,6 +306,16 @@ class _Expression:
     def require_absent_or_equal(self, path: str, expected: Any) -> None:
         name = self.name(path)
         self.conditions.append(f"(attribute_not_exists({name}) OR {name} = {self.value(expected)})")
+
+    def require_trail_as_read(self, size: int, dropped: int) -> None:
+        """The trail still holds `size` entries and `dropped` dropped ones (absent counts as none)."""
+        trail = self.name("trail")
+        size_check = f"size({trail}) = {self.value(size)}"
+        self.conditions.append(size_check if size else f"(attribute_not_exists({trail}) OR {size_check})")
+        if dropped:
+            self.require_equal("trail_dropped", dropped)
+        else:
+            self.require_absent_or_equal("trail_dropped", 0)
 
     def require_rank(self, operator: str, rank: int) -> None:
         self.conditions.append(f"{self.name('state_rank')} {operator} {self.value(rank)}")
@@ -605,11 +625,23 @@ class DynamoJobStore:
         return self._advance(job_id, JobState.CANCELLED, now, _Expression())
 
     def add_trail(self, job_id: str, entry: TrailEntry) -> None:
-        expression = _Expression()
-        trail = expression.name("trail")
-        empty, new = expression.value([]), expression.value([entry])
-        expression.sets.append(f"{trail} = list_append(if_not_exists({trail}, {empty}), {new})")
-        self._update(job_id, expression)
+        # Read, bound, write back on condition that nobody appended meanwhile: (size, dropped) only
+        # ever grows, so it versions the trail. One expression cannot append and trim the same list.
+        for _ in range(_TRAIL_ATTEMPTS):
+            job = self.get(job_id)
+            if job is None:
+                return
+            appended = appended_trail(job.trail, entry)
+            if appended is None:
+                return
+            trail, dropped = appended
+            expression = _Expression()
+            expression.set("trail", trail)
+            expression.set("trail_dropped", job.trail_dropped + dropped)
+            expression.require_trail_as_read(len(job.trail), job.trail_dropped)
+            if self._update(job_id, expression) is not None:
+                return
+        raise TrailContendedError(f"job {job_id}: the trail changed under {_TRAIL_ATTEMPTS} writes in a row")
 
 
 def _state_key(state: JobState, before: datetime | None, after: datetime | None) -> dict[str, Any]:

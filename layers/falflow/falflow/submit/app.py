@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from falflow.aws.clients import aws_client
 from falflow.aws.dead_letter import DeadLetterPolicy, with_dead_letter_reason
+from falflow.aws.dead_letter import dead_letter as send_to_dead_letter
 from falflow.catalogue import DynamoModelCatalogue
 from falflow.fal.http import build_http_client
 from falflow.fal.queue import FalQueueClient
@@ -45,6 +46,7 @@ from falflow.submit.plan import Planner
 from falflow.submit.request import S3ObjectRef
 from falflow.submit.service import (
     ACTOR,
+    JOB_ID_CONFLICT,
     SubmitConfig,
     SubmitOutcome,
     SubmitResult,
@@ -53,6 +55,7 @@ from falflow.submit.service import (
 )
 from falflow.submit.settings import SubmitSettings
 from falflow.submit.sources import JobMessage, JobSource, ObjectCreated
+from falflow.webhook.token import webhook_tokens
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -73,6 +76,7 @@ _OUTCOME_METRICS: Final = {
     SubmitOutcome.DUPLICATE: "DuplicateDeliveries",
     SubmitOutcome.SUPERSEDED: "DuplicateRequestsCancelled",
     SubmitOutcome.IGNORED: "IgnoredObjects",
+    SubmitOutcome.CONFLICT: "JobIdConflicts",
 }
 
 
@@ -179,6 +183,8 @@ class SubmitApp:
     ) -> None:
         self._service = service
         self._store = store
+        self._dead_letter = dead_letter
+        self._sqs = sqs
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="submit")
         self._handle_record = with_dead_letter_reason(
             self._submit_record, dead_letter, sqs, on_dead_letter=self._dead_lettered
@@ -200,7 +206,9 @@ class SubmitApp:
         service = SubmitService(
             store=store,
             fal=FalQueueClient(settings.fal, keys.api_key, http),
-            planner=Planner(settings.routes, settings.jobs_prefix, objects),
+            planner=Planner(
+                settings.routes, settings.jobs_prefix, objects, input_buckets=[settings.input_bucket]
+            ),
             files=InputFiles(
                 objects,
                 FalStorageClient(settings.fal, keys.api_key, http),
@@ -212,6 +220,7 @@ class SubmitApp:
                 ambiguous_grace=settings.ambiguous_grace,
                 max_inline_input_bytes=settings.max_inline_input_bytes,
             ),
+            tokens=webhook_tokens(settings),
             archive=S3InputArchive(s3, settings.output_bucket) if settings.output_bucket else None,
             catalogue=DynamoModelCatalogue(dynamodb, settings.usage_table) if settings.usage_table else None,
             correlate=correlate_logs(log_keys),
@@ -266,9 +275,35 @@ class SubmitApp:
             except SubmitRetryLaterError as retry:
                 logger.warning("job goes back to the queue", reason=retry.reason, ambiguous=retry.ambiguous)
                 retries.append(retry)
-        if retries:
+        if retries and not self._left_to_job_records(record, retries):
             raise retries[0]  # the message carries them all; the others are redone as duplicates
+        conflicts = [result for result in results if result.outcome is SubmitOutcome.CONFLICT]
+        if conflicts:
+            # Can never succeed, so no retries: into the DLQ now, with the reason, and consumed.
+            reasons = "; ".join(result.error.message for result in conflicts if result.error)
+            send_to_dead_letter(self._sqs(), self._dead_letter, record, JOB_ID_CONFLICT, reasons)
         return results
+
+    def _left_to_job_records(self, record: SQSRecord, retries: list[SubmitRetryLaterError]) -> bool:
+        """On a message's last receive, consume it instead of dead-lettering it when every job it
+        still waits for is held by its own record (a live submit lease: fal's webhook binds it, or
+        the reconciler re-drives the job once the lease expires), so no message of a job that will
+        complete is left in the DLQ to trip its alarm. The job's trail says so."""
+        if not self._dead_letter.is_last_attempt(record) or not all(retry.held for retry in retries):
+            return False
+        for retry in retries:
+            self._store.add_trail(
+                retry.job_id,
+                TrailEntry(
+                    at=isoformat(utcnow()),
+                    actor=ACTOR,
+                    action="message_consumed",
+                    reason=f"message {record.message_id} was on its last receive while {retry.reason}; "
+                    "the job's record holds it: its webhook or the reconciler's re-drive finishes it",
+                ),
+            )
+        logger.info("last receive of a message whose jobs their records hold: consumed", jobs=len(retries))
+        return True
 
     def _dead_lettered(self, record: SQSRecord, error: BaseException) -> None:
         logger.error(

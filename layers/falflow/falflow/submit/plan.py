@@ -3,12 +3,14 @@
 Three request forms meet here: a media drop under a routed prefix, a JSON job document under the
 jobs prefix, and a job message. A request that can never succeed raises `PlanRejectedError`
 carrying the job it belongs to, so even a malformed message leaves a REJECTED record behind.
+An S3 notification is taken only for the stack's input bucket: one naming any other bucket (forged,
+or a misrouted subscription) is REJECTED as ``foreign_bucket`` before anything is read from it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -62,10 +64,13 @@ class PlanRejectedError(Exception):
 
 
 class Planner:
-    def __init__(self, routes: RouteTable, jobs_prefix: str, objects: InputObjects) -> None:
+    def __init__(
+        self, routes: RouteTable, jobs_prefix: str, objects: InputObjects, *, input_buckets: Collection[str]
+    ) -> None:
         self._routes = routes
         self._jobs_prefix = jobs_prefix
         self._objects = objects
+        self._input_buckets = frozenset(input_buckets)
 
     def plan(self, source: JobSource) -> JobPlan | None:
         """The job a source asks for; None when it is no job (a folder marker)."""
@@ -73,9 +78,23 @@ class Planner:
             return self._plan_message(source)
         if source.object.key.endswith("/"):
             return None  # "create folder" in the console writes an empty object named like a prefix
-        if source.object.key.startswith(self._jobs_prefix):
+        document = source.object.key.startswith(self._jobs_prefix)
+        if source.object.bucket not in self._input_buckets:
+            raise self._foreign_bucket(source, "s3_document" if document else "s3_media")
+        if document:
             return self._plan_document(source)
         return self._plan_drop(source)
+
+    def _foreign_bucket(self, created: ObjectCreated, kind: SourceKind) -> PlanRejectedError:
+        ref = created.object
+        return PlanRejectedError(
+            JobIdentity(object_job_id(created), ref.uri, kind),
+            RequestRejectedError(
+                "foreign_bucket",
+                f"the notification names bucket {ref.bucket!r}, not the input bucket "
+                f"({', '.join(sorted(self._input_buckets))}); nothing was read from it",
+            ),
+        )
 
     def _plan_message(self, message: JobMessage) -> JobPlan:
         source = f"sqs:{message.message_id}"

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from aws_lambda_powertools import Logger
 
@@ -39,9 +38,9 @@ from falflow.jobs import Job, JobError, JobState, JobStore, RequestUrls, TrailEn
 from falflow.submit.files import CheckedInputs, InputFiles
 from falflow.submit.objects import InputArchive
 from falflow.submit.plan import JobIdentity, JobPlan, Planner, PlanRejectedError
-from falflow.submit.request import RequestRejectedError
-from falflow.submit.settings import JOB_ID_QUERY_PARAMETER
+from falflow.submit.request import JobRequest, RequestRejectedError
 from falflow.submit.sources import JobSource
+from falflow.webhook.token import WebhookTokens, job_webhook_url
 
 logger = Logger(child=True)
 
@@ -61,6 +60,7 @@ class SubmitOutcome(StrEnum):
     FAILED = "failed"  # fal refused it: FAILED with fal's reason
     SUPERSEDED = "superseded"  # sent, but an earlier request of the job had been bound: ours cancelled
     IGNORED = "ignored"  # not a job at all (a folder marker)
+    CONFLICT = "job_id_conflict"  # another request under an existing job's id: refused, job unchanged
 
 
 @dataclass(frozen=True)
@@ -74,14 +74,20 @@ class SubmitResult:
     error: JobError | None = None
 
 
-class SubmitRetryLaterError(Exception):
-    """Not now: the message goes back to the queue. ``ambiguous`` when fal may already have it."""
+JOB_ID_CONFLICT: Final = "job_id_conflict"
 
-    def __init__(self, job_id: str, reason: str, *, ambiguous: bool = False) -> None:
+
+class SubmitRetryLaterError(Exception):
+    """Not now: the message goes back to the queue. ``ambiguous`` when fal may already have it;
+    ``held`` when the job record itself holds the work (a live submit lease, after which the
+    reconciler re-drives the job), so the message is not needed to finish the job."""
+
+    def __init__(self, job_id: str, reason: str, *, ambiguous: bool = False, held: bool = False) -> None:
         super().__init__(f"job {job_id}: {reason}")
         self.job_id = job_id
         self.reason = reason
         self.ambiguous = ambiguous
+        self.held = held or ambiguous
 
 
 class FalFailure(StrEnum):
@@ -119,14 +125,6 @@ def refusal_error(error: FalError) -> JobError:
     return JobError(type=kind, message=error.message, detail=error.detail)
 
 
-def job_webhook_url(webhook_url: str, job_id: str) -> str:
-    """``<WEBHOOK_URL>?job_id=<job_id>`` (URL-encoded, other parameters kept): the completion
-    webhook matches a delivery to its job by it, even before the job holds the request id."""
-    parts = urlsplit(webhook_url)
-    query = [*parse_qsl(parts.query, keep_blank_values=True), (JOB_ID_QUERY_PARAMETER, job_id)]
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
 def _awaits_submit(job: Job) -> bool:
     return job.state is JobState.ACCEPTED and job.request_id is None
 
@@ -157,6 +155,7 @@ class SubmitService:
         planner: Planner,
         files: InputFiles,
         config: SubmitConfig,
+        tokens: WebhookTokens,
         archive: InputArchive | None = None,
         catalogue: ModelCatalogue | None = None,
         clock: Callable[[], datetime] = utcnow,
@@ -168,6 +167,7 @@ class SubmitService:
         self._planner = planner
         self._files = files
         self._config = config
+        self._tokens = tokens
         self._archive = archive
         self._catalogue = catalogue
         self._clock = clock
@@ -202,10 +202,10 @@ class SubmitService:
         if created:
             logger.info("job accepted", job_id=job.job_id, model=job.model, source_kind=job.source_kind)
             return self._send_leased(checked, job, created=True)
+        differences = _differences(job, plan.request, checked.record_input)
+        if differences:
+            return self._conflict(job, plan.identity, f"a different {', '.join(differences)}")
         if not _awaits_submit(job):
-            return self._duplicate(job)
-        if not _same_work(job, checked):
-            logger.warning("job id reused for different work: this delivery is ignored", job_id=job.job_id)
             return self._duplicate(job)
         return self._claim_and_send(checked, previous=job)
 
@@ -278,7 +278,8 @@ class SubmitService:
             submission = self._fal.submit(
                 request.model,
                 fal_input,
-                webhook_url=job_webhook_url(self._config.webhook_url, job_id),
+                # The job's own URL: its id, and the token that binds fal's delivery to it.
+                webhook_url=job_webhook_url(self._config.webhook_url, job_id, self._tokens.token_for(job_id)),
                 priority=request.priority,
                 start_timeout=request.start_timeout,
             )
@@ -393,7 +394,7 @@ class SubmitService:
             if current.submit_ambiguous_at
             else f"another worker is sending it (lease until {current.submit_lease_until})"
         )
-        raise SubmitRetryLaterError(job_id, why, ambiguous=current.submit_ambiguous_at is not None)
+        raise SubmitRetryLaterError(job_id, why, ambiguous=current.submit_ambiguous_at is not None, held=True)
 
     def _cancel_superseded(self, job_id: str, submission: Submission, bound_id: str | None) -> None:
         """Our request lost to an earlier one of the same job: it must not run for nothing."""
@@ -425,12 +426,16 @@ class SubmitService:
             state=JobState.REJECTED,
             model=model,
             error=error,
-            **(_request_fields(plan) if plan else {}),
+            **(_request_fields(plan.request) if plan else {}),
         )
         stored, created = self._store.create(job)
         if created:
             logger.warning("job rejected", job_id=job.job_id, error_type=error.type, reason=error.message)
             return SubmitResult(job.job_id, SubmitOutcome.REJECTED, created=True, error=error)
+        if _conflicting_rejection(stored, identity, error, plan):
+            return self._conflict(
+                stored, identity, f"a request that is rejected ({error.type}: {error.message})"
+            )
         if plan is None or not _awaits_submit(stored):
             return self._duplicate(stored)
         # Accepted by an earlier delivery and never sent (its file has gone since): end it, but
@@ -447,6 +452,16 @@ class SubmitService:
             return self._duplicate(current) if current else SubmitResult(plan.job_id, SubmitOutcome.DUPLICATE)
         logger.warning("job rejected", job_id=plan.job_id, error_type=error.type, reason=error.message)
         return SubmitResult(plan.job_id, SubmitOutcome.REJECTED, created=created, error=error)
+
+    def _conflict(self, job: Job, identity: JobIdentity, what: str) -> SubmitResult:
+        """Another request under this job's id: never run, never dropped silently — noted on the job
+        (once per source), and the message goes to the DLQ with reason ``job_id_conflict``."""
+        reason = f"{identity.source} reuses job_id {job.job_id!r} with {what}; refused, the job is unchanged"
+        self._trail(job.job_id, JOB_ID_CONFLICT, reason)
+        logger.warning("job id reused for different work: refused", job_id=job.job_id, source=identity.source)
+        return SubmitResult(
+            job.job_id, SubmitOutcome.CONFLICT, error=JobError(type=JOB_ID_CONFLICT, message=reason)
+        )
 
     def _duplicate(self, job: Job) -> SubmitResult:
         logger.info("duplicate delivery: nothing sent", job_id=job.job_id, state=job.state.value)
@@ -474,7 +489,7 @@ class SubmitService:
             # Created holding the submit lease, as `claim_submit_lease` would have given it.
             submit_lease_until=isoformat(now + self._config.submit_lease),
             attempts=1,
-            **_request_fields(plan),
+            **_request_fields(plan.request),
         )
 
     def _keep_large_input(self, plan: JobPlan, record_input: dict[str, Any]) -> str:
@@ -494,8 +509,18 @@ class SubmitService:
         )
 
 
-def _request_fields(plan: JobPlan) -> dict[str, Any]:
-    request = plan.request
+def _differences(job: Job, request: JobRequest, record_input: dict[str, Any] | None) -> list[str]:
+    """The request fields in which a delivery differs from the job recorded under its id (the input
+    only where the record keeps it inline)."""
+    compared = {"model": request.model, **_request_fields(request)}
+    fields = [name for name, value in compared.items() if getattr(job, name) != value]
+    if record_input is not None and job.input is not None and job.input != record_input:
+        fields.append("input")
+    return fields
+
+
+def _request_fields(request: JobRequest) -> dict[str, Any]:
+    """The request's fields the job record keeps as they were asked for."""
     return {
         "metadata": request.metadata,
         "files": request.files,
@@ -505,8 +530,11 @@ def _request_fields(plan: JobPlan) -> dict[str, Any]:
     }
 
 
-def _same_work(job: Job, checked: CheckedInputs) -> bool:
-    request = checked.plan.request
-    if job.model != request.model or job.files != request.files:
+def _conflicting_rejection(stored: Job, identity: JobIdentity, error: JobError, plan: JobPlan | None) -> bool:
+    """Whether a rejected delivery is another request under an existing job's id, not a redelivery:
+    it came from elsewhere and neither asks for the same work nor repeats the stored rejection."""
+    if stored.source == identity.source:
+        return False  # the same message or object again
+    if stored.state is JobState.REJECTED and stored.error is not None and stored.error.type == error.type:
         return False
-    return job.input is None or job.input == checked.record_input
+    return plan is None or bool(_differences(stored, plan.request, None))

@@ -3,7 +3,7 @@
 Every field is read from the environment variable of the same name in upper case, exactly as
 template.yaml sets it for SubmitFunction (a test holds the two equal); fal's settings are
 ``settings.fal`` (env ``FAL_*``). A bad route table or a
-webhook URL that cannot carry a job id fails the cold start, not the first job.
+webhook URL that cannot carry a job id and token fails the cold start, not the first job.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ from pydantic import Field, field_validator, model_validator
 
 from falflow.aws.dead_letter import DeadLetterSettings
 from falflow.jobs.settings import JobsTableSettings
-from falflow.settings import FalConnectionSettings, SecretIds
+from falflow.settings import FalConnectionSettings, SecretIds, WebhookTokenSettings
 from falflow.submit.routes import RouteTable
+from falflow.webhook.token import JOB_ID_PARAMETER, TOKEN_PARAMETER
 
-JOB_ID_QUERY_PARAMETER = "job_id"
 
-
-class SubmitSettings(JobsTableSettings, FalConnectionSettings, SecretIds, DeadLetterSettings):
+class SubmitSettings(
+    JobsTableSettings, FalConnectionSettings, SecretIds, WebhookTokenSettings, DeadLetterSettings
+):
     input_bucket: Annotated[str, Field(min_length=1)]
     webhook_url: str
     routes: RouteTable = Field(default_factory=RouteTable)
@@ -50,8 +51,9 @@ class SubmitSettings(JobsTableSettings, FalConnectionSettings, SecretIds, DeadLe
             raise ValueError("must be an absolute http(s) URL")
         if parts.fragment:
             raise ValueError("must not have a fragment")
-        if any(name == JOB_ID_QUERY_PARAMETER for name, _ in parse_qsl(parts.query)):
-            raise ValueError(f"must not carry a {JOB_ID_QUERY_PARAMETER!r} parameter: each job adds its own")
+        for name, _ in parse_qsl(parts.query):
+            if name in (JOB_ID_PARAMETER, TOKEN_PARAMETER):
+                raise ValueError(f"must not carry a {name!r} parameter: each job adds its own")
         return value
 
     @model_validator(mode="after")

@@ -14,6 +14,7 @@ from falflow.fal.webhook import JwksCache
 from falflow.webhook.http_api import UnreadableBodyError, http_response, webhook_request
 from falflow.webhook.receiver import WebhookReceiver, WebhookReply
 from falflow.webhook.settings import WebhookSettings
+from falflow.webhook.token import webhook_tokens
 
 JWKS_TIMEOUT_S = 2.0
 
@@ -37,6 +38,7 @@ class WebhookApp:
         receiver = WebhookReceiver(
             settings.completion_handoff(),
             jwks,
+            webhook_tokens(settings),
             tolerance_s=settings.webhook_tolerance_seconds,
             allowed_user_ids=settings.fal_webhook_user_ids,
         )

@@ -4,6 +4,9 @@ Answers (fal retries anything but a 2xx, 10 times over 2 hours):
 - 401 for anything whose ED25519 signature does not verify — nothing is read or written;
 - 503 when fal's JWKS cannot be fetched (transient; fal redelivers);
 - 400 for a verified delivery without a ``job_id`` or with a body that is not a fal completion;
+- 403 for a delivery signed for another fal account (where `FAL_WEBHOOK_USER_IDS` pins ours), or
+  whose URL token is missing or is not its job's (`falflow.webhook.token`): issued for another
+  job, or by another stack — nothing is read or written;
 - 404 for a verified delivery naming a job we do not have. A job record is written before its
   request is sent to fal, so this is never a webhook that arrived early; it is a stale or foreign
   URL, and we have recorded nothing — so we do not say 200. The 4xx alarm makes it visible;
@@ -27,11 +30,14 @@ from aws_lambda_powertools.metrics import MetricUnit
 from falflow.completion.delivery import FalDelivery, InvalidDeliveryError
 from falflow.completion.handoff import CompletionHandoff, HandoffOutcome
 from falflow.fal.webhook import InvalidSignatureError, JwksCache, JwksUnavailableError, verify_fal_signature
+from falflow.webhook.token import JOB_ID_PARAMETER, TOKEN_PARAMETER, WebhookTokens
 
 logger = Logger(child=True)
 metrics = Metrics()
 
-JOB_ID_PARAMETER = "job_id"
+# The fal user id a verified delivery was signed for, kept on its inbox object (`falflow fal-user-id`
+# reads it back for operators to pin in FAL_WEBHOOK_USER_IDS).
+USER_ID_METADATA = "fal-user-id"
 _METRIC_NAMES = {outcome: "Webhook" + outcome.value.title().replace("_", "") for outcome in HandoffOutcome}
 
 
@@ -55,6 +61,7 @@ class WebhookReceiver:
         self,
         handoff: CompletionHandoff,
         jwks: JwksCache,
+        tokens: WebhookTokens,
         *,
         tolerance_s: int = 300,
         allowed_user_ids: Collection[str] = (),
@@ -62,6 +69,7 @@ class WebhookReceiver:
     ) -> None:
         self._handoff = handoff
         self._jwks = jwks
+        self._tokens = tokens
         self._tolerance_s = tolerance_s
         # fal signs the webhooks of every account with the same keys: where set, only deliveries
         # signed for our own account(s) may touch a job.
@@ -91,6 +99,12 @@ class WebhookReceiver:
         ids = {"job_id": job_id or None, "request_id": verified.request_id}
         if not job_id:
             return self._bad_request("webhook URL has no job_id", ids)
+        if not self._tokens.matches(job_id, request.query.get(TOKEN_PARAMETER, "")):
+            # Signed by fal, but not through the URL submit gave fal for this job (the token itself
+            # is a credential: never logged).
+            metrics.add_metric(name="WebhookTokenRefused", unit=MetricUnit.Count, value=1)
+            logger.warning("webhook refused: its URL token is not this job's", extra=ids)
+            return WebhookReply(403, {"message": "delivery is not for this job"})
         try:
             delivery = FalDelivery.parse(request.body)
         except InvalidDeliveryError as error:
@@ -106,7 +120,7 @@ class WebhookReceiver:
             now=datetime.fromtimestamp(now, UTC),
             metadata={
                 "fal-request-id": verified.request_id,
-                "fal-user-id": verified.user_id,
+                USER_ID_METADATA: verified.user_id,
                 "fal-timestamp": str(verified.timestamp),
                 "fal-status": delivery.status,
             },
