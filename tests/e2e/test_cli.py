@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,8 @@ def test_jobs_show_gives_the_record_and_working_links(
         stored = stack.s3().get_object(Bucket=details["output_bucket"], Key=key)["Body"].read()
         assert fetched.content == stored
     assert "state" in human.stdout
+    assert re.search(r'^input +\{"prompt": "shown"\}$', human.stdout, re.MULTILINE)  # JSON, not a repr
+    assert "{'" not in human.stdout
     assert f"outputs in s3://{details['output_bucket']}/" in human.stdout
     assert missing.exit_code == 1
     assert "no job 'no-such-job'" in missing.stderr
@@ -310,7 +313,7 @@ def test_jobs_retry_takes_a_dlq_message_id_too(falflow: Any, target: Target, fal
 
 def test_models_search_show_and_pricing(falflow: Any) -> None:
     found = as_json(falflow("models", "search", "flux", "--json"))
-    shown = as_json(falflow("models", "show", "fal-ai/flux/dev", "--schema", "--json"))
+    shown = as_json(falflow("models", "show", "fal-ai/flux/dev", "--json"))
     prices = as_json(falflow("models", "pricing", "fal-ai/flux/dev", "fal-ai/stable-audio", "--json"))
     table = falflow("models", "search", "--category", "text-to-image")
     missing = falflow("models", "show", "fal-ai/no-such-model")

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -128,17 +129,36 @@ def test_local_up_serves_until_ctrl_c_and_starts_again(tmp_path: Path) -> None:
     assert not state.exists()
 
 
-def test_the_demo_completes_every_job_it_starts(tmp_path: Path) -> None:
-    demo = subprocess.run(
-        [*FALFLOW, "demo", "--log-dir", str(tmp_path / "logs")],
-        check=False,
-        capture_output=True,
+def test_the_demo_completes_every_job_it_starts_and_ends_with_the_console(tmp_path: Path) -> None:
+    demo = subprocess.Popen(
+        [*FALFLOW, "demo", "--log-dir", str(tmp_path / "logs"), "--console"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=240,
+        start_new_session=True,
     )
+    assert demo.stdout is not None
+    printed = []
+    for line in demo.stdout:
+        printed.append(line)
+        if line.startswith("Console: "):
+            break
+    else:
+        demo.wait(10)
+        raise AssertionError("".join(printed) + (demo.stderr.read() if demo.stderr else ""))
+    url = printed[-1].split()[1]
+    jobs = httpx.get(f"{url}api/jobs", timeout=30).json()["jobs"]
+    page = httpx.get(url, timeout=30)
+    os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C ends the console and the stack
+    rest, errors = demo.communicate(timeout=60)
+    stdout = "".join(printed) + rest
 
-    assert demo.returncode == 0, demo.stdout + demo.stderr
-    rows = [line for line in demo.stdout.splitlines() if line.startswith(("S3 ", "SQS "))]
-    assert len([row for row in rows if " COMPLETED " in row]) == 5, demo.stdout
+    assert demo.returncode == 0, stdout + errors
+    rows = [line for line in stdout.splitlines() if line.startswith(("S3 ", "SQS "))]
+    assert len([row for row in rows if " COMPLETED " in row]) == 5, stdout
     assert all("s3://falflow-outputbucket/outputs/" in row for row in rows if " COMPLETED " in row)
-    assert "5/5 jobs completed" in demo.stdout
+    assert "5/5 jobs completed" in stdout
+    assert url.startswith("http://127.0.0.1:")
+    assert [job["state"] for job in jobs] == ["COMPLETED"] * 5
+    assert "falflow console" in page.text
+    assert "Stopping the local stack" in rest

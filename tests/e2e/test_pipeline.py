@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
-from falflow.jobs import JobState
+from falflow.jobs import Job, JobState, isoformat, utcnow
 from falflow_tools.emulator.media import png_dimensions, render_png
 from falflow_tools.local.stack import LocalStack
 from falflow_tools.ops.submit import drop_file, job_message, send_message
@@ -147,6 +149,49 @@ def test_the_webhook_goes_through_the_front_door_and_only_signed_deliveries_coun
     assert after is not None
     assert after.state == JobState.COMPLETED
     assert after.outputs == job.outputs
+
+
+def test_a_validly_signed_delivery_posted_to_another_jobs_url_is_refused(
+    stack: LocalStack, target: Target
+) -> None:
+    assert stack.emulator is not None
+    sent = send_message(target, job_message("fal-ai/flux/dev", {"prompt": "j1"}))
+    j1 = wait_for_job(target, sent.job_id)
+    (delivered, *_) = [d for d in stack.emulator.control.webhooks() if d.request_id == j1.request_id]
+    # J3: a job whose submit reply was lost (no request id yet, held for fal's webhook), its id
+    # known or guessed.
+    store, now = target.job_store(), utcnow()
+    held = isoformat(now + timedelta(hours=1))
+    store.create(
+        Job.new(
+            "e2e-j3",
+            source="sqs:j3",
+            source_kind="sqs",
+            now=now,
+            model="fal-ai/flux/dev",
+            submit_lease_until=held,
+        )
+    )
+    j1_query = parse_qs(urlsplit(delivered.url).query)
+    body = json.dumps({"request_id": j1.request_id, "status": "OK", "payload": {"images": []}}).encode()
+    keys, user, timestamp = stack.emulator.emulator.keys, stack.emulator.user_id, str(int(time.time()))
+    headers = {
+        "content-type": "application/json",
+        "x-fal-webhook-request-id": str(j1.request_id),
+        "x-fal-webhook-user-id": user,
+        "x-fal-webhook-timestamp": timestamp,
+        "x-fal-webhook-signature": keys.sign(str(j1.request_id), user, timestamp, body),
+    }
+
+    answers = [
+        httpx.post(stack.outputs()["WebhookUrl"], params=params, content=body, headers=headers).status_code
+        for params in ({"job_id": "e2e-j3"}, {"job_id": "e2e-j3", "token": j1_query["token"][0]})
+    ]
+
+    assert answers == [403, 403]
+    j3 = store.get("e2e-j3")
+    assert j3 is not None
+    assert (j3.state, j3.request_id, j3.trail) == (JobState.ACCEPTED, None, [])
 
 
 def test_the_reconciler_finishes_a_job_whose_webhook_never_came(

@@ -65,6 +65,7 @@ _NO_REQUEST = _absent("request_id")
 class InMemoryJobStore:
     def __init__(self, retention: timedelta = timedelta(days=90)) -> None:
         self._items: dict[str, dict[str, Any]] = {}
+        self._claims: dict[str, str] = {}  # fal request id -> the job that claimed it
         self._lock = threading.Lock()
         self._retention = retention
 
@@ -143,6 +144,14 @@ class InMemoryJobStore:
                     return self._job(data)
         return None
 
+    def request_holder(self, request_id: str) -> str | None:
+        with self._lock:
+            return self._claims.get(request_id)
+
+    def _claim(self, job_id: str, request_id: str) -> bool:
+        with self._lock:
+            return self._claims.setdefault(request_id, job_id) == job_id
+
     # ----------------------------------------------------------------------------------- submit
 
     def create(self, job: Job) -> tuple[Job, bool]:
@@ -174,23 +183,37 @@ class InMemoryJobStore:
     def record_submission(
         self, job_id: str, request_id: str, urls: RequestUrls, *, now: datetime
     ) -> Job | None:
+        if not self._claim(job_id, request_id):
+            return None
         sets = {"request_id": request_id, **urls.fields()}
         return self._advance(
             job_id, JobState.SUBMITTED, now, sets, _NO_REQUEST, removes=["submit_lease_until"]
         )
 
     def bind_request(self, job_id: str, request_id: str, *, urls: RequestUrls | None = None) -> BindOutcome:
-        current = self.get(job_id)
-        if current is None:
-            return BindOutcome(job=None, bound=False)
         sets = {"request_id": request_id, **(urls.fields() if urls else {})}
-        job = self._write(job_id, sets, lambda d: d.get("request_id") in (None, request_id))
+        job = None
+        if self._claim(job_id, request_id):
+            job = self._write(job_id, sets, lambda d: d.get("request_id") in (None, request_id))
         if job is not None:
             return BindOutcome(job=job, bound=True)
         current = self.get(job_id)
         return BindOutcome(
             job=current, bound=False, conflicting_request_id=current.request_id if current else None
         )
+
+    def record_duplicate_request(self, job_id: str, request_id: str) -> Job | None:
+        if not self._claim(job_id, request_id):
+            return None
+        with self._lock:
+            data = self._items.get(job_id)
+            if data is None:
+                return None
+            duplicates = data.get("duplicate_requests", [])
+            if data.get("request_id") == request_id or request_id in duplicates:
+                return None
+            data["duplicate_requests"] = [*duplicates, request_id]
+            return self._job(data)
 
     def confirm_submission(self, job_id: str, request_id: str, *, now: datetime) -> Job | None:
         return self._advance(
@@ -260,6 +283,22 @@ class InMemoryJobStore:
 
     def release_store_lease(self, job_id: str, *, held_until: str) -> Job | None:
         return self._write(job_id, {}, _equal("store_lease_until", held_until), removes=["store_lease_until"])
+
+    def take_over_store_lease(self, job_id: str, *, expired_until: str, now: datetime) -> Job | None:
+        if expired_until > isoformat(now):
+            return None
+        with self._lock:
+            data = self._items.get(job_id)
+            if (
+                data is None
+                or data["state"] != JobState.STORING.value
+                or data.get("store_lease_until") != expired_until
+            ):
+                return None
+            del data["store_lease_until"]
+            data["completion_enqueued_at"] = isoformat(now)
+            data["store_takeovers"] = data.get("store_takeovers", 0) + 1
+            return self._job(data)
 
     def complete(
         self,

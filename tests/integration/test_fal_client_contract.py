@@ -253,6 +253,20 @@ def test_submit_is_retried_through_ingress_503s(fal_emulator: RunningEmulator, q
     assert [job.request_id for job in fal_emulator.control.jobs()] == [submission.request_id]
 
 
+def test_submit_answered_by_a_proxy_504_after_queueing_is_not_resent(
+    fal_emulator: RunningEmulator, queue: FalQueueClient
+) -> None:
+    fal_emulator.control.set_faults(submit={"rate_proxy_504_after": 1.0, "max_faults": 1})
+
+    with pytest.raises(FalServerError) as raised:
+        queue.submit(FLUX, PROMPT)
+
+    assert raised.value.status == 504
+    assert not raised.value.not_received  # not fal's nginx page: no evidence it was not received
+    assert len(submit_requests(fal_emulator)) == 1
+    assert len(fal_emulator.control.jobs()) == 1  # fal had queued it
+
+
 def test_submit_429_is_retried(fal_emulator: RunningEmulator, queue: FalQueueClient) -> None:
     fal_emulator.control.set_faults(submit={"rate_429": 1.0, "max_faults": 1})
 
@@ -396,6 +410,26 @@ def test_usage_billing_and_analytics_see_a_finished_request(
     assert events[0].cost_total is not None
     assert analytics.summary[0].endpoint_id == FLUX
     assert (analytics.summary[0].request_count or 0) >= 1
+
+
+def test_request_history_finds_a_request_with_its_input_over_every_page(
+    queue: FalQueueClient, platform: FalPlatformClient
+) -> None:
+    submissions = [queue.submit(FLUX, {"prompt": f"history {n}"}) for n in range(3)]
+    for submission in submissions:
+        wait_completed(queue, submission.status_url)
+    start = datetime.now(UTC) - timedelta(minutes=5)
+
+    items = list(platform.iter_requests([FLUX], start=start, payloads=True, page_size=1))
+    plain = list(platform.iter_requests([FLUX], start=start))
+
+    assert sorted(item.request_id for item in items) == sorted(s.request_id for s in submissions)
+    inputs = {item.request_id: item.json_input for item in items}
+    assert inputs[submissions[1].request_id] == {"prompt": "history 1"}
+    assert all(item.status_code == 200 and item.json_output for item in items)
+    assert all(item.json_input is None for item in plain)  # payloads only when asked for
+    (one,) = platform.iter_requests([FLUX], request_id=submissions[0].request_id)
+    assert one.request_id == submissions[0].request_id
 
 
 def test_admin_endpoints_refuse_an_api_key(platform: FalPlatformClient) -> None:

@@ -34,10 +34,18 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
 
 # fal's submit misbehaving: 20% of submits, every way fal's queue is known to fail. A "timeout"
-# is answered after the client gave up (fal queued the request, the reply was lost). Faults the
-# emulator adds later (e.g. a proxy 504 after queueing) go here, in this one place.
+# is answered after the client gave up, and "reset_after" / "proxy_504_after" drop the reply or
+# answer a proxy 504 after fal queued the request: in all three fal has the job, the reply is lost.
+# Faults the emulator adds later go here, in this one place.
 SUBMIT_FAULTS = HttpFaults(
-    rate_429=0.05, rate_500=0.03, rate_503=0.04, rate_timeout=0.05, rate_reset=0.03, timeout_hold_s=1.5
+    rate_429=0.04,
+    rate_500=0.03,
+    rate_503=0.03,
+    rate_timeout=0.04,
+    rate_reset=0.02,
+    rate_reset_after=0.02,
+    rate_proxy_504_after=0.02,
+    timeout_hold_s=1.5,
 )
 # The submit function gives up on a reply after this long (less than the hold above).
 SUBMIT_READ_TIMEOUT_S = 1.0

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from falflow.jobs.store import REQUEST_CLAIM_PREFIX
 from falflow_tools.template import function_specs, load_template, resources_of_type
 
 TEMPLATE = load_template()
@@ -174,3 +175,21 @@ def test_secret_access_is_scoped_to_the_named_secrets() -> None:
         "SubmitFunction",
         "WebhookFunction",
     }
+
+
+@pytest.mark.parametrize("function", ["WebhookFunction", "ReconcileFunction"])
+def test_functions_that_bind_fal_requests_may_put_only_request_claims(function: str) -> None:
+    policies = load_template()["Resources"][function]["Properties"]["Policies"]
+    statements = [s for p in policies if "Statement" in p for s in p["Statement"]]
+    puts = [s for s in statements if "dynamodb:PutItem" in _actions(s)]
+    # bind_request claims the request id first (falflow/jobs/store.py); no job record is ever put.
+    (claims,) = puts
+    assert _actions(claims) == ["dynamodb:PutItem"]
+    assert claims["Condition"] == {
+        "ForAllValues:StringLike": {"dynamodb:LeadingKeys": [f"{REQUEST_CLAIM_PREFIX}*"]}
+    }
+
+
+def _actions(statement: dict[str, Any]) -> list[str]:
+    actions = statement["Action"]
+    return [actions] if isinstance(actions, str) else list(actions)

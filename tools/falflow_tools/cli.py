@@ -5,9 +5,11 @@ from __future__ import annotations
 import click
 
 from falflow_tools.commands.account import fal_user_id_command
+from falflow_tools.commands.console import console_command
 from falflow_tools.commands.dlq import dlq_group
 from falflow_tools.commands.jobs import jobs_group
 from falflow_tools.commands.local import demo_command, local_group
+from falflow_tools.commands.logs import logs_command
 from falflow_tools.commands.models import models_group
 from falflow_tools.commands.submit import submit_command
 from falflow_tools.commands.usage import costs_command, usage_command
@@ -30,6 +32,8 @@ for command in (
     models_group,
     usage_command,
     costs_command,
+    logs_command,
+    console_command,
     fal_user_id_command,
 ):
     main.add_command(command)

@@ -84,7 +84,8 @@ class DemoResult:
 
 def demo_config(*, log_dir: Path, fal_key: str | None = None) -> LocalStackConfig:
     return LocalStackConfig(
-        # Retries after a failure come back in seconds rather than minutes.
+        # Retries after a failure come back in seconds rather than minutes (the store's timeout and
+        # lease scale with it: falflow_tools.local.timings).
         visibility_timeout_s=10,
         # The reconciler looks for jobs whose webhook never came after 20 s (real fal: minutes);
         # with real fal (webhooks cannot reach this machine) it is what finishes every job.
@@ -169,8 +170,14 @@ def count_events(stack: LocalStack) -> int:
 
 
 def run_demo(
-    echo: Echo, *, timeout_s: float = 60.0, fal_key: str | None = None, log_dir: Path | None = None
+    echo: Echo,
+    *,
+    timeout_s: float = 60.0,
+    fal_key: str | None = None,
+    log_dir: Path | None = None,
+    before_stop: Callable[[Target, DemoResult], None] | None = None,
 ) -> DemoResult:
+    """The demo; `before_stop` runs with the stack still up (the command serves the console)."""
     log_dir = log_dir or REPO_ROOT / ".falflow" / "logs"
     began = time.monotonic()
     fal = "real fal (FAL_KEY)" if fal_key else "the fal emulator"
@@ -199,5 +206,7 @@ def run_demo(
             events=count_events(stack),
             elapsed_s=time.monotonic() - began,
         )
+        if before_stop is not None:
+            before_stop(target, result)
         echo("Stopping the local stack ...")
     return result

@@ -290,7 +290,7 @@ def test_ssrf_and_path_attempts_are_refused_recorded_and_nothing_is_fetched(
     assert len(refused) == len(ATTEMPTS)
 
 
-def test_after_the_last_try_the_message_sits_in_the_dlq_with_its_reason(
+def test_an_output_still_unfetchable_on_the_last_try_fails_the_job_with_its_reason_and_one_event(
     completion_stack: CompletionStackFactory, fal_emulator: RunningEmulator, webhook_sink: WebhookSink
 ) -> None:
     stack = completion_stack(fal=fal_emulator)
@@ -304,16 +304,44 @@ def test_after_the_last_try_the_message_sits_in_the_dlq_with_its_reason(
 
     (record,) = stack.outputs_messages()
     assert stack.store([record]) == [record["messageId"]]  # an early try: back to the queue
+    assert stack.job("flaky-cdn").state is JobState.STORING
+    assert stack.completion_events() == []
     record["attributes"]["ApproximateReceiveCount"] = "5"  # the queue's maxReceiveCount
-    assert stack.store([record]) == []  # the last try: consumed, into the DLQ with its reason
+    assert stack.store([record]) == []  # the last try: the job's outcome, consumed
+
+    failed = stack.job("flaky-cdn")
+    assert failed.state is JobState.FAILED
+    assert failed.error is not None
+    assert failed.error.type == "output_unavailable"
+    assert "503" in failed.error.message
+    assert failed.store_lease_until is None
+    assert stack.keys("outputs/flaky-cdn/") == []
+    (event,) = stack.completion_events()
+    assert event["detail-type"] == "Job Failed"
+    assert event["detail"]["error"]["type"] == "output_unavailable"
+    dlq = aws_client("sqs").receive_message(QueueUrl=stack.stack.queue("OutputsDLQ").url)
+    assert dlq.get("Messages", []) == []  # a final job leaves nothing in the DLQ
+
+
+def test_a_store_fault_on_the_last_try_dead_letters_the_message_and_says_so_on_the_job(
+    completion_stack: CompletionStackFactory,
+) -> None:
+    stack = completion_stack()
+    accept(stack, "lost-inbox", "fal-ai/flux/dev")
+    body = delivery("req-lost-inbox", payload={"seed": 1})
+    assert stack.deliver(body, stack.signer.headers(body, "req-lost-inbox"), "lost-inbox") == 200
+    (record,) = stack.outputs_messages()
+    completion_key = stack.job("lost-inbox").completion_key
+    assert completion_key is not None
+    aws_client("s3").delete_object(Bucket=stack.bucket, Key=completion_key)
+    record["attributes"]["ApproximateReceiveCount"] = "5"
+    assert stack.store([record]) == []
 
     dlq = aws_client("sqs").receive_message(
         QueueUrl=stack.stack.queue("OutputsDLQ").url, MessageAttributeNames=["All"]
     )["Messages"]
-    assert [json.loads(m["Body"])["job_id"] for m in dlq] == ["flaky-cdn"]
-    reason = dlq[0]["MessageAttributes"]
-    assert reason["falflow-error-type"]["StringValue"] == "MediaTransientError"
-    assert "503" in reason["falflow-error-message"]["StringValue"]
-    assert stack.job("flaky-cdn").state is JobState.STORING  # not failed: a redrive can finish it
-    assert stack.job("flaky-cdn").store_lease_until is None
-    assert stack.keys("outputs/flaky-cdn/") == []
+    assert [json.loads(m["Body"])["job_id"] for m in dlq] == ["lost-inbox"]
+    job = stack.job("lost-inbox")
+    assert job.state is JobState.STORING  # a redrive can finish it, and the record says so
+    assert job.trail[-1].action == "dead_lettered"
+    assert "outputs DLQ" in job.trail[-1].reason

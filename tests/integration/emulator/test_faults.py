@@ -73,6 +73,35 @@ def test_reset_faults_close_the_connection_without_a_response(
     assert fal.control.requests()[-1].fault == "reset"
 
 
+def test_a_submit_reset_after_it_was_queued_is_at_fal_but_its_reply_is_lost(
+    fal: RunningEmulator, client: httpx.Client
+) -> None:
+    fal.control.set_faults(submit={"rate_reset_after": 1.0, "max_faults": 1})
+
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        client.post(f"{fal.urls.queue_url}/{FLUX}", json={"prompt": "queued, then reset"})
+
+    (queued,) = fal.control.jobs()  # fal has it: the emulator's own record of submissions
+    assert fal.control.requests()[-1].fault == "reset_after"
+    fal.control.wait_idle()
+    assert fal.control.job(queued.request_id).status == "COMPLETED"
+
+
+def test_a_proxy_504_after_queueing_carries_no_evidence_that_fal_did_not_receive_it(
+    fal: RunningEmulator, client: httpx.Client
+) -> None:
+    fal.control.set_faults(submit={"rate_proxy_504_after": 1.0, "max_faults": 1})
+
+    response = client.post(f"{fal.urls.queue_url}/{FLUX}", json={"prompt": "queued, then 504"})
+
+    assert response.status_code == 504
+    assert "x-fal-request-id" not in response.headers
+    assert "nginx" not in response.text  # not fal's ingress page: fal's clients would not resend
+    assert len(fal.control.jobs()) == 1
+    last = fal.control.requests()[-1]
+    assert (last.fault, last.status_code) == ("proxy_504_after", 504)
+
+
 def test_reset_submit_never_reaches_the_queue(fal: RunningEmulator, client: httpx.Client) -> None:
     fal.control.set_faults(submit={"rate_reset": 1.0})
     with pytest.raises(httpx.TransportError):

@@ -13,7 +13,7 @@ import pytest
 from falflow_tools.emulator import ComputeInstance, RunningEmulator
 from falflow_tools.emulator.usage import TimeWindow
 from tests.fixtures.fal_emulator import EmulatorFactory
-from tests.integration.emulator.helpers import key_client, run_to_completion
+from tests.integration.emulator.helpers import key_client, run_to_completion, wait_completed
 from tests.integration.emulator.platform_contract import assert_matches_spec
 
 FLUX = "fal-ai/flux/dev"
@@ -318,3 +318,103 @@ def test_bound_to_timeframe_snaps_the_window() -> None:
         "2025-11-01T00:00:00+00:00",
         "2027-01-01T00:00:00+00:00",
     )
+
+
+def _history(client: httpx.Client, fal: RunningEmulator, **params: Any) -> Any:
+    return get(client, fal, "/models/requests/by-endpoint", **params)
+
+
+def test_request_history_lists_the_requests_of_an_endpoint_with_their_payloads(
+    fal: RunningEmulator, client: httpx.Client
+) -> None:
+    ids = run_jobs(client, fal)
+
+    flux = _history(client, fal, endpoint_id=FLUX, expand="payloads")
+    by_id = {item["request_id"]: item for item in flux["items"]}
+    assert set(by_id) == {ids[name] for name in ("flux-2", "flux-1", "failed", "sync")}
+    assert flux["has_more"] is False
+    assert flux["next_cursor"] is None
+    assert by_id[ids["flux-1"]]["json_input"] == {"prompt": "y"}
+    assert by_id[ids["flux-1"]]["json_output"]["images"]
+    assert by_id[ids["flux-1"]]["status_code"] == 200
+    assert by_id[ids["failed"]]["status_code"] == 422
+    assert all(item["sent_at"] <= item["started_at"] <= item["ended_at"] for item in flux["items"])
+    ended = [item["ended_at"] for item in flux["items"]]
+    assert ended == sorted(ended, reverse=True)  # by end time, newest first
+
+    plain = _history(client, fal, endpoint_id=FLUX)
+    assert all("json_input" not in item for item in plain["items"])  # only with expand=payloads
+    both = _history(client, fal, endpoint_id=f"{FLUX},{KLING}")
+    assert len(both["items"]) == 5
+
+
+def test_request_history_filters_and_pages(fal: RunningEmulator, client: httpx.Client) -> None:
+    ids = run_jobs(client, fal)
+
+    (failed,) = _history(client, fal, endpoint_id=FLUX, status="user_error")["items"]
+    assert failed["request_id"] == ids["failed"]
+    assert len(_history(client, fal, endpoint_id=FLUX, status="success")["items"]) == 3
+    (one,) = _history(client, fal, endpoint_id=FLUX, request_id=ids["flux-2"])["items"]
+    assert one["request_id"] == ids["flux-2"]
+    longest = _history(client, fal, endpoint_id=FLUX, sort_by="duration")["items"]
+    assert [i["duration"] for i in longest] == sorted((i["duration"] for i in longest), reverse=True)
+
+    later = datetime.now(UTC) + timedelta(hours=1)
+    window = {"start": later.isoformat(), "end": (later + timedelta(hours=1)).isoformat()}
+    assert _history(client, fal, endpoint_id=FLUX, **window)["items"] == []  # sent before the window
+
+    paged, cursor = [], None
+    while True:
+        page = _history(client, fal, endpoint_id=FLUX, limit=3, **({"cursor": cursor} if cursor else {}))
+        paged += [item["request_id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        assert page["has_more"] is (cursor is not None)
+        if cursor is None:
+            break
+    assert sorted(paged) == sorted(i["request_id"] for i in _history(client, fal, endpoint_id=FLUX)["items"])
+
+
+def test_request_history_keeps_no_payloads_of_a_request_sent_without_store_io(
+    fal: RunningEmulator, client: httpx.Client
+) -> None:
+    response = client.post(
+        f"{fal.urls.queue_url}/{FLUX}", json={"prompt": "private"}, headers={"X-Fal-Store-IO": "0"}
+    )
+    wait_completed(client, response.json()["status_url"])
+
+    (item,) = _history(client, fal, endpoint_id=FLUX, expand="payloads")["items"]
+    assert (item["json_input"], item["json_output"]) == (None, None)
+
+
+def test_request_history_lists_a_request_once_a_runner_started_it(
+    fal_emulator_factory: EmulatorFactory,
+) -> None:
+    fal = fal_emulator_factory(queue_wait_s=30.0)
+    with key_client(fal) as client:
+        client.post(f"{fal.urls.queue_url}/{FLUX}", json={"prompt": "waiting"}).raise_for_status()
+        # started_at is required of every item: a request still in the queue is not listed yet.
+        assert _history(client, fal, endpoint_id=FLUX)["items"] == []
+
+
+def test_request_history_needs_a_key_and_an_endpoint(
+    fal: RunningEmulator, client: httpx.Client, anonymous: httpx.Client
+) -> None:
+    url = f"{fal.urls.api_url}/models/requests/by-endpoint"
+    missing_key = anonymous.get(url, params={"endpoint_id": FLUX})
+    assert (missing_key.status_code, assert_matches_spec(missing_key)["error"]["type"]) == (
+        401,
+        "authorization_error",
+    )
+    for params in (
+        {},
+        {"endpoint_id": FLUX, "limit": "101"},
+        {"endpoint_id": FLUX, "status": "done"},
+        {"endpoint_id": FLUX, "expand": "logs"},
+        {"endpoint_id": FLUX, "sort_by": "started_at"},
+        {"endpoint_id": ",".join([FLUX] * 51)},
+    ):
+        refused = client.get(url, params=params)
+        assert (refused.status_code, assert_matches_spec(refused)["error"]["type"]) == (
+            400,
+            "validation_error",
+        ), params

@@ -21,7 +21,16 @@ from falflow.jobs import (
     TrailEntry,
 )
 from falflow.jobs.model import MAX_TRAIL_REASON_CHARS
-from falflow.jobs.store import BY_REQUEST_ID_INDEX, BY_STATE_INDEX, JOB_KEY, TTL_ATTRIBUTE, DynamoJobStore
+from falflow.jobs.store import (
+    BY_REQUEST_ID_INDEX,
+    BY_STATE_INDEX,
+    JOB_KEY,
+    STATE_SHARD_ATTRIBUTE,
+    STATE_SHARDS,
+    TTL_ATTRIBUTE,
+    DynamoJobStore,
+    state_shard,
+)
 from falflow_tools.local.resources import ProvisionedStack
 from falflow_tools.template import load_template
 from tests.fakes.job_store import InMemoryJobStore
@@ -49,7 +58,10 @@ def test_template_names_match_the_code() -> None:
     assert table["KeySchema"] == [{"AttributeName": JOB_KEY, "KeyType": "HASH"}]
     assert table["TimeToLiveSpecification"]["AttributeName"] == TTL_ATTRIBUTE
     indexes = {index["IndexName"]: index["KeySchema"] for index in table["GlobalSecondaryIndexes"]}
-    assert [k["AttributeName"] for k in indexes[BY_STATE_INDEX]] == ["state", "state_changed_at"]
+    assert [k["AttributeName"] for k in indexes[BY_STATE_INDEX]] == [
+        STATE_SHARD_ATTRIBUTE,
+        "state_changed_at",
+    ]
     assert [k["AttributeName"] for k in indexes[BY_REQUEST_ID_INDEX]] == ["request_id"]
 
 
@@ -156,7 +168,7 @@ def test_an_ambiguous_submit_holds_the_lease_only_before_fal_has_the_job(store: 
     assert (
         store.claim_submit_lease("job-1", now=T0 + timedelta(minutes=1), lease=timedelta(seconds=30)) is None
     )
-    submitted(store, "job-2")
+    submitted(store, "job-2", "r-2")
     assert store.record_ambiguous_submit("job-2", now=T0, hold_until=T0 + timedelta(minutes=2)) is None
     store.create(new_job("job-3"))
     store.bind_request("job-3", "r-3")  # the webhook bound a request while the job is ACCEPTED
@@ -252,6 +264,37 @@ def test_store_lease_is_compare_and_set(store: JobStore) -> None:
     assert released.store_lease_until is None
 
 
+def test_a_dead_runs_store_lease_is_taken_over_once_and_only_once_expired(store: JobStore) -> None:
+    storing(store)
+    held = store.take_store_lease("job-1", seen_until=None, now=T0, lease=timedelta(minutes=16))
+    assert held is not None
+    assert held.store_lease_until is not None
+    lease = held.store_lease_until
+    assert store.take_over_store_lease("job-1", expired_until=lease, now=T0 + timedelta(minutes=15)) is None
+    assert store.take_over_store_lease("job-1", expired_until="2026", now=T0 + timedelta(hours=1)) is None
+    later = T0 + timedelta(minutes=17)
+    taken = store.take_over_store_lease("job-1", expired_until=lease, now=later)
+    assert taken is not None
+    assert (taken.store_lease_until, taken.store_takeovers) == (None, 1)
+    assert taken.completion_enqueued_at == "2026-11-21T12:17:00.000+00:00"
+    assert store.take_over_store_lease("job-1", expired_until=lease, now=later) is None  # once
+    # the handed-over message's run takes the free lease like any first run
+    again = store.take_store_lease("job-1", seen_until=None, now=later, lease=timedelta(minutes=16))
+    assert again is not None
+    assert again.store_lease_until is not None
+    after = T0 + timedelta(minutes=40)
+    second = store.take_over_store_lease("job-1", expired_until=again.store_lease_until, now=after)
+    assert second is not None
+    assert second.store_takeovers == 2
+    # a final job is never taken over
+    final = store.take_store_lease("job-1", seen_until=None, now=after, lease=timedelta(minutes=16))
+    assert final is not None
+    assert final.store_lease_until is not None
+    store.fail("job-1", ERROR, now=after)
+    gone = T0 + timedelta(hours=2)
+    assert store.take_over_store_lease("job-1", expired_until=final.store_lease_until, now=gone) is None
+
+
 def test_complete_needs_the_jobs_request(store: JobStore) -> None:
     storing(store)
 
@@ -274,7 +317,7 @@ def test_fail_unanswered_only_without_a_completion(store: JobStore) -> None:
     failed = store.fail("job-1", ERROR, now=T0)  # the store's own failure needs no such condition
     assert failed is not None
     assert (failed.state, failed.error) == (JobState.FAILED, ERROR)
-    submitted(store, "job-2")
+    submitted(store, "job-2", "r-2")
     gave_up = store.fail_unanswered("job-2", ERROR, now=T0)
     assert gave_up is not None
     assert gave_up.state is JobState.FAILED
@@ -308,7 +351,7 @@ def test_cancel_unsubmitted_only_before_fal_has_the_job(store: JobStore) -> None
     cancelled = store.cancel_unsubmitted("job-1", now=T0)
     assert cancelled is not None
     assert cancelled.state is JobState.CANCELLED
-    submitted(store, "job-2")
+    submitted(store, "job-2", "r-2")
     assert store.cancel_unsubmitted("job-2", now=T0) is None
     asked = store.cancel("job-2", now=T0)
     assert asked is not None
@@ -327,6 +370,62 @@ def test_bind_request_accepts_one_request_id(store: JobStore) -> None:
     assert not other.bound
     assert other.conflicting_request_id == "req-a"
     assert not store.bind_request("missing", "req-c").bound
+
+
+def test_a_fal_request_binds_at_most_one_job(store: JobStore) -> None:
+    submitted(store, "job-1", "r-1")
+    store.create(new_job("job-2"))
+
+    assert store.record_submission("job-2", "r-1", URLS, now=T0) is None
+    taken = store.bind_request("job-2", "r-1")
+    assert not taken.bound
+    assert taken.job is not None
+    assert taken.job.request_id is None  # job-2 still waits for a request of its own
+    assert store.request_holder("r-1") == "job-1"
+    assert store.request_holder("r-2") is None
+    assert store.bind_request("job-1", "r-1").bound  # its own request, again: fine
+    assert store.record_submission("job-2", "r-2", URLS, now=T0) is not None
+    assert store.request_holder("r-2") == "job-2"
+
+
+def test_concurrent_bindings_of_one_request_have_exactly_one_winner(store: JobStore) -> None:
+    jobs = [f"job-{n}" for n in range(6)]
+    for job_id in jobs:
+        store.create(new_job(job_id))
+    barrier = threading.Barrier(len(jobs))
+    won: list[str] = []
+
+    def bind(job_id: str) -> None:
+        barrier.wait()
+        if store.record_submission(job_id, "r-shared", URLS, now=T0) is not None:
+            won.append(job_id)
+
+    threads = [threading.Thread(target=bind, args=(job_id,)) for job_id in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(won) == 1
+    assert store.request_holder("r-shared") == won[0]
+    assert [job_id for job_id in jobs if (store.get(job_id) or new_job()).request_id] == won
+
+
+def test_a_duplicate_request_is_noted_once_and_claimed_for_its_job(store: JobStore) -> None:
+    submitted(store, "job-1", "r-1")
+    store.create(new_job("job-2"))
+
+    noted = store.record_duplicate_request("job-1", "r-2")
+    assert noted is not None
+    assert noted.duplicate_requests == ["r-2"]
+    assert noted.request_id == "r-1"
+    assert store.record_duplicate_request("job-1", "r-2") is None  # once
+    assert store.record_duplicate_request("job-1", "r-1") is None  # the bound request is no duplicate
+    assert store.record_duplicate_request("job-2", "r-2") is None  # job-1's: not job-2's to cancel
+    assert store.record_submission("job-2", "r-2", URLS, now=T0) is None  # nor to bind
+    assert store.request_holder("r-2") == "job-1"
+    assert store.record_duplicate_request("job-1", "r-3") is not None
+    assert (store.get("job-1") or new_job()).duplicate_requests == ["r-2", "r-3"]
 
 
 def test_claim_submit_lease_is_exclusive_until_the_lease_expires(store: JobStore) -> None:
@@ -432,3 +531,48 @@ def test_list_by_state_and_find_by_request_id(store: JobStore) -> None:
     assert found is not None
     assert found.job_id == "job-3"
     assert store.find_by_request_id("nope") is None
+
+
+def test_list_by_state_merges_every_shard_in_order(store: JobStore) -> None:
+    # More jobs than shards, entering SUBMITTED in an order unrelated to their shards.
+    count = STATE_SHARDS + 4
+    for n in range(count):
+        store.create(Job.new(f"job-{n}", source="sqs://q/m", source_kind="sqs", now=T0, model="m"))
+        store.record_submission(f"job-{n}", f"r-{n}", URLS, now=T0 + timedelta(seconds=(n * 7) % count))
+    entered = sorted(range(count), key=lambda n: (n * 7) % count)
+    listed = [job.job_id for job in store.list_by_state(JobState.SUBMITTED)]
+    assert listed == [f"job-{n}" for n in entered]
+    newest = [job.job_id for job in store.list_by_state(JobState.SUBMITTED, newest_first=True, limit=5)]
+    assert newest == [f"job-{n}" for n in reversed(entered[-5:])]
+    window = store.list_by_state(
+        JobState.SUBMITTED,
+        changed_after=T0 + timedelta(seconds=10),
+        changed_before=T0 + timedelta(seconds=12),
+    )
+    assert [job.job_id for job in window] == [f"job-{n}" for n in entered[10:13]]
+    assert list(store.list_by_state(JobState.ACCEPTED)) == []
+
+
+def test_every_write_that_moves_a_job_moves_its_shard(aws: ProvisionedStack) -> None:
+    client = aws_client("dynamodb")
+    table = aws.tables["JobsTable"]
+    store = DynamoJobStore(client, table, retention=timedelta(days=1))
+
+    def shard_of(job_id: str) -> str:
+        return client.get_item(TableName=table, Key={JOB_KEY: {"S": job_id}})["Item"][STATE_SHARD_ATTRIBUTE][
+            "S"
+        ]
+
+    store.create(new_job("job-1"))
+    assert shard_of("job-1") == state_shard("job-1", JobState.ACCEPTED)
+    store.record_submission("job-1", "r-1", URLS, now=T0)
+    assert shard_of("job-1") == state_shard("job-1", JobState.SUBMITTED)
+    store.record_completion("job-1", "r-1", completion_key="inbox/k", source="webhook", now=T0)
+    assert shard_of("job-1") == state_shard("job-1", JobState.STORING)
+    store.fail("job-1", ERROR, now=T0)
+    assert shard_of("job-1") == state_shard("job-1", JobState.FAILED)
+    rejected = Job.new(
+        "job-2", source="s3://in/b.png", source_kind="s3_media", now=T0, state=JobState.REJECTED
+    )
+    store.create(rejected)
+    assert shard_of("job-2") == state_shard("job-2", JobState.REJECTED)

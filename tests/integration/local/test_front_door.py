@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from falflow_tools.local.front_door import FrontDoor, Route, routes_from_template
+from falflow_tools.local.front_door import FrontDoor, HttpReply, Route, json_reply, routes_from_template
 from falflow_tools.local.workers import InvocationResult
 from falflow_tools.template import function_specs
 
@@ -171,3 +171,29 @@ def test_a_door_that_never_opened_stops_at_once(function: Function) -> None:
 
     with pytest.raises(httpx.ConnectError):
         httpx.post(f"{url}/webhooks/fal", timeout=2)
+
+
+def test_the_local_control_path_goes_to_the_stack_not_to_a_function(function: Function) -> None:
+    asked: list[tuple[str, str]] = []
+
+    def control(method: str, path: str) -> HttpReply:
+        asked.append((method, path))
+        return json_reply(200, {"ran": path})
+
+    door = FrontDoor([Route("ANY", "/{proxy+}", "CatchAllFunction")], function, control=control)
+    door.start()
+    try:
+        ran = httpx.post(f"{door.url}/_falflow/schedules/CollectFunction/run")
+        routed = httpx.get(f"{door.url}/anything")
+    finally:
+        door.stop()
+
+    assert ran.json() == {"ran": "schedules/CollectFunction/run"}
+    assert asked == [("POST", "schedules/CollectFunction/run")]
+    assert routed.status_code == 200
+    assert [name for name, _ in function.events] == ["CatchAllFunction"]
+
+
+def test_without_a_control_the_path_is_an_ordinary_route(door: FrontDoor, function: Function) -> None:
+    assert httpx.post(f"{door.url}/_falflow/schedules/CollectFunction/run").status_code == 404
+    assert function.events == []

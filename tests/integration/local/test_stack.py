@@ -14,8 +14,10 @@ from falflow_tools.local.stack import LocalStack, LocalStackConfig, lambda_envir
 from falflow_tools.local.state import LocalState
 from falflow_tools.template import function_specs
 
-# What the stack may change in a function's environment: local endpoints only.
+# What the stack may change in a function's environment: local endpoints only …
 LOCAL_ENDPOINT_VARIABLES = {"AWS_ENDPOINT_URL", "WEBHOOK_URL", "MEDIA_ALLOW_LOCAL"}
+# … and, with a short visibility timeout, the lease scaled with it (falflow_tools.local.timings).
+SCALED_VARIABLES = {"STORE_LEASE_SECONDS"}
 FAL_ENDPOINT_VARIABLES = {
     "FAL_QUEUE_URL",
     "FAL_RUN_URL",
@@ -28,7 +30,9 @@ FAL_ENDPOINT_VARIABLES = {
 
 @pytest.fixture
 def cold_stack(tmp_path: Path) -> Iterator[LocalStack]:
-    config = LocalStackConfig(warm=False, state_file=tmp_path / "local.json", log_dir=tmp_path / "logs")
+    config = LocalStackConfig(
+        warm=False, visibility_timeout_s=2, state_file=tmp_path / "local.json", log_dir=tmp_path / "logs"
+    )
     with LocalStack(config) as stack:
         yield stack
 
@@ -43,7 +47,7 @@ def test_each_function_gets_the_templates_environment_with_local_endpoints(cold_
         added = set(env) - set(template) - set(runtime)
 
         assert changed <= LOCAL_ENDPOINT_VARIABLES | FAL_ENDPOINT_VARIABLES
-        assert added <= LOCAL_ENDPOINT_VARIABLES | FAL_ENDPOINT_VARIABLES
+        assert added <= LOCAL_ENDPOINT_VARIABLES | FAL_ENDPOINT_VARIABLES | SCALED_VARIABLES
         assert env["AWS_ENDPOINT_URL"] == cold_stack.aws_endpoint_url
         assert "LAMBDA_TASK_ROOT" not in env
     submit = cold_stack.functions["SubmitFunction"].runtime.environment
@@ -52,6 +56,22 @@ def test_each_function_gets_the_templates_environment_with_local_endpoints(cold_
     assert cold_stack.emulator is not None
     assert store["MEDIA_ALLOW_LOCAL"] == cold_stack.emulator.base_url
     assert store["MEDIA_HOSTS"] == '["*.fal.media"]'  # the deployed allowlist is untouched
+
+
+def test_a_short_visibility_timeout_scales_the_stores_timeout_and_lease_with_it(
+    cold_stack: LocalStack,
+) -> None:
+    sqs = cold_stack.client("sqs")
+
+    def visibility(queue: str) -> int:
+        url = cold_stack.resources.queues[queue].url
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])
+        return int(attributes["Attributes"]["VisibilityTimeout"])
+
+    store = cold_stack.functions["StoreFunction"].runtime
+    assert (visibility("IntakeQueue"), visibility("OutputsQueue")) == (2, 30)  # 360 : 5400
+    assert store.timeout_s == 5.0  # 900 : 5400
+    assert float(store.environment["STORE_LEASE_SECONDS"]) == pytest.approx(5.333)  # 960 : 5400
 
 
 def test_the_emulators_keys_are_in_secrets_manager_under_the_templates_names(cold_stack: LocalStack) -> None:

@@ -163,23 +163,21 @@ def test_a_fal_that_stays_down_sends_every_job_to_the_dlq_with_its_reason(submit
     assert submit.fal.control.jobs() == []
 
 
-def test_a_lost_reply_whose_webhook_comes_late_is_resent_and_the_late_result_refused(
+def test_a_lost_reply_whose_webhook_comes_late_is_found_in_fals_history_not_resent(
     submit: SubmitHarness,
 ) -> None:
     submit.fal.control.set_faults(submit={"rate_timeout": 1.0, "timeout_hold_s": 1.5, "max_faults": 1})
     completions = Completions(submit)
     (body,) = _messages(1)
 
-    # No webhook is recorded within the grace (the job ran long): the redelivery sends it again.
+    # No webhook is recorded within the grace: the redelivery asks fal's request history first.
     delivery = _deliver(submit, [body], lambda: time.sleep(GRACE_WAIT_S))
-    completions.settle()  # now both webhooks arrive
+    completions.settle()  # now the webhook arrives
 
     assert delivery.left == []
     job = submit.job(body["job_id"])
-    first, second = sorted(submit.fal_jobs_for(job.job_id), key=lambda fal_job: fal_job.submitted_at)
-    assert job.request_id == second.request_id  # the resent request's id, bound first
-    assert [entry.action for entry in job.trail][:2] == ["submit_ambiguous", "resubmit"]
-    outcomes = {r.outcome for r in completions.results}
-    assert HandoffOutcome.FOREIGN_REQUEST in outcomes  # the first request's result: kept aside, not stored
-    assert [message.request_id for message in completions.handed_over] == [second.request_id]
-    assert first.request_id not in {m.request_id for m in completions.handed_over}
+    (fal_job,) = submit.fal_jobs_for(job.job_id)  # sent once
+    assert job.request_id == fal_job.request_id
+    assert [entry.action for entry in job.trail][:2] == ["submit_ambiguous", "found_in_request_history"]
+    assert {r.outcome for r in completions.results} == {HandoffOutcome.RECORDED}
+    assert [message.request_id for message in completions.handed_over] == [fal_job.request_id]

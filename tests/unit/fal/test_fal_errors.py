@@ -161,6 +161,25 @@ def test_html_ingress_page_becomes_a_bounded_text_detail() -> None:
     assert len(error.detail) <= 500
 
 
+def _not_received(response: httpx.Response) -> bool:
+    error = error_from_response(response)
+    return isinstance(error, FalServerError) and error.not_received
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_only_nginx_s_page_without_a_request_id_is_evidence_that_fal_never_received_it(status: int) -> None:
+    page = f"<html><center><h1>{status}</h1></center><hr><center>nginx</center></html>"
+    assert _not_received(reply(status, text=page))
+    # fal's client's rule: a request id means fal's server answered; no nginx page, no evidence.
+    assert not _not_received(reply(status, text=page, x_fal_request_id="r-1"))
+    assert not _not_received(reply(status, text="upstream request timeout"))
+    assert not _not_received(reply(status, text=""))
+
+
+def test_a_500_with_nginx_in_its_body_is_still_fal_s_own_error() -> None:
+    assert not _not_received(reply(500, text="nginx"))
+
+
 def test_a_failed_models_own_body_without_detail_is_kept_whole() -> None:
     body = {"message": "CUDA out of memory", "trace": "..."}
     error = error_from_response(reply(500, body))

@@ -198,6 +198,20 @@ def test_submit_is_not_retried_after_a_server_error_fal_gave_an_id(
     assert len(fal.requests) == 1
 
 
+@pytest.mark.parametrize("body", ["upstream request timeout", ""])
+def test_submit_is_not_retried_after_a_proxy_5xx_without_fal_s_ingress_evidence(
+    settings: FalSettings, retry: RetryPolicy, body: str
+) -> None:
+    # A 504 from a proxy that is not fal's nginx ingress can come after fal queued the request.
+    fal = ScriptedFal([httpx.Response(504, text=body), OK])
+
+    with pytest.raises(FalServerError) as raised:
+        fal_http(settings, fal, retry).request("POST", URL, idempotent=False, json={})
+
+    assert not raised.value.not_received
+    assert len(fal.requests) == 1
+
+
 def test_submit_is_not_retried_after_a_500_without_an_id(settings: FalSettings, retry: RetryPolicy) -> None:
     # A 500 comes from fal itself, not from an ingress proxy in front of it.
     fal = ScriptedFal([httpx.Response(500, json={"detail": "x"}), OK])

@@ -4,6 +4,7 @@ longer holds, re-drives jobs a crashed submit left behind, gives up after the ho
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -13,9 +14,11 @@ import pytest
 from falflow.completion.finalise import JOB_FAILED, Finaliser
 from falflow.completion.handoff import CompletionHandoff
 from falflow.fal.errors import FalNotFoundError, FalServerError
+from falflow.fal.platform import RequestHistoryItem
 from falflow.fal.queue import QueueStatus
 from falflow.jobs import Job, JobState, RequestUrls, isoformat, utcnow
-from falflow.reconcile.reconciler import Action, ReconcilePolicy, Reconciler, original_request
+from falflow.reconcile.reconciler import ACTOR, Action, ReconcilePolicy, Reconciler, original_request
+from falflow.submit.duplicates import CANCELLED_ACTION, JobRequests
 from tests.fakes.completion import FakeFalQueue, MemoryInbox, MemoryOutputsQueue, RecordingPublisher
 from tests.fakes.job_store import InMemoryJobStore
 from tests.fakes.webhook_events import delivery
@@ -175,6 +178,54 @@ def test_a_recorded_completion_that_was_never_handed_over_is_handed_over(h: Harn
     assert len(h.outputs_queue.messages) == 1
 
 
+def _stored_by_a_run_that_died(h: Harness, job_id: str, *, lease_until: Any) -> str:
+    """A handed-over job whose store run took the lease and died (no release)."""
+    h.submitted(job_id, f"r-{job_id}")
+    h.handoff.record(job_id, f"r-{job_id}", delivery(f"r-{job_id}", payload={}), source="webhook", now=T0)
+    lease = lease_until - T0
+    held = h.jobs.take_store_lease(job_id, seen_until=None, now=T0, lease=lease)
+    assert held is not None
+    assert held.store_lease_until is not None
+    return held.store_lease_until
+
+
+def test_a_store_lease_that_outlived_its_run_is_taken_over_once(h: Harness) -> None:
+    lease = _stored_by_a_run_that_died(h, "orphan", lease_until=T0 + timedelta(minutes=16))
+    h.outputs_queue.messages.clear()
+
+    assert h.reconciler.run(LATER).actions == {Action.SKIPPED: 1}  # the lease is live: a run may hold it
+    assert h.outputs_queue.messages == []
+    after = T0 + timedelta(minutes=17)
+    assert h.reconciler.run(after).actions == {Action.TAKEN_OVER: 1}
+    assert [m.job_id for m in h.outputs_queue.messages] == ["orphan"]
+    job = h.get("orphan")
+    assert (job.state, job.store_lease_until, job.store_takeovers) == (JobState.STORING, None, 1)
+    assert job.trail[-1].action == "store_taken_over"
+    assert lease in job.trail[-1].reason
+    # the next run finds the lease free: the handed message is on its way; nothing sent again
+    assert h.reconciler.run(after + timedelta(minutes=5)).actions == {Action.SKIPPED: 1}
+    assert len(h.outputs_queue.messages) == 1
+
+
+def test_a_job_whose_store_runs_keep_dying_ends_failed_with_one_event(h: Harness) -> None:
+    _stored_by_a_run_that_died(h, "killer", lease_until=T0 + timedelta(minutes=16))
+    now = T0 + timedelta(minutes=17)
+    for _ in range(POLICY.max_store_takeovers):
+        assert h.reconciler.run(now).actions == {Action.TAKEN_OVER: 1}
+        held = h.jobs.take_store_lease("killer", seen_until=None, now=now, lease=timedelta(minutes=16))
+        assert held is not None  # the handed message's run takes the lease … and dies too
+        now += timedelta(minutes=17)
+
+    assert h.reconciler.run(now).actions == {Action.FAILED: 1}
+    job = h.get("killer")
+    assert job.state is JobState.FAILED
+    assert job.error is not None
+    assert job.error.type == "store_abandoned"
+    assert f"{POLICY.max_store_takeovers + 1} store runs stopped" in job.error.message
+    assert [event[0] for event in h.events.events] == [JOB_FAILED]
+    assert h.reconciler.run(now + timedelta(minutes=20)).actions == {}
+
+
 def test_give_up_after_the_horizon_with_a_cancel_and_one_event(h: Harness) -> None:
     h.submitted("ancient", "r-ancient")
     h.fal.statuses[f"{BASE}/r-ancient/status"] = status("IN_QUEUE")
@@ -306,3 +357,77 @@ def test_the_redriven_message_is_planned_by_the_submit_path_as_the_same_job_and_
     assert plan.request.input == job.input
     assert plan.request.metadata == job.metadata
     assert plan.request.start_timeout == job.start_timeout
+
+
+class History:
+    """fal's request history: these items for every lookup (or ``failure`` raised)."""
+
+    def __init__(self, items: list[RequestHistoryItem], failure: Exception | None = None) -> None:
+        self.items = items
+        self.failure = failure
+
+    def iter_requests(self, endpoint_ids: Any, **_: Any) -> Iterator[RequestHistoryItem]:
+        if self.failure is not None:
+            raise self.failure
+        yield from self.items
+
+
+def history_item(request_id: str, prompt: str) -> RequestHistoryItem:
+    at = isoformat(T0 - timedelta(minutes=1))  # sent before the job was bound
+    return RequestHistoryItem(
+        request_id=request_id,
+        endpoint_id="fal-ai/flux/dev",
+        started_at=at,
+        sent_at=at,
+        json_input={"prompt": prompt},
+    )
+
+
+def reconciler_with(h: Harness, history: History) -> Reconciler:
+    return Reconciler(
+        h.jobs,
+        fal=h.fal,
+        handoff=h.handoff,
+        finaliser=Finaliser(h.jobs, h.events, "outputs-bucket"),
+        intake_queue=h.intake_queue,
+        policy=POLICY,
+        requests=JobRequests(h.jobs, h.fal, history, actor=ACTOR),
+    )
+
+
+def test_a_duplicate_of_a_job_whose_submit_was_ambiguous_is_cancelled_once(h: Harness) -> None:
+    h.submitted("amb", "r-bound", submit_ambiguous_at=isoformat(T0))
+    h.submitted("other", "r-other")  # same input, its own job: never touched
+    h.fal.statuses[f"{BASE}/r-bound/status"] = status("IN_QUEUE")
+    h.fal.statuses[f"{BASE}/r-other/status"] = status("IN_QUEUE")
+    history = History(
+        [
+            history_item("r-bound", "p"),
+            history_item("r-dup", "p"),
+            history_item("r-other", "p"),
+            history_item("r-else", "another input"),
+        ]
+    )
+    reconciler = reconciler_with(h, history)
+
+    reconciler.run(LATER)
+    reconciler.run(LATER)
+
+    job = h.get("amb")
+    assert job.duplicate_requests == ["r-dup"]
+    assert [call for call in h.fal.calls if call[0] == "cancel"] == [
+        ("cancel", "https://queue.fal.run/fal-ai/flux/requests/r-dup/cancel")
+    ]
+    assert [entry.action for entry in job.trail] == [CANCELLED_ACTION]
+    assert h.get("other").duplicate_requests == []  # no ambiguity: no lookup
+
+
+def test_an_unreadable_history_leaves_the_poll_alone(h: Harness) -> None:
+    h.submitted("amb", "r-bound", submit_ambiguous_at=isoformat(T0))
+    h.fal.statuses[f"{BASE}/r-bound/status"] = status("IN_PROGRESS")
+    history = History([], failure=FalServerError("fal platform error 500", status=500))
+
+    report = reconciler_with(h, history).run(LATER)
+
+    assert report.actions == {Action.ADVANCED: 1}
+    assert h.get("amb").duplicate_requests == []

@@ -15,9 +15,10 @@ from falflow.completion.handoff import CompletionHandoff
 from falflow.completion.messages import OutputsMessage
 from falflow.fal.errors import FalNotFoundError, FalServerError, FalValidationError
 from falflow.jobs import Job, JobState, utcnow
+from falflow.reconcile.reconciler import Action, ReconcilePolicy, Reconciler
 from falflow.store.copy import MIN_PART_SIZE, CopyLimits
 from falflow.store.media import MediaFetcher, MediaPolicy, MediaTransientError
-from falflow.store.worker import StoreOutcome, StoreWorker
+from falflow.store.worker import DEFAULT_LEASE, StoreOutcome, StoreWorker
 from tests.fakes.completion import (
     FakeFalQueue,
     MemoryInbox,
@@ -184,6 +185,133 @@ def test_a_second_run_while_the_first_holds_the_job_does_nothing(h: Harness) -> 
     assert h.outputs.objects == {}
     # once the holder's lease has run out (it died), the redelivered message finishes the job
     assert h.worker.handle(message, NOW + timedelta(minutes=6)) is StoreOutcome.COMPLETED
+
+
+class _BrokenOff(httpx.SyncByteStream):
+    """A body that stops after its first bytes, as a connection cut mid-download does."""
+
+    def __iter__(self) -> Any:
+        yield IMAGE[:10]
+        raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
+
+
+def _truncated(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, headers={"content-length": str(len(IMAGE))}, stream=_BrokenOff())
+
+
+def _does_not_resolve(host: str, port: int) -> list[str]:
+    raise OSError(f"[Errno -2] Name or service not known: {host}")
+
+
+@pytest.mark.parametrize(
+    ("broken", "reason"),
+    [
+        ({"http": httpx.Client(transport=httpx.MockTransport(_truncated))}, "download broke off"),
+        ({"resolve": _does_not_resolve}, "cannot resolve v3.fal.media"),
+    ],
+    ids=["truncated body", "host that does not resolve"],
+)
+def test_an_output_that_cannot_be_fetched_on_the_last_try_fails_the_job_with_one_event(
+    h: Harness, broken: dict[str, Any], reason: str
+) -> None:
+    h.job()
+    message = h.record(delivery("r1", payload={"images": OK_PAYLOAD["images"]}))
+    media = {
+        "http": httpx.Client(transport=httpx.MockTransport(h.cdn)),
+        "resolve": lambda *_: ["93.184.215.14"],
+    }
+    h.worker = StoreWorker(
+        h.jobs,
+        inbox=h.inbox,
+        outputs=h.outputs,
+        media=MediaFetcher(MediaPolicy.build(["*.fal.media"], [], max_bytes=2**20), **{**media, **broken}),
+        fal=h.fal,
+        finaliser=Finaliser(h.jobs, h.events, h.outputs.bucket),
+    )
+
+    with pytest.raises(MediaTransientError, match=reason):  # an early try: SQS retries it
+        h.worker.handle(message, NOW)
+    assert h.get().state is JobState.STORING
+    assert h.events.events == []
+
+    assert h.worker.handle(message, NOW + timedelta(minutes=1), last_attempt=True) is StoreOutcome.FAILED
+    job = h.get()
+    assert job.state is JobState.FAILED
+    assert job.error is not None
+    assert job.error.type == "output_unavailable"
+    assert reason in job.error.message
+    assert job.store_lease_until is None
+    assert [event[0] for event in h.events.events] == [JOB_FAILED]
+    assert h.events.events[0][1]["error"]["type"] == "output_unavailable"
+    assert h.outputs.objects == {}
+    # The message's SQS duplicate finds the job final and announced: nothing more.
+    assert h.worker.handle(message, NOW + timedelta(minutes=2)) is StoreOutcome.ALREADY_DONE
+    assert len(h.events.events) == 1
+
+
+class _Killed(BaseException):
+    """SIGKILL: the run stops where it is; nothing after this point of it runs."""
+
+
+def test_a_store_run_killed_mid_copy_is_taken_over_and_the_job_completes_with_one_copy(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h.job()
+    message = h.record(delivery("r1", payload=OK_PAYLOAD))
+    kills = [1]
+
+    def cdn_killed_mid_video(request: httpx.Request) -> httpx.Response:
+        if kills and request.url.path.endswith("output.mp4"):
+            kills.pop()
+            raise _Killed
+        return h.cdn(request)
+
+    worker = StoreWorker(
+        h.jobs,
+        inbox=h.inbox,
+        outputs=h.outputs,
+        media=MediaFetcher(
+            MediaPolicy.build(["*.fal.media"], [], max_bytes=32 * 2**20),
+            httpx.Client(transport=httpx.MockTransport(cdn_killed_mid_video)),
+            resolve=lambda host, port: ["93.184.215.14"],
+        ),
+        fal=h.fal,
+        finaliser=Finaliser(h.jobs, h.events, h.outputs.bucket),
+    )
+    with monkeypatch.context() as killed:
+        killed.setattr(worker, "_release", lambda held: None)  # a killed process runs no `finally`
+        with pytest.raises(_Killed):
+            worker.handle(message, NOW)
+    lease = h.get().store_lease_until
+    assert lease is not None  # left behind by the dead run
+    assert "outputs/job-1/image-0.png" in h.outputs.objects  # stored before the kill
+
+    # Its own message comes back while the lease is live (the local stack's short visibility).
+    assert worker.handle(message, NOW + timedelta(seconds=30)) is StoreOutcome.BUSY
+    reconciler = Reconciler(
+        h.jobs,
+        fal=h.fal,
+        handoff=h.handoff,
+        finaliser=Finaliser(h.jobs, h.events, h.outputs.bucket),
+        intake_queue=h.queue,  # type: ignore[arg-type]  # never used for a STORING job
+        policy=ReconcilePolicy(),
+    )
+    sent = len(h.queue.messages)
+    after_lease = NOW + DEFAULT_LEASE + timedelta(minutes=1)
+    assert reconciler.run(after_lease).actions == {Action.TAKEN_OVER: 1}
+    (handed,) = h.queue.messages[sent:]
+    assert handed == message
+
+    assert worker.handle(handed, after_lease) is StoreOutcome.COMPLETED
+    job = h.get()
+    assert job.state is JobState.COMPLETED
+    assert job.outputs == ["outputs/job-1/image-0.png", "outputs/job-1/output.mp4"]
+    assert h.outputs.writes.count("outputs/job-1/image-0.png") == 1  # one stored copy each
+    assert h.outputs.objects["outputs/job-1/output.mp4"].body == VIDEO
+    assert [event[0] for event in h.events.events] == [JOB_COMPLETED]
+    assert reconciler.run(after_lease + timedelta(minutes=20)).actions == {}
+    assert worker.handle(message, after_lease + timedelta(minutes=21)) is StoreOutcome.ALREADY_DONE
+    assert len(h.events.events) == 1
 
 
 def test_an_error_payload_fails_the_job_with_fals_error_kept_whole(h: Harness) -> None:

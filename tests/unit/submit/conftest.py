@@ -17,7 +17,15 @@ from falflow.submit.service import SubmitConfig, SubmitService
 from falflow.submit.sources import JobMessage, ObjectCreated
 from tests.fakes.job_store import InMemoryJobStore
 from tests.fakes.webhook_events import fixed_tokens
-from tests.unit.submit.fakes import Clock, FakeArchive, FakeCatalogue, FakeFalQueue, FakeObjects, FakeStorage
+from tests.unit.submit.fakes import (
+    Clock,
+    FakeArchive,
+    FakeCatalogue,
+    FakeFalQueue,
+    FakeObjects,
+    FakeRequestHistory,
+    FakeStorage,
+)
 
 BUCKET = "falflow-inputbucket"
 WEBHOOK = "https://abc123.execute-api.us-east-1.amazonaws.com/webhooks/fal"
@@ -60,6 +68,11 @@ class Harness:
     grace_s: float = GRACE_S
     correlated: list[str] = field(default_factory=list)
     correlate: Callable[[str], None] | None = None
+    history: FakeRequestHistory = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.history = FakeRequestHistory(self.fal)
+        self.fal.clock = self.clock
 
     @property
     def service(self) -> SubmitService:
@@ -78,6 +91,7 @@ class Harness:
             tokens=fixed_tokens(),
             archive=self.archive,
             catalogue=self.catalogue,
+            history=self.history,
             clock=self.clock,
             correlate=self.correlate or self.correlated.append,
         )

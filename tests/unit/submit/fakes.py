@@ -7,13 +7,14 @@ import io
 import itertools
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
 from falflow.catalogue import CatalogueStatus, owner_prefix
-from falflow.fal import CancelOutcome, EndpointId, QueueStatus, QueueUrls, Submission
+from falflow.fal import CancelOutcome, EndpointId, QueueStatus, QueueUrls, RequestHistoryItem, Submission
+from falflow.fal.platform import RequestStatus, TimeBound
 from falflow.fal.queue import QueuePriority
 from falflow.submit.objects import ObjectInfo, ObjectStream
 from falflow.submit.request import S3ObjectRef
@@ -29,6 +30,8 @@ class SentSubmission:
     priority: QueuePriority | None
     start_timeout: float | None
     request_id: str
+    store_io: bool = True
+    sent_at: str = "2026-09-01T12:00:00.000+00:00"
 
 
 Reply = BaseException | None
@@ -51,6 +54,8 @@ class FakeFalQueue:
     submitted: list[SentSubmission] = field(default_factory=list)  # what fal queued
     attempts: int = 0
     cancelled: list[str] = field(default_factory=list)
+    # When fal received each submit (its request history's sent_at); the harness gives its clock.
+    clock: Callable[[], datetime] = lambda: datetime(2026, 9, 1, 12, 0, tzinfo=UTC)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -76,7 +81,14 @@ class FakeFalQueue:
                 raise self.failures[str(endpoint_id)]
             reply = self.replies.pop(0) if self.replies else None
             sent = SentSubmission(
-                str(endpoint_id), dict(input), webhook_url, priority, start_timeout, f"req-{next(self._ids)}"
+                str(endpoint_id),
+                dict(input),
+                webhook_url,
+                priority,
+                start_timeout,
+                f"req-{next(self._ids)}",
+                store_io=store_io is not False,
+                sent_at=self.clock().isoformat(),
             )
             if reply is not None and not isinstance(reply, Lost):
                 raise reply
@@ -108,6 +120,41 @@ class FakeFalQueue:
         app = EndpointId.parse(str(endpoint_id)).app_path
         base = f"{FAL_QUEUE}/{app}/requests/{request_id}"
         return QueueUrls(status_url=f"{base}/status", response_url=base, cancel_url=f"{base}/cancel")
+
+
+@dataclass
+class FakeRequestHistory:
+    """fal's request history over what `FakeFalQueue` queued: a request is listed once started
+    (all are, unless in ``waiting``), with its input unless sent with X-Fal-Store-IO: 0."""
+
+    fal: FakeFalQueue
+    waiting: set[str] = field(default_factory=set)  # request ids still in fal's queue
+    failure: BaseException | None = None
+    lookups: list[dict[str, Any]] = field(default_factory=list)
+
+    def iter_requests(
+        self,
+        endpoint_ids: Sequence[str],
+        *,
+        start: TimeBound | None = None,
+        end: TimeBound | None = None,
+        status: RequestStatus | None = None,
+        request_id: str | None = None,
+        payloads: bool = False,
+        page_size: int | None = None,
+    ) -> Iterator[RequestHistoryItem]:
+        self.lookups.append({"endpoint_ids": list(endpoint_ids), "start": start, "payloads": payloads})
+        if self.failure is not None:
+            raise self.failure
+        for sent in list(self.fal.submitted):
+            if sent.endpoint_id in endpoint_ids and sent.request_id not in self.waiting:
+                yield RequestHistoryItem(
+                    request_id=sent.request_id,
+                    endpoint_id=sent.endpoint_id,
+                    started_at=sent.sent_at,
+                    sent_at=sent.sent_at,
+                    json_input=sent.input if payloads and sent.store_io else None,
+                )
 
 
 class Lost(Exception):

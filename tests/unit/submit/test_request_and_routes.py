@@ -20,6 +20,7 @@ from falflow.fal import (
     FalTransportError,
     FalValidationError,
 )
+from falflow.submit.files import same_fal_input
 from falflow.submit.request import JobRequest, RequestRejectedError, S3ObjectRef, parse_request
 from falflow.submit.routes import RouteTable, render
 from falflow.submit.service import FalFailure, classify_submit_error
@@ -163,8 +164,17 @@ def test_message_job_ids_ignore_formatting_but_not_content() -> None:
         (FalError("400", status=400), FalFailure.REFUSED),
         (FalRateLimitedError("429", status=429, retryable=True), FalFailure.NOT_ACCEPTED),
         (FalAuthError("401", status=401), FalFailure.NOT_ACCEPTED),
-        (FalServerError("503", status=503, retryable=True), FalFailure.NOT_ACCEPTED),
-        (FalServerError("502", status=502, retryable=True), FalFailure.NOT_ACCEPTED),
+        (
+            FalServerError("503 ingress", status=503, retryable=True, not_received=True),
+            FalFailure.NOT_ACCEPTED,
+        ),
+        (
+            FalServerError("502 ingress", status=502, retryable=True, not_received=True),
+            FalFailure.NOT_ACCEPTED,
+        ),
+        # A proxy's 5xx without fal's ingress evidence may come after fal queued the request.
+        (FalServerError("504 proxy", status=504, retryable=True), FalFailure.AMBIGUOUS),
+        (FalServerError("503", status=503, retryable=True), FalFailure.AMBIGUOUS),
         (FalServerError("503", status=503, retryable=True, request_id="r"), FalFailure.AMBIGUOUS),
         (FalServerError("500", status=500, retryable=True), FalFailure.AMBIGUOUS),
         (FalError("409", status=409, retryable=True), FalFailure.AMBIGUOUS),
@@ -276,3 +286,23 @@ def test_the_submit_function_may_only_read_and_conditionally_write_jobs() -> Non
     catalogue = next(s for s in statements if s.get("Sid") == "ModelCatalogue")
     assert {"Fn::GetAtt": ["UsageTable", "Arn"]} in catalogue["Resource"]
     assert not [a for a in catalogue["Action"] if a.endswith(("PutItem", "UpdateItem", "DeleteItem"))]
+
+
+def test_inputs_are_the_same_across_presigned_signatures_but_not_across_objects() -> None:
+    def presigned(key: str, version: str, signature: str) -> str:
+        return (
+            f"https://in.s3.amazonaws.com/{key}?versionId={version}&X-Amz-Algorithm=AWS4-HMAC-SHA256"
+            f"&X-Amz-Date=2026120{signature}T000000Z&X-Amz-Security-Token=t{signature}"
+            f"&X-Amz-Signature={signature * 8}"
+        )
+
+    sent = {"image_url": presigned("a.png", "v1", "1"), "steps": [1, {"x": "y"}]}
+    assert same_fal_input(sent, {"image_url": presigned("a.png", "v1", "2"), "steps": [1, {"x": "y"}]})
+    assert not same_fal_input(sent, {"image_url": presigned("a.png", "v2", "2"), "steps": [1, {"x": "y"}]})
+    assert not same_fal_input(sent, {"image_url": presigned("b.png", "v1", "1"), "steps": [1, {"x": "y"}]})
+    assert not same_fal_input(sent, {"image_url": presigned("a.png", "v1", "1"), "steps": [2]})
+    assert not same_fal_input(sent, None)  # fal kept no payload
+    # Two uploads of one file to fal's CDN get two URLs: no evidence they are one input.
+    assert not same_fal_input(
+        {"image_url": "https://v3.fal.media/files/a"}, {"image_url": "https://v3.fal.media/files/b"}
+    )

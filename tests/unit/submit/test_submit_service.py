@@ -4,6 +4,7 @@ ambiguity rule."""
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -17,6 +18,7 @@ from falflow.fal import (
     FalValidationError,
 )
 from falflow.jobs import JobState, isoformat
+from falflow.submit.duplicates import HISTORY_LOOKBACK
 from falflow.submit.service import WORKER_LEASE, SubmitOutcome, SubmitRetryLaterError
 from falflow.submit.sources import message_job_id, object_job_id
 from falflow_tools.template import function_specs
@@ -366,7 +368,7 @@ def test_an_unknown_model_fal_does_not_have_fails_with_its_404(harness: Harness)
     "error",
     [
         FalRateLimitedError("rate limited by fal (429)", status=429, retryable=True),
-        FalServerError("fal server error (503)", status=503, retryable=True),
+        FalServerError("fal server error (503)", status=503, retryable=True, not_received=True),
         FalTransportError("ConnectError talking to fal", ambiguous=False),
     ],
     ids=["429", "ingress-503", "connect-error"],
@@ -439,12 +441,43 @@ def test_a_webhook_within_the_grace_means_the_job_is_never_resent(harness: Harne
     assert harness.fal.attempts == 1
 
 
+def test_after_the_grace_a_request_found_in_fals_history_is_bound_and_nothing_resent(
+    harness: Harness,
+) -> None:
+    drop = harness.drop("upscale/amb.png")
+    job_id = object_job_id(drop)
+    harness.fal.replies = [Lost(FalTransportError("ReadTimeout", ambiguous=True))]
+    with pytest.raises(SubmitRetryLaterError):
+        harness.service.submit_job(drop)
+
+    harness.clock.advance(GRACE_S + 1)
+    result = harness.service.submit_job(drop)
+
+    assert result.outcome is SubmitOutcome.FOUND
+    (queued,) = harness.fal.submitted
+    assert harness.fal.attempts == 1  # one fal submission
+    job = harness.job(job_id)
+    assert (job.state, job.request_id) == (JobState.SUBMITTED, queued.request_id)
+    assert job.submit_lease_until is None
+    assert (
+        job.cancel_url == f"https://queue.fal.run/fal-ai/clarity-upscaler/requests/{queued.request_id}/cancel"
+    )
+    assert [entry.action for entry in job.trail] == ["submit_ambiguous", "found_in_request_history"]
+    (lookup,) = harness.history.lookups
+    assert lookup["endpoint_ids"] == ["fal-ai/clarity-upscaler"]
+    assert lookup["payloads"] is True
+    assert lookup["start"] == harness.clock() - timedelta(seconds=GRACE_S + 1) - HISTORY_LOOKBACK
+    assert harness.store.request_holder(queued.request_id) == job_id
+
+
 def test_after_the_grace_the_job_is_resent_and_only_one_request_is_ever_bound(harness: Harness) -> None:
     drop = harness.drop("upscale/amb.png")
     job_id = object_job_id(drop)
     harness.fal.replies = [Lost(FalTransportError("ReadTimeout", ambiguous=True))]
     with pytest.raises(SubmitRetryLaterError):
         harness.service.submit_job(drop)
+    # Still waiting in fal's queue: the history does not list it yet.
+    harness.history.waiting.add(harness.fal.submitted[0].request_id)
 
     harness.clock.advance(GRACE_S + 1)
     result = harness.service.submit_job(drop)
@@ -455,6 +488,7 @@ def test_after_the_grace_the_job_is_resent_and_only_one_request_is_ever_bound(ha
     assert job.request_id == second.request_id
     assert job.state is JobState.SUBMITTED
     assert [entry.action for entry in job.trail] == ["submit_ambiguous", "resubmit"]
+    assert "history shows no request with this job's input" in job.trail[-1].reason
     # The first request's late webhook cannot bind: no second stored result is possible.
     late = harness.store.bind_request(job_id, first.request_id)
     assert not late.bound
@@ -467,6 +501,7 @@ def test_a_resent_request_that_loses_to_an_earlier_one_is_cancelled(harness: Har
     harness.fal.replies = [Lost(FalTransportError("ReadTimeout", ambiguous=True))]
     with pytest.raises(SubmitRetryLaterError):
         harness.service.submit_job(drop)
+    harness.history.waiting.add(harness.fal.submitted[0].request_id)
     harness.clock.advance(GRACE_S + 1)
     original_submit = harness.fal.submit
 
@@ -485,7 +520,156 @@ def test_a_resent_request_that_loses_to_an_earlier_one_is_cancelled(harness: Har
     assert harness.fal.cancelled == [
         f"https://queue.fal.run/fal-ai/clarity-upscaler/requests/{second.request_id}/cancel"
     ]
-    assert harness.job(job_id).trail[-1].action == "duplicate_request_refused"
+    assert harness.job(job_id).trail[-1].action == "duplicate_request_cancelled"
+    assert harness.job(job_id).duplicate_requests == [second.request_id]
+
+
+def test_a_duplicate_found_later_in_fals_history_is_cancelled_and_recorded(harness: Harness) -> None:
+    drop = harness.drop("upscale/twice.png")
+    job_id = object_job_id(drop)
+    lost = Lost(FalTransportError("ReadTimeout", ambiguous=True))
+    harness.fal.replies = [lost, lost]
+    with pytest.raises(SubmitRetryLaterError):
+        harness.service.submit_job(drop)
+    harness.history.waiting.add(harness.fal.submitted[0].request_id)  # fal's queue is long
+    harness.clock.advance(GRACE_S + 1)
+    with pytest.raises(SubmitRetryLaterError):
+        harness.service.submit_job(drop)  # not in the history yet: sent again, and that reply lost too
+    first, second = harness.fal.submitted
+    harness.history.waiting.clear()  # both have started by the next look
+
+    harness.clock.advance(GRACE_S + 1)
+    result = harness.service.submit_job(drop)
+
+    assert (result.outcome, result.request_id) == (SubmitOutcome.FOUND, first.request_id)
+    assert harness.fal.attempts == 2
+    job = harness.job(job_id)
+    assert job.request_id == first.request_id
+    assert job.duplicate_requests == [second.request_id]
+    assert harness.fal.cancelled == [
+        f"https://queue.fal.run/fal-ai/clarity-upscaler/requests/{second.request_id}/cancel"
+    ]
+    actions = [entry.action for entry in job.trail]
+    # The second lost reply repeats the first's note, which the trail keeps once.
+    assert actions == [
+        "submit_ambiguous",
+        "resubmit",
+        "duplicate_request_cancelled",
+        "found_in_request_history",
+    ]
+    assert "cancel: CANCELLATION_REQUESTED" in job.trail[2].reason
+
+
+def test_a_request_another_job_of_the_same_input_holds_is_never_bound_twice(harness: Harness) -> None:
+    body = {"model": "fal-ai/flux/dev", "input": {"prompt": "the same"}}
+    harness.fal.replies = [Lost(FalTransportError("ReadTimeout", ambiguous=True))]
+    with pytest.raises(SubmitRetryLaterError):
+        harness.service.submit_job(message({**body, "job_id": "a"}))
+    harness.history.waiting.add(harness.fal.submitted[0].request_id)
+    other = harness.service.submit_job(message({**body, "job_id": "b"}))
+    assert other.outcome is SubmitOutcome.SUBMITTED  # b's request is listed, with a's very input
+
+    harness.clock.advance(GRACE_S + 1)
+    result = harness.service.submit_job(message({**body, "job_id": "a"}))
+
+    assert result.outcome is SubmitOutcome.SUBMITTED  # b's request is b's: a is sent again
+    assert harness.job("b").request_id == other.request_id
+    assert harness.job("a").request_id not in (None, other.request_id)
+    assert harness.store.request_holder(other.request_id) == "b"
+    assert harness.fal.cancelled == []
+
+
+def test_a_request_sent_just_now_with_the_same_input_is_another_jobs_and_left_alone(
+    harness: Harness,
+) -> None:
+    body = {"model": "fal-ai/flux/dev", "input": {"prompt": "the same"}, "job_id": "a"}
+    harness.fal.replies = [Lost(FalTransportError("ReadTimeout", ambiguous=True))]
+    with pytest.raises(SubmitRetryLaterError):
+        harness.service.submit_job(message(body))
+    harness.history.waiting.add(harness.fal.submitted[0].request_id)
+    harness.clock.advance(GRACE_S + 1)
+    # Another job of the same input is being sent right now; its reply is not recorded yet.
+    in_flight = harness.fal.submit("fal-ai/flux/dev", {"prompt": "the same"})
+
+    result = harness.service.submit_job(message(body))
+
+    assert result.outcome is SubmitOutcome.SUBMITTED  # a's own request is not listed: sent again
+    assert result.request_id != in_flight.request_id
+    assert harness.store.request_holder(in_flight.request_id) is None  # free for its own job
+    assert harness.fal.cancelled == []
+
+
+def test_a_new_request_another_job_bound_first_makes_this_job_wait_like_a_lost_reply(
+    harness: Harness,
+) -> None:
+    harness.service.submit_job(message({"model": "fal-ai/flux/dev", "input": {"prompt": "x"}, "job_id": "a"}))
+    original_submit = harness.fal.submit
+
+    def taken_on_the_way(*args: Any, **kwargs: Any) -> Any:
+        submission = original_submit(*args, **kwargs)
+        # Job a (same input) found this request in fal's history and claimed it before b recorded it.
+        assert harness.store.record_duplicate_request("a", submission.request_id) is not None
+        return submission
+
+    harness.fal.submit = taken_on_the_way  # type: ignore[method-assign]
+
+    with pytest.raises(SubmitRetryLaterError) as raised:
+        harness.service.submit_job(
+            message({"model": "fal-ai/flux/dev", "input": {"prompt": "x"}, "job_id": "b"})
+        )
+
+    assert raised.value.ambiguous
+    job = harness.job("b")
+    assert (job.state, job.request_id) == (JobState.ACCEPTED, None)
+    assert job.submit_ambiguous_at is not None  # held for the grace, then looked up again
+    assert job.trail[-1].action == "request_taken"
+    assert "job a" in job.trail[-1].reason
+    assert harness.fal.cancelled == []  # a's now, not b's to cancel
+
+
+def test_without_fals_payloads_the_grace_rule_alone_decides(harness: Harness) -> None:
+    drop = harness.drop("upscale/private.png")
+    job_id = object_job_id(drop)
+    harness.fal.replies = [Lost(FalTransportError("ReadTimeout", ambiguous=True))]
+    with pytest.raises(SubmitRetryLaterError):
+        harness.service.submit_job(drop)
+    claim = harness.store.claim_submit_lease
+
+    def without_store_io(*args: Any, **kwargs: Any) -> Any:
+        claimed = claim(*args, **kwargs)
+        return claimed.model_copy(update={"store_io": False}) if claimed else None
+
+    harness.store.claim_submit_lease = without_store_io  # type: ignore[method-assign]
+    harness.clock.advance(GRACE_S + 1)
+
+    assert harness.service.submit_job(drop).outcome is SubmitOutcome.SUBMITTED
+    assert harness.history.lookups == []  # fal kept no input to compare with
+    _, second = harness.fal.submitted
+    assert not second.store_io  # sent with X-Fal-Store-IO: 0 again
+    job = harness.job(job_id)
+    assert job.request_id == second.request_id
+    assert job.trail[-1].action == "resubmit"
+    assert "X-Fal-Store-IO: 0" in job.trail[-1].reason
+
+
+def test_an_unreadable_request_history_sends_nothing_and_says_why(harness: Harness) -> None:
+    drop = harness.drop("upscale/history-down.png")
+    job_id = object_job_id(drop)
+    harness.fal.replies = [Lost(FalTransportError("ReadTimeout", ambiguous=True))]
+    with pytest.raises(SubmitRetryLaterError):
+        harness.service.submit_job(drop)
+    harness.history.failure = FalServerError("fal platform error 500 server_error", status=500)
+    harness.clock.advance(GRACE_S + 1)
+
+    with pytest.raises(SubmitRetryLaterError) as raised:
+        harness.service.submit_job(drop)
+
+    assert raised.value.ambiguous
+    assert harness.fal.attempts == 1
+    job = harness.job(job_id)
+    assert (job.state, job.request_id) == (JobState.ACCEPTED, None)
+    assert job.submit_lease_until is not None  # still held: nobody sends it meanwhile
+    assert job.trail[-1].action == "request_history_unavailable"
 
 
 def test_a_slow_submit_keeps_its_lease_even_past_a_short_grace(harness: Harness) -> None:

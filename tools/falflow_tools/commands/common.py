@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
 from falflow_tools.ops.target import OpsError, resolve_target
-
-_DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+from falflow_tools.ops.when import moment
 
 
 def operator_command[R](command: Callable[..., R]) -> Callable[..., R]:
@@ -59,14 +56,10 @@ def parse_when(value: str | None) -> datetime | None:
     """`30m`, `2h`, `7d` (ago) or an ISO date/time (UTC unless it says otherwise)."""
     if value is None:
         return None
-    found = _DURATION.match(value.strip())
-    if found:
-        return datetime.now(UTC) - timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
     try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: use e.g. 30m, 2h, 7d or 2026-01-31T12:00") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return moment(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
 
 
 def parse_json_object(value: str | None, what: str) -> dict[str, Any] | None:

@@ -1,19 +1,29 @@
-"""`falflow jobs list|show|cancel|retry`."""
+"""`falflow jobs list|show|watch|download|cancel|retry|backfill-shards`."""
 
 from __future__ import annotations
 
-import click
+import json
+import time
+from pathlib import Path
 
-from falflow.jobs import Job, JobState
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from falflow.jobs import Job, JobState, utcnow
+from falflow.jobs.status import job_status_reason
 from falflow_tools.commands.common import operator_command, parse_when, print_json
 from falflow_tools.ops import jobs as ops
-from falflow_tools.ops.render import money, seconds, table
-from falflow_tools.ops.target import Target
+from falflow_tools.ops.render import json_value, money, painted_state, seconds, table, use_colour
+from falflow_tools.ops.target import EXIT_FAILED, OpsError, Target
+from falflow_tools.ops.watch import JobWatch, Seen
 
 STATE_NAMES = [state.value for state in JobState]
 
 
 def job_rows(jobs: list[Job]) -> list[list[str]]:
+    now = utcnow()
     return [
         [
             job.job_id,
@@ -23,12 +33,13 @@ def job_rows(jobs: list[Job]) -> list[list[str]]:
             seconds(ops.job_duration_s(job)),
             money(job.cost.amount, job.cost.currency) if job.cost else "-",
             str(len(job.outputs)) if job.outputs else ("error: " + job.error.type if job.error else "-"),
+            job_status_reason(job, now),
         ]
         for job in jobs
     ]
 
 
-JOB_HEADERS = ["JOB", "STATE", "MODEL", "CHANGED (UTC)", "DURATION", "COST", "OUTPUTS"]
+JOB_HEADERS = ["JOB", "STATE", "MODEL", "CHANGED (UTC)", "DURATION", "COST", "OUTPUTS", "WHY / WAITING FOR"]
 
 
 @click.group("jobs")
@@ -69,7 +80,13 @@ def list_command(
         limit=limit,
     )
     if as_json:
-        print_json([job.model_dump(mode="json", exclude_none=True) for job in found])
+        now = utcnow()
+        print_json(
+            [
+                {**job.model_dump(mode="json", exclude_none=True), "why": job_status_reason(job, now)}
+                for job in found
+            ]
+        )
         return
     click.echo(table(JOB_HEADERS, job_rows(found)) if found else "no jobs")
 
@@ -85,18 +102,113 @@ def show_command(*, target: Target, job_id: str, expires: int, as_json: bool) ->
         print_json(details.to_json())
         return
     job = details.job
-    fields = job.model_dump(mode="json", exclude_none=True, exclude={"outputs", "trail", "input"})
+    fields = job.model_dump(mode="json", exclude_none=True, exclude={"outputs", "trail"})
     width = max(len(name) for name in fields)
+    colour = use_colour()
     for name, value in fields.items():
-        click.echo(f"{name.ljust(width)}  {value}")
-    if job.input is not None:
-        click.echo(f"{'input'.ljust(width)}  {job.input}")
+        shown = painted_state(value, colour=colour) if name == "state" else json_value(value)
+        click.echo(f"{name.ljust(width)}  {shown}", color=colour)
     for entry in job.trail:
         click.echo(f"{'trail'.ljust(width)}  {entry.at} {entry.actor} {entry.action} {entry.reason}")
     if details.links:
         click.echo(f"\noutputs in s3://{details.output_bucket}/ (links valid {expires}s):")
         for key, url in details.links.items():
             click.echo(f"  {key}\n    {url}")
+
+
+WATCH_HEADERS = ["JOB", "STATE", "MODEL", "ELAPSED"]
+
+
+def _watch_rows(seen: list[Seen]) -> list[list[str]]:
+    return [[s.job_id, s.state, (s.job.model if s.job else None) or "-", seconds(s.elapsed_s)] for s in seen]
+
+
+@jobs_group.command("watch")
+@click.argument("job_ids", nargs=-1)
+@click.option("--all", "every_unfinished", is_flag=True, help="Every unfinished job (and new ones).")
+@click.option("--model", help="With --all: only jobs of this fal endpoint id.")
+@click.option("--every", default=1.0, show_default=True, help="Seconds between looks.")
+@click.option("--timeout", default=0.0, show_default=True, help="Give up after this many seconds (0: never).")
+@operator_command
+def watch_command(
+    *,
+    target: Target,
+    job_ids: tuple[str, ...],
+    every_unfinished: bool,
+    model: str | None,
+    every: float,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Follow JOB_IDS (or --all) until every one is final; exit 1 unless all COMPLETED.
+
+    On a terminal the table updates in place; otherwise each state change is one line
+    (elapsed time, job, state).
+    """
+    if not job_ids and not every_unfinished:
+        raise click.UsageError("give one or more JOB_IDS, or --all")
+    watch = JobWatch(target, job_ids, every_unfinished=every_unfinished, model=model)
+    deadline = time.monotonic() + timeout if timeout else None
+    live = use_colour() and not as_json
+    seen = watch.poll()
+    if every_unfinished and not seen:
+        click.echo("no unfinished jobs")
+        return
+    if live:
+        with Live(console=Console(), auto_refresh=False) as screen:
+            while True:
+                screen.update(_live_table(seen), refresh=True)
+                if watch.done(seen) or _past(deadline):
+                    break
+                time.sleep(every)
+                seen = watch.poll()
+    else:
+        seen = _print_changes(watch, seen, every=every, deadline=deadline, as_json=as_json)
+    if not watch.done(seen):
+        raise OpsError(f"not every job was final within {timeout:g}s")
+    if any(entry.state != JobState.COMPLETED.value for entry in seen):
+        raise SystemExit(EXIT_FAILED)
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() > deadline
+
+
+def _live_table(seen: list[Seen]) -> Text:
+    return Text.from_ansi(table(WATCH_HEADERS, _watch_rows(seen), colour=True))
+
+
+def _print_changes(
+    watch: JobWatch, seen: list[Seen], *, every: float, deadline: float | None, as_json: bool
+) -> list[Seen]:
+    last: dict[str, str] = {}
+    while True:
+        for entry, row in zip(seen, _watch_rows(seen), strict=True):
+            if last.get(entry.job_id) != entry.state:
+                last[entry.job_id] = entry.state
+                if as_json:
+                    # One JSON object a line, as each change happens.
+                    click.echo(json.dumps({"job_id": entry.job_id, "state": entry.state, "elapsed": row[3]}))
+                else:
+                    click.echo(f"{row[3]:>7}  {entry.job_id}  {entry.state}")
+        if watch.done(seen) or _past(deadline):
+            return seen
+        time.sleep(every)
+        seen = watch.poll()
+
+
+@jobs_group.command("download")
+@click.argument("job_id")
+@click.argument("directory", required=False, type=click.Path(path_type=Path, file_okay=False))
+@operator_command
+def download_command(*, target: Target, job_id: str, directory: Path | None, as_json: bool) -> None:
+    """Every output of JOB_ID and its result.json into DIRECTORY/JOB_ID/ (default: here)."""
+    written = ops.download_outputs(target, job_id, directory or Path())
+    if as_json:
+        print_json([str(path) for path in written])
+        return
+    for path in written:
+        click.echo(str(path))
 
 
 @jobs_group.command("cancel")
@@ -125,3 +237,14 @@ def retry_command(*, target: Target, job_or_message_id: str, as_json: bool) -> N
     click.echo(f"{job_or_message_id}: {result.detail}")
     if result.new_job_id:
         click.echo(f"new job: {result.new_job_id}")
+
+
+@jobs_group.command("backfill-shards")
+@operator_command
+def backfill_shards_command(*, target: Target, as_json: bool) -> None:
+    """Give jobs written before the state index was sharded their `state_shard` (once, on upgrade)."""
+    updated = target.job_store().backfill_state_shards()
+    if as_json:
+        print_json({"updated": updated})
+    else:
+        click.echo(f"{updated} job(s) given their state shard")

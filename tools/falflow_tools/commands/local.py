@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -19,6 +20,7 @@ from falflow_tools.template import REPO_ROOT
 
 if TYPE_CHECKING:
     from falflow_tools.local.stack import LocalStack
+    from falflow_tools.ops.target import Target
 
 DEFAULT_LOG_DIR = REPO_ROOT / ".falflow" / "logs"
 
@@ -46,6 +48,40 @@ def local_group() -> None:
     """The whole pipeline on this machine: moto, the fal emulator and the real handlers."""
 
 
+@local_group.command("run")
+@click.argument("function", type=click.Choice(["reconcile", "collect"]))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.option(
+    "--local-state",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="FALFLOW_LOCAL_STATE",
+    help="State file of the local stack (default .falflow/local.json).",
+)
+def run_command(*, function: str, as_json: bool, local_state: Path | None) -> None:
+    """Run the reconcile or collect function of the running local stack now (not on its schedule)."""
+    from falflow_tools.ops.local_run import run_scheduled  # noqa: PLC0415 - keeps `falflow --help` quick
+    from falflow_tools.ops.target import OpsError  # noqa: PLC0415
+
+    try:
+        result = run_scheduled(function, local_state)
+    except OpsError as error:
+        click.echo(f"error: {error}", err=True)
+        raise SystemExit(error.exit_code) from None
+    if as_json:
+        click.echo(json.dumps(result.__dict__, indent=2, default=str))
+    elif result.ok:
+        click.echo(f"{result.function} ran in {result.duration_s:.1f}s: {json.dumps(result.payload)}")
+    else:
+        assert result.error is not None
+        click.echo(
+            f"{result.function} failed after {result.duration_s:.1f}s: "
+            f"{result.error.get('errorType')}: {result.error.get('errorMessage')}",
+            err=True,
+        )
+    if not result.ok:
+        raise SystemExit(1)
+
+
 @local_group.command("up")
 @click.option("--aws-port", default=0, show_default=True, help="moto's port (0: a free one).")
 @click.option(
@@ -65,7 +101,11 @@ def local_group() -> None:
     help="Minutes before a silent job is polled (template: 10).",
 )
 @click.option(
-    "--visibility-timeout", default=30, show_default=True, help="Seconds before a failed message returns."
+    "--visibility-timeout",
+    default=30,
+    show_default=True,
+    help="Seconds before a failed intake message returns; the outputs queue and the store's "
+    "timeout and lease scale with it, in the template's ratios.",
 )
 @click.option(
     "--log-dir", type=click.Path(path_type=Path, file_okay=False), default=DEFAULT_LOG_DIR, show_default=True
@@ -165,9 +205,20 @@ Ctrl-C stops everything."""
 @click.option(
     "--log-dir", type=click.Path(path_type=Path, file_okay=False), default=DEFAULT_LOG_DIR, show_default=True
 )
-def demo_command(*, timeout: float, real_fal: bool, log_dir: Path) -> None:
+@click.option(
+    "--console/--no-console",
+    "with_console",
+    default=None,
+    help="After the run, keep the stack up with the console until Ctrl-C. Default: on a terminal.",
+)
+@click.option(
+    "--open", "open_browser", is_flag=True, help="Open the console in the browser (implies --console)."
+)
+def demo_command(
+    *, timeout: float, real_fal: bool, log_dir: Path, with_console: bool | None, open_browser: bool
+) -> None:
     """Run the whole pipeline locally on sample inputs and show where every output landed."""
-    from falflow_tools.demo import run_demo  # noqa: PLC0415 - keeps `falflow --help` quick
+    from falflow_tools.demo import DemoResult, run_demo  # noqa: PLC0415 - keeps `falflow --help` quick
 
     _quiet_libraries()
     logging.getLogger("falflow.local").setLevel(logging.WARNING)
@@ -176,20 +227,57 @@ def demo_command(*, timeout: float, real_fal: bool, log_dir: Path) -> None:
         raise click.UsageError("--real-fal needs FAL_KEY in the environment")
     if os.environ.get("FAL_KEY") and not real_fal:
         click.echo("(FAL_KEY is set, but the demo uses the fal emulator; --real-fal spends real money)")
+    keep_console = open_browser or (sys.stdout.isatty() if with_console is None else with_console)
+
+    def show(result: DemoResult) -> None:
+        click.echo("")
+        click.echo(result.table())
+        click.echo(f"\n{result.summary()}")
+
+    def console(target: Target, result: DemoResult) -> None:
+        show(result)
+        _serve_console(target, open_browser=open_browser)
+
     _stop_on_signals()
     try:
-        result = run_demo(click.echo, timeout_s=timeout, fal_key=fal_key, log_dir=log_dir)
+        result = run_demo(
+            click.echo,
+            timeout_s=timeout,
+            fal_key=fal_key,
+            log_dir=log_dir,
+            before_stop=console if keep_console else None,
+        )
     except WorkerError as error:
         raise click.ClickException(f"a function could not start: {error} (its log: {log_dir})") from None
     except KeyboardInterrupt:
         click.echo("\ninterrupted; the local stack is stopped", err=True)
         sys.exit(130)
-    click.echo("")
-    click.echo(result.table())
-    click.echo(f"\n{result.summary()}")
+    if not keep_console:
+        show(result)
     if not result.ok:
         click.echo(f"error: not every job completed with its outputs stored; see {log_dir}/", err=True)
         sys.exit(1)
     click.echo(
-        "Next: `.venv/bin/falflow local up` keeps the stack running for `falflow submit` and `falflow jobs`."
+        "Next: `.venv/bin/falflow local up` keeps the stack running for `falflow submit` and `falflow jobs`"
+        + ("" if keep_console else ", and `falflow console` shows it in a browser")
+        + "."
     )
+
+
+def _serve_console(target: Target, *, open_browser: bool) -> None:
+    """The console over the demo's stack until Ctrl-C (which then stops the stack too)."""
+    import webbrowser  # noqa: PLC0415
+
+    from falflow_tools.console.app import ConsoleServer  # noqa: PLC0415
+
+    server = ConsoleServer(target)
+    server.start()
+    click.echo(f"\nConsole: {server.url}  (Ctrl-C stops the console and the local stack)")
+    if open_browser:
+        webbrowser.open(server.url)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        click.echo("")
+    finally:
+        server.stop()

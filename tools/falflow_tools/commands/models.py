@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Literal
 
 import click
 
 from falflow_tools.commands.common import operator_command, print_json
 from falflow_tools.ops import models as ops
-from falflow_tools.ops.render import money, table
+from falflow_tools.ops.render import json_value, money, table
 from falflow_tools.ops.target import Target
 
 
@@ -52,19 +51,31 @@ def search_command(
 
 @models_group.command("show")
 @click.argument("endpoint_id")
-@click.option("--schema", is_flag=True, help="Include the model's OpenAPI schema.")
 @operator_command
-def show_command(*, target: Target, endpoint_id: str, schema: bool, as_json: bool) -> None:
-    """One model's metadata."""
-    model = ops.show_model(target, endpoint_id, schema=schema)
+def show_command(*, target: Target, endpoint_id: str, as_json: bool) -> None:
+    """One model's metadata and its input fields (name, type, required, default).
+
+    --json has the whole OpenAPI document too.
+    """
+    model = ops.show_model(target, endpoint_id, schema=True)
+    fields = ops.input_fields(model)
     if as_json:
-        print_json(model.model_dump(mode="json", exclude_none=True))
+        print_json(
+            {
+                **model.model_dump(mode="json", exclude_none=True),
+                "input_fields": [f.to_json() for f in fields],
+            }
+        )
         return
     click.echo(model.endpoint_id)
     for name, value in (model.metadata.model_dump(exclude_none=True) if model.metadata else {}).items():
-        click.echo(f"  {name}: {value}")
-    if model.openapi is not None:
-        click.echo(json.dumps(model.openapi, indent=2))
+        click.echo(f"  {name}: {json_value(value)}")
+    rows = [
+        [f.name, f.type, "yes" if f.required else "", json_value(f.default) if f.has_default else ""]
+        for f in fields
+    ]
+    click.echo("\ninput fields:")
+    click.echo(table(["FIELD", "TYPE", "REQUIRED", "DEFAULT"], rows))
 
 
 @models_group.command("pricing")

@@ -11,8 +11,27 @@ import click
 from falflow.jobs import FINAL_STATES
 from falflow_tools.commands.common import operator_command, parse_json_object, print_json
 from falflow_tools.ops import jobs as jobs_ops
+from falflow_tools.ops import models as models_ops
 from falflow_tools.ops import submit as ops
 from falflow_tools.ops.target import EXIT_FAILED, OpsError, Target
+
+
+def _missing_input(target: Target, model: str) -> click.UsageError:
+    """--input is refused when absent (fal would fail the job); say what the model needs."""
+    try:
+        fields = models_ops.input_fields(models_ops.show_model(target, model, schema=True))
+    except OpsError as error:
+        return click.UsageError(
+            f"--input is required (the model's input, a JSON object); "
+            f"its fields could not be looked up: {error}"
+        )
+    needed = [f"{field.name} ({field.type})" for field in fields if field.required]
+    example = ", ".join(f'"{field.name}": …' for field in fields if field.required)
+    return click.UsageError(
+        f"--input is required: {model} needs {', '.join(needed) or 'no field, so give {}'}"
+        + (f", e.g. --input '{{{example}}}'" if example else "")
+        + f" (`falflow models show {model}` lists every field)"
+    )
 
 
 def _files(values: tuple[str, ...]) -> dict[str, str]:
@@ -87,13 +106,15 @@ def submit_command(
         if not key and not prefix:
             raise click.UsageError("--drop needs --prefix (a routed prefix such as upscale/) or --key")
         object_key = key or f"{prefix}{drop_path.name}"
-        submitted = ops.drop_file(target, drop_path.read_bytes(), key=object_key)
+        submitted = ops.drop_file(target, drop_path.read_bytes(), key=object_key, refuse_duplicate=True)
     elif message_file is not None:
         message = parse_json_object(message_file.read(), "the message")
-        submitted = ops.send_message(target, message or {})
+        submitted = ops.send_message(target, message or {}, refuse_duplicate=True)
     else:
         assert model is not None  # one of the three ways, checked above
-        raw_input = input_file.read() if input_file is not None else (input_json or "{}")
+        if input_file is None and input_json is None:
+            raise _missing_input(target, model)
+        raw_input = input_file.read() if input_file is not None else input_json
         message = ops.job_message(
             model,
             parse_json_object(raw_input, "--input") or {},
@@ -104,7 +125,7 @@ def submit_command(
             start_timeout=start_timeout,
             output_prefix=output_prefix,
         )
-        submitted = ops.send_message(target, message)
+        submitted = ops.send_message(target, message, refuse_duplicate=True)
 
     if not wait:
         if as_json:

@@ -29,7 +29,10 @@ class HttpFaults(_Strict):
     The rates are disjoint probabilities drawn from one number per request, so their sum is the
     chance that a request is faulted at all. ``timeout`` answers normally but only after
     ``timeout_hold_s`` (the work is done, the client has given up: a lost response);
-    ``reset`` closes the socket before the request is handled.
+    ``reset`` closes the socket before the request is handled. The two ``_after`` faults let the
+    request be handled first (a submit is queued, as fal would have it) and then lose the reply:
+    ``reset_after`` closes the socket instead of answering, ``proxy_504_after`` answers a proxy's
+    504 that carries no request id and is not fal's nginx ingress page (docs/fal-contract.md §6).
     """
 
     rate_429: Rate = 0.0
@@ -37,6 +40,8 @@ class HttpFaults(_Strict):
     rate_503: Rate = 0.0
     rate_timeout: Rate = 0.0
     rate_reset: Rate = 0.0
+    rate_reset_after: Rate = 0.0
+    rate_proxy_504_after: Rate = 0.0
     timeout_hold_s: Seconds = 10.0
     # Stop injecting after this many faults in the group ("the first two submits fail").
     max_faults: int | None = Field(default=None, ge=0)
@@ -49,7 +54,19 @@ class HttpFaults(_Strict):
 
     @property
     def total_rate(self) -> float:
-        return self.rate_429 + self.rate_500 + self.rate_503 + self.rate_timeout + self.rate_reset
+        return sum(rate for _, rate in self.rates())
+
+    def rates(self) -> tuple[tuple[str, float], ...]:
+        """Each fault with its rate, in the order one draw is compared against them."""
+        return (
+            ("429", self.rate_429),
+            ("500", self.rate_500),
+            ("503", self.rate_503),
+            ("timeout", self.rate_timeout),
+            ("reset", self.rate_reset),
+            ("reset_after", self.rate_reset_after),
+            ("proxy_504_after", self.rate_proxy_504_after),
+        )
 
 
 class WebhookFaults(_Strict):

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from typing import Literal
+from typing import Literal, get_args
 
 from falflow_tools.emulator.config import FaultConfig, HttpGroup
 
-HttpFault = Literal["429", "500", "503", "timeout", "reset"]
+HttpFault = Literal["429", "500", "503", "timeout", "reset", "reset_after", "proxy_504_after"]
+_FAULTS: dict[str, HttpFault] = {fault: fault for fault in get_args(HttpFault)}
+# Faults that let the request be handled (a submit queued) and then lose its reply.
+AFTER_HANDLING: frozenset[HttpFault] = frozenset({"reset_after", "proxy_504_after"})
 
 
 def http_group(method: str, path: str) -> HttpGroup | None:
@@ -62,18 +65,11 @@ class FaultInjector:
             return None
         if faults.max_faults is not None and self._injected[group] >= faults.max_faults:
             return None
-        choices: tuple[tuple[HttpFault, float], ...] = (
-            ("429", faults.rate_429),
-            ("500", faults.rate_500),
-            ("503", faults.rate_503),
-            ("timeout", faults.rate_timeout),
-            ("reset", faults.rate_reset),
-        )
         draw = self._rng(f"http:{group}").random()
         threshold = 0.0
-        for fault, rate in choices:
+        for fault, rate in faults.rates():
             threshold += rate
             if draw < threshold:
                 self._injected[group] += 1
-                return fault
+                return _FAULTS[fault]
         return None

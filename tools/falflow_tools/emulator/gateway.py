@@ -1,5 +1,6 @@
 """fal's edge as the emulator plays it: every request is recorded, and the run's HTTP faults
-(429, 500, 503, a withheld response, a reset connection) are injected before the routes see it.
+(429, 500, 503, a withheld response, a reset connection) are injected before the routes see it,
+or (a reset, a proxy 504) after the routes handled it, so a submit is queued and its reply lost.
 
 This is raw ASGI rather than Starlette middleware because a reset must reach uvicorn's socket:
 the client has to see a real connection reset, not an error response.
@@ -20,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from falflow_tools.emulator.config import HttpGroup
 from falflow_tools.emulator.core import FalEmulator
 from falflow_tools.emulator.errors import concurrency_limited, fal_error, platform_error
-from falflow_tools.emulator.faults import HttpFault, http_group
+from falflow_tools.emulator.faults import AFTER_HANDLING, HttpFault, http_group
 from falflow_tools.emulator.state import RequestRecord
 
 BODY_CAPTURE_BYTES = 64 * 1024
@@ -46,6 +47,9 @@ _INGRESS_503 = (
     b"<center><h1>503 Service Temporarily Unavailable</h1></center>\r\n<hr><center>nginx</center>\r\n"
     b"</body>\r\n</html>\r\n"
 )
+# A gateway timeout from a proxy that is not fal's nginx ingress (Envoy's wording): no
+# x-fal-request-id and no nginx page, so fal's clients have no evidence it was not received.
+_PROXY_504 = b"upstream request timeout"
 
 
 def _redacted(name: str, value: str) -> str:
@@ -122,11 +126,29 @@ class Gateway:
                     await self._hold(hold_s)
             await send(message)
 
+        capture = headers.get("content-type", "").startswith("application/json")
+        if fault in AFTER_HANDLING:
+            await self._lose_reply(fault, scope, _tee(receive, record, capture=capture), send, record)
+            return
         if group is not None and fault is not None and fault != "timeout":
             await fault_response(fault, group)(scope, receive, recording_send)
             return
-        capture = headers.get("content-type", "").startswith("application/json")
         await self._app(scope, _tee(receive, record, capture=capture), recording_send)
+
+    async def _lose_reply(
+        self, fault: HttpFault, scope: Scope, receive: Receive, send: Send, record: RequestRecord
+    ) -> None:
+        """Let the routes handle the request in full, then lose their reply on the way back."""
+
+        async def swallow(_message: Message) -> None:
+            return None
+
+        await self._app(scope, receive, swallow)
+        if fault == "reset_after":
+            await reset_connection(send)
+            return
+        record.status_code = 504
+        await Response(_PROXY_504, status_code=504, media_type="text/plain")(scope, receive, send)
 
     async def _hold(self, seconds: float) -> None:
         """Withhold a response (the work is done; the client is meant to give up first)."""

@@ -27,6 +27,16 @@ from falflow_tools.emulator.usage import BadParameter, TimeWindow, costs, pagina
 CURRENCY = "USD"
 MAX_IDS = 50
 MAX_BILLING_SPAN = timedelta(days=90)
+# The request history looks back 24 h by default, 90 days when one request id is asked for.
+HISTORY_DEFAULT_SPAN = timedelta(days=1)
+HISTORY_REQUEST_ID_SPAN = timedelta(days=90)
+HISTORY_SORTS = ("ended_at", "duration")
+# status filter -> the result statuses it keeps.
+HISTORY_STATUSES: dict[str, Callable[[int], bool]] = {
+    "success": lambda code: 200 <= code < 300,
+    "user_error": lambda code: 400 <= code < 500,
+    "error": lambda code: code >= 500,
+}
 MODEL_EXPANSIONS = {"openapi-3.0", "enterprise_status"}
 USAGE_EXPANSIONS = {"time_series", "summary", "auth_method", "auth_method_structured"}
 VOLUME_METRICS = ("request_count", "success_count", "user_error_count", "error_count")
@@ -113,6 +123,7 @@ def platform_routes(emulator: FalEmulator) -> list[Route]:
         route("/models/usage", api.usage),
         route("/models/billing-events", api.billing_events),
         route("/models/analytics", api.analytics),
+        route("/models/requests/by-endpoint", api.requests_by_endpoint),
         route("/compute/instances", api.compute_instances),
         route("/meta", api.meta),
         Route("/api/v1/{path:path}", _not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
@@ -418,6 +429,45 @@ class PlatformApi:
 
         return _report(request, window, jobs, shapes, results)
 
+    # ------------------------------------------------------------------ request history
+
+    async def requests_by_endpoint(self, request: Request) -> JSON:
+        """``GET /models/requests/by-endpoint``: the account's requests to the given endpoints.
+
+        A request is listed once a runner has started it (the spec requires ``started_at`` of
+        every item), whether it has ended or not; ``start``/``end`` bound when it was sent.
+        ``expand=payloads`` adds ``json_input``/``json_output``, which are null for a request
+        sent with ``X-Fal-Store-IO: 0`` (fal kept no payloads). Newest first.
+        """
+        self._require(request, "api")
+        query = request.query_params
+        ids = set(_ids(request, "endpoint_id", required=True))
+        request_id = query.get("request_id")
+        span = HISTORY_REQUEST_ID_SPAN if request_id else HISTORY_DEFAULT_SPAN
+        window = _history_window(query.get("start"), query.get("end"), span)
+        status = query.get("status")
+        if status is not None and status not in HISTORY_STATUSES:
+            raise BadParameter(f"status must be one of {', '.join(HISTORY_STATUSES)}")
+        expand = set(_multi(request, "expand"))
+        if not expand <= {"payloads"}:
+            raise BadParameter("expand accepts payloads")
+        sort_by = query.get("sort_by", "ended_at")
+        if sort_by not in HISTORY_SORTS:
+            raise BadParameter(f"sort_by must be one of {', '.join(HISTORY_SORTS)}")
+        jobs = [
+            job
+            for job in self._emulator.state.jobs.values()
+            if job.started_at is not None
+            and str(job.endpoint) in ids
+            and window.contains(job.submitted_at)
+            and (request_id is None or job.request_id == request_id)
+            and (status is None or _ended_as(job, HISTORY_STATUSES[status]))
+        ]
+        jobs.sort(key=_history_order(sort_by), reverse=True)
+        page = paginate(jobs, parse_limit(query.get("limit"), 50, 100), query.get("cursor"))
+        items = [_history_item(job, payloads="payloads" in expand) for job in page.items]
+        return {"items": items, **page.fields}
+
     # ------------------------------------------------------------------ compute and meta
 
     async def compute_instances(self, request: Request) -> JSON:
@@ -487,6 +537,48 @@ def _report(
         [{"bucket": bucket, "results": results(group)} for bucket, group in buckets.items()], limit, cursor
     )
     return {"time_series": page.items, **page.fields, **summary}
+
+
+def _history_window(start: str | None, end: str | None, default_span: timedelta) -> TimeWindow:
+    window = TimeWindow.from_query(None, end, bound_to_timeframe="false")
+    if start is None:
+        return TimeWindow(window.end - default_span, window.end, window.timeframe, window.tz)
+    return TimeWindow.from_query(start, end, bound_to_timeframe="false")
+
+
+def _ended_as(job: Job, wanted: Callable[[int], bool]) -> bool:
+    return job.outcome is not None and job.completed_at is not None and wanted(job.outcome.status_code)
+
+
+def _history_order(sort_by: str) -> Callable[[Job], tuple[float, float]]:
+    """Newest (or longest) first once reversed; a request still running sorts as the newest."""
+    if sort_by == "duration":
+        return lambda job: (_duration(job) or -1.0, job.submitted_at)
+    return lambda job: (job.completed_at if job.completed_at is not None else float("inf"), job.submitted_at)
+
+
+def _duration(job: Job) -> float | None:
+    if job.started_at is None or job.completed_at is None:
+        return None
+    return job.completed_at - job.started_at
+
+
+def _history_item(job: Job, *, payloads: bool) -> JSON:
+    assert job.started_at is not None
+    item: JSON = {
+        "request_id": job.request_id,
+        "endpoint_id": str(job.endpoint),
+        "started_at": utc_iso(job.started_at),
+        "sent_at": utc_iso(job.submitted_at),
+        "ended_at": utc_iso(job.completed_at) if job.completed_at is not None else None,
+        "status_code": job.outcome.status_code if job.outcome is not None else None,
+        "duration": _duration(job),
+    }
+    if payloads:
+        kept = job.store_io
+        item["json_input"] = job.payload if kept else None
+        item["json_output"] = job.outcome.body if kept and job.outcome is not None else None
+    return item
 
 
 def _words(text: str) -> list[str]:

@@ -167,9 +167,12 @@ class HttpReply:
     body: bytes
 
 
+def json_reply(status: int, value: Any) -> HttpReply:
+    return HttpReply(status, [("content-type", "application/json")], json.dumps(value).encode())
+
+
 def _json_reply(status: int, message: str) -> HttpReply:
-    body = json.dumps({"message": message}).encode()
-    return HttpReply(status, [("content-type", "application/json")], body)
+    return json_reply(status, {"message": message})
 
 
 def http_api_reply(result: InvocationResult) -> HttpReply:
@@ -201,16 +204,27 @@ def http_api_reply(result: InvocationResult) -> HttpReply:
 
 
 Invoker = Callable[[str, dict[str, Any]], InvocationResult]
+# The local stack's own actions (`falflow local run`) live under this path, which no template route
+# uses; a deployed HTTP API has no such path.
+CONTROL_PREFIX = "/_falflow/"
+Control = Callable[[str, str], HttpReply]
 
 
 class FrontDoor:
     """A threaded HTTP server on loopback playing API Gateway for the template's HttpApi routes."""
 
     def __init__(
-        self, routes: Sequence[Route], invoke: Invoker, *, host: str = "127.0.0.1", port: int = 0
+        self,
+        routes: Sequence[Route],
+        invoke: Invoker,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        control: Control | None = None,
     ) -> None:
         self.routes = list(routes)
         self._invoke = invoke
+        self._control = control
         self.requests = 0
         handler = _make_handler(self)
         self._server = ThreadingHTTPServer((host, port), handler)
@@ -244,6 +258,8 @@ class FrontDoor:
         self.requests += 1
         split = urlsplit(target)
         raw_path = split.path or "/"
+        if self._control is not None and raw_path.startswith(CONTROL_PREFIX):
+            return self._control(method, raw_path.removeprefix(CONTROL_PREFIX))
         for route in self.routes:
             params = route.match(method, raw_path)
             if params is None:

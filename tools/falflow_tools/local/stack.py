@@ -29,7 +29,7 @@ import httpx
 from moto.server import ThreadedMotoServer
 
 from falflow_tools.local.fidelity import faithful_moto
-from falflow_tools.local.front_door import FrontDoor, routes_from_template
+from falflow_tools.local.front_door import FrontDoor, HttpReply, json_reply, routes_from_template
 from falflow_tools.local.resources import (
     ProvisionedStack,
     QueueInfo,
@@ -42,6 +42,7 @@ from falflow_tools.local.resources import (
 from falflow_tools.local.schedules import ScheduleRunner, ScheduleSpec, rate_seconds
 from falflow_tools.local.sqs_source import SqsEventSource, SqsSourceSettings
 from falflow_tools.local.state import FalEndpoints, LocalState
+from falflow_tools.local.timings import LocalTiming, scaled_timings, template_consumers
 from falflow_tools.local.workers import FunctionRuntime, InvocationResult, LocalFunction
 from falflow_tools.template import FunctionSpec, function_specs, load_template
 
@@ -78,7 +79,9 @@ class LocalStackConfig:
     prefix: str = "falflow"
     # Template parameter values (e.g. ReconcileAfterMinutes), as `sam deploy --parameter-overrides`.
     parameters: dict[str, str] = field(default_factory=dict)
-    # Visibility timeout of the queues functions consume, so failed messages come back in seconds.
+    # Visibility timeout of the queue with the template's shortest (the intake queue), so failed
+    # messages come back in seconds; the other queues, and the store's timeout and lease, are
+    # scaled with it in the template's ratios (falflow_tools.local.timings). None: the template's.
     visibility_timeout_s: int | None = None
     # Seconds between runs of a function's schedule; 0 turns it off; absent: the template's rate.
     schedule_intervals_s: dict[str, float] = field(default_factory=dict)
@@ -145,6 +148,8 @@ class LocalStack:
         self._resources: ProvisionedStack | None = None
         self.functions: dict[str, LocalFunction] = {}
         self.sources: dict[str, SqsEventSource] = {}
+        # Queue-driven functions' local visibility, timeout and lease (when visibility_timeout_s is set).
+        self.timings: dict[str, LocalTiming] = {}
         self.schedules: dict[str, ScheduleRunner] = {}
         self.events_queue: QueueInfo | None = None
         self.emulator: RunningEmulator | None = None
@@ -219,9 +224,12 @@ class LocalStack:
         )
         sqs = self.client("sqs")
         if config.visibility_timeout_s is not None:
+            self.timings = scaled_timings(template_consumers(self.template), config.visibility_timeout_s)
             for settings in self._sqs_sources():
                 logical = self._queue_logical_id(settings.queue_arn)
-                set_visibility_timeout(self.resources, sqs, logical, config.visibility_timeout_s)
+                set_visibility_timeout(
+                    self.resources, sqs, logical, self.timings[settings.function].visibility_s
+                )
         self.events_queue = create_event_tap(self.resources, self.client("events"), sqs, prefix=config.prefix)
 
         fal_env = self._start_fal()
@@ -230,6 +238,7 @@ class LocalStack:
             self.invoke,
             host=config.host,
             port=config.front_door_port,
+            control=self._control,
         )
         for logical, spec in self.specs.items():
             env = self.resources.function_environment(logical, self._local_overrides(logical, fal_env))
@@ -238,7 +247,7 @@ class LocalStack:
                 code_dir=spec.code_dir,
                 handler=spec.handler,
                 environment={**lambda_environment(spec, config.region), **env},
-                timeout_s=float(spec.timeout),
+                timeout_s=self.timings[logical].timeout_s if logical in self.timings else float(spec.timeout),
                 memory_mb=spec.memory,
                 log_path=config.log_dir / f"{logical}.log" if config.log_dir else None,
                 init_timeout_s=config.init_timeout_s,
@@ -356,6 +365,8 @@ class LocalStack:
         # CDN on loopback http is trusted by exact origin.
         if "MEDIA_HOSTS" in template_env and self.emulator is not None:
             overrides["MEDIA_ALLOW_LOCAL"] = self.emulator.base_url
+        if logical_id in self.timings:
+            overrides.update(self.timings[logical_id].environment)
         overrides.update(self.config.environment.get(logical_id, {}))
         return overrides
 
@@ -400,6 +411,26 @@ class LocalStack:
     def run_schedule(self, logical_id: str) -> InvocationResult:
         """Run a function's schedule now (the reconcile or collect tick) and wait for it."""
         return self.schedules[logical_id].run_now()
+
+    def _control(self, method: str, path: str) -> HttpReply:
+        """`POST schedules/<FunctionLogicalId>/run`: run that schedule now (`falflow local run`)."""
+        parts = path.split("/")
+        if method != "POST" or len(parts) != 3 or parts[0] != "schedules" or parts[2] != "run":
+            return json_reply(404, {"message": "Not Found"})
+        runner = self.schedules.get(parts[1])
+        if runner is None:
+            return json_reply(404, {"message": f"no schedule of {parts[1]}", "known": sorted(self.schedules)})
+        result = runner.run_now()
+        return json_reply(
+            200,
+            {
+                "function": parts[1],
+                "request_id": result.request_id,
+                "payload": result.payload,
+                "error": result.error,
+                "duration_s": result.duration_s,
+            },
+        )
 
     def client(self, service: str) -> Any:
         """A boto3 client on the local AWS endpoint."""

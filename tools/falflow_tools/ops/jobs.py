@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -33,7 +34,7 @@ def list_jobs(
     until: datetime | None = None,
     limit: int = 50,
 ) -> list[Job]:
-    """Newest first (by when each job entered its state), through the ByState index."""
+    """Newest first (by when each job entered its state), through the sharded ByStateShard index."""
     store = target.job_store()
     wanted = list(states) or list(JobState)
 
@@ -52,8 +53,31 @@ def list_jobs(
 def get_job(target: Target, job_id: str) -> Job:
     job = target.job_store().get(job_id)
     if job is None:
-        raise OpsError(f"no job {job_id!r} in {target.name}")
+        raise OpsError(f"no job {job_id!r} in {target.name}{_still_queued(target, job_id)}")
     return job
+
+
+def _still_queued(target: Target, job_id: str) -> str:
+    """Why a job may not be in the table yet: its message still waits in the intake queue (SQS
+    cannot be searched without taking messages from the submit function, so the count is told)."""
+    url = target.outputs.get("IntakeQueueUrl")
+    if not url:
+        return ""
+    try:
+        attributes = target.sqs().get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+    except ClientError:
+        return ""
+    waiting = sum(int(attributes.get(name, 0)) for name in attributes)
+    if not waiting:
+        return ""
+    return (
+        f"; {waiting} message(s) are still in the intake queue, so if you have just submitted it, "
+        f"the submit function has not recorded it yet: try again in a few seconds "
+        f"(`falflow jobs watch {job_id}` waits for it)"
+    )
 
 
 @dataclass(frozen=True)
@@ -83,6 +107,36 @@ def show_job(target: Target, job_id: str, *, link_expiry_s: int = 3600) -> JobDe
         for key in keys
     }
     return JobDetails(job=job, output_bucket=bucket, links=links)
+
+
+def output_path(job: Job, key: str) -> PurePosixPath:
+    """Where an output lands under a download folder: its path below `<job id>/` in the bucket
+    (so `outputs/<prefix>/<job id>/a/b.png` is `a/b.png`); never above the folder."""
+    parts = PurePosixPath(key).parts
+    below = parts[parts.index(job.job_id) + 1 :] if job.job_id in parts else parts[-1:]
+    if not below or any(part in ("..", "") for part in below):
+        raise OpsError(f"job {job.job_id} names an output key that is no file path: {key!r}")
+    return PurePosixPath(*below)
+
+
+def download_outputs(target: Target, job_id: str, directory: Path) -> list[Path]:
+    """Every stored output of a job and its result.json, into `directory/<job id>/`."""
+    job = get_job(target, job_id)
+    keys = [*job.outputs, *([job.result_key] if job.result_key else [])]
+    if not keys:
+        raise OpsError(f"job {job_id} has no stored outputs (it is {job.state.value})")
+    bucket = target.output("OutputBucketName")
+    folder = directory / job_id
+    written = []
+    for key in keys:
+        path = folder / output_path(job, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target.s3().download_file(bucket, key, str(path))
+        except ClientError as error:
+            raise OpsError(f"cannot download s3://{bucket}/{key}: {error}") from error
+        written.append(path)
+    return written
 
 
 # ---------------------------------------------------------------------------------- cancel

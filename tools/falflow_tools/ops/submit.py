@@ -57,14 +57,28 @@ def job_message(
     return message
 
 
-def send_message(target: Target, message: dict[str, Any]) -> Submitted:
-    """Send a job message to the intake queue; refuse one the submit function would reject."""
+def refuse_existing(target: Target, job_id: str) -> None:
+    """The submit function keeps the first job of an id and drops the rest quietly; a person who
+    submits the same thing twice is told instead."""
+    existing = target.job_store().get(job_id)
+    if existing is not None:
+        raise OpsError(
+            f"job {job_id} already exists ({existing.state.value}); nothing was sent. "
+            f"Give another --job-id for a new job, or `falflow jobs retry {job_id}` to run it again"
+        )
+
+
+def send_message(target: Target, message: dict[str, Any], *, refuse_duplicate: bool = False) -> Submitted:
+    """Send a job message to the intake queue; refuse one the submit function would reject (and,
+    with `refuse_duplicate`, one whose job already exists)."""
     try:
         request = validate_request(message)
     except RequestRejectedError as error:
         raise OpsError(str(error)) from error
     body = json.dumps(message)
     job_id = request.job_id or message_job_id(body, json.loads(body))
+    if refuse_duplicate:
+        refuse_existing(target, job_id)
     try:
         sent = target.sqs().send_message(QueueUrl=target.output("IntakeQueueUrl"), MessageBody=body)
     except ClientError as error:
@@ -80,9 +94,16 @@ def routes(target: Target) -> RouteTable:
 
 
 def drop_file(
-    target: Target, data: bytes, *, key: str, content_type: str | None = None, check_route: bool = True
+    target: Target,
+    data: bytes,
+    *,
+    key: str,
+    content_type: str | None = None,
+    check_route: bool = True,
+    refuse_duplicate: bool = False,
 ) -> Submitted:
-    """Put a file into the input bucket under `key`; its ObjectCreated event starts the job."""
+    """Put a file into the input bucket under `key`; its ObjectCreated event starts the job. (Each
+    drop is a new object version, so only a job document's own job id can be a duplicate.)"""
     jobs_prefix = target.parameters.get("JobsPrefix") or "jobs/"
     document = key.startswith(jobs_prefix)
     if check_route and not document and routes(target).match(key) is None:
@@ -94,6 +115,8 @@ def drop_file(
             request = validate_request(parsed if isinstance(parsed, dict) else {})
         except (ValueError, RequestRejectedError) as error:
             raise OpsError(f"{key} is not a valid job document: {error}") from error
+        if refuse_duplicate and request.job_id:
+            refuse_existing(target, request.job_id)
     bucket = target.output("InputBucketName")
     content_type = (
         content_type or mimetypes.guess_type(PurePosixPath(key).name)[0] or "application/octet-stream"

@@ -48,6 +48,8 @@ class Target:
     fal: FalSettings
     endpoint_url: str | None = None
     events_queue_url: str | None = None
+    stack_name: str | None = None  # a deployed stack's CloudFormation name
+    log_dir: Path | None = None  # where the local stack's functions write their logs
     session: boto3.session.Session = field(default_factory=boto3.session.Session)
     _clients: dict[str, Any] = field(default_factory=dict)
 
@@ -89,6 +91,12 @@ class Target:
         client: SecretsManagerClient = self._client("secretsmanager")
         return client
 
+    def logs(self) -> Any:  # CloudWatch Logs (no type stubs are locked for it)
+        return self._client("logs")
+
+    def cloudformation(self) -> Any:
+        return self._client("cloudformation")
+
     def job_store(self) -> DynamoJobStore:
         days = int(self.parameters.get("JobRetentionDays") or 90)
         return DynamoJobStore(self.dynamodb(), self.output("JobsTableName"), retention=timedelta(days=days))
@@ -117,6 +125,11 @@ class Target:
 
 def local_target(state_file: Path | None = None) -> Target:
     """The local stack that `falflow local up` (or `falflow demo`) is running."""
+    return target_for_local(local_state(state_file))
+
+
+def local_state(state_file: Path | None = None) -> LocalState:
+    """The state file of the running local stack; a clear error when there is none."""
     path = state_file_path(state_file)
     if not path.exists():
         raise OpsError(
@@ -131,7 +144,7 @@ def local_target(state_file: Path | None = None) -> Target:
             "with `falflow local up`",
             EXIT_UNREACHABLE,
         )
-    return target_for_local(state)
+    return state
 
 
 def target_for_local(state: LocalState) -> Target:
@@ -150,6 +163,7 @@ def target_for_local(state: LocalState) -> Target:
         fal=fal,
         endpoint_url=state.aws_endpoint_url,
         events_queue_url=state.events_queue_url,
+        log_dir=Path(state.log_dir) if state.log_dir else None,
         session=boto3.session.Session(
             aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
@@ -193,6 +207,7 @@ def deployed_target(stack_name: str, *, region: str | None = None) -> Target:
         outputs=outputs,
         parameters=parameters,
         fal=_fal_from_parameters(parameters),
+        stack_name=stack_name,
         session=session,
     )
 

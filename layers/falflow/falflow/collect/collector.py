@@ -16,7 +16,7 @@ endpoint[, unit]) is written with a plain put of fal's current figure, so re-rea
 overwrites it and nothing is ever added twice. A watermark moves only forward, and only after
 the part's writes succeeded; a failed part is simply read again next run.
 
-Endpoints falflow used are found from job records through the ByState index (never a table scan):
+Endpoints falflow used are found from job records through the sharded ByStateShard index (never a table scan):
 each run records the endpoints of jobs that reached fal since its last run in an endpoint
 registry, and pricing and analytics cover every endpoint in that registry.
 """

@@ -131,7 +131,23 @@ class CompletionHandoff:
         self._hand_over(job, now)
         return True
 
+    def take_over_store(self, job: Job, now: datetime) -> bool:
+        """Hand ``job`` to the store again because the run holding its store lease died (the lease
+        ran out unfinished); True if this call took the lease over. The message goes first: a crash
+        before the write leaves the expired lease for the next reconcile run."""
+        lease = job.store_lease_until
+        if job.is_final or job.completion_key is None or lease is None or lease > isoformat(now):
+            return False
+        logger.warning("a store run died holding the job; handing it to the store again", job_id=job.job_id)
+        self._send(job)
+        return self._jobs.take_over_store_lease(job.job_id, expired_until=lease, now=now) is not None
+
     def _hand_over(self, job: Job, now: datetime) -> None:
+        assert job.completion_key is not None
+        self._send(job)
+        self._jobs.mark_handed_over(job.job_id, job.completion_key, now=now)
+
+    def _send(self, job: Job) -> None:
         assert job.completion_key is not None
         assert job.request_id is not None
         self._queue.send(
@@ -142,4 +158,3 @@ class CompletionHandoff:
                 source="reconcile" if job.completion_source == "reconcile" else "webhook",
             )
         )
-        self._jobs.mark_handed_over(job.job_id, job.completion_key, now=now)

@@ -30,11 +30,12 @@ from falflow.fal.platform import (
     ModelInfo,
     ModelMetadata,
     Price,
+    RequestHistoryItem,
     UsageBucket,
     UsageLineItem,
     UsageReport,
 )
-from falflow.fal.ports import FalPlatform, FalQueue, FalStorage
+from falflow.fal.ports import FalPlatform, FalQueue, FalRequestHistory, FalStorage
 from falflow.fal.queue import (
     CancelOutcome,
     FalQueueClient,
@@ -71,6 +72,7 @@ __all__ = [
     "FalQueue",
     "FalQueueClient",
     "FalRateLimitedError",
+    "FalRequestHistory",
     "FalRequestTimeoutError",
     "FalServerError",
     "FalStorage",
@@ -87,6 +89,7 @@ __all__ = [
     "QueueLog",
     "QueueStatus",
     "QueueUrls",
+    "RequestHistoryItem",
     "RetryPolicy",
     "Submission",
     "UsageBucket",

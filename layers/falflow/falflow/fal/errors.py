@@ -14,6 +14,8 @@ import httpx
 _RETRYABLE_PLATFORM_TYPES = frozenset({"rate_limited", "server_error"})
 # Error bodies can echo model input; keep only a bounded prefix of non-JSON text.
 _MAX_TEXT_DETAIL = 500
+# What an ingress proxy in front of fal's queue answers with when it could not reach the queue.
+INGRESS_STATUSES = frozenset({502, 503, 504})
 
 
 class FalError(Exception):
@@ -55,7 +57,15 @@ class FalRateLimitedError(FalError):
 
 
 class FalServerError(FalError):
-    """5xx: a fault on fal's side; ``error_type`` carries fal's classification when given."""
+    """5xx: a fault on fal's side; ``error_type`` carries fal's classification when given.
+
+    ``not_received`` is True only for a reply that carries fal's own evidence that the request
+    never got past the ingress (`is_ingress_error`); any other 5xx may come after fal queued it.
+    """
+
+    def __init__(self, message: str, *, not_received: bool = False, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.not_received = not_received
 
 
 class FalRequestTimeoutError(FalError):
@@ -92,6 +102,17 @@ def transport_error(exc: httpx.TransportError) -> FalTransportError:
     error = FalTransportError(f"{type(exc).__name__} talking to fal: {exc}", ambiguous=not certainly_unsent)
     error.__cause__ = exc
     return error
+
+
+def is_ingress_error(response: httpx.Response) -> bool:
+    """fal's own client's test for "the ingress answered, fal never received the request"
+    (``_is_ingress_error`` in fal-ai/fal ``projects/fal_client/src/fal_client/client.py``): a 502,
+    503 or 504 without an ``x-fal-request-id`` header whose body is nginx's error page. A proxy
+    504 that does not look like that (an empty body, another proxy's text) may come after fal
+    queued the request, so it is no evidence of anything (docs/fal-contract.md, section 6)."""
+    if response.status_code not in INGRESS_STATUSES or "x-fal-request-id" in response.headers:
+        return False
+    return "nginx" in response.text
 
 
 def error_from_response(response: httpx.Response) -> FalError:
@@ -139,9 +160,12 @@ def error_from_response(response: httpx.Response) -> FalError:
             f"the request did not start before its X-Fal-Request-Timeout (504): {summary}", **common
         )
     if status >= 500:
+        not_received = is_ingress_error(response)
         return FalServerError(
-            f"fal server error ({status}{f' {error_type}' if error_type else ''}): {summary}",
+            f"fal server error ({status}{f' {error_type}' if error_type else ''}"
+            f"{', ingress: not received' if not_received else ''}): {summary}",
             retryable=True,
+            not_received=not_received,
             **common,
         )
     return FalError(

@@ -15,14 +15,16 @@ from typing import Any
 import httpx
 
 from falflow import __version__
-from falflow.fal.errors import FalError, FalTransportError, error_from_response, transport_error
+from falflow.fal.errors import (
+    FalError,
+    FalServerError,
+    FalTransportError,
+    error_from_response,
+    transport_error,
+)
 from falflow.settings import FalSettings
 
 ApiKeyProvider = Callable[[], str]
-
-# Statuses an ingress proxy answers with when the request never reached fal's queue.
-_INGRESS_STATUSES = frozenset({502, 503, 504})
-
 
 USER_AGENT = f"falflow/{__version__}"
 
@@ -78,8 +80,8 @@ class RetryPolicy:
 def certainly_not_accepted(error: FalError, response: httpx.Response | None) -> bool:
     """True only when fal certainly did not take the request in, so resending cannot duplicate it.
 
-    That is: the connection never carried it, fal said 429 (nothing queued), or an ingress proxy
-    answered 502/503/504 before fal assigned a request id.
+    That is: the connection never carried it, fal said 429 (nothing queued), or the reply carries
+    fal's own evidence that the ingress never passed it on (`falflow.fal.errors.is_ingress_error`).
     """
     if isinstance(error, FalTransportError):
         return not error.ambiguous
@@ -87,7 +89,7 @@ def certainly_not_accepted(error: FalError, response: httpx.Response | None) -> 
         return False
     if response.status_code == 429:
         return True
-    return response.status_code in _INGRESS_STATUSES and "x-fal-request-id" not in response.headers
+    return isinstance(error, FalServerError) and error.not_received
 
 
 class FalHttp:

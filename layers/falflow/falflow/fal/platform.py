@@ -1,4 +1,5 @@
-"""fal's Platform API (``{api_url}`` = ``https://api.fal.ai/v1``): models, pricing, usage, billing.
+"""fal's Platform API (``{api_url}`` = ``https://api.fal.ai/v1``): models, pricing, usage, billing,
+request history.
 
 Shapes follow fal's OpenAPI spec (``fal/platform-openapi.json``). Every list endpoint pages with
 ``limit``/``cursor`` → ``next_cursor``/``has_more``; iterators walk all pages lazily and reports
@@ -149,6 +150,24 @@ class Meta(FalModel):
     webhook_ip_ranges: list[str]
 
 
+RequestStatus = Literal["success", "error", "user_error"]
+
+
+class RequestHistoryItem(FalModel):
+    """One request of ``GET /models/requests/by-endpoint``; the payloads only with ``expand=payloads``
+    and only where fal kept them (not for a request sent with ``X-Fal-Store-IO: 0``)."""
+
+    request_id: str
+    endpoint_id: str
+    started_at: str
+    sent_at: str
+    ended_at: str | None = None
+    status_code: int | None = None
+    duration: float | None = None
+    json_input: Any = None
+    json_output: Any = None
+
+
 class _Page(FalModel):
     next_cursor: str | None = None
     has_more: bool = False
@@ -172,6 +191,10 @@ class _BillingEventsPage(_Page):
 
 class _AnalyticsPage(_Page, AnalyticsReport):
     pass
+
+
+class _RequestsPage(_Page):
+    items: list[RequestHistoryItem] = Field(default_factory=list)
 
 
 class _InstancesPage(_Page):
@@ -319,6 +342,34 @@ class FalPlatformClient:
             report.time_series = _merge_buckets(report.time_series, page.time_series)
             report.summary.extend(page.summary)
         return report
+
+    def iter_requests(
+        self,
+        endpoint_ids: Sequence[str],
+        *,
+        start: TimeBound | None = None,
+        end: TimeBound | None = None,
+        status: RequestStatus | None = None,
+        request_id: str | None = None,
+        payloads: bool = False,
+        page_size: int | None = None,
+    ) -> Iterator[RequestHistoryItem]:
+        """The account's requests to ``endpoint_ids`` (1-50) sent in the window, all pages; fal's
+        default window is the last 24 h (90 days with ``request_id``). Any API key."""
+        ids = _ids("endpoint_ids", endpoint_ids)
+        if not ids:
+            raise ValueError("the request history needs at least one endpoint id")
+        params = _params(
+            endpoint_id=ids,
+            start=_iso(start) if start is not None else None,
+            end=_iso(end) if end is not None else None,
+            status=status,
+            request_id=request_id,
+            expand=["payloads"] if payloads else None,
+            limit=str(page_size) if page_size is not None else None,
+        )
+        for page in self._pages("/models/requests/by-endpoint", params, _RequestsPage):
+            yield from page.items
 
     def iter_compute_instances(self) -> Iterator[ComputeInstance]:
         for page in self._pages("/compute/instances", {}, _InstancesPage):

@@ -15,6 +15,7 @@ from falflow.fal.platform import (
     ComputeInstance,
     ModelInfo,
     Price,
+    RequestHistoryItem,
     TimeBound,
     Timeframe,
     UsageReport,
@@ -94,6 +95,23 @@ class FalPlatform(Protocol):
     ) -> AnalyticsReport: ...
 
     def iter_compute_instances(self) -> Iterator[ComputeInstance]: ...
+
+
+class FalRequestHistory(Protocol):
+    """The Platform API's request history, where the submit path looks for a request whose reply
+    was lost (docs/adr/0017-a-lost-submit-reply-is-looked-up-in-fals-request-history.md)."""
+
+    def iter_requests(
+        self,
+        endpoint_ids: Sequence[str],
+        *,
+        start: TimeBound | None = None,
+        end: TimeBound | None = None,
+        status: Literal["success", "error", "user_error"] | None = None,
+        request_id: str | None = None,
+        payloads: bool = False,
+        page_size: int | None = None,
+    ) -> Iterator[RequestHistoryItem]: ...
 
 
 class FalStorage(Protocol):

@@ -130,13 +130,21 @@ class Job(BaseModel):
     attempts: int = 0
     submit_lease_until: str | None = None
     submit_ambiguous_at: str | None = None
+    # Whether fal keeps this job's payloads (False: sent with X-Fal-Store-IO: 0), so its request
+    # history can show the input and an ambiguous submit can be found there.
+    store_io: bool = True
+    # fal requests of this job besides the bound one (a reply was lost and the job sent again):
+    # each was asked to cancel, and is claimed for this job so that it binds no other.
+    duplicate_requests: list[str] = Field(default_factory=list)
 
     # Completion hand-off (falflow.completion): where fal's answer was kept (webhook or reconciler),
-    # when it was handed to the store, and the store's hold on the job while it copies outputs.
+    # when it was handed to the store, and the store's hold on the job while it copies outputs;
+    # how often the reconciler took over a lease whose store run had died.
     completion_key: str | None = None
     completion_source: str | None = None
     completion_enqueued_at: str | None = None
     store_lease_until: str | None = None
+    store_takeovers: int = 0
 
     error: JobError | None = None
     outputs: list[str] = Field(default_factory=list)

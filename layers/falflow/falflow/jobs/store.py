@@ -5,17 +5,22 @@ Each transition owns its condition: states move forward only by rank
 (docs/adr/0002-job-states-move-forward-only.md); an ambiguous submit keeps its lease and fal's first
 request id wins (docs/adr/0003-an-ambiguous-submit-is-resolved-before-any-resend.md); leases are
 compare-and-set (docs/adr/0004-a-lease-holds-a-job-for-one-worker.md); a completion is recorded once
-(docs/adr/0005-fal-answers-enter-through-one-completion-handoff.md).
+(docs/adr/0005-fal-answers-enter-through-one-completion-handoff.md); a fal request binds at most one
+job: every write that binds one first claims it for its job
+(docs/adr/0017-a-lost-submit-reply-is-looked-up-in-fals-request-history.md).
 A refused write returns None (or an unbound `BindOutcome`); the caller reads the record to learn why.
 The table of transitions is in docs/architecture.md, "The write protocol".
 """
 
 from __future__ import annotations
 
+import hashlib
+import heapq
 import json
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -40,8 +45,26 @@ if TYPE_CHECKING:
 # Names shared with template.yaml (a test holds them equal).
 JOB_KEY: Final = "job_id"
 TTL_ATTRIBUTE: Final = "expires_at"
-BY_STATE_INDEX: Final = "ByState"
+BY_STATE_INDEX: Final = "ByStateShard"
 BY_REQUEST_ID_INDEX: Final = "ByRequestId"
+# The BY_STATE_INDEX partition key: the state and one of STATE_SHARDS shards fixed by the job id, so
+# 1,000 jobs/s entering one state spread over STATE_SHARDS index partitions, not one. Changing the
+# count re-shards every item (docs/adr/0023-the-state-index-is-sharded.md).
+STATE_SHARD_ATTRIBUTE: Final = "state_shard"
+STATE_SHARDS: Final = 16
+
+
+def state_shard(job_id: str, state: JobState) -> str:
+    """The `BY_STATE_INDEX` key of job `job_id` while it is in `state`: ``STATE#n``."""
+    digest = hashlib.blake2b(job_id.encode(), digest_size=8).digest()
+    return f"{state.value}#{int.from_bytes(digest) % STATE_SHARDS}"
+
+
+# A fal request's claim is an item of the jobs table under this key prefix; "#" is never part of a
+# job id (falflow.submit.request.JOB_ID_PATTERN), and the item has neither a state nor a
+# request_id, so neither index lists it.
+REQUEST_CLAIM_PREFIX: Final = "fal-request#"
+CLAIMED_BY: Final = "claimed_by"
 
 # A trail write is a compare-and-set on what was read; this many tries before contention is an error.
 _TRAIL_ATTEMPTS: Final = 5
@@ -103,6 +126,10 @@ class JobStore(Protocol):
 
     def find_by_request_id(self, request_id: str) -> Job | None: ...
 
+    def request_holder(self, request_id: str) -> str | None:
+        """The job that claimed fal request `request_id`, if any (ADR 0017)."""
+        ...
+
     # ----------------------------------------------------------------------- submit (ADR 0003)
 
     def create(self, job: Job) -> tuple[Job, bool]:
@@ -119,11 +146,18 @@ class JobStore(Protocol):
         self, job_id: str, request_id: str, urls: RequestUrls, *, now: datetime
     ) -> Job | None:
         """fal queued the job: SUBMITTED with its request id and URLs, submit lease dropped; refused
-        unless the job is before SUBMITTED with no request id (the webhook may have been first)."""
+        unless the job is before SUBMITTED with no request id (the webhook may have been first) and
+        the request is not claimed by another job."""
         ...
 
     def bind_request(self, job_id: str, request_id: str, *, urls: RequestUrls | None = None) -> BindOutcome:
-        """Record fal's request id (and `urls`) unless the job already holds a different one."""
+        """Record fal's request id (and `urls`) unless the job already holds a different one or the
+        request is claimed by another job."""
+        ...
+
+    def record_duplicate_request(self, job_id: str, request_id: str) -> Job | None:
+        """Note `request_id` as a duplicate request of this job (to be cancelled), claiming it for
+        this job; refused if another job holds it or it is the job's bound request."""
         ...
 
     def confirm_submission(self, job_id: str, request_id: str, *, now: datetime) -> Job | None:
@@ -177,6 +211,12 @@ class JobStore(Protocol):
 
     def release_store_lease(self, job_id: str, *, held_until: str) -> Job | None:
         """Drop the store lease; refused unless it still reads `held_until`."""
+        ...
+
+    def take_over_store_lease(self, job_id: str, *, expired_until: str, now: datetime) -> Job | None:
+        """The run holding the store lease died: drop the lease, count the takeover and note the new
+        hand-off; refused unless the job is STORING, the lease still reads `expired_until` and that is
+        not after `now`."""
         ...
 
     def complete(
@@ -251,6 +291,7 @@ def from_dynamo(value: Any) -> Any:
 def job_to_item(job: Job) -> dict[str, Any]:
     data = job.model_dump(mode="json", exclude_none=True)
     data["state_rank"] = STATE_RANK[job.state]
+    data[STATE_SHARD_ATTRIBUTE] = state_shard(job.job_id, job.state)
     return {k: _serializer.serialize(v) for k, v in to_dynamo(data).items()}
 
 
@@ -376,6 +417,7 @@ class DynamoJobStore:
         at = isoformat(now)
         expression.set("state", to.value)
         expression.set("state_rank", rank)
+        expression.set(STATE_SHARD_ATTRIBUTE, state_shard(job_id, to))
         expression.set("state_changed_at", at)
         expression.set(f"state_times.{to.value}", at)
         if rank == FINAL_RANK:
@@ -405,27 +447,65 @@ class DynamoJobStore:
         newest_first: bool = False,
         limit: int | None = None,
     ) -> Iterator[Job]:
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "IndexName": BY_STATE_INDEX,
-            "ScanIndexForward": not newest_first,
-            **_state_key(state, changed_before, changed_after),
-        }
+        """Every shard of `state` queried at once, merged by when each job entered the state."""
+        queries = [
+            {
+                "TableName": self._table,
+                "IndexName": BY_STATE_INDEX,
+                "ScanIndexForward": not newest_first,
+                **({"Limit": max(limit, 1)} if limit is not None else {}),
+                **_state_key(f"{state.value}#{shard}", changed_before, changed_after),
+            }
+            for shard in range(STATE_SHARDS)
+        ]
+        with ThreadPoolExecutor(max_workers=STATE_SHARDS, thread_name_prefix="by-state") as pool:
+            first_pages = list(pool.map(lambda query: self._client.query(**query), queries))
+        shards = [self._shard_items(query, page) for query, page in zip(queries, first_pages, strict=True)]
         seen = 0
+        for item in heapq.merge(
+            *shards, key=lambda item: item["state_changed_at"]["S"], reverse=newest_first
+        ):
+            job = job_from_item(item)
+            if job.state != state:  # the index is eventually consistent; trust the item
+                continue
+            yield job
+            seen += 1
+            if limit is not None and seen >= limit:
+                return
+
+    def _shard_items(self, query: dict[str, Any], page: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+        """One shard's items in index order: `page` first, later pages as the merge reaches them."""
         while True:
-            if limit is not None:
-                kwargs["Limit"] = max(limit - seen, 1)
-            page = self._client.query(**kwargs)
-            for item in page.get("Items", []):
-                job = job_from_item(item)
-                if job.state != state:  # the index is eventually consistent; trust the item
-                    continue
-                yield job
-                seen += 1
-                if limit is not None and seen >= limit:
-                    return
+            yield from page.get("Items", [])
             if "LastEvaluatedKey" not in page:
                 return
+            page = self._client.query(**query, ExclusiveStartKey=page["LastEvaluatedKey"])
+
+    def backfill_state_shards(self) -> int:
+        """Give every job its `state_shard` (jobs written before the index was sharded); returns how
+        many were updated. A one-off scan of the table, safe to repeat and to run under traffic: each
+        update requires the state it was computed for, and a later state write sets the shard itself."""
+        updated = 0
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "ProjectionExpression": "#k, #s, #h",
+            "ExpressionAttributeNames": {"#k": JOB_KEY, "#s": "state", "#h": STATE_SHARD_ATTRIBUTE},
+        }
+        while True:
+            page = self._client.scan(**kwargs)
+            for item in page.get("Items", []):
+                if "state" not in item:
+                    continue  # a request claim (REQUEST_CLAIM_PREFIX), not a job
+                job_id, state = item[JOB_KEY]["S"], JobState(item["state"]["S"])
+                shard = state_shard(job_id, state)
+                if item.get(STATE_SHARD_ATTRIBUTE, {}).get("S") == shard:
+                    continue
+                expression = _Expression()
+                expression.set(STATE_SHARD_ATTRIBUTE, shard)
+                expression.require_equal("state", state.value)
+                updated += self._update(job_id, expression) is not None
+            if "LastEvaluatedKey" not in page:
+                return updated
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def find_by_request_id(self, request_id: str) -> Job | None:
@@ -439,6 +519,34 @@ class DynamoJobStore:
         )
         items = page.get("Items", [])
         return self.get(items[0][JOB_KEY]["S"]) if items else None
+
+    def request_holder(self, request_id: str) -> str | None:
+        response = self._client.get_item(
+            TableName=self._table, Key=self._key(_claim_key(request_id)), ConsistentRead=True
+        )
+        item = response.get("Item")
+        return item[CLAIMED_BY]["S"] if item else None
+
+    def _claim(self, job_id: str, request_id: str) -> bool:
+        """Claim fal request `request_id` for `job_id` (true if it is now, or already was, ours)."""
+        expiry = self._expiry(datetime.now(UTC))
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item={
+                    JOB_KEY: {"S": _claim_key(request_id)},
+                    CLAIMED_BY: {"S": job_id},
+                    TTL_ATTRIBUTE: {"N": str(expiry)},
+                },
+                ConditionExpression="attribute_not_exists(#k) OR #c = :job",
+                ExpressionAttributeNames={"#k": JOB_KEY, "#c": CLAIMED_BY},
+                ExpressionAttributeValues={":job": {"S": job_id}},
+            )
+        except ClientError as error:
+            if _is_condition_failure(error):
+                return False
+            raise
+        return True
 
     # ----------------------------------------------------------------------------------- submit
 
@@ -480,23 +588,43 @@ class DynamoJobStore:
     def record_submission(
         self, job_id: str, request_id: str, urls: RequestUrls, *, now: datetime
     ) -> Job | None:
+        if not self._claim(job_id, request_id):
+            return None
         expression = self._before_submit(_Expression())
         expression.set("request_id", request_id)
         expression.set_urls(urls)
         return self._advance(job_id, JobState.SUBMITTED, now, expression)
 
     def bind_request(self, job_id: str, request_id: str, *, urls: RequestUrls | None = None) -> BindOutcome:
-        expression = _Expression()
-        expression.set("request_id", request_id)
-        expression.set_urls(urls)
-        expression.require_absent_or_equal("request_id", request_id)
-        job = self._update(job_id, expression)
+        job = None
+        if self._claim(job_id, request_id):
+            expression = _Expression()
+            expression.set("request_id", request_id)
+            expression.set_urls(urls)
+            expression.require_absent_or_equal("request_id", request_id)
+            job = self._update(job_id, expression)
         if job is not None:
             return BindOutcome(job=job, bound=True)
         current = self.get(job_id)
         return BindOutcome(
             job=current, bound=False, conflicting_request_id=current.request_id if current else None
         )
+
+    def record_duplicate_request(self, job_id: str, request_id: str) -> Job | None:
+        if not self._claim(job_id, request_id):
+            return None
+        expression = _Expression()
+        duplicates = expression.name("duplicate_requests")
+        empty, new = expression.value([]), expression.value([request_id])
+        expression.sets.append(f"{duplicates} = list_append(if_not_exists({duplicates}, {empty}), {new})")
+        bound = expression.name("request_id")
+        # Not the bound request, and noted once.
+        expression.conditions.append(
+            f"(attribute_not_exists({bound}) OR {bound} <> {expression.value(request_id)})"
+        )
+        noted = f"contains({duplicates}, {expression.value(request_id)})"
+        expression.conditions.append(f"(attribute_not_exists({duplicates}) OR NOT {noted})")
+        return self._update(job_id, expression)
 
     def confirm_submission(self, job_id: str, request_id: str, *, now: datetime) -> Job | None:
         expression = _Expression()
@@ -572,6 +700,20 @@ class DynamoJobStore:
         expression.require_equal("store_lease_until", held_until)
         return self._update(job_id, expression)
 
+    def take_over_store_lease(self, job_id: str, *, expired_until: str, now: datetime) -> Job | None:
+        if expired_until > isoformat(now):
+            return None
+        expression = _Expression()
+        expression.remove("store_lease_until")
+        expression.set("completion_enqueued_at", isoformat(now))
+        takeovers = expression.name("store_takeovers")
+        expression.sets.append(
+            f"{takeovers} = if_not_exists({takeovers}, {expression.value(0)}) + {expression.value(1)}"
+        )
+        expression.require_equal("store_lease_until", expired_until)
+        expression.require_equal("state", JobState.STORING.value)
+        return self._update(job_id, expression)
+
     def complete(
         self,
         job_id: str,
@@ -644,11 +786,15 @@ class DynamoJobStore:
         raise TrailContendedError(f"job {job_id}: the trail changed under {_TRAIL_ATTEMPTS} writes in a row")
 
 
-def _state_key(state: JobState, before: datetime | None, after: datetime | None) -> dict[str, Any]:
-    """The ByState query's key condition: `state`, entered between `after` and `before`."""
+def _claim_key(request_id: str) -> str:
+    return f"{REQUEST_CLAIM_PREFIX}{request_id}"
+
+
+def _state_key(shard: str, before: datetime | None, after: datetime | None) -> dict[str, Any]:
+    """One `BY_STATE_INDEX` query's key condition: `shard`, entered between `after` and `before`."""
     key = "#s = :s"
-    values: dict[str, Any] = {":s": {"S": state.value}}
-    names = {"#s": "state"}
+    values: dict[str, Any] = {":s": {"S": shard}}
+    names = {"#s": STATE_SHARD_ATTRIBUTE}
     if after:
         values[":lo"] = {"S": isoformat(after)}
     if before:

@@ -13,11 +13,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from falflow.aws.clients import aws_client
 from falflow.aws.events import EventBridgePublisher
 from falflow.completion.finalise import Finaliser
+from falflow.fal.platform import FalPlatformClient
 from falflow.fal.queue import FalQueueClient
 from falflow.jobs import utcnow
-from falflow.reconcile.reconciler import Reconciler
+from falflow.reconcile.reconciler import ACTOR, Reconciler
 from falflow.reconcile.settings import ReconcileSettings
 from falflow.secrets import FalKeys
+from falflow.submit.duplicates import JobRequests
 
 metrics = Metrics()
 
@@ -33,15 +35,19 @@ class SqsIntakeQueue:
 def build_reconciler(settings: ReconcileSettings) -> Reconciler:
     """Once per cold start: clients, the fal queue client, the shared completion hand-off."""
     jobs = settings.job_store()
+    keys = FalKeys(settings)
+    fal = FalQueueClient(settings.fal, keys.api_key)
+    history = FalPlatformClient(settings.fal, keys.api_key)
     return Reconciler(
         jobs,
-        fal=FalQueueClient(settings.fal, FalKeys(settings).api_key),
+        fal=fal,
         handoff=settings.completion_handoff(jobs),
         finaliser=Finaliser(
             jobs, EventBridgePublisher(aws_client("events"), settings.event_bus_name), settings.output_bucket
         ),
         intake_queue=SqsIntakeQueue(settings.intake_queue_url),
         policy=settings.policy(),
+        requests=JobRequests(jobs, fal, history, actor=ACTOR),
     )
 
 

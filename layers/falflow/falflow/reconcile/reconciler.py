@@ -1,10 +1,12 @@
 """The reconciler: no job depends on one webhook arriving.
 
-Each run takes jobs waiting longer than ``reconcile_after`` (the ByState index) and acts only through
-conditional writes: SUBMITTED / IN_PROGRESS jobs are polled at fal and a finished result goes through
-the same completion hand-off as the webhook; STORING jobs whose hand-off was lost are handed over
-again; ACCEPTED jobs with no live submit lease are sent back to the intake queue (never resubmitted
-from here); jobs older than ``give_up_after`` end FAILED. Each action leaves a trail entry. Why:
+Each run takes jobs waiting longer than ``reconcile_after`` (the sharded ByStateShard index) and acts
+only through conditional writes: SUBMITTED / IN_PROGRESS jobs are polled at fal and a finished result
+goes through the same completion hand-off as the webhook; STORING jobs whose hand-off was lost, or
+whose store lease outlived its worker, are handed to the store again (after ``max_store_takeovers``
+such deaths the job ends FAILED); ACCEPTED jobs with no live submit lease are sent back to the intake
+queue (never resubmitted from here); jobs older than ``give_up_after`` end FAILED. Each action leaves
+a trail entry. Why:
 docs/adr/0012-a-reconciler-covers-lost-webhooks-and-dead-workers.md.
 """
 
@@ -29,11 +31,14 @@ from falflow.fal.errors import FalError, FalNotFoundError
 from falflow.fal.ports import FalQueue
 from falflow.fal.queue import QueueStatus, QueueUrls
 from falflow.jobs import WAITING_STATES, Job, JobError, JobState, JobStore, TrailEntry, isoformat
+from falflow.submit.duplicates import JobRequests
 
 logger = Logger(child=True)
 
 ACTOR: Final = "reconcile"
 GAVE_UP = "gave_up"
+STORE_ABANDONED = "store_abandoned"
+TAKEOVER_ACTION = "store_taken_over"
 REDRIVE_ACTION = "redriven_to_intake"
 
 
@@ -51,6 +56,7 @@ class Action(StrEnum):
     FAILED = "failed"  # fal no longer holds the request or its result
     GAVE_UP = "gave_up"
     HANDED_OVER = "handed_over"  # a recorded completion handed to the store again
+    TAKEN_OVER = "taken_over"  # a dead store run's expired lease taken over: handed to the store again
     REDRIVEN = "redriven"  # an ACCEPTED job's request sent to the intake queue again
     SKIPPED = "skipped"  # nothing to do, or not ours to do now
     ERROR = "error"
@@ -78,6 +84,9 @@ class ReconcilePolicy:
     reconcile_after: timedelta = timedelta(minutes=10)
     give_up_after: timedelta = timedelta(hours=24)
     concurrency: int = 8
+    # Store runs that may die holding one job before it ends FAILED (a job that kills its worker,
+    # e.g. by memory, must not be handed over for ever).
+    max_store_takeovers: int = 3
 
 
 class Reconciler:
@@ -90,6 +99,7 @@ class Reconciler:
         finaliser: Finaliser,
         intake_queue: IntakeQueue,
         policy: ReconcilePolicy,
+        requests: JobRequests | None = None,
     ) -> None:
         self._jobs = jobs
         self._fal = fal
@@ -97,6 +107,8 @@ class Reconciler:
         self._finaliser = finaliser
         self._intake_queue = intake_queue
         self._policy = policy
+        # fal's request history, to find a second request of a job whose submit was ambiguous.
+        self._requests = requests
 
     def run(self, now: datetime, *, time_left: Callable[[], float] | None = None) -> ReconcileReport:
         """One pass. ``time_left`` (seconds) stops it early, leaving the rest to the next run."""
@@ -123,7 +135,7 @@ class Reconciler:
     def _reconcile_one(self, job: Job, now: datetime) -> Action:
         try:
             if job.state is JobState.STORING:
-                return Action.HANDED_OVER if self._handoff.resume_handoff(job, now) else Action.SKIPPED
+                return self._resume_store(job, now)
             if now - datetime.fromisoformat(job.created_at) >= self._policy.give_up_after:
                 return self._give_up(job, now)
             if job.state is JobState.ACCEPTED:
@@ -132,6 +144,41 @@ class Reconciler:
         except Exception:  # one job's trouble must not stop the run; the next run tries again
             logger.exception("could not reconcile job", job_id=job.job_id)
             return Action.ERROR
+
+    # ----------------------------------------------------------------------------------- STORING
+
+    def _resume_store(self, job: Job, now: datetime) -> Action:
+        if self._handoff.resume_handoff(job, now):
+            return Action.HANDED_OVER
+        lease = job.store_lease_until
+        if lease is None or lease > isoformat(now):
+            return Action.SKIPPED  # a store run holds the job, or its message is on the way
+        limit = self._policy.max_store_takeovers
+        if job.store_takeovers >= limit:
+            return self._abandon_store(job, now, lease)
+        if not self._handoff.take_over_store(job, now):
+            return Action.SKIPPED  # a redelivered message took the lease first
+        self._trail(
+            job,
+            now,
+            TAKEOVER_ACTION,
+            f"the store run holding the job until {lease} stopped before finishing; handed to the "
+            f"store again (takeover {job.store_takeovers + 1} of {limit})",
+        )
+        return Action.TAKEN_OVER
+
+    def _abandon_store(self, job: Job, now: datetime, lease: str) -> Action:
+        error = JobError(
+            type=STORE_ABANDONED,
+            message=f"{job.store_takeovers + 1} store runs stopped before finishing this job (the last "
+            f"held it until {lease}); its outputs were not stored",
+            detail={"request_id": job.request_id, "completion_key": job.completion_key},
+        )
+        failed = self._finaliser.fail(job, error, now=now, actor=ACTOR)
+        if failed is None:
+            return Action.SKIPPED
+        self._finaliser.announce(failed, now)
+        return Action.FAILED
 
     # ------------------------------------------------------------------------ SUBMITTED / IN_PROGRESS
 
@@ -145,6 +192,8 @@ class Reconciler:
         return None
 
     def _poll(self, job: Job, now: datetime) -> Action:
+        if job.submit_ambiguous_at is not None:
+            self._cancel_duplicates(job)
         urls = self._urls(job)
         if urls is None or job.request_id is None:
             return Action.SKIPPED
@@ -181,6 +230,20 @@ class Reconciler:
             job, now, "completion_recorded", "no webhook received; fal reports COMPLETED, result fetched"
         )
         return Action.COMPLETED
+
+    def _cancel_duplicates(self, job: Job) -> None:
+        """A duplicate request that started after the submit path last looked is cancelled now (ADR
+        0017); where fal keeps no payloads there is nothing to compare."""
+        if self._requests is None or not job.store_io:
+            return
+        try:
+            self._requests.cancel_others(job)
+        except FalError as error:
+            logger.warning(
+                "fal's request history could not be read; the next run looks again",
+                job_id=job.job_id,
+                error=error.message,
+            )
 
     def _completion_body(self, request_id: str, urls: QueueUrls, status: QueueStatus) -> bytes | None:
         """A completion in the webhook's shape; None when fal could not be read this time."""

@@ -1,6 +1,7 @@
 """The store function's entry: `StoreApp`, built once per cold start from the environment, takes an
 SQS batch from the outputs queue; each record is one `OutputsMessage`. A failing record is reported
-for retry (or dead-lettered with its reason on the last receive), the rest consumed."""
+for retry (or dead-lettered with its reason on the last receive, noted on the job's trail), the rest
+consumed."""
 
 from __future__ import annotations
 
@@ -49,7 +50,10 @@ def build_store_worker(settings: StoreSettings) -> StoreWorker:
 class StoreApp:
     def __init__(self, worker: StoreWorker, dead_letter: DeadLetterPolicy) -> None:
         self.worker = worker
-        self._handle_record = with_dead_letter_reason(self._store, dead_letter, lambda: aws_client("sqs"))
+        self._dead_letter = dead_letter
+        self._handle_record = with_dead_letter_reason(
+            self._store, dead_letter, lambda: aws_client("sqs"), on_dead_letter=self._dead_lettered
+        )
 
     @classmethod
     def from_environment(cls, settings: StoreSettings | None = None) -> StoreApp:
@@ -59,9 +63,19 @@ class StoreApp:
 
     def _store(self, record: SQSRecord) -> StoreOutcome:
         message = OutputsMessage.model_validate_json(record.body)
-        outcome = self.worker.handle(message, utcnow())
+        outcome = self.worker.handle(
+            message, utcnow(), last_attempt=self._dead_letter.is_last_attempt(record)
+        )
         logger.info("outputs message handled", job_id=message.job_id, outcome=outcome.value)
         return outcome
+
+    def _dead_lettered(self, record: SQSRecord, error: BaseException) -> None:
+        """The job stays STORING; its trail says why and where its message waits."""
+        try:
+            message = OutputsMessage.model_validate_json(record.body)
+        except ValueError:
+            return  # not an outputs message: no job to note it on
+        self.worker.note_dead_lettered(message.job_id, f"{type(error).__name__}: {error}", utcnow())
 
     def handle(self, event: Mapping[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
         return process_partial_response(

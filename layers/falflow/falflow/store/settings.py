@@ -28,8 +28,9 @@ class StoreSettings(JobsTableSettings, FalConnectionSettings, SecretIds, DeadLet
     max_output_bytes: Annotated[int, Field(ge=1)] = 5 * 2**30
     part_size_bytes: Annotated[int, Field(ge=MIN_PART_SIZE)] = 8 * 2**20
     copy_concurrency: Annotated[int, Field(ge=1, le=16)] = 8
-    # How long one store run holds a job; longer than the store function's timeout.
-    store_lease_seconds: Annotated[int, Field(ge=60)] = 960
+    # How long one store run holds a job; longer than the store function's timeout (the local stack
+    # scales both down together: falflow_tools.local.timings).
+    store_lease_seconds: Annotated[float, Field(gt=0)] = 960
 
     @field_validator("media_hosts", "media_allow_local", mode="before")
     @classmethod

@@ -4,7 +4,10 @@
 fal's completion from the inbox (an ERROR payload fails the job; ``payload: null`` is fetched from
 the result URL), checks every output URL and name before fetching any, streams each file into
 ``outputs/<job_id>/``, writes ``result.json`` and finalises. Transient faults raise (SQS retries,
-then dead-letters with the reason); permanent ones end the job FAILED. Why:
+then dead-letters with the reason); permanent ones end the job FAILED, and so does a download still
+failing on the message's last try (a truncated body, a host that does not resolve). A message that
+finds another run's live lease is dropped: if that run died, the reconciler takes the job over
+when the lease expires. Why:
 docs/adr/0004-a-lease-holds-a-job-for-one-worker.md,
 docs/adr/0009-outputs-are-streamed-with-bounded-memory.md.
 """
@@ -33,7 +36,7 @@ from falflow.completion.messages import OutputsMessage
 from falflow.completion.ports import Inbox
 from falflow.fal.errors import FalError, FalNotFoundError
 from falflow.fal.ports import FalQueue
-from falflow.jobs import Job, JobError, JobState, JobStore, isoformat
+from falflow.jobs import Job, JobError, JobState, JobStore, TrailEntry, isoformat
 from falflow.store.copy import CopyLimits, copy_into
 from falflow.store.discovery import (
     OutputFile,
@@ -46,6 +49,7 @@ from falflow.store.discovery import (
 )
 from falflow.store.media import (
     MediaFetcher,
+    MediaTransientError,
     OutputRefusedError,
     OutputTooLargeError,
     OutputUnavailableError,
@@ -56,6 +60,8 @@ from falflow.store.ports import OutputBucket
 logger = Logger(child=True)
 metrics = Metrics()
 
+ACTOR = "store"
+DEAD_LETTERED = "dead_lettered"
 SOURCE_METADATA = "falflow-source"
 JOB_METADATA = "falflow-job-id"
 DOWNLOAD_CHUNK_BYTES = 256 * 2**10
@@ -117,7 +123,8 @@ class StoreWorker:
         self._limits = limits or CopyLimits(max_bytes=media.policy.max_bytes)
         self._lease = lease
 
-    def handle(self, message: OutputsMessage, now: datetime) -> StoreOutcome:
+    def handle(self, message: OutputsMessage, now: datetime, *, last_attempt: bool = False) -> StoreOutcome:
+        """Store the job's outputs; on `last_attempt` (no retry follows) a download fault fails it."""
         job = self._jobs.get(message.job_id)
         if job is None:
             logger.warning("outputs message for a job we do not have", job_id=message.job_id)
@@ -129,12 +136,28 @@ class StoreWorker:
             return StoreOutcome.ALREADY_DONE
         held = self._claim(job, now)
         if held is None:
-            logger.info("another store run holds the job; leaving it to that run", job_id=job.job_id)
+            logger.info(
+                "another store run holds the job; leaving it to that run (or to reconcile if it died)",
+                job_id=job.job_id,
+                held_until=job.store_lease_until,
+            )
             return StoreOutcome.BUSY
         try:
-            return self._finish(held, message, now)
+            return self._finish(held, message, now, last_attempt=last_attempt)
         finally:
             self._release(held)
+
+    def note_dead_lettered(self, job_id: str, reason: str, now: datetime) -> None:
+        """The job's message went to the outputs DLQ: say so on the job, which waits in STORING."""
+        self._jobs.add_trail(
+            job_id,
+            TrailEntry(
+                at=isoformat(now),
+                actor=ACTOR,
+                action=DEAD_LETTERED,
+                reason=f"{reason}; its message waits in the outputs DLQ (falflow dlq redrive outputs)",
+            ),
+        )
 
     # ----------------------------------------------------------------------------- lease
 
@@ -154,16 +177,18 @@ class StoreWorker:
 
     # ----------------------------------------------------------------------------- the work
 
-    def _finish(self, job: Job, message: OutputsMessage, now: datetime) -> StoreOutcome:
+    def _finish(
+        self, job: Job, message: OutputsMessage, now: datetime, *, last_attempt: bool
+    ) -> StoreOutcome:
         if job.is_final:
             self._finaliser.announce(job, now)
             return StoreOutcome.ANNOUNCED
         started = time.monotonic()
         try:
             payload = self._payload(job, message)
-            stored = self._store_outputs(job, payload)
+            stored = self._store_outputs_or_give_up(job, payload, last_attempt=last_attempt)
         except _JobFailure as failure:
-            failed = self._finaliser.fail(job, failure.error, now=now, actor="store")
+            failed = self._finaliser.fail(job, failure.error, now=now, actor=ACTOR)
             self._finaliser.announce(failed or self._jobs.get(job.job_id) or job, now)
             return StoreOutcome.FAILED
         timings = self._timings(job, payload, stored, time.monotonic() - started, now)
@@ -216,6 +241,16 @@ class StoreWorker:
                     detail=error.detail,
                 )
             ) from None
+
+    def _store_outputs_or_give_up(self, job: Job, payload: Any, *, last_attempt: bool) -> list[StoredOutput]:
+        """A download fault is retried by SQS; on the last try it is the job's outcome instead."""
+        try:
+            return self._store_outputs(job, payload)
+        except MediaTransientError as error:
+            if not last_attempt:
+                raise
+            message = f"{error}; still failing on the last try"
+            raise _JobFailure(JobError(type=OUTPUT_UNAVAILABLE, message=message)) from None
 
     def _store_outputs(self, job: Job, payload: Any) -> list[StoredOutput]:
         assert job.request_id is not None

@@ -36,6 +36,7 @@ from falflow.aws.dead_letter import DeadLetterPolicy, with_dead_letter_reason
 from falflow.aws.dead_letter import dead_letter as send_to_dead_letter
 from falflow.catalogue import DynamoModelCatalogue
 from falflow.fal.http import build_http_client
+from falflow.fal.platform import FalPlatformClient
 from falflow.fal.queue import FalQueueClient
 from falflow.fal.storage import FalStorageClient
 from falflow.jobs import JobStore, TrailEntry, isoformat, utcnow
@@ -75,6 +76,7 @@ _OUTCOME_METRICS: Final = {
     SubmitOutcome.FAILED: "JobsFailed",
     SubmitOutcome.DUPLICATE: "DuplicateDeliveries",
     SubmitOutcome.SUPERSEDED: "DuplicateRequestsCancelled",
+    SubmitOutcome.FOUND: "SubmissionsFoundInHistory",
     SubmitOutcome.IGNORED: "IgnoredObjects",
     SubmitOutcome.CONFLICT: "JobIdConflicts",
 }
@@ -223,6 +225,7 @@ class SubmitApp:
             tokens=webhook_tokens(settings),
             archive=S3InputArchive(s3, settings.output_bucket) if settings.output_bucket else None,
             catalogue=DynamoModelCatalogue(dynamodb, settings.usage_table) if settings.usage_table else None,
+            history=FalPlatformClient(settings.fal, keys.api_key, http),
             correlate=correlate_logs(log_keys),
         )
         return cls(

@@ -5,8 +5,11 @@ redelivery sends only if it takes the lease (`claim_submit_lease`); fal's answer
 SUBMITTED (`record_submission`), or binds the request id when the webhook came first. A failure is
 classified: refused (FAILED, message consumed), certainly not accepted (lease released, message
 retried), or ambiguous — the reply was lost — when the job keeps its lease for a grace before
-anyone sends again. Why: docs/adr/0003-an-ambiguous-submit-is-resolved-before-any-resend.md and
-docs/adr/0004-a-lease-holds-a-job-for-one-worker.md.
+anyone sends again; then fal's request history is asked first, and a request found there carrying
+this job's input is bound instead of sending again (other such requests are cancelled). Why:
+docs/adr/0003-an-ambiguous-submit-is-resolved-before-any-resend.md,
+docs/adr/0004-a-lease-holds-a-job-for-one-worker.md and
+docs/adr/0017-a-lost-submit-reply-is-looked-up-in-fals-request-history.md.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from aws_lambda_powertools import Logger
 
@@ -32,9 +35,11 @@ from falflow.fal.errors import (
     FalTransportError,
     FalValidationError,
 )
-from falflow.fal.ports import FalQueue
+from falflow.fal.platform import RequestHistoryItem
+from falflow.fal.ports import FalQueue, FalRequestHistory
 from falflow.fal.queue import Submission
 from falflow.jobs import Job, JobError, JobState, JobStore, RequestUrls, TrailEntry, isoformat, utcnow
+from falflow.submit.duplicates import JobRequests
 from falflow.submit.files import CheckedInputs, InputFiles
 from falflow.submit.objects import InputArchive
 from falflow.submit.plan import JobIdentity, JobPlan, Planner, PlanRejectedError
@@ -49,8 +54,6 @@ ACTOR: Final = "submit"
 # is 60 s in template.yaml; a test holds it below this), so a live worker never loses its lease.
 WORKER_LEASE: Final = timedelta(seconds=120)
 MAX_METADATA_BYTES: Final = 16 * 1024
-# An ingress proxy answers these before fal's queue assigns a request id (see falflow.fal.http).
-_INGRESS_STATUSES: Final = frozenset({502, 503, 504})
 
 
 class SubmitOutcome(StrEnum):
@@ -59,6 +62,7 @@ class SubmitOutcome(StrEnum):
     REJECTED = "rejected"  # the request can never succeed: REJECTED, fal never heard of it
     FAILED = "failed"  # fal refused it: FAILED with fal's reason
     SUPERSEDED = "superseded"  # sent, but an earlier request of the job had been bound: ours cancelled
+    FOUND = "found"  # an earlier request of the job was found in fal's request history: bound, not resent
     IGNORED = "ignored"  # not a job at all (a folder marker)
     CONFLICT = "job_id_conflict"  # another request under an existing job's id: refused, job unchanged
 
@@ -105,8 +109,8 @@ def classify_submit_error(error: FalError) -> FalFailure:
     if isinstance(error, FalAuthError):
         return FalFailure.NOT_ACCEPTED
     if isinstance(error, FalServerError):
-        ingress = error.status in _INGRESS_STATUSES and error.request_id is None
-        return FalFailure.NOT_ACCEPTED if ingress else FalFailure.AMBIGUOUS
+        # Only fal's own evidence (nginx's page, no request id) says the ingress kept it.
+        return FalFailure.NOT_ACCEPTED if error.not_received else FalFailure.AMBIGUOUS
     if error.retryable:  # 408/409 and whatever else fal may still have taken in
         return FalFailure.AMBIGUOUS
     return FalFailure.REFUSED
@@ -158,6 +162,7 @@ class SubmitService:
         tokens: WebhookTokens,
         archive: InputArchive | None = None,
         catalogue: ModelCatalogue | None = None,
+        history: FalRequestHistory | None = None,
         clock: Callable[[], datetime] = utcnow,
         timer: Callable[[], float] = time.monotonic,
         correlate: Callable[[str], None] = lambda job_id: None,
@@ -170,6 +175,8 @@ class SubmitService:
         self._tokens = tokens
         self._archive = archive
         self._catalogue = catalogue
+        # Without a history every resend after an ambiguous submit falls back to the grace rule alone.
+        self._requests = JobRequests(store, fal, history, actor=ACTOR, clock=clock)
         self._clock = clock
         self._timer = timer
         # Called with the job id as soon as it is known (the edge makes it the log correlation id).
@@ -237,28 +244,23 @@ class SubmitService:
             return self._not_claimed(job_id)
         # A lease left behind (not released) or a recorded ambiguity: an earlier attempt may have
         # reached fal, and its grace passed without a webhook binding it.
+        earlier = None
         if claimed.submit_ambiguous_at is not None or previous.submit_lease_until is not None:
             earlier = (
                 f"its reply was lost at {claimed.submit_ambiguous_at}"
                 if claimed.submit_ambiguous_at
                 else f"its worker stopped without an outcome (lease until {previous.submit_lease_until})"
             )
-            self._trail(
-                job_id,
-                "resubmit",
-                f"attempt {claimed.attempts}: an earlier submit may have reached fal ({earlier}) and no "
-                "webhook bound it within the grace period",
-            )
-            logger.warning(
-                "sending a job again after its grace period", job_id=job_id, attempts=claimed.attempts
-            )
-        return self._send_leased(checked, claimed, created=False)
+        return self._send_leased(checked, claimed, created=False, earlier=earlier)
 
-    def _send_leased(self, checked: CheckedInputs, job: Job, *, created: bool) -> SubmitResult:
-        """Send a job this worker holds the submit lease of; whatever happens, settle the lease."""
+    def _send_leased(
+        self, checked: CheckedInputs, job: Job, *, created: bool, earlier: str | None = None
+    ) -> SubmitResult:
+        """Send a job this worker holds the submit lease of; whatever happens, settle the lease.
+        ``earlier`` says why an earlier attempt may have reached fal (look for it before sending)."""
         lease = job.submit_lease_until
         try:
-            return self._send(checked, created=created)
+            return self._send(checked, job, created=created, earlier=earlier)
         except SubmitRetryLaterError as retry:
             if not retry.ambiguous:
                 self._release(job.job_id, lease)
@@ -269,10 +271,21 @@ class SubmitService:
             self._release(job.job_id, lease)
             raise
 
-    def _send(self, checked: CheckedInputs, *, created: bool) -> SubmitResult:
+    def _send(self, checked: CheckedInputs, job: Job, *, created: bool, earlier: str | None) -> SubmitResult:
         plan, request = checked.plan, checked.plan.request
         job_id = plan.job_id
         fal_input = self._files.resolve(checked)
+        if earlier is not None:
+            found = self._find_earlier(job, fal_input)
+            if isinstance(found, SubmitResult):
+                return found
+            self._trail(
+                job_id,
+                "resubmit",
+                f"attempt {job.attempts}: an earlier submit may have reached fal ({earlier}), no webhook "
+                f"bound it within the grace period, and {found}",
+            )
+            logger.warning("sending a job again after its grace period", job_id=job_id, attempts=job.attempts)
         started = self._timer()
         try:
             submission = self._fal.submit(
@@ -282,12 +295,15 @@ class SubmitService:
                 webhook_url=job_webhook_url(self._config.webhook_url, job_id, self._tokens.token_for(job_id)),
                 priority=request.priority,
                 start_timeout=request.start_timeout,
+                store_io=None if job.store_io else False,
             )
         except FalError as error:
             return self._fal_failed(job_id, error, created=created)
         latency = self._timer() - started
         try:
             return self._record_submission(job_id, submission, latency, created=created)
+        except SubmitRetryLaterError:
+            raise
         except Exception as error:
             # fal has the job: the lease must hold (no resend) until its webhook binds the request.
             logger.exception(
@@ -302,6 +318,55 @@ class SubmitService:
                 "the job again",
                 ambiguous=True,
             ) from error
+
+    # ----------------------------------------------------------- fal's request history (ADR 0017)
+
+    def _find_earlier(self, job: Job, fal_input: dict[str, Any]) -> SubmitResult | str:
+        """Bind an earlier request of this job that fal's request history shows (its input is the
+        one we send) and cancel any other; the outcome, or why the job must be sent again."""
+        if not job.store_io:
+            return "fal keeps no payloads of this job (X-Fal-Store-IO: 0), so the grace rule alone decides"
+        if not self._requests.has_history:
+            return "no request history is configured, so the grace rule alone decides"
+        # Every earlier attempt of this job was sent at least a grace ago (its lease had to expire
+        # first), so a request sent within the last half grace is another job's (same input).
+        sent_before = self._clock() - min(self._config.ambiguous_grace, WORKER_LEASE) / 2
+        try:
+            matches = self._requests.with_input(job, fal_input, sent_before=sent_before)
+        except FalError as error:
+            reason = f"fal's request history could not be read ({error.message}); not sent again"
+            self._trail(job.job_id, "request_history_unavailable", reason)
+            raise SubmitRetryLaterError(job.job_id, reason, ambiguous=True) from error
+        bound = next((found for item in matches if (found := self._adopt(job, item))), None)
+        if bound is None:
+            return "fal's request history shows no request with this job's input"
+        for item in matches:
+            if item.request_id != bound:
+                self._requests.cancel(job, item.request_id, bound_id=bound)
+        self._trail(
+            job.job_id,
+            "found_in_request_history",
+            f"request {bound} (of {len(matches)} in fal's request history with this job's input) bound; "
+            "not sent again",
+        )
+        logger.info("earlier request found in fal's request history", job_id=job.job_id, request_id=bound)
+        return SubmitResult(job.job_id, SubmitOutcome.FOUND, request_id=bound)
+
+    def _adopt(self, job: Job, item: RequestHistoryItem) -> str | None:
+        """Bind ``item``'s request to the job: its id, or the id a webhook bound meanwhile; None
+        when another job holds it."""
+        assert job.model is not None
+        urls = self._fal.urls_for(job.model, item.request_id)
+        request_urls = RequestUrls(
+            status_url=urls.status_url, response_url=urls.response_url, cancel_url=urls.cancel_url
+        )
+        if self._store.record_submission(job.job_id, item.request_id, request_urls, now=self._clock()):
+            return item.request_id
+        current = self._store.get(job.job_id)
+        if current is None or current.request_id is None:
+            return None  # claimed by another job of the same input: try the next
+        self._store.confirm_submission(job.job_id, current.request_id, now=self._clock())
+        return current.request_id
 
     def _record_submission(
         self, job_id: str, submission: Submission, latency: float, *, created: bool
@@ -320,8 +385,17 @@ class SubmitService:
             # fal's webhook was recorded first: bind our id (refused if it bound another one), and
             # never move the job back from where the completion path has taken it.
             bound = self._store.bind_request(job_id, request_id, urls=urls)
+            if not bound.bound and bound.conflicting_request_id is None:
+                self._request_taken(job_id, request_id)
             if not bound.bound:
-                self._cancel_superseded(job_id, submission, bound.conflicting_request_id)
+                assert bound.job is not None
+                assert bound.conflicting_request_id is not None
+                self._requests.cancel(
+                    bound.job,
+                    request_id,
+                    bound_id=bound.conflicting_request_id,
+                    cancel_url=submission.cancel_url,
+                )
                 return SubmitResult(
                     job_id,
                     SubmitOutcome.SUPERSEDED,
@@ -365,7 +439,7 @@ class SubmitService:
         raise SubmitRetryLaterError(
             job_id,
             f"fal may have queued the job but its reply was lost ({error.message}); not resent "
-            f"before {self._config.ambiguous_grace.total_seconds():.0f} s have passed",
+            f"before {self._config.ambiguous_grace.total_seconds():g} s have passed",
             ambiguous=True,
         ) from error
 
@@ -396,22 +470,15 @@ class SubmitService:
         )
         raise SubmitRetryLaterError(job_id, why, ambiguous=current.submit_ambiguous_at is not None, held=True)
 
-    def _cancel_superseded(self, job_id: str, submission: Submission, bound_id: str | None) -> None:
-        """Our request lost to an earlier one of the same job: it must not run for nothing."""
-        try:
-            outcome = self._fal.cancel(submission.cancel_url)
-        except (FalError, ValueError) as error:
-            outcome_text = f"cancel failed: {error}"
-        else:
-            outcome_text = f"cancel: {outcome.value}"
-        reason = f"request {submission.request_id} refused: the job is bound to {bound_id}; {outcome_text}"
-        self._trail(job_id, "duplicate_request_refused", reason)
-        logger.warning(
-            "duplicate fal request refused",
-            job_id=job_id,
-            request_id=submission.request_id,
-            bound_request_id=bound_id,
-        )
+    def _request_taken(self, job_id: str, request_id: str) -> NoReturn:
+        """fal queued our request, but another job of the same input bound it from fal's request
+        history first: this job waits, like after a lost reply, for a request of its own."""
+        holder = self._store.request_holder(request_id)
+        now = self._clock()
+        self._store.record_ambiguous_submit(job_id, now=now, hold_until=now + self._config.ambiguous_grace)
+        reason = f"request {request_id} was bound by job {holder} (same input) before this job recorded it"
+        self._trail(job_id, "request_taken", reason)
+        raise SubmitRetryLaterError(job_id, reason, ambiguous=True)
 
     # ------------------------------------------------------------------------------ rejections
 

@@ -1,0 +1,101 @@
+"""The local stack's short visibility timeouts, with the template's ratios kept.
+
+Locally a failed message should come back in seconds, not the template's minutes. Shortening only
+the visibility timeout breaks what the template relies on: a store lease (960 s) that outlives the
+store function (900 s) and expires before the outputs queue (5,400 s) redelivers, so a redelivery
+after a killed run finds the lease expired and takes the job over. With a 30 s visibility and the
+960 s lease, the redelivery found a live lease and was dropped. So every duration is scaled
+together: the queues by one factor (the shortest becomes the configured visibility), and a function
+with a lease setting gets its timeout and lease scaled from its queue's, in the template's ratios.
+A function without one (submit: its lease is a constant in `falflow.submit.service`) keeps its
+template timeout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from falflow.store.settings import StoreSettings
+from falflow_tools.template import function_specs, resources_of_type
+
+# Functions whose lease is a setting: (environment variable, its default when the template sets none).
+LEASE_SETTINGS: Mapping[str, tuple[str, float]] = {
+    "StoreFunction": (
+        "STORE_LEASE_SECONDS",
+        float(StoreSettings.model_fields["store_lease_seconds"].default),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class QueueConsumer:
+    """One SQS event source as the template declares it."""
+
+    function: str
+    queue: str
+    visibility_s: int
+    timeout_s: float
+    environment: Mapping[str, str]
+
+    @property
+    def lease(self) -> tuple[str, float] | None:
+        """The lease setting's name and template value, if the function has one."""
+        setting = LEASE_SETTINGS.get(self.function)
+        if setting is None:
+            return None
+        name, default = setting
+        return name, float(self.environment.get(name, default))
+
+
+def template_consumers(template: Mapping[str, Any]) -> list[QueueConsumer]:
+    """Every function an SQS queue of `template` drives, with the template's durations."""
+    queues = resources_of_type(template, "AWS::SQS::Queue")
+    consumers = []
+    for logical, spec in function_specs(template).items():
+        for event in spec.events.values():
+            if event.get("Type") != "SQS":
+                continue
+            queue = event["Properties"]["Queue"]["Fn::GetAtt"][0]
+            consumers.append(
+                QueueConsumer(
+                    function=logical,
+                    queue=queue,
+                    visibility_s=int(queues[queue]["Properties"].get("VisibilityTimeout", 30)),
+                    timeout_s=float(spec.timeout),
+                    environment={
+                        k: str(v) for k, v in spec.environment.items() if isinstance(v, (str, int, float))
+                    },
+                )
+            )
+    return consumers
+
+
+@dataclass(frozen=True)
+class LocalTiming:
+    visibility_s: int
+    timeout_s: float
+    environment: Mapping[str, str]
+
+
+def scaled_timings(consumers: Iterable[QueueConsumer], shortest_visibility_s: int) -> dict[str, LocalTiming]:
+    """Each consumer's local visibility, timeout and lease setting, by function."""
+    consumers = list(consumers)
+    if not consumers:
+        return {}
+    scale = shortest_visibility_s / min(c.visibility_s for c in consumers)
+    timings = {}
+    for consumer in consumers:
+        visibility = max(1, round(consumer.visibility_s * scale))
+        lease = consumer.lease
+        if lease is None:
+            timings[consumer.function] = LocalTiming(visibility, consumer.timeout_s, {})
+            continue
+        # From the rounded visibility SQS will use, so the ratios hold exactly.
+        ratio = visibility / consumer.visibility_s
+        name, seconds = lease
+        timings[consumer.function] = LocalTiming(
+            visibility, consumer.timeout_s * ratio, {name: f"{seconds * ratio:.3f}"}
+        )
+    return timings
