@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from falflow.jobs import FINAL_STATES, Job, JobState
-from falflow.jobs.store import job_from_item
+from falflow.jobs.store import REQUEST_CLAIM_PREFIX, job_from_item
 from falflow_tools.emulator import JobView
 from falflow_tools.emulator.state import ServedFile
 from falflow_tools.local.stack import LocalStack
@@ -32,6 +32,8 @@ def scan_jobs(dynamodb: DynamoDBClient, table: str) -> dict[str, Job]:
     jobs: dict[str, Job] = {}
     for page in dynamodb.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):
         for item in page["Items"]:
+            if item["job_id"]["S"].startswith(REQUEST_CLAIM_PREFIX):
+                continue  # a fal request's claim on its job, not a job
             job = job_from_item(item)
             jobs[job.job_id] = job
     return jobs
