@@ -37,6 +37,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         emulator=EmulatorConfig(queue_wait_s=0.05, run_time_s=0.2, webhook_backoff_s=0.05),
         log_dir=home / "logs",
         state_file=home / "local.json",
+        # Five cold starts at once on a shared 2-core machine can take longer than Lambda's limit.
+        init_timeout_s=180.0,
     )
     with LocalStack(config) as running:
         yield running

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -44,7 +44,8 @@ _CfnLoader.add_multi_constructor("!", _intrinsic)
 @cache
 def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
     with path.open() as handle:
-        data: dict[str, Any] = yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+        # _CfnLoader is a SafeLoader subclass (CloudFormation's tags only).
+        data: dict[str, Any] = yaml.load(handle, Loader=_CfnLoader)  # noqa: S506  # nosec B506
     return data
 
 
@@ -141,6 +142,16 @@ _INTRINSICS: dict[str, Callable[[Resolver, Any], Any]] = {
 
 def parameter_defaults(template: Mapping[str, Any]) -> dict[str, Any]:
     return {name: spec.get("Default", "") for name, spec in template.get("Parameters", {}).items()}
+
+
+def condition_branches(node: Any) -> Iterator[Any]:
+    """Both sides of an `!If` (an `AWS::NoValue` side dropped), nested too; else the node itself."""
+    if isinstance(node, dict) and "Fn::If" in node:
+        for branch in node["Fn::If"][1:]:
+            if branch != {"Ref": "AWS::NoValue"}:
+                yield from condition_branches(branch)
+    else:
+        yield node
 
 
 def resources_of_type(template: Mapping[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import time
 import tracemalloc
@@ -157,3 +158,18 @@ def test_slow_cdn_throttles_downloads(fal: RunningEmulator, client: httpx.Client
 
 def test_unknown_files_are_not_found(fal: RunningEmulator, client: httpx.Client) -> None:
     assert client.get(f"{fal.urls.cdn_url}/files/nope/image-0.png").status_code == 404
+
+
+def test_the_served_files_record_matches_the_bytes_the_cdn_serves(
+    fal: RunningEmulator, client: httpx.Client
+) -> None:
+    queued, result = run_to_completion(client, fal, "fal-ai/flux/dev", {"prompt": "x", "num_images": 2})
+    served = {f.name: f for f in fal.control.served_files() if f.request_id == queued["request_id"]}
+
+    images = result.json()["images"]
+    assert len(served) == len(images) == 2
+    for image in images:
+        data = client.get(image["url"]).content
+        record = served[image["url"].rsplit("/", 1)[-1]]
+        assert (record.size, record.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+        assert record.content_type == "image/png"

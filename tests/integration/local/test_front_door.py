@@ -162,6 +162,18 @@ def test_function_errors_are_api_gateway_errors(door: FrontDoor, function: Funct
     assert (timed_out.status_code, timed_out.json()) == (503, {"message": "Service Unavailable"})
 
 
+@pytest.mark.timeout(20)
+def test_a_door_that_never_opened_stops_at_once(function: Function) -> None:
+    # A stack whose start fails (a worker that did not start) stops its front door on the way out.
+    door = FrontDoor([Route("POST", "/webhooks/fal", "WebhookFunction")], function)
+    url = door.url
+
+    door.stop()
+
+    with pytest.raises(httpx.ConnectError):
+        httpx.post(f"{url}/webhooks/fal", timeout=2)
+
+
 def test_the_local_control_path_goes_to_the_stack_not_to_a_function(function: Function) -> None:
     asked: list[tuple[str, str]] = []
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from falflow_tools.emulator.config import EmulatorConfig
 from falflow_tools.emulator.state import KeyKind
 
-CDN_TOKEN_TYPE = "Bearer"  # noqa: S105  # an auth scheme, not a secret
+CDN_TOKEN_TYPE = "Bearer"  # noqa: S105 - an auth scheme, not a secret  # nosec B105
 
 
 @dataclass(frozen=True)

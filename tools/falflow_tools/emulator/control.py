@@ -13,7 +13,7 @@ import httpx
 from pydantic import TypeAdapter
 
 from falflow_tools.emulator.config import FaultConfig
-from falflow_tools.emulator.state import JobView, RequestRecord, Stats, WebhookAttempt
+from falflow_tools.emulator.state import JobView, RequestRecord, ServedFile, Stats, WebhookAttempt
 
 
 class EmulatorControl:
@@ -55,6 +55,10 @@ class EmulatorControl:
 
     def webhooks(self) -> list[WebhookAttempt]:
         return TypeAdapter(list[WebhookAttempt]).validate_python(self._get("/webhooks"))
+
+    def served_files(self) -> list[ServedFile]:
+        """Every output file the CDN serves, with its size and SHA-256."""
+        return TypeAdapter(list[ServedFile]).validate_python(self._get("/files"))
 
     def stats(self) -> Stats:
         return Stats.model_validate(self._get("/stats"))

@@ -10,11 +10,12 @@ from starlette.routing import Route
 from falflow_tools.emulator.config import FaultConfig
 from falflow_tools.emulator.core import FalEmulator
 from falflow_tools.emulator.errors import invalid_body
-from falflow_tools.emulator.state import JobView, RequestRecord, WebhookAttempt
+from falflow_tools.emulator.state import JobView, RequestRecord, ServedFile, WebhookAttempt
 
 _REQUESTS = TypeAdapter(list[RequestRecord])
 _JOBS = TypeAdapter(list[JobView])
 _WEBHOOKS = TypeAdapter(list[WebhookAttempt])
+_FILES = TypeAdapter(list[ServedFile])
 
 
 class RotateKey(BaseModel):
@@ -28,6 +29,7 @@ def control_routes(emulator: FalEmulator) -> list[Route]:
         Route("/_emulator/requests", api.requests, methods=["GET"]),
         Route("/_emulator/jobs", api.jobs, methods=["GET"]),
         Route("/_emulator/webhooks", api.webhooks, methods=["GET"]),
+        Route("/_emulator/files", api.files, methods=["GET"]),
         Route("/_emulator/stats", api.stats, methods=["GET"]),
         Route("/_emulator/faults", api.get_faults, methods=["GET"]),
         Route("/_emulator/faults", api.set_faults, methods=["POST"]),
@@ -52,6 +54,9 @@ class ControlApi:
         return Response(
             _WEBHOOKS.dump_json(self._emulator.state.webhook_attempts), media_type="application/json"
         )
+
+    async def files(self, _request: Request) -> Response:
+        return Response(_FILES.dump_json(self._emulator.state.served_files()), media_type="application/json")
 
     async def stats(self, _request: Request) -> Response:
         return JSONResponse(self._emulator.stats().model_dump())

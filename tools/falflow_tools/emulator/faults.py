@@ -51,7 +51,8 @@ class FaultInjector:
     def _rng(self, stream: str) -> random.Random:
         rng = self._rngs.get(stream)
         if rng is None:
-            rng = self._rngs[stream] = random.Random(f"{self.config.seed}:{stream}")  # noqa: S311  # simulation
+            # A simulation, not cryptography.
+            rng = self._rngs[stream] = random.Random(f"{self.config.seed}:{stream}")  # noqa: S311  # nosec B311
         return rng
 
     def chance(self, stream: str, rate: float) -> bool:

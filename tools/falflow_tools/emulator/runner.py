@@ -212,7 +212,7 @@ class JobRunner:
                 config=self._config,
                 inputs=inputs,
                 inference_time_s=self._config.run_time_s,
-                rng=random.Random(job.request_id),  # noqa: S311  # seeds for fake outputs
+                rng=random.Random(job.request_id),  # noqa: S311 - seeds for fake outputs  # nosec B311
             )
             # Rendering an upscaled PNG is real CPU work; keep it off the event loop.
             generated = await asyncio.to_thread(job.model.generate, request, context)

@@ -7,6 +7,7 @@ are also the JSON of the ``/_emulator`` inspection endpoints and what ``Emulator
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import time
 from collections import deque
@@ -80,6 +81,16 @@ class JobView(BaseModel):
     payloads_deleted: bool
     lifecycle: dict[str, Any]
     deliveries: list[WebhookAttempt]
+
+
+class ServedFile(BaseModel):
+    """An output file of a job as the CDN serves it: the ground truth a stored copy is checked against."""
+
+    request_id: str
+    name: str
+    content_type: str
+    size: int
+    sha256: str
 
 
 class Stats(BaseModel):
@@ -201,3 +212,22 @@ class EmulatorState:
         for attempt in self.webhook_attempts:
             by_request.setdefault(attempt.request_id, []).append(attempt)
         return [job.view(by_request.get(job.request_id, [])) for job in self.jobs.values()]
+
+    def served_files(self) -> list[ServedFile]:
+        """Every job's output files with their digests (computed by producing their bytes again)."""
+        served = []
+        for job in self.jobs.values():
+            for media in job.files.values():
+                digest = hashlib.sha256()
+                for chunk in media.chunks():
+                    digest.update(chunk)
+                served.append(
+                    ServedFile(
+                        request_id=job.request_id,
+                        name=media.name,
+                        content_type=media.content_type,
+                        size=media.size,
+                        sha256=digest.hexdigest(),
+                    )
+                )
+        return served

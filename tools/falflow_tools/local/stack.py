@@ -59,12 +59,12 @@ log = logging.getLogger("falflow.local")
 # moto accepts any credentials; these make sure nothing local ever signs with real ones.
 LOCAL_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "falflow-local",
-    "AWS_SECRET_ACCESS_KEY": "falflow-local",
-    "AWS_SESSION_TOKEN": "falflow-local",
+    "AWS_SECRET_ACCESS_KEY": "falflow-local",  # nosec B105
+    "AWS_SESSION_TOKEN": "falflow-local",  # nosec B105
 }
 # Locally the admin key gets a secret too (the template's default leaves it empty, which turns
 # usage collection off); a deployed stack names its own.
-LOCAL_ADMIN_SECRET_NAME = "falflow/fal-admin-key"  # noqa: S105 - a name, not a secret
+LOCAL_ADMIN_SECRET_NAME = "falflow/fal-admin-key"  # noqa: S105 - a name, not a secret  # nosec B105
 
 
 @dataclass
@@ -99,6 +99,8 @@ class LocalStackConfig:
     poll_wait_s: int = 1
     # Start every worker before accepting events (cold starts up front).
     warm: bool = True
+    # How long a worker's cold start may take before it counts as failed (a loaded machine is slow).
+    init_timeout_s: float = 30.0
     on_report: Callable[[str], None] | None = None
 
     @classmethod
@@ -248,6 +250,7 @@ class LocalStack:
                 timeout_s=self.timings[logical].timeout_s if logical in self.timings else float(spec.timeout),
                 memory_mb=spec.memory,
                 log_path=config.log_dir / f"{logical}.log" if config.log_dir else None,
+                init_timeout_s=config.init_timeout_s,
             )
             self.functions[logical] = LocalFunction(
                 runtime, concurrency=config.concurrency.get(logical, 1), on_crash=self._report

@@ -48,6 +48,8 @@ class FunctionRuntime:
     timeout_s: float
     memory_mb: int = 512
     log_path: Path | None = None
+    # How long the cold start (interpreter, imports, handler module) may take; at least the timeout.
+    init_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,11 @@ class FunctionWorker:
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
+    @property
+    def busy(self) -> bool:
+        """In the middle of an invocation (or its cold start) right now."""
+        return self._lock.locked()
+
     def _start(self) -> Connection:
         parent, child = _SPAWN.Pipe()
         process = _SPAWN.Process(
@@ -160,7 +167,7 @@ class FunctionWorker:
         self._process, self._conn = process, parent
         self.cold_starts += 1
         # The cold start (interpreter, imports, handler module) counts against the first invocation.
-        init_timeout = max(self.runtime.timeout_s, 30.0)
+        init_timeout = max(self.runtime.timeout_s, self.runtime.init_timeout_s)
         if not parent.poll(init_timeout):
             self._kill()
             raise WorkerError(_error("Runtime.InitTimeout", "did not start in time"), self.runtime.name)

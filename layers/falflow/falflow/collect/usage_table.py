@@ -231,8 +231,8 @@ class DynamoUsageTable:
                 pending = self._client.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
                 if not pending:
                     break
-                # Throttled items come back unprocessed: back off (full jitter) and resend them.
-                self._sleep(random.random() * min(2.0, 0.05 * 2**attempt))  # noqa: S311 - jitter, not crypto
+                # Throttled items come back unprocessed: back off (full jitter, not crypto) and resend.
+                self._sleep(random.random() * min(2.0, 0.05 * 2**attempt))  # noqa: S311  # nosec B311
             else:
                 raise RuntimeError(f"DynamoDB left items unprocessed after {_BATCH_ATTEMPTS} attempts")
 
