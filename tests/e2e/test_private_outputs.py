@@ -65,11 +65,11 @@ def test_with_private_outputs_by_default_every_job_still_completes_with_its_outp
     # fal's copies really were private: an anonymous read is refused as the ACL says.
     request_ids = {job.request_id for job in jobs}
     files = [
-        f"{fal.urls.cdn_url}/files/{j.request_id}/image-0.png"
-        for j in fal.control.jobs()
-        if j.request_id in request_ids
+        f"{fal.urls.cdn_url}/files/{served.request_id}/{served.name}"
+        for served in fal.control.served_files()
+        if served.request_id in request_ids
     ]
-    assert len(files) == 2
+    assert len(files) == 2 + 1
     assert {httpx.get(url).status_code for url in files} == {anonymous_status}
     for job in jobs:
         (event,) = read_events(stack, job.job_id)
