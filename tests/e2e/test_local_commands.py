@@ -54,8 +54,8 @@ def wait_for_state(process: subprocess.Popen[str], state: Path, timeout_s: float
         time.sleep(0.2)
 
 
-def function_workers(pid: int) -> set[int]:
-    """Child processes of `pid` that are function workers (spawned interpreters)."""
+def spawned_children(pid: int) -> set[int]:
+    """Child processes of `pid` that are spawned interpreters: function workers, moto's server."""
     found = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -81,7 +81,7 @@ def test_local_up_serves_until_ctrl_c_and_starts_again(tmp_path: Path) -> None:
     state, logs = tmp_path / "local.json", tmp_path / "logs"
     first = start_local_up(state, logs)
     wait_for_state(first, state)
-    workers = function_workers(first.pid)
+    workers = spawned_children(first.pid)
 
     submitted = CliRunner().invoke(
         main,
@@ -113,7 +113,7 @@ def test_local_up_serves_until_ctrl_c_and_starts_again(tmp_path: Path) -> None:
     assert first.returncode == 0, output
     assert "stopped" in output
     assert not state.exists()
-    assert len(workers) == 5  # one per function
+    assert len(workers) == 6  # one per function, and moto's server
     assert not [pid for pid in workers if alive(pid)]
     assert (logs / "SubmitFunction.log").stat().st_size > 0
 

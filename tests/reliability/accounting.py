@@ -39,6 +39,23 @@ def scan_jobs(dynamodb: DynamoDBClient, table: str) -> dict[str, Job]:
     return jobs
 
 
+def scan_states(dynamodb: DynamoDBClient, table: str) -> dict[str, JobState]:
+    """Each job's state alone: the settling loop reads it every few seconds, and moto's cost grows
+    with what it serialises (a whole item carries its trail)."""
+    states: dict[str, JobState] = {}
+    pages = dynamodb.get_paginator("scan").paginate(
+        TableName=table,
+        ConsistentRead=True,
+        ProjectionExpression="job_id, #s",
+        ExpressionAttributeNames={"#s": "state"},
+    )
+    for page in pages:
+        for item in page["Items"]:
+            if "state" in item and not item["job_id"]["S"].startswith(REQUEST_CLAIM_PREFIX):
+                states[item["job_id"]["S"]] = JobState(item["state"]["S"])
+    return states
+
+
 def fal_job_id(fal_job: JobView) -> str | None:
     """The falflow job a fal request was submitted for: the `job_id` of its webhook URL."""
     if not fal_job.webhook_url:

@@ -14,12 +14,9 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from moto.s3 import notifications
 
 from falflow.jobs import FINAL_STATES
 from falflow.submit.sources import message_job_id
@@ -28,7 +25,7 @@ from falflow_tools.emulator.media import render_png
 from falflow_tools.local.stack import LocalStack, LocalStackConfig
 from falflow_tools.ops.submit import drop_file, job_message
 from falflow_tools.ops.target import Target
-from tests.reliability.accounting import scan_jobs
+from tests.reliability.accounting import scan_states
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
@@ -93,25 +90,9 @@ def stack_config(home: Path) -> LocalStackConfig:
         state_file=home / "local.json",
         # Eight cold starts at once on a shared 2-core machine take a while.
         init_timeout_s=180.0,
+        # S3 delivers event notifications at least once: here, always twice.
+        s3_notification_copies=2,
     )
-
-
-@contextlib.contextmanager
-def every_s3_notification_twice() -> Iterator[list[int]]:
-    """S3 delivers event notifications at least once: here, always twice (moto runs in-process)."""
-    original = notifications._send_sqs_message  # the one place moto sends them
-    sent = [0]
-
-    def twice(*args: Any, **kwargs: Any) -> None:
-        original(*args, **kwargs)
-        original(*args, **kwargs)
-        sent[0] += 1
-
-    notifications._send_sqs_message = twice
-    try:
-        yield sent
-    finally:
-        notifications._send_sqs_message = original
 
 
 KINDS = ("media drop", "job document", "message", "message without job_id", "video message")
@@ -220,12 +201,12 @@ def wait_until_settled(
     table = stack.outputs()["JobsTableName"]
     last_final, last_change = -1, started
     while time.monotonic() - started < deadline_s:
-        jobs = scan_jobs(stack.dynamodb(), table)
-        final = sum(1 for job_id in job_ids if job_id in jobs and jobs[job_id].state in FINAL_STATES)
+        states = scan_states(stack.dynamodb(), table)
+        final = sum(1 for job_id in job_ids if states.get(job_id) in FINAL_STATES)
         if final >= enough * len(job_ids):
             return
         if final != last_final:
             last_final, last_change = final, time.monotonic()
         elif time.monotonic() - last_change > quiet_s:
             return
-        time.sleep(1.0)
+        time.sleep(2.0)

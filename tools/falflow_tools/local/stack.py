@@ -1,7 +1,7 @@
 """`LocalStack`: the whole pipeline on one machine, with no AWS account, no Docker and no fal key.
 
-- moto's server on loopback plays S3, SQS, DynamoDB, EventBridge and Secrets Manager, with every
-  resource created from template.yaml (`provision`);
+- moto's server on loopback, in a process of its own (`AwsServer`), plays S3, SQS, DynamoDB,
+  EventBridge and Secrets Manager, with every resource created from template.yaml (`provision`);
 - the fal emulator plays fal (or real fal, given a real `FAL_KEY`);
 - each function of the template runs in its own worker process with the environment the template
   gives it, resolved to the local names, and is driven the way Lambda drives it: an SQS event
@@ -25,10 +25,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import boto3
-import httpx
-from moto.server import ThreadedMotoServer
 
-from falflow_tools.local.fidelity import faithful_moto
+from falflow_tools.local.aws_server import AwsServer
 from falflow_tools.local.front_door import FrontDoor, HttpReply, json_reply, routes_from_template
 from falflow_tools.local.resources import (
     ProvisionedStack,
@@ -101,6 +99,8 @@ class LocalStackConfig:
     warm: bool = True
     # How long a worker's cold start may take before it counts as failed (a loaded machine is slow).
     init_timeout_s: float = 30.0
+    # How many times S3 delivers each event notification (it promises at least once).
+    s3_notification_copies: int = 1
     on_report: Callable[[str], None] | None = None
 
     @classmethod
@@ -155,8 +155,7 @@ class LocalStack:
         self.emulator: RunningEmulator | None = None
         self._front_door: FrontDoor | None = None
         self.reports: list[str] = []
-        self._moto: ThreadedMotoServer | None = None
-        self._patches = contextlib.ExitStack()
+        self.aws_server: AwsServer | None = None
         self._session = boto3.session.Session(
             aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
@@ -201,15 +200,11 @@ class LocalStack:
     def _start(self) -> None:
         config = self.config
         started = time.monotonic()
-        # moto's server logs every request through werkzeug; the stack reports what matters.
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self._patches.enter_context(faithful_moto())
-        self._moto = ThreadedMotoServer(ip_address=config.host, port=config.aws_port, verbose=False)
-        self._moto.start()
-        host, port = self._moto.get_host_and_port()
-        self.aws_endpoint_url = f"http://{host}:{port}"
-        # moto keeps its state per process, not per server: start from nothing, whatever ran before.
-        self._reset_moto()
+        self.aws_server = AwsServer(
+            config.host, config.aws_port, s3_notification_copies=config.s3_notification_copies
+        )
+        self.aws_server.start(timeout_s=config.init_timeout_s)
+        self.aws_endpoint_url = self.aws_server.url
 
         parameters: dict[str, Any] = dict(config.parameters)
         if not config.fal_key or config.fal_admin_key:
@@ -298,11 +293,9 @@ class LocalStack:
         if self.emulator is not None:
             self.emulator.stop()
             self.emulator = None
-        if self._moto is not None:
-            self._reset_moto()  # leave nothing behind for other moto users of this process
-            self._moto.stop()
-            self._moto = None
-        self._patches.close()
+        if self.aws_server is not None:
+            self.aws_server.stop()
+            self.aws_server = None
         if self.config.state_file is not None and self._started:
             with contextlib.suppress(FileNotFoundError):
                 current = LocalState.read(self.config.state_file)
@@ -311,10 +304,6 @@ class LocalStack:
         self.sources.clear()
         self.schedules.clear()
         self.functions.clear()
-
-    def _reset_moto(self) -> None:
-        with contextlib.suppress(httpx.HTTPError):
-            httpx.post(f"{self.aws_endpoint_url}/moto-api/reset", timeout=10).raise_for_status()
 
     def _warm_all(self) -> None:
         errors: list[BaseException] = []
