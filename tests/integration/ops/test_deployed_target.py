@@ -99,7 +99,7 @@ def test_jobs_list_by_state_says_what_each_job_waits_for(deployed: ProvisionedSt
     assert "store run stopped unfinished" in why["stored-by-a-dead-run"]
     assert "reconcile hands it to the store again" in why["stored-by-a-dead-run"]
     assert why["being-stored"].startswith("outputs being stored (store lease until")
-    shown = CliRunner().invoke(main, args, terminal_width=400)
+    shown = CliRunner().invoke(main, args, env={"COLUMNS": "400"})  # a wide terminal
     assert shown.exit_code == 0, shown.output
     assert "WHY / WAITING FOR" in shown.stdout
     assert "store run stopped unfinished" in shown.stdout

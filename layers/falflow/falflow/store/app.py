@@ -16,6 +16,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from falflow import fal
+from falflow.aws.batch import RecordClock
 from falflow.aws.clients import aws_client
 from falflow.aws.dead_letter import DeadLetterPolicy, with_dead_letter_reason
 from falflow.aws.events import EventBridgePublisher
@@ -120,9 +121,11 @@ class StoreApp:
         self.worker.note_dead_lettered(message.job_id, f"{type(error).__name__}: {error}", utcnow())
 
     def handle(self, event: Mapping[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+        clock = RecordClock(context)
         return process_partial_response(
             event=dict(event),
-            record_handler=self._handle_record,
+            # A record is started only if the invocation has time to finish it (falflow.aws.batch).
+            record_handler=clock.timed(self._handle_record, lambda: aws_client("sqs")),
             # Failed records are reported, never the whole invocation: the rest of the batch is done.
             processor=BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False),
             context=context,

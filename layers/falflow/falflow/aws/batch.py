@@ -1,0 +1,81 @@
+"""Records started only while the invocation has time to finish them.
+
+A record cut off by the function's timeout fails in the worst way: Lambda stops the run mid-write
+(outputs half copied; a completion event published but not yet marked, so the retry publishes it
+again) and the whole batch comes back, finished records too. So a batch stops starting records when
+the time left is less than one may take: the longest so far with a margin, and never less than a
+tenth of the time the invocation started with. The records not started are reported failed and made
+visible again at once, so the next invocation takes them without waiting out the queue's visibility
+timeout (the outputs queue's is 90 minutes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from botocore.exceptions import BotoCoreError, ClientError
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+    from mypy_boto3_sqs import SQSClient
+
+logger = Logger(child=True)
+T = TypeVar("T")
+
+# Time kept back, as a part of what the invocation started with; and the margin on the longest record.
+RESERVE_FRACTION = 0.1
+MARGIN = 1.5
+
+
+class NotStartedForTime(Exception):
+    """The record was not started: the invocation had too little time left to finish it."""
+
+
+class RecordClock:
+    """One invocation's time, record by record."""
+
+    def __init__(self, context: LambdaContext, *, now: Callable[[], float] = time.monotonic) -> None:
+        self._context = context
+        self._now = now
+        self._reserve_s = self._left_s() * RESERVE_FRACTION
+        self._longest_s = 0.0
+
+    def _left_s(self) -> float:
+        return self._context.get_remaining_time_in_millis() / 1000
+
+    def has_time_for_another(self) -> bool:
+        return self._left_s() > max(self._reserve_s, self._longest_s * MARGIN)
+
+    def timed(
+        self, handle: Callable[[SQSRecord], T], sqs: Callable[[], SQSClient]
+    ) -> Callable[[SQSRecord], T]:
+        """`handle`, run only while there is time for it; a record not started is made visible again."""
+
+        def handle_in_time(record: SQSRecord) -> T:
+            if not self.has_time_for_another():
+                _release(sqs(), record)
+                raise NotStartedForTime(
+                    f"message {record.message_id} left for the next invocation: "
+                    f"{self._left_s():.1f} s left, a record took up to {self._longest_s:.1f} s"
+                )
+            started = self._now()
+            try:
+                return handle(record)
+            finally:
+                self._longest_s = max(self._longest_s, self._now() - started)
+
+        return handle_in_time
+
+
+def _release(sqs: SQSClient, record: SQSRecord) -> None:
+    """Visible again now; if that fails, the message comes back after the visibility timeout."""
+    with contextlib.suppress(BotoCoreError, ClientError):
+        sqs.change_message_visibility(
+            QueueUrl=record.queue_url, ReceiptHandle=record.receipt_handle, VisibilityTimeout=0
+        )
+    logger.info("record left for the next invocation", message_id=record.message_id)
