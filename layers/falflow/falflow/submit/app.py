@@ -220,6 +220,7 @@ class SubmitApp:
             config=SubmitConfig(
                 webhook_url=settings.webhook_url,
                 ambiguous_grace=settings.ambiguous_grace,
+                worker_lease=settings.worker_lease,
                 max_inline_input_bytes=settings.max_inline_input_bytes,
                 fal_defaults=settings.fal_defaults(),
             ),
