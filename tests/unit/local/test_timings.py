@@ -12,38 +12,53 @@ LEASED = {"SubmitFunction": "SUBMIT_LEASE_SECONDS", "StoreFunction": "STORE_LEAS
 
 
 def test_the_template_is_read_for_every_queue_driven_function() -> None:
-    assert set(CONSUMERS) == {"SubmitFunction", "StoreFunction"}
-    store = CONSUMERS["StoreFunction"]
-    assert (store.queue, store.visibility_s, store.timeout_s) == ("OutputsQueue", 5400, 900.0)
-    assert store.lease == ("STORE_LEASE_SECONDS", 960.0)
-    submit = CONSUMERS["SubmitFunction"]
-    assert (submit.queue, submit.visibility_s, submit.timeout_s) == ("IntakeQueue", 360, 60.0)
-    assert submit.lease == ("SUBMIT_LEASE_SECONDS", 120.0)
+    read = {f: (c.queue, c.visibility_s, c.timeout_s, c.lease) for f, c in CONSUMERS.items()}
+    assert read == {
+        "StoreFunction": ("OutputsQueue", 5400, 900.0, ("STORE_LEASE_SECONDS", 960.0)),
+        "SubmitFunction": ("IntakeQueue", 360, 60.0, ("SUBMIT_LEASE_SECONDS", 120.0)),
+    }
 
 
-@pytest.mark.parametrize("visibility_s", [2, 4, 10, 30], ids=["e2e", "reliability", "demo", "local up"])
+VISIBILITIES = pytest.mark.parametrize(
+    "visibility_s", [2, 4, 10, 30], ids=["e2e", "reliability", "demo", "local up"]
+)
+
+
+def _local(visibility_s: int, function: str) -> tuple[float, float, int]:
+    """The function's local timeout, lease and visibility."""
+    local = scaled_timings(CONSUMERS.values(), visibility_s)[function]
+    return local.timeout_s, float(local.environment[LEASED[function]]), local.visibility_s
+
+
+@VISIBILITIES
 @pytest.mark.parametrize("function", sorted(LEASED))
 def test_local_durations_keep_the_templates_ratios(visibility_s: int, function: str) -> None:
-    timings = scaled_timings(CONSUMERS.values(), visibility_s)
     intake, template = CONSUMERS["SubmitFunction"], CONSUMERS[function]
-    local = timings[function]
-    local_lease = float(local.environment[LEASED[function]])
+    timeout, lease, visibility = _local(visibility_s, function)
     _, template_lease = template.lease or ("", 0.0)
 
-    assert timings["SubmitFunction"].visibility_s == visibility_s
+    assert _local(visibility_s, "SubmitFunction")[2] == visibility_s
     # between queues
-    assert local.visibility_s / visibility_s == template.visibility_s / intake.visibility_s
+    assert visibility / visibility_s == template.visibility_s / intake.visibility_s
     # the function's timeout : lease, as in the template, always: a live worker keeps its lease
-    assert local_lease / local.timeout_s == pytest.approx(template_lease / template.timeout_s, rel=1e-3)
-    assert MIN_LOCAL_TIMEOUT_S <= local.timeout_s < local_lease
-    in_ratio_timeout = template.timeout_s * local.visibility_s / template.visibility_s
+    assert lease / timeout == pytest.approx(template_lease / template.timeout_s, rel=1e-3)
+    assert MIN_LOCAL_TIMEOUT_S <= timeout < lease
+
+
+@VISIBILITIES
+@pytest.mark.parametrize("function", sorted(LEASED))
+def test_above_the_floor_the_timeout_keeps_its_ratio_to_the_visibility(
+    visibility_s: int, function: str
+) -> None:
+    template = CONSUMERS[function]
+    timeout, lease, visibility = _local(visibility_s, function)
+    in_ratio_timeout = template.timeout_s * visibility / template.visibility_s
     if in_ratio_timeout < MIN_LOCAL_TIMEOUT_S:  # the floor holds it, the lease rises with it
-        assert local.timeout_s == MIN_LOCAL_TIMEOUT_S
-    else:
-        # visibility : timeout as well, and what that is for: a killed run's lease is over before
-        # its message comes back, so the redelivery takes the job over
-        assert local.timeout_s == pytest.approx(in_ratio_timeout)
-        assert local_lease < local.visibility_s
+        assert timeout == MIN_LOCAL_TIMEOUT_S
+        return
+    # visibility : timeout as well, and what that is for: a killed run's lease is over before its
+    # message comes back, so the redelivery takes the job over
+    assert (timeout, lease < visibility) == (pytest.approx(in_ratio_timeout), True)
 
 
 @pytest.mark.parametrize(

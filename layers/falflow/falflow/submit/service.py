@@ -89,6 +89,8 @@ class SubmitRetryLaterError(Exception):
         self.reason = reason
         self.ambiguous = ambiguous
         self.held = held or ambiguous
+        # Every job of the message it stops (its DLQ entry names them: falflow.aws.dead_letter).
+        self.job_ids: tuple[str, ...] = (job_id,)
 
 
 class FalFailure(StrEnum):
