@@ -6,7 +6,7 @@ then only trips the DLQ alarm. Each reconcile run reads a bounded number of mess
 and deletes those whose jobs are all COMPLETED or CANCELLED, noting it on each job; every other
 message is made visible again at once, for operators (`falflow dlq list`). A message that names no
 job (a body that says none, a reused job id) is always left. Why:
-docs/adr/0010-messages-are-dead-lettered-with-their-reason.md.
+docs/adr/0019-dead-letters-of-completed-jobs-are-removed-by-the-reconciler.md.
 """
 
 from __future__ import annotations
