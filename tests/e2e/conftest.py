@@ -27,14 +27,19 @@ RECONCILE_AFTER_S = 1.2
 @pytest.fixture(scope="package")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     home = tmp_path_factory.mktemp("local-stack")
+    emulator = EmulatorConfig(queue_wait_s=0.05, run_time_s=0.2, webhook_backoff_s=0.05)
     config = LocalStackConfig(
         visibility_timeout_s=2,
-        parameters={"ReconcileAfterMinutes": f"{RECONCILE_AFTER_S / 60:.4f}"},
+        parameters={
+            "ReconcileAfterMinutes": f"{RECONCILE_AFTER_S / 60:.4f}",
+            # Pinned to the emulator's account, as the README tells operators to pin theirs.
+            "FalWebhookUserIds": json.dumps([emulator.user_id]),
+        },
         # The tests run reconcile and collect themselves, when their jobs are where they want them.
         schedule_intervals_s={"ReconcileFunction": 0, "CollectFunction": 0},
         # Dead-letter on the second receive instead of the fifth: the path is the same, only quicker.
         environment={"SubmitFunction": {"MAX_RECEIVES": "2"}, "StoreFunction": {"MAX_RECEIVES": "2"}},
-        emulator=EmulatorConfig(queue_wait_s=0.05, run_time_s=0.2, webhook_backoff_s=0.05),
+        emulator=emulator,
         log_dir=home / "logs",
         state_file=home / "local.json",
         # Five cold starts at once on a shared 2-core machine can take longer than Lambda's limit.

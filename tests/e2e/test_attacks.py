@@ -128,6 +128,43 @@ def test_deliveries_that_do_not_verify_are_refused_and_change_nothing(
     assert bucket_keys(stack, f"inbox/{job.job_id}/") == []
 
 
+def test_a_delivery_from_another_fal_account_is_refused_and_changes_nothing(
+    stack: LocalStack, target: Target, fal_faults: Callable[..., Any]
+) -> None:
+    """fal signs every account's webhooks with the same keys: a delivery another account's request
+    produced verifies, to this job's own URL (token and all), and is still not ours to take. The
+    stack pins its account (FalWebhookUserIds, the e2e stack's parameters)."""
+    job = waiting_job(stack, target, fal_faults, "attack-other-account")
+    assert job.request_id is not None
+    assert stack.emulator is not None
+    body = delivery(job.request_id, payload={"images": [{"url": "https://v3.fal.media/files/x/image-0.png"}]})
+    ours = fal_signer(stack)
+    theirs = WebhookSigner(ours.key, ours.kid, user_id="another-fal-account")
+    url = url_fal_was_given(stack, job)
+
+    response = httpx.post(
+        url,
+        content=body,
+        headers={"content-type": "application/json", **theirs.headers(body, job.request_id)},
+    )
+
+    assert (response.status_code, response.json()) == (
+        403,
+        {"message": "delivery is for another fal account"},
+    )
+    assert unchanged(target, job)
+    assert bucket_keys(stack, f"inbox/{job.job_id}/") == []
+    assert stack.config.log_dir is not None
+    refusals = [
+        json.loads(line)
+        for line in (stack.config.log_dir / "WebhookFunction.log").read_text().splitlines()
+        if "signed for another fal account" in line
+    ]
+    assert [(r["level"], r["request_id"]) for r in refusals] == [("WARNING", job.request_id)]
+    # Refused for the account alone: the same delivery signed for ours is taken.
+    assert post(url, body, ours.headers(body, job.request_id)) == 200
+
+
 def test_a_delivery_for_one_job_cannot_complete_another(
     stack: LocalStack, target: Target, fal_faults: Callable[..., Any]
 ) -> None:

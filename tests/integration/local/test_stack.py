@@ -17,7 +17,7 @@ from falflow_tools.template import function_specs
 # What the stack may change in a function's environment: local endpoints only …
 LOCAL_ENDPOINT_VARIABLES = {"AWS_ENDPOINT_URL", "WEBHOOK_URL", "MEDIA_ALLOW_LOCAL"}
 # … and, with a short visibility timeout, the lease scaled with it (falflow_tools.local.timings).
-SCALED_VARIABLES = {"STORE_LEASE_SECONDS"}
+SCALED_VARIABLES = {"STORE_LEASE_SECONDS", "SUBMIT_LEASE_SECONDS"}
 FAL_ENDPOINT_VARIABLES = {
     "FAL_QUEUE_URL",
     "FAL_RUN_URL",
@@ -62,7 +62,7 @@ def test_each_function_gets_the_templates_environment_with_local_endpoints(cold_
     )  # deployed allowlist untouched
 
 
-def test_a_short_visibility_timeout_scales_the_stores_timeout_and_lease_with_it(
+def test_a_short_visibility_timeout_scales_the_timeouts_and_leases_with_it(
     cold_stack: LocalStack,
 ) -> None:
     sqs = cold_stack.client("sqs")
@@ -76,6 +76,10 @@ def test_a_short_visibility_timeout_scales_the_stores_timeout_and_lease_with_it(
     assert (visibility("IntakeQueue"), visibility("OutputsQueue")) == (2, 30)  # 360 : 5400
     assert store.timeout_s == 5.0  # 900 : 5400
     assert float(store.environment["STORE_LEASE_SECONDS"]) == pytest.approx(5.333)  # 960 : 5400
+    submit = cold_stack.functions["SubmitFunction"].runtime
+    # 60 s : 360 s would be 0.33 s: the local floor holds it, and the lease keeps 120 : 60 to it
+    assert submit.timeout_s == 5.0
+    assert float(submit.environment["SUBMIT_LEASE_SECONDS"]) == pytest.approx(10.0)
 
 
 def test_the_emulators_keys_are_in_secrets_manager_under_the_templates_names(cold_stack: LocalStack) -> None:

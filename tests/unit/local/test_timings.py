@@ -4,43 +4,81 @@ from __future__ import annotations
 
 import pytest
 
-from falflow_tools.local.timings import scaled_timings, template_consumers
+from falflow_tools.local.timings import MIN_LOCAL_TIMEOUT_S, scaled_timings, template_consumers
 from falflow_tools.template import load_template
 
 CONSUMERS = {c.function: c for c in template_consumers(load_template())}
+LEASED = {"SubmitFunction": "SUBMIT_LEASE_SECONDS", "StoreFunction": "STORE_LEASE_SECONDS"}
 
 
 def test_the_template_is_read_for_every_queue_driven_function() -> None:
-    assert set(CONSUMERS) == {"SubmitFunction", "StoreFunction"}
-    store = CONSUMERS["StoreFunction"]
-    assert (store.queue, store.visibility_s, store.timeout_s) == ("OutputsQueue", 5400, 900.0)
-    assert store.lease == ("STORE_LEASE_SECONDS", 960.0)
-    assert CONSUMERS["SubmitFunction"].lease is None
+    read = {f: (c.queue, c.visibility_s, c.timeout_s, c.lease) for f, c in CONSUMERS.items()}
+    assert read == {
+        "StoreFunction": ("OutputsQueue", 5400, 900.0, ("STORE_LEASE_SECONDS", 960.0)),
+        "SubmitFunction": ("IntakeQueue", 360, 60.0, ("SUBMIT_LEASE_SECONDS", 120.0)),
+    }
 
 
-@pytest.mark.parametrize("visibility_s", [2, 10, 30], ids=["e2e", "demo", "local up"])
-def test_local_durations_keep_the_templates_ratios(visibility_s: int) -> None:
-    timings = scaled_timings(CONSUMERS.values(), visibility_s)
-    intake, outputs = CONSUMERS["SubmitFunction"], CONSUMERS["StoreFunction"]
-    local_store = timings["StoreFunction"]
-    local_lease = float(local_store.environment["STORE_LEASE_SECONDS"])
-    _, template_lease = outputs.lease or ("", 0.0)
+VISIBILITIES = pytest.mark.parametrize(
+    "visibility_s", [2, 4, 10, 30], ids=["e2e", "reliability", "demo", "local up"]
+)
 
-    assert timings["SubmitFunction"].visibility_s == visibility_s
+
+def _local(visibility_s: int, function: str) -> tuple[float, float, int]:
+    """The function's local timeout, lease and visibility."""
+    local = scaled_timings(CONSUMERS.values(), visibility_s)[function]
+    return local.timeout_s, float(local.environment[LEASED[function]]), local.visibility_s
+
+
+@VISIBILITIES
+@pytest.mark.parametrize("function", sorted(LEASED))
+def test_local_durations_keep_the_templates_ratios(visibility_s: int, function: str) -> None:
+    intake, template = CONSUMERS["SubmitFunction"], CONSUMERS[function]
+    timeout, lease, visibility = _local(visibility_s, function)
+    _, template_lease = template.lease or ("", 0.0)
+
+    assert _local(visibility_s, "SubmitFunction")[2] == visibility_s
     # between queues
-    assert local_store.visibility_s / visibility_s == outputs.visibility_s / intake.visibility_s
-    # the store's visibility : timeout : lease, as in the template
-    assert local_store.visibility_s / local_store.timeout_s == pytest.approx(
-        outputs.visibility_s / outputs.timeout_s
-    )
-    assert local_lease / local_store.timeout_s == pytest.approx(template_lease / outputs.timeout_s, rel=1e-3)
-    # what those ratios are for: a live run keeps its lease, a killed run's lease is over before
-    # its message comes back, so the redelivery takes the job over
-    assert local_store.timeout_s < local_lease < local_store.visibility_s
+    assert visibility / visibility_s == template.visibility_s / intake.visibility_s
+    # the function's timeout : lease, as in the template, always: a live worker keeps its lease
+    assert lease / timeout == pytest.approx(template_lease / template.timeout_s, rel=1e-3)
+    assert MIN_LOCAL_TIMEOUT_S <= timeout < lease
 
 
-def test_without_a_short_visibility_nothing_is_scaled() -> None:
-    timings = scaled_timings(CONSUMERS.values(), 360)
-    assert timings["StoreFunction"].visibility_s == 5400
-    assert timings["StoreFunction"].timeout_s == 900.0
-    assert timings["StoreFunction"].environment == {"STORE_LEASE_SECONDS": "960.000"}
+@VISIBILITIES
+@pytest.mark.parametrize("function", sorted(LEASED))
+def test_above_the_floor_the_timeout_keeps_its_ratio_to_the_visibility(
+    visibility_s: int, function: str
+) -> None:
+    template = CONSUMERS[function]
+    timeout, lease, visibility = _local(visibility_s, function)
+    in_ratio_timeout = template.timeout_s * visibility / template.visibility_s
+    if in_ratio_timeout < MIN_LOCAL_TIMEOUT_S:  # the floor holds it, the lease rises with it
+        assert timeout == MIN_LOCAL_TIMEOUT_S
+        return
+    # visibility : timeout as well, and what that is for: a killed run's lease is over before its
+    # message comes back, so the redelivery takes the job over
+    assert (timeout, lease < visibility) == (pytest.approx(in_ratio_timeout), True)
+
+
+@pytest.mark.parametrize(
+    ("visibility_s", "submit", "store"),
+    [
+        # the floor holds the submit's timeout (60 s : 360 s would be 0.33 s); its lease rises with it
+        (2, (2, 5.0, "10.000"), (30, 5.0, "5.333")),
+        (30, (30, 5.0, "10.000"), (450, 75.0, "80.000")),  # 360 : 60 : 120 exactly
+        (360, (360, 60.0, "120.000"), (5400, 900.0, "960.000")),  # the template's own
+    ],
+    ids=["e2e", "local up", "template"],
+)
+def test_the_local_figures(
+    visibility_s: int, submit: tuple[int, float, str], store: tuple[int, float, str]
+) -> None:
+    timings = scaled_timings(CONSUMERS.values(), visibility_s)
+    for function, (visibility, timeout, lease) in {"SubmitFunction": submit, "StoreFunction": store}.items():
+        local = timings[function]
+        assert (local.visibility_s, local.timeout_s, dict(local.environment)) == (
+            visibility,
+            pytest.approx(timeout),
+            {LEASED[function]: lease},
+        )

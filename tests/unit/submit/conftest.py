@@ -14,6 +14,7 @@ from falflow.submit.plan import Planner
 from falflow.submit.request import FalDefaults, S3ObjectRef
 from falflow.submit.routes import RouteTable
 from falflow.submit.service import SubmitConfig, SubmitService
+from falflow.submit.settings import SubmitSettings
 from falflow.submit.sources import JobMessage, ObjectCreated
 from tests.fakes.job_store import InMemoryJobStore
 from tests.fakes.webhook_events import fixed_tokens
@@ -30,6 +31,8 @@ from tests.unit.submit.fakes import (
 BUCKET = "falflow-inputbucket"
 WEBHOOK = "https://abc123.execute-api.us-east-1.amazonaws.com/webhooks/fal"
 GRACE_S = 300
+# SUBMIT_LEASE_SECONDS as the template leaves it (the setting's default).
+WORKER_LEASE_S = float(SubmitSettings.model_fields["submit_lease_seconds"].default)
 PRESIGN_S = 21600
 ROUTES = RouteTable.model_validate(
     {
@@ -75,6 +78,7 @@ class Harness:
     clock: Clock = field(default_factory=Clock)
     max_inline_input_bytes: int = 64 * 1024
     grace_s: float = GRACE_S
+    worker_lease_s: float = WORKER_LEASE_S
     correlated: list[str] = field(default_factory=list)
     correlate: Callable[[str], None] | None = None
     fal_defaults: FalDefaults = field(default_factory=FalDefaults)
@@ -96,6 +100,7 @@ class Harness:
             config=SubmitConfig(
                 webhook_url=WEBHOOK,
                 ambiguous_grace=timedelta(seconds=self.grace_s),
+                worker_lease=timedelta(seconds=self.worker_lease_s),
                 max_inline_input_bytes=self.max_inline_input_bytes,
                 fal_defaults=self.fal_defaults,
             ),

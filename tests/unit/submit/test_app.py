@@ -15,7 +15,12 @@ from typing import Any
 import pytest
 from aws_lambda_powertools import Logger
 
-from falflow.aws.dead_letter import ERROR_MESSAGE_ATTRIBUTE, ERROR_TYPE_ATTRIBUTE, DeadLetterPolicy
+from falflow.aws.dead_letter import (
+    ERROR_MESSAGE_ATTRIBUTE,
+    ERROR_TYPE_ATTRIBUTE,
+    JOB_IDS_ATTRIBUTE,
+    DeadLetterPolicy,
+)
 from falflow.fal import FalRateLimitedError, FalTransportError
 from falflow.jobs import JobState
 from falflow.submit import service as service_module
@@ -177,6 +182,8 @@ def test_a_failure_on_the_last_receive_goes_to_the_dlq_with_its_reason(batch: Ba
     attributes = sent["MessageAttributes"]
     assert attributes[ERROR_TYPE_ATTRIBUTE]["StringValue"] == "SubmitRetryLaterError"
     assert "rate limited by fal (429)" in attributes[ERROR_MESSAGE_ATTRIBUTE]["StringValue"]
+    # the job it was for: the reconciler's sweep removes the entry once the job completes
+    assert json.loads(attributes[JOB_IDS_ATTRIBUTE]["StringValue"]) == ["busy-1"]
     job = batch.harness.job("busy-1")
     assert job.state is JobState.ACCEPTED
     assert job.trail[-1].action == "dead_lettered"
@@ -194,6 +201,8 @@ def test_a_message_reusing_a_job_id_for_other_work_is_dead_lettered_at_once(batc
     assert sent["MessageBody"] == reuse
     assert sent["MessageAttributes"][ERROR_TYPE_ATTRIBUTE]["StringValue"] == "job_id_conflict"
     assert "order-1" in sent["MessageAttributes"][ERROR_MESSAGE_ATTRIBUTE]["StringValue"]
+    # not order-1's message: it names no job, so no sweep removes it when order-1 completes
+    assert JOB_IDS_ATTRIBUTE not in sent["MessageAttributes"]
     assert metrics.metric_set["JobIdConflicts"]["Value"] in (1, [1.0], 1.0)
     job = batch.harness.job("order-1")
     assert job.state is JobState.SUBMITTED

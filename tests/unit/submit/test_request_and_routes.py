@@ -202,11 +202,16 @@ SETTINGS_ENV = {
 
 
 def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {**SETTINGS_ENV, "SUBMIT_AMBIGUOUS_GRACE_SECONDS": "42"}.items():
+    for name, value in {
+        **SETTINGS_ENV,
+        "SUBMIT_AMBIGUOUS_GRACE_SECONDS": "42",
+        "SUBMIT_LEASE_SECONDS": "7.5",
+    }.items():
         monkeypatch.setenv(name, value)
     settings = SubmitSettings()
     assert settings.routes.match("img/a.png") is not None
     assert settings.ambiguous_grace.total_seconds() == 42
+    assert settings.worker_lease.total_seconds() == 7.5
 
 
 @pytest.mark.parametrize(

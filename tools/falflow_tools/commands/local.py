@@ -105,8 +105,8 @@ def run_command(*, function: str, as_json: bool, local_state: Path | None) -> No
     "--visibility-timeout",
     default=30,
     show_default=True,
-    help="Seconds before a failed intake message returns; the outputs queue and the store's "
-    "timeout and lease scale with it, in the template's ratios.",
+    help="Seconds before a failed intake message returns; the outputs queue and the submit's and "
+    "store's timeouts and leases scale with it, in the template's ratios (no timeout below 5 s).",
 )
 @click.option(
     "--log-dir", type=click.Path(path_type=Path, file_okay=False), default=DEFAULT_LOG_DIR, show_default=True

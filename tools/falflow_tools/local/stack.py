@@ -78,8 +78,9 @@ class LocalStackConfig:
     # Template parameter values (e.g. ReconcileAfterMinutes), as `sam deploy --parameter-overrides`.
     parameters: dict[str, str] = field(default_factory=dict)
     # Visibility timeout of the queue with the template's shortest (the intake queue), so failed
-    # messages come back in seconds; the other queues, and the store's timeout and lease, are
-    # scaled with it in the template's ratios (falflow_tools.local.timings). None: the template's.
+    # messages come back in seconds; the other queues, and the submit's and store's timeouts and
+    # leases, are scaled with it in the template's ratios (falflow_tools.local.timings). None: the
+    # template's.
     visibility_timeout_s: int | None = None
     # Seconds between runs of a function's schedule; 0 turns it off; absent: the template's rate.
     schedule_intervals_s: dict[str, float] = field(default_factory=dict)

@@ -7,8 +7,16 @@ after a killed run finds the lease expired and takes the job over. With a 30 s v
 960 s lease, the redelivery found a live lease and was dropped. So every duration is scaled
 together: the queues by one factor (the shortest becomes the configured visibility), and a function
 with a lease setting gets its timeout and lease scaled from its queue's, in the template's ratios.
-A function without one (submit: its lease is a constant in `falflow.submit.service`) keeps its
-template timeout.
+The submit's lease (`SUBMIT_LEASE_SECONDS`: 120 s, its 60 s timeout, the intake's 360 s visibility)
+is scaled the same way, so a killed submit's job is free again about when its message comes back,
+not two minutes later. A function without a lease setting keeps its template timeout.
+
+No scaled timeout is shorter than `MIN_LOCAL_TIMEOUT_S`: at the e2e's 2 s intake visibility the
+submit's would be 0.33 s, and a batch against moto and the emulator on a loaded machine can take
+longer than that, so the machine, not the code, would time it out. Where the floor applies, the lease
+is raised with the timeout (a live worker must never outlive its lease: that guards against a second
+fal submission) and may then outlast its queue's visibility: a redelivery finds the lease live and
+waits for it, as after a killed run in the template with a longer lease; it costs time, not jobs.
 """
 
 from __future__ import annotations
@@ -18,15 +26,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from falflow.store.settings import StoreSettings
+from falflow.submit.settings import SubmitSettings
 from falflow_tools.template import function_specs, resources_of_type
 
 # Functions whose lease is a setting: (environment variable, its default when the template sets none).
 LEASE_SETTINGS: Mapping[str, tuple[str, float]] = {
+    "SubmitFunction": (
+        "SUBMIT_LEASE_SECONDS",
+        float(SubmitSettings.model_fields["submit_lease_seconds"].default),
+    ),
     "StoreFunction": (
         "STORE_LEASE_SECONDS",
         float(StoreSettings.model_fields["store_lease_seconds"].default),
     ),
 }
+
+
+# Shortest local timeout a leased function gets (the store's at the e2e's 2 s intake visibility).
+MIN_LOCAL_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -92,8 +109,9 @@ def scaled_timings(consumers: Iterable[QueueConsumer], shortest_visibility_s: in
         if lease is None:
             timings[consumer.function] = LocalTiming(visibility, consumer.timeout_s, {})
             continue
-        # From the rounded visibility SQS will use, so the ratios hold exactly.
-        ratio = visibility / consumer.visibility_s
+        # From the rounded visibility SQS will use, so the ratios hold exactly (above the floor).
+        floor = min(1.0, MIN_LOCAL_TIMEOUT_S / consumer.timeout_s)  # never above the template's
+        ratio = max(visibility / consumer.visibility_s, floor)
         name, seconds = lease
         timings[consumer.function] = LocalTiming(
             visibility, consumer.timeout_s * ratio, {name: f"{seconds * ratio:.3f}"}

@@ -18,8 +18,12 @@ from botocore.exceptions import ClientError
 from falflow.aws.dead_letter import (
     ERROR_MESSAGE_ATTRIBUTE,
     ERROR_TYPE_ATTRIBUTE,
+    JOB_IDS_ATTRIBUTE,
     RECEIVE_COUNT_ATTRIBUTE,
     SOURCE_QUEUE_ATTRIBUTE,
+    make_visible,
+    receive_each_once,
+    string_attribute,
 )
 from falflow_tools.ops.target import OpsError, Target
 
@@ -33,6 +37,7 @@ _REASON_ATTRIBUTES = {
     ERROR_MESSAGE_ATTRIBUTE,
     SOURCE_QUEUE_ATTRIBUTE,
     RECEIVE_COUNT_ATTRIBUTE,
+    JOB_IDS_ATTRIBUTE,
 }
 # Long enough to read every message once without seeing one twice; made visible again after.
 _PEEK_VISIBILITY_S = 20
@@ -87,14 +92,9 @@ class DeadLetter:
         }
 
 
-def _string_attribute(message: MessageTypeDef, name: str) -> str | None:
-    value = message.get("MessageAttributes", {}).get(name)
-    return value.get("StringValue") if value else None
-
-
 def _dead_letter(queue: str, message: MessageTypeDef) -> DeadLetter:
     sent_ms = int(message.get("Attributes", {}).get("SentTimestamp", "0"))
-    counted = _string_attribute(message, RECEIVE_COUNT_ATTRIBUTE)
+    counted = string_attribute(message, RECEIVE_COUNT_ATTRIBUTE)
     return DeadLetter(
         queue=queue,
         message_id=message["MessageId"],
@@ -103,9 +103,9 @@ def _dead_letter(queue: str, message: MessageTypeDef) -> DeadLetter:
         receive_count=int(counted)
         if counted
         else int(message.get("Attributes", {}).get("ApproximateReceiveCount", "0")),
-        error_type=_string_attribute(message, ERROR_TYPE_ATTRIBUTE),
-        error_message=_string_attribute(message, ERROR_MESSAGE_ATTRIBUTE),
-        source_queue_arn=_string_attribute(message, SOURCE_QUEUE_ATTRIBUTE),
+        error_type=string_attribute(message, ERROR_TYPE_ATTRIBUTE),
+        error_message=string_attribute(message, ERROR_MESSAGE_ATTRIBUTE),
+        source_queue_arn=string_attribute(message, SOURCE_QUEUE_ATTRIBUTE),
         attributes=dict(message.get("MessageAttributes", {})),
         receipt_handle=message["ReceiptHandle"],
     )
@@ -113,38 +113,13 @@ def _dead_letter(queue: str, message: MessageTypeDef) -> DeadLetter:
 
 def _peek(target: Target, queue: str, url: str, limit: int) -> list[DeadLetter]:
     """Read up to `limit` messages, each once, holding them invisible until the caller is done."""
-    sqs = target.sqs()
-    seen: dict[str, DeadLetter] = {}
-    while len(seen) < limit:
-        batch = sqs.receive_message(
-            QueueUrl=url,
-            MaxNumberOfMessages=min(10, limit - len(seen)),
-            VisibilityTimeout=_PEEK_VISIBILITY_S,
-            WaitTimeSeconds=0,
-            AttributeNames=["All"],
-            MessageAttributeNames=["All"],
-        ).get("Messages", [])
-        if not batch:
-            break
-        for message in batch:
-            seen.setdefault(message["MessageId"], _dead_letter(queue, message))
-    return list(seen.values())
+    messages = receive_each_once(target.sqs(), url, limit=limit, visibility_s=_PEEK_VISIBILITY_S)
+    return [_dead_letter(queue, message) for message in messages]
 
 
 def _release(target: Target, url: str, letters: Iterable[DeadLetter]) -> None:
     """Make peeked messages visible again at once (listing must not hide them for long)."""
-    pending = list(letters)
-    sqs = target.sqs()
-    for start in range(0, len(pending), 10):
-        chunk = pending[start : start + 10]
-        with contextlib.suppress(ClientError):
-            sqs.change_message_visibility_batch(
-                QueueUrl=url,
-                Entries=[
-                    {"Id": str(i), "ReceiptHandle": letter.receipt_handle, "VisibilityTimeout": 0}
-                    for i, letter in enumerate(chunk)
-                ],
-            )
+    make_visible(target.sqs(), url, (letter.receipt_handle for letter in letters))
 
 
 def list_dead_letters(target: Target, queues: Sequence[str] = (), *, limit: int = 100) -> list[DeadLetter]:

@@ -16,3 +16,12 @@ class OutputsMessage(BaseModel):
     request_id: str
     completion_key: str
     source: CompletionSource = "webhook"
+
+
+def outputs_message_jobs(body: str) -> tuple[str, ...]:
+    """The job an outputs message's body is for; none if it is no outputs message. (A message SQS
+    moved to the DLQ itself carries only its body.)"""
+    try:
+        return (OutputsMessage.model_validate_json(body).job_id,)
+    except ValueError:
+        return ()

@@ -3,7 +3,7 @@ the reconciler once per scheduled invocation (the event's content does not matte
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aws_lambda_powertools import Metrics
@@ -11,11 +11,14 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from falflow.aws.clients import aws_client
+from falflow.aws.dead_letter import SqsDeadLetterQueue
 from falflow.aws.events import EventBridgePublisher
 from falflow.completion.finalise import Finaliser
+from falflow.completion.messages import outputs_message_jobs
 from falflow.fal.platform import FalPlatformClient
 from falflow.fal.queue import FalQueueClient
 from falflow.jobs import utcnow
+from falflow.reconcile.dead_letters import DeadLetterSweep
 from falflow.reconcile.reconciler import ACTOR, Reconciler
 from falflow.reconcile.settings import ReconcileSettings
 from falflow.secrets import FalKeys
@@ -54,22 +57,56 @@ def build_reconciler(settings: ReconcileSettings) -> Reconciler:
     )
 
 
+def build_dead_letter_sweep(settings: ReconcileSettings) -> DeadLetterSweep:
+    """Both DLQs; a message SQS moved from the outputs queue itself names its job in its body."""
+
+    def queue(name: str, url: str, jobs_of_body: Callable[[str], tuple[str, ...]]) -> SqsDeadLetterQueue:
+        return SqsDeadLetterQueue(
+            lambda: aws_client("sqs"),
+            url,
+            name=name,
+            visibility_s=settings.dead_letter_sweep_visibility_seconds,
+            jobs_of_body=jobs_of_body,
+        )
+
+    return DeadLetterSweep(
+        settings.job_store(),
+        [
+            # An intake body alone does not tell its job for sure (a job document may name its own
+            # id; a message may reuse another's): only the entries the submit dead-lettered are read.
+            queue("intake", settings.intake_dlq_url, lambda body: ()),
+            queue("outputs", settings.outputs_dlq_url, outputs_message_jobs),
+        ],
+        limit=settings.dead_letter_sweep_limit,
+        actor=ACTOR,
+    )
+
+
 class ReconcileApp:
-    def __init__(self, reconciler: Reconciler, reserve_seconds: float) -> None:
+    def __init__(self, reconciler: Reconciler, sweep: DeadLetterSweep, reserve_seconds: float) -> None:
         self._reconciler = reconciler
+        self._sweep = sweep
         self._reserve_ms = reserve_seconds * 1000
 
     @classmethod
     def from_environment(cls, settings: ReconcileSettings | None = None) -> ReconcileApp:
-        """Once per cold start: settings validated, clients and the reconciler made."""
+        """Once per cold start: settings validated, clients, the reconciler and the sweep made."""
         settings = settings or ReconcileSettings()
-        return cls(build_reconciler(settings), settings.reserve_seconds)
+        return cls(build_reconciler(settings), build_dead_letter_sweep(settings), settings.reserve_seconds)
 
     def handle(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
-        report = self._reconciler.run(
-            utcnow(), time_left=lambda: (context.get_remaining_time_in_millis() - self._reserve_ms) / 1000
-        )
+        def time_left() -> float:
+            return (context.get_remaining_time_in_millis() - self._reserve_ms) / 1000
+
+        report = self._reconciler.run(utcnow(), time_left=time_left)
         for action, count in report.actions.items():
             name = "Reconcile" + action.value.title().replace("_", "")
             metrics.add_metric(name=name, unit=MetricUnit.Count, value=count)
-        return report.as_dict()
+        if report.stopped_early or time_left() <= 0:
+            return report.as_dict()  # the jobs come first; the next run sweeps
+        # After the jobs: a job this run completed leaves its dead letters to be removed now.
+        swept = self._sweep.sweep(utcnow())
+        metrics.add_metric(
+            name="ReconcileDeadLettersRemoved", unit=MetricUnit.Count, value=sum(swept.removed.values())
+        )
+        return {**report.as_dict(), **swept.as_dict()}

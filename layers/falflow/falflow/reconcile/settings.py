@@ -21,6 +21,12 @@ class ReconcileSettings(HandoffSettings, FalConnectionSettings, SecretIds, Metri
     reconcile_concurrency: Annotated[int, Field(ge=1, le=64)] = 8
     # Stop taking new jobs when less than this is left of the invocation; the next run continues.
     reserve_seconds: Annotated[float, Field(ge=0)] = 20
+    # The DLQs swept each run for messages of jobs that completed since (falflow.reconcile.dead_letters):
+    # at most this many messages of each per run, each hidden this long while the sweep looks at it.
+    intake_dlq_url: Annotated[str, Field(min_length=1)]
+    outputs_dlq_url: Annotated[str, Field(min_length=1)]
+    dead_letter_sweep_limit: Annotated[int, Field(ge=0, le=1000)] = 100
+    dead_letter_sweep_visibility_seconds: Annotated[int, Field(ge=1, le=900)] = 60
 
     def policy(self) -> ReconcilePolicy:
         return ReconcilePolicy(

@@ -220,6 +220,7 @@ class SubmitApp:
             config=SubmitConfig(
                 webhook_url=settings.webhook_url,
                 ambiguous_grace=settings.ambiguous_grace,
+                worker_lease=settings.worker_lease,
                 max_inline_input_bytes=settings.max_inline_input_bytes,
                 fal_defaults=settings.fal_defaults(),
             ),
@@ -280,7 +281,7 @@ class SubmitApp:
                 logger.info("job goes back to the queue", reason=retry.reason, ambiguous=retry.ambiguous)
                 retries.append(retry)
         if retries and not self._left_to_job_records(record, retries):
-            raise retries[0]  # the message carries them all; the others are redone as duplicates
+            raise _for_the_whole_message(retries, results)
         conflicts = [result for result in results if result.outcome is SubmitOutcome.CONFLICT]
         if conflicts:
             # Can never succeed, so no retries: into the DLQ now, with the reason, and consumed.
@@ -323,6 +324,18 @@ class SubmitApp:
                 error.job_id,
                 TrailEntry(at=isoformat(utcnow()), actor=ACTOR, action="dead_lettered", reason=error.reason),
             )
+
+
+def _for_the_whole_message(
+    retries: list[SubmitRetryLaterError], results: list[SubmitResult]
+) -> SubmitRetryLaterError:
+    """The retry that sends the message back: the first (the message carries them all; the others
+    are redone as duplicates), naming every job of the message but one whose id it reused, so that
+    a DLQ entry of it is removed only once they all completed (falflow.reconcile.dead_letters)."""
+    first = retries[0]
+    mine = [r.job_id for r in results if r.job_id and r.outcome is not SubmitOutcome.CONFLICT]
+    first.job_ids = tuple(dict.fromkeys([*mine, *(r.job_id for r in retries)]))
+    return first
 
 
 def correlate_logs(log_keys: Logger) -> Callable[[str], None]:

@@ -50,9 +50,6 @@ from falflow.webhook.token import WebhookTokens, job_webhook_url
 logger = Logger(child=True)
 
 ACTOR: Final = "submit"
-# A worker's hold on a job while it sends it: longer than a submit function can run (its Timeout
-# is 60 s in template.yaml; a test holds it below this), so a live worker never loses its lease.
-WORKER_LEASE: Final = timedelta(seconds=120)
 MAX_METADATA_BYTES: Final = 16 * 1024
 
 
@@ -92,6 +89,8 @@ class SubmitRetryLaterError(Exception):
         self.reason = reason
         self.ambiguous = ambiguous
         self.held = held or ambiguous
+        # Every job of the message it stops (its DLQ entry names them: falflow.aws.dead_letter).
+        self.job_ids: tuple[str, ...] = (job_id,)
 
 
 class FalFailure(StrEnum):
@@ -141,6 +140,8 @@ def _json_size(value: Any) -> int:
 class SubmitConfig:
     webhook_url: str
     ambiguous_grace: timedelta
+    # A live worker's hold on a job it sends (SUBMIT_LEASE_SECONDS: falflow.submit.settings).
+    worker_lease: timedelta
     max_inline_input_bytes: int
     fal_defaults: FalDefaults = field(default_factory=FalDefaults)
 
@@ -148,7 +149,7 @@ class SubmitConfig:
     def submit_lease(self) -> timedelta:
         """How long a worker holds a job it sends: its own lifetime at least, and the grace, since
         a worker that dies mid-submit leaves the same doubt as a lost reply."""
-        return max(WORKER_LEASE, self.ambiguous_grace)
+        return max(self.worker_lease, self.ambiguous_grace)
 
 
 class SubmitService:
@@ -337,7 +338,7 @@ class SubmitService:
             return "no request history is configured, so the grace rule alone decides"
         # Every earlier attempt of this job was sent at least a grace ago (its lease had to expire
         # first), so a request sent within the last half grace is another job's (same input).
-        sent_before = self._clock() - min(self._config.ambiguous_grace, WORKER_LEASE) / 2
+        sent_before = self._clock() - min(self._config.ambiguous_grace, self._config.worker_lease) / 2
         try:
             matches = self._requests.with_input(job, fal_input, sent_before=sent_before)
         except FalError as error:

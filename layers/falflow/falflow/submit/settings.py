@@ -41,6 +41,11 @@ class SubmitSettings(
     # bind the request it may have queued before the job is sent again (falflow.submit.service).
     # Keep it below the intake queue's visibility timeout so the first redelivery can resend.
     submit_ambiguous_grace_seconds: Annotated[float, Field(gt=0, le=12 * 3600)] = 300
+    # A worker's hold on a job while it sends it: longer than the submit function can run (its
+    # Timeout, 60 s in template.yaml; a test holds it below half of this), so a live worker never
+    # loses its lease. The local stack scales it with the intake queue's visibility and the
+    # function's timeout (falflow_tools.local.timings).
+    submit_lease_seconds: Annotated[float, Field(gt=0)] = 120
     # Submissions of one batch in flight at once (the batch size is 10).
     submit_concurrency: Annotated[int, Field(ge=1, le=100)] = 10
     # What fal may keep and do, where a route or request does not say (README "What fal keeps"):
@@ -88,3 +93,7 @@ class SubmitSettings(
     @property
     def ambiguous_grace(self) -> timedelta:
         return timedelta(seconds=self.submit_ambiguous_grace_seconds)
+
+    @property
+    def worker_lease(self) -> timedelta:
+        return timedelta(seconds=self.submit_lease_seconds)
