@@ -13,9 +13,9 @@ from falflow.completion.finalise import Finaliser
 from falflow.completion.handoff import CompletionHandoff
 from falflow.fal import FalPlatformClient, FalQueueClient
 from falflow.jobs import JobState, utcnow
+from falflow.jobs.requests import CANCELLED_ACTION, JobRequests
 from falflow.reconcile.reconciler import ACTOR, ReconcilePolicy, Reconciler
 from falflow.settings import FalSettings
-from falflow.submit.duplicates import CANCELLED_ACTION, JobRequests
 from falflow_tools.emulator import RunningEmulator
 from tests.fakes.completion import MemoryInbox, MemoryOutputsQueue, RecordingPublisher
 from tests.fixtures.fal_emulator import EmulatorFactory

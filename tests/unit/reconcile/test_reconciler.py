@@ -17,8 +17,8 @@ from falflow.fal.errors import FalNotFoundError, FalServerError
 from falflow.fal.platform import RequestHistoryItem
 from falflow.fal.queue import QueueStatus
 from falflow.jobs import Job, JobState, RequestUrls, isoformat, utcnow
+from falflow.jobs.requests import CANCELLED_ACTION, JobRequests
 from falflow.reconcile.reconciler import ACTOR, Action, ReconcilePolicy, Reconciler, original_request
-from falflow.submit.duplicates import CANCELLED_ACTION, JobRequests
 from tests.fakes.completion import FakeFalQueue, MemoryInbox, MemoryOutputsQueue, RecordingPublisher
 from tests.fakes.job_store import InMemoryJobStore
 from tests.fakes.webhook_events import delivery

@@ -20,7 +20,7 @@ from falflow.fal import (
     FalTransportError,
     FalValidationError,
 )
-from falflow.submit.files import same_fal_input
+from falflow.jobs.requests import same_fal_input
 from falflow.submit.request import JobRequest, RequestRejectedError, S3ObjectRef, parse_request
 from falflow.submit.routes import RouteTable, render
 from falflow.submit.service import FalFailure, classify_submit_error

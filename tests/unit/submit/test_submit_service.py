@@ -18,7 +18,7 @@ from falflow.fal import (
     FalValidationError,
 )
 from falflow.jobs import JobState, isoformat
-from falflow.submit.duplicates import HISTORY_LOOKBACK
+from falflow.jobs.requests import HISTORY_LOOKBACK
 from falflow.submit.service import SubmitOutcome, SubmitRetryLaterError
 from falflow.submit.sources import message_job_id, object_job_id
 from falflow_tools.template import function_specs

@@ -9,9 +9,10 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from falflow.catalogue import CatalogueStatus, catalogue_status
+from falflow.deferred import DeferredModel
 from falflow.fal.platform import AnalyticsReport, ModelInfo, Price, UsageLineItem, UsageReport
 from falflow.jobs import isoformat
 
@@ -42,7 +43,7 @@ def day_of(timestamp: str) -> date:
 # ------------------------------------------------------------------------------------------ rows
 
 
-class _Row(BaseModel):
+class _Row(DeferredModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -64,7 +65,7 @@ class UsageRow(_Row):
         return (self.bucket, self.endpoint_id, self.unit)
 
 
-class AnalyticsRow(BaseModel):
+class AnalyticsRow(DeferredModel):
     """One endpoint's request counts and latency percentiles in one bucket (metrics as fields)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
@@ -182,7 +183,7 @@ class Outcome(StrEnum):
     FAILED = "failed"
 
 
-class PartResult(BaseModel):
+class PartResult(DeferredModel):
     name: str
     outcome: Outcome
     detail: str = ""
@@ -191,7 +192,7 @@ class PartResult(BaseModel):
     gaps: list[str] = Field(default_factory=list)
 
 
-class RunRecord(BaseModel):
+class RunRecord(DeferredModel):
     run_id: str
     started_at: str
     finished_at: str
@@ -199,7 +200,7 @@ class RunRecord(BaseModel):
     parts: list[PartResult]
 
 
-class CollectReport(BaseModel):
+class CollectReport(DeferredModel):
     run_id: str
     started_at: datetime
     finished_at: datetime

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ConfigDict, ValidationError
 
+from falflow.deferred import DeferredModel
 from falflow.jobs import JobError
 
 # Our own error types (fal's are kept as fal sends them).
@@ -27,7 +28,7 @@ class InvalidDeliveryError(ValueError):
     """A body that is not a fal completion (not JSON, or not the webhook's shape)."""
 
 
-class FalDelivery(BaseModel):
+class FalDelivery(DeferredModel):
     model_config = ConfigDict(extra="allow")
 
     request_id: str | None = None

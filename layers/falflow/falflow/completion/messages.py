@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
+
+from falflow.deferred import DeferredModel
 
 CompletionSource = Literal["webhook", "reconcile"]
 
 
-class OutputsMessage(BaseModel):
+class OutputsMessage(DeferredModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     job_id: str

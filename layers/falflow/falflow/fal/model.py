@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
+
+from falflow.deferred import DeferredModel
 
 
-class FalModel(BaseModel):
+class FalModel(DeferredModel):
     # fal adds fields over time; keep them (``model_extra``) instead of failing or dropping them.
     model_config = ConfigDict(extra="allow")

@@ -6,7 +6,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from falflow.deferred import DeferredModel
 
 
 class JobState(StrEnum):
@@ -55,7 +57,7 @@ def isoformat(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
-class JobError(BaseModel):
+class JobError(DeferredModel):
     """Why a job was rejected or failed; fal's own error type and detail are kept whole."""
 
     model_config = ConfigDict(extra="ignore")
@@ -65,7 +67,7 @@ class JobError(BaseModel):
     detail: Any = None
 
 
-class JobCost(BaseModel):
+class JobCost(DeferredModel):
     model_config = ConfigDict(extra="ignore")
 
     amount: float
@@ -76,7 +78,7 @@ class JobCost(BaseModel):
     unit_price: float | None = None
 
 
-class TrailEntry(BaseModel):
+class TrailEntry(DeferredModel):
     """A note of when and why a component acted on a job outside the happy path."""
 
     model_config = ConfigDict(extra="ignore")
@@ -102,7 +104,7 @@ def appended_trail(trail: list[TrailEntry], entry: TrailEntry) -> tuple[list[Tra
     return grown[dropped:], dropped
 
 
-class Job(BaseModel):
+class Job(DeferredModel):
     model_config = ConfigDict(extra="ignore")
 
     job_id: str

@@ -18,11 +18,11 @@ from falflow.completion.messages import outputs_message_jobs
 from falflow.fal.platform import FalPlatformClient
 from falflow.fal.queue import FalQueueClient
 from falflow.jobs import utcnow
+from falflow.jobs.requests import JobRequests
 from falflow.reconcile.dead_letters import DeadLetterSweep
 from falflow.reconcile.reconciler import ACTOR, Reconciler
 from falflow.reconcile.settings import ReconcileSettings
 from falflow.secrets import FalKeys
-from falflow.submit.duplicates import JobRequests
 
 metrics = Metrics()
 

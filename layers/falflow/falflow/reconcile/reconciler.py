@@ -32,7 +32,7 @@ from falflow.fal.errors import FalError, FalNotFoundError
 from falflow.fal.ports import FalQueue
 from falflow.fal.queue import QueueStatus, QueueUrls
 from falflow.jobs import WAITING_STATES, Job, JobError, JobState, JobStore, TrailEntry, isoformat
-from falflow.submit.duplicates import JobRequests
+from falflow.jobs.requests import JobRequests
 
 logger = Logger(child=True)
 

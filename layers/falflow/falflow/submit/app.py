@@ -28,12 +28,13 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from botocore.config import Config
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from falflow.aws.clients import aws_client
 from falflow.aws.dead_letter import DeadLetterPolicy, with_dead_letter_reason
 from falflow.aws.dead_letter import dead_letter as send_to_dead_letter
 from falflow.catalogue import DynamoModelCatalogue
+from falflow.deferred import DeferredModel
 from falflow.failures import report_failure
 from falflow.fal.http import build_http_client
 from falflow.fal.platform import FalPlatformClient
@@ -85,35 +86,35 @@ _OUTCOME_METRICS: Final = {
 # ------------------------------------------------------------------------------ event parsing
 
 
-class _S3Bucket(BaseModel):
+class _S3Bucket(DeferredModel):
     name: str
 
 
-class _S3Object(BaseModel):
+class _S3Object(DeferredModel):
     key: str
     size: int | None = None
     etag: str | None = Field(default=None, alias="eTag")
     version_id: str | None = Field(default=None, alias="versionId")
 
 
-class _S3Entity(BaseModel):
+class _S3Entity(DeferredModel):
     bucket: _S3Bucket
     object: _S3Object
 
 
-class _S3Record(BaseModel):
+class _S3Record(DeferredModel):
     event_source: str = Field(alias="eventSource")
     event_name: str = Field(alias="eventName")
     s3: _S3Entity
 
 
-class _S3Notification(BaseModel):
+class _S3Notification(DeferredModel):
     model_config = ConfigDict(extra="ignore")
 
     records: list[_S3Record] = Field(alias="Records", min_length=1)
 
 
-class _S3TestEvent(BaseModel):
+class _S3TestEvent(DeferredModel):
     event: str = Field(alias="Event")
     service: str = Field(alias="Service")
 

@@ -11,7 +11,6 @@ import mimetypes
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from falflow.fal.ports import FalStorage
 from falflow.submit.objects import InputObjects, ObjectInfo
@@ -20,8 +19,6 @@ from falflow.submit.request import RequestRejectedError, S3ObjectRef
 from falflow.submit.routes import FileVia, Route, render
 
 _DEFAULT_CONTENT_TYPE = "application/octet-stream"
-# A SigV4 presigned URL carries its credentials in X-Amz-* query parameters.
-_PRESIGNED_MARKER = "X-Amz-Signature="
 
 
 @dataclass(frozen=True)
@@ -128,30 +125,6 @@ class InputFiles:
             return self._storage.upload(
                 stream.body, content_type=content_type, file_name=ref.file_name, size=stream.size
             )
-
-
-def same_fal_input(sent: Any, seen: Any) -> bool:
-    """Whether ``seen`` (an input fal keeps) is ``sent`` (an input of ours, resolved again): equal
-    JSON, where presigned S3 URLs are compared without their signature (it differs per attempt)
-    and so name the same object version. A CDN upload's URL differs per upload: never equal."""
-    same: bool = _comparable(sent) == _comparable(seen)
-    return same
-
-
-def _comparable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _comparable(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_comparable(item) for item in value]
-    if isinstance(value, str) and _PRESIGNED_MARKER in value:
-        parts = urlsplit(value)
-        kept = [
-            (name, item)
-            for name, item in parse_qsl(parts.query, keep_blank_values=True)
-            if not name.lower().startswith("x-amz-")
-        ]
-        return urlunsplit(parts._replace(query=urlencode(kept)))
-    return value
 
 
 def _missing(ref: S3ObjectRef, where: str = "") -> RequestRejectedError:

@@ -14,7 +14,6 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
@@ -22,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from falflow.deferred import DeferredModel
 from falflow.fal.endpoints import EndpointId
 from falflow.jobs import JobError
 
@@ -126,7 +126,7 @@ def fal_options(request: JobRequest, defaults: FalDefaults) -> dict[str, Any]:
     return {name: getattr(defaults, name) if value is None else value for name, value in chosen.items()}
 
 
-class JobRequest(BaseModel):
+class JobRequest(DeferredModel):
     """A job message or job document. ``input`` is the model's own input, passed through."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)

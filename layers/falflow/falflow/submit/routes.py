@@ -28,8 +28,9 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
+from pydantic import ConfigDict, Field, RootModel, model_validator
 
+from falflow.deferred import DeferredModel
 from falflow.submit.request import EndpointIdStr, OutputExpiry, OutputPrefix, Priority, StartTimeout
 
 FileVia = Literal["presigned_url", "fal_cdn"]
@@ -62,7 +63,7 @@ def render(template: Any, values: Mapping[str, str]) -> Any:
     return template
 
 
-class Route(BaseModel):
+class Route(DeferredModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: EndpointIdStr

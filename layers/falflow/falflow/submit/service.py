@@ -39,7 +39,7 @@ from falflow.fal.platform import RequestHistoryItem
 from falflow.fal.ports import FalQueue, FalRequestHistory
 from falflow.fal.queue import OutputLifecycle, Submission
 from falflow.jobs import Job, JobError, JobState, JobStore, RequestUrls, TrailEntry, isoformat, utcnow
-from falflow.submit.duplicates import JobRequests
+from falflow.jobs.requests import JobRequests
 from falflow.submit.files import CheckedInputs, InputFiles
 from falflow.submit.objects import InputArchive
 from falflow.submit.plan import JobIdentity, JobPlan, Planner, PlanRejectedError

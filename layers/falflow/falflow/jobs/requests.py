@@ -11,21 +11,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from aws_lambda_powertools import Logger
 
 from falflow.fal.errors import FalError
-from falflow.fal.platform import RequestHistoryItem
-from falflow.fal.ports import FalQueue, FalRequestHistory
-from falflow.jobs import Job, JobState, JobStore, TrailEntry, isoformat, utcnow
-from falflow.submit.files import same_fal_input
+from falflow.jobs.model import Job, JobState, TrailEntry, isoformat, utcnow
+
+if TYPE_CHECKING:
+    from falflow.fal.platform import RequestHistoryItem
+    from falflow.fal.ports import FalQueue, FalRequestHistory
+    from falflow.jobs.store import JobStore
 
 logger = Logger(child=True)
 
 # How far before a job's creation its requests are looked for (clock skew between us and fal).
 HISTORY_LOOKBACK: Final = timedelta(minutes=5)
 CANCELLED_ACTION: Final = "duplicate_request_cancelled"
+# A SigV4 presigned URL carries its credentials in X-Amz-* query parameters.
+_PRESIGNED_MARKER = "X-Amz-Signature="
 
 
 class JobRequests:
@@ -122,3 +127,27 @@ def _sent_before(item: RequestHistoryItem, moment: datetime) -> bool:
         return datetime.fromisoformat(item.sent_at) < moment
     except ValueError:
         return False  # a time we cannot read proves nothing
+
+
+def same_fal_input(sent: Any, seen: Any) -> bool:
+    """Whether ``seen`` (an input fal keeps) is ``sent`` (an input of ours, resolved again): equal
+    JSON, where presigned S3 URLs are compared without their signature (it differs per attempt)
+    and so name the same object version. A CDN upload's URL differs per upload: never equal."""
+    same: bool = _comparable(sent) == _comparable(seen)
+    return same
+
+
+def _comparable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _comparable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_comparable(item) for item in value]
+    if isinstance(value, str) and _PRESIGNED_MARKER in value:
+        parts = urlsplit(value)
+        kept = [
+            (name, item)
+            for name, item in parse_qsl(parts.query, keep_blank_values=True)
+            if not name.lower().startswith("x-amz-")
+        ]
+        return urlunsplit(parts._replace(query=urlencode(kept)))
+    return value
