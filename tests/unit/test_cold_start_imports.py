@@ -1,8 +1,7 @@
-"""What a cold start loads: the layer ships bytecode for the runtime's Python; each handler's init,
-started in a fresh process laid out as Lambda runs it (bench/cold_start.py), loads Powertools' Logger
-and Metrics and nothing of its app (built by the first invocation, ADR 0020); and the app it builds
-then imports only its own wiring: the webhook's verifier and ``cryptography`` only in the webhook,
-the X-Ray SDK only when ``TRACE_SUBSEGMENTS`` asks for it. Not a timing: what is loaded, not how fast."""
+"""What a cold start loads: the layer ships bytecode for the runtime's Python, and each handler,
+started in a fresh process laid out as Lambda runs it (bench/cold_start.py), imports only its own
+wiring — the webhook's verifier and ``cryptography`` only in the webhook, the X-Ray SDK only when
+``TRACE_SUBSEGMENTS`` asks for it. Not a timing: what is loaded, not how fast."""
 
 from __future__ import annotations
 
@@ -14,7 +13,6 @@ import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -32,14 +30,8 @@ FUNCTION_PACKAGES = {
 NEVER_SHIPPED = ("falflow_tools", "moto", "pytest", "bench", "tests")
 # Modules of another function's package a handler may load, and why: submit signs each job's
 # webhook URL with the token the webhook checks (stdlib hmac only, no verifier). Exactly these, so
-# the set cannot grow unseen.
+# the set cannot grow unseen. (Reconcile's request-history lookup lives in falflow.jobs.requests.)
 SHARED = {"SubmitFunction": {"falflow.webhook", "falflow.webhook.token"}}
-# What a handler's init may load of falflow: the first-use holder of its app and its observability.
-FALFLOW_AT_INIT = {"falflow", "falflow.container", "falflow.observability"}
-# Its app's dependencies, none of which its init loads (nor boto3 and botocore's client machinery:
-# the floor's own cost; Powertools imports botocore's top-level package, no more).
-NOT_AT_INIT = ("pydantic", "pydantic_core", "pydantic_settings", "httpx", "httpcore", "cryptography", "boto3")
-NOT_AT_INIT_MODULES = {"botocore.session", "botocore.client"}
 
 
 def _runtime_version() -> str:
@@ -93,36 +85,12 @@ def layout() -> Iterator[LambdaLayout]:
 
 
 @pytest.fixture(scope="module")
-def started(layout: LambdaLayout) -> dict[str, dict[str, Any]]:
+def loaded(layout: LambdaLayout) -> dict[str, set[str]]:
+    """The modules each function's handler has loaded when its init is over."""
     by_name = {subject.name: subject for subject in subjects(layout)}
     with ThreadPoolExecutor(max_workers=len(FUNCTION_PACKAGES)) as pool:
-        running = {name: pool.submit(start, by_name[name], modules=True) for name in function_specs()}
-    return {name: future.result() for name, future in running.items()}
-
-
-@pytest.fixture(scope="module")
-def at_init(started: dict[str, dict[str, Any]]) -> dict[str, set[str]]:
-    """The modules each function's handler has loaded when its init is over."""
-    return {name: set(result["modules"]) for name, result in started.items()}
-
-
-@pytest.fixture(scope="module")
-def loaded(started: dict[str, dict[str, Any]]) -> dict[str, set[str]]:
-    """The modules loaded once the first invocation has built the handler's app."""
-    return {name: set(result["first_use_modules"]) for name, result in started.items()}
-
-
-@pytest.mark.parametrize("function", sorted(FUNCTION_PACKAGES))
-def test_a_handler_init_loads_observability_and_not_its_app(
-    function: str, at_init: dict[str, set[str]], loaded: dict[str, set[str]]
-) -> None:
-    falflow = {m for m in at_init[function] if m.split(".")[0] == "falflow"}
-    assert falflow == FALFLOW_AT_INIT
-    assert {"aws_lambda_powertools.logging.logger", "aws_lambda_powertools.metrics"} <= at_init[function]
-    assert not {m for m in at_init[function] if m.split(".")[0] in NOT_AT_INIT}
-    assert not NOT_AT_INIT_MODULES & at_init[function]
-    # ...all of which the first invocation's wiring does load.
-    assert {FUNCTION_PACKAGES[function], "pydantic", "boto3"} <= loaded[function]
+        started = {name: pool.submit(start, by_name[name], modules=True) for name in function_specs()}
+    return {name: set(future.result()["modules"]) for name, future in started.items()}
 
 
 @pytest.mark.parametrize("function", sorted(FUNCTION_PACKAGES))
@@ -147,15 +115,15 @@ def test_only_the_webhook_loads_the_signature_verifier(function: str, loaded: di
 
 @pytest.mark.parametrize("function", sorted(FUNCTION_PACKAGES))
 def test_no_handler_loads_the_xray_sdk_unless_subsegments_are_asked_for(
-    function: str, at_init: dict[str, set[str]], loaded: dict[str, set[str]]
+    function: str, loaded: dict[str, set[str]]
 ) -> None:
-    assert not {m for m in at_init[function] | loaded[function] if m.startswith("aws_xray_sdk")}
+    assert not {m for m in loaded[function] if m.startswith("aws_xray_sdk")}
 
 
 def test_trace_subsegments_loads_the_xray_sdk_and_patches_boto3(layout: LambdaLayout) -> None:
     (store,) = [s for s in subjects(layout, {"TraceSubsegments": "true"}) if s.name == "StoreFunction"]
     assert store.environment["TRACE_SUBSEGMENTS"] == "true"
-    modules = set(start(store, modules=True)["modules"])  # at init: Tracer() patches boto3 there
+    modules = set(start(store, modules=True)["modules"])
     assert "aws_xray_sdk.core" in modules
     assert "aws_xray_sdk.ext.botocore.patch" in modules
 
