@@ -77,11 +77,12 @@ def stack_config(home: Path) -> LocalStackConfig:
         # Faults come back in seconds; the submit's grace stays below the intake's visibility.
         visibility_timeout_s=4,
         parameters={
-            "ReconcileAfterMinutes": "0.03",
+            # The template's 10 minutes, scaled as the visibility is (360 s to 4 s).
+            "ReconcileAfterMinutes": "0.11",
             "SubmitAmbiguousGraceSeconds": "2",
         },
-        schedule_intervals_s={"ReconcileFunction": 2.0, "CollectFunction": 0},
-        concurrency={"SubmitFunction": 2, "WebhookFunction": 2, "StoreFunction": 2},
+        schedule_intervals_s={"ReconcileFunction": 3.0, "CollectFunction": 0},
+        concurrency={"SubmitFunction": 4, "WebhookFunction": 3, "StoreFunction": 3},
         environment={"SubmitFunction": {"FAL_READ_TIMEOUT_S": str(SUBMIT_READ_TIMEOUT_S)}},
         emulator=EmulatorConfig(
             queue_wait_s=0.05, run_time_s=0.3, webhook_backoff_s=0.05, request_log_limit=500_000
