@@ -65,8 +65,8 @@ def test_above_the_floor_the_timeout_keeps_its_ratio_to_the_visibility(
     ("visibility_s", "submit", "store"),
     [
         # the floor holds the submit's timeout (60 s : 360 s would be 0.33 s); its lease rises with it
-        (2, (2, 5.0, "10.000"), (30, 5.0, "5.333")),
-        (30, (30, 5.0, "10.000"), (450, 75.0, "80.000")),  # 360 : 60 : 120 exactly
+        (2, (2, 20.0, "40.000"), (30, 20.0, "21.333")),
+        (30, (30, 20.0, "40.000"), (450, 75.0, "80.000")),  # the store's 360 : 900 : 960 exactly
         (360, (360, 60.0, "120.000"), (5400, 900.0, "960.000")),  # the template's own
     ],
     ids=["e2e", "local up", "template"],
