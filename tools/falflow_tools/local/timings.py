@@ -14,10 +14,11 @@ not two minutes later. A function without a lease setting keeps its template tim
 No scaled timeout is shorter than `MIN_LOCAL_TIMEOUT_S`: at the e2e's 2 s intake visibility the
 submit's would be 0.33 s, and a batch of ten against moto and the emulator on a loaded 2-core
 machine takes seconds (a 200-job reliability run with a 5 s floor timed out hundreds of submit
-runs, and their messages ended in the DLQ), so the machine, not the code, would time it out. Where the floor applies, the lease
-is raised with the timeout (a live worker must never outlive its lease: that guards against a second
-fal submission) and may then outlast its queue's visibility: a redelivery finds the lease live and
-waits for it, as after a killed run in the template with a longer lease; it costs time, not jobs.
+runs, and their messages ended in the DLQ), so the machine, not the code, would time it out.
+Where the floor applies, the lease is raised with the timeout (a live worker must never outlive its
+lease: that guards against a second fal submission) and may then outlast its queue's visibility:
+a redelivery finds the lease live and waits for it, as after a killed run in the template with a
+longer lease; it costs time, not jobs.
 """
 
 from __future__ import annotations

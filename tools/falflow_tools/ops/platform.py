@@ -10,20 +10,11 @@ from datetime import datetime
 from typing import Any
 
 from falflow.fal import AnalyticsResult, ComputeInstance, FalError, FalPlatformClient
+from falflow.fal.platform import ANALYTICS_METRICS
 from falflow_tools.ops.submit import routes
 from falflow_tools.ops.target import OpsError, Target
 
 # What `falflow analytics` asks fal for: volumes and the run-time percentiles fal reports.
-ANALYTICS_METRICS = (
-    "request_count",
-    "success_count",
-    "user_error_count",
-    "error_count",
-    "p50_duration",
-    "p90_duration",
-    "p99_duration",
-    "p50_prepare_duration",
-)
 INSTANCE_TYPES = ("gpu_1x_h100_sxm5", "gpu_8x_h100_sxm5")
 SECTORS = ("sector_1", "sector_2", "sector_3")
 

@@ -56,7 +56,7 @@ from falflow.collect.ports import (
 from falflow.collect.settings import CollectSettings
 from falflow.collect.snapshots import write_partitioned
 from falflow.fal.errors import FalError
-from falflow.fal.platform import MAX_IDS_PER_CALL, BillingEvent
+from falflow.fal.platform import ANALYTICS_METRICS, MAX_IDS_PER_CALL, BillingEvent
 from falflow.fal.ports import FalPlatform
 from falflow.jobs import Job, JobState, JobStore, isoformat, utcnow
 from falflow.secrets import MissingSecretError
@@ -72,17 +72,6 @@ USED_STATES = (
     JobState.COMPLETED,
     JobState.FAILED,
     JobState.CANCELLED,
-)
-ANALYTICS_METRICS = (
-    "request_count",
-    "success_count",
-    "user_error_count",
-    "error_count",
-    "p50_duration",
-    "p90_duration",
-    "p99_duration",
-    "p50_prepare_duration",
-    "p90_prepare_duration",
 )
 # How fal answers an id filter naming an endpoint it does not know.
 UNKNOWN_ID_STATUSES = frozenset({400, 404})

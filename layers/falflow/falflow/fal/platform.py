@@ -26,7 +26,18 @@ TimeBound = datetime | date | str
 Params = dict[str, str | list[str]]
 # fal accepts 1-50 values per id filter.
 MAX_IDS_PER_CALL = 50
+# The analytics metrics falflow reads (GET /v1/models/analytics, in `expand`): the counts, and the
+# latencies collect keeps and `falflow fal analytics` shows. The emulator keeps its own list, from
+# the OpenAPI.
 DEFAULT_ANALYTICS_METRICS = ("request_count", "success_count", "user_error_count", "error_count")
+ANALYTICS_METRICS = (
+    *DEFAULT_ANALYTICS_METRICS,
+    "p50_duration",
+    "p90_duration",
+    "p99_duration",
+    "p50_prepare_duration",
+    "p90_prepare_duration",
+)
 
 
 class ModelMetadata(FalModel):
