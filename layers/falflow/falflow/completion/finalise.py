@@ -11,14 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
+from pydantic import Field
 
+from falflow.aws.clients import aws_client
+from falflow.aws.events import EventBridgePublisher
 from falflow.completion.ports import EventPublisher
 from falflow.jobs import Job, JobError, JobState, JobStore, TrailEntry, isoformat
 from falflow.observability import JobMetrics
+from falflow.settings import MetricSettings
 
 logger = Logger(child=True)
 metrics = Metrics()
@@ -123,3 +127,19 @@ class Finaliser:
 
     def _current(self, job: Job) -> Job:
         return self._jobs.get(job.job_id) or job
+
+
+class FinaliserSettings(MetricSettings):
+    """What every writer of a job's end (store, reconciler) needs: where its event goes and the
+    bucket the event names."""
+
+    output_bucket: Annotated[str, Field(min_length=1)]
+    event_bus_name: Annotated[str, Field(min_length=1)] = "default"
+
+    def finaliser(self, jobs: JobStore) -> Finaliser:
+        return Finaliser(
+            jobs,
+            EventBridgePublisher(aws_client("events"), self.event_bus_name),
+            self.output_bucket,
+            self.job_metrics(),
+        )

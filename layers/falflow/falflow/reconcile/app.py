@@ -12,8 +12,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from falflow.aws.clients import aws_client
 from falflow.aws.dead_letter import SqsDeadLetterQueue
-from falflow.aws.events import EventBridgePublisher
-from falflow.completion.finalise import Finaliser
 from falflow.completion.messages import outputs_message_jobs
 from falflow.fal.platform import FalPlatformClient
 from falflow.fal.queue import FalQueueClient
@@ -45,12 +43,7 @@ def build_reconciler(settings: ReconcileSettings) -> Reconciler:
         jobs,
         fal=fal,
         handoff=settings.completion_handoff(jobs),
-        finaliser=Finaliser(
-            jobs,
-            EventBridgePublisher(aws_client("events"), settings.event_bus_name),
-            settings.output_bucket,
-            settings.job_metrics(),
-        ),
+        finaliser=settings.finaliser(jobs),
         intake_queue=SqsIntakeQueue(settings.intake_queue_url),
         policy=settings.policy(),
         requests=JobRequests(jobs, fal, history, actor=ACTOR),

@@ -8,14 +8,14 @@ from typing import Annotated
 
 from pydantic import Field
 
+from falflow.completion.finalise import FinaliserSettings
 from falflow.completion.settings import HandoffSettings
 from falflow.reconcile.reconciler import ReconcilePolicy
-from falflow.settings import FalConnectionSettings, MetricSettings, SecretIds
+from falflow.settings import FalConnectionSettings, SecretIds
 
 
-class ReconcileSettings(HandoffSettings, FalConnectionSettings, SecretIds, MetricSettings):
+class ReconcileSettings(HandoffSettings, FinaliserSettings, FalConnectionSettings, SecretIds):
     intake_queue_url: Annotated[str, Field(min_length=1)]
-    event_bus_name: Annotated[str, Field(min_length=1)] = "default"
     reconcile_after_minutes: Annotated[float, Field(gt=0)] = 10
     give_up_after_hours: Annotated[float, Field(gt=0)] = 24
     reconcile_concurrency: Annotated[int, Field(ge=1, le=64)] = 8

@@ -19,9 +19,7 @@ from falflow import fal
 from falflow.aws.batch import RecordClock
 from falflow.aws.clients import aws_client
 from falflow.aws.dead_letter import DeadLetterPolicy, with_dead_letter_reason
-from falflow.aws.events import EventBridgePublisher
 from falflow.aws.outputs import S3Inbox, S3OutputBucket
-from falflow.completion.finalise import Finaliser
 from falflow.completion.messages import OutputsMessage
 from falflow.fal.queue import FalQueueClient
 from falflow.jobs import utcnow
@@ -70,12 +68,7 @@ def build_store_worker(settings: StoreSettings) -> StoreWorker:
             signer=lambda url: files().sign_file_url(url, expiration_seconds=SIGNED_URL_SECONDS),
         ),
         fal=FalQueueClient(settings.fal, keys.api_key),
-        finaliser=Finaliser(
-            jobs,
-            EventBridgePublisher(aws_client("events"), settings.event_bus_name),
-            outputs.bucket,
-            settings.job_metrics(),
-        ),
+        finaliser=settings.finaliser(jobs),
         limits=settings.copy_limits(),
         lease=settings.store_lease,
         payloads=(

@@ -11,15 +11,16 @@ from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
 from falflow.aws.dead_letter import DeadLetterSettings
+from falflow.completion.finalise import FinaliserSettings
 from falflow.jobs.settings import JobsTableSettings
-from falflow.settings import FalConnectionSettings, MetricSettings, SecretIds
+from falflow.settings import FalConnectionSettings, SecretIds
 from falflow.store.copy import MIN_PART_SIZE, CopyLimits
 from falflow.store.media import MediaPolicy
 
 
-class StoreSettings(JobsTableSettings, FalConnectionSettings, SecretIds, DeadLetterSettings, MetricSettings):
-    output_bucket: Annotated[str, Field(min_length=1)]
-    event_bus_name: Annotated[str, Field(min_length=1)] = "default"
+class StoreSettings(
+    JobsTableSettings, FinaliserSettings, FalConnectionSettings, SecretIds, DeadLetterSettings
+):
     # Host patterns (fnmatch, e.g. "*.fal.media") output files may be downloaded from, over https.
     media_hosts: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*.fal.media"])
     # Exact origins ("http://127.0.0.1:8123") trusted although they are plain http or loopback.
