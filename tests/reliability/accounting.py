@@ -10,14 +10,18 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from rich.console import Console
 from rich.table import Table
 
+from falflow.aws.dead_letter import JOB_IDS_ATTRIBUTE
+from falflow.completion.messages import outputs_message_jobs
 from falflow.jobs import FINAL_STATES, Job, JobState
 from falflow.jobs.store import REQUEST_CLAIM_PREFIX, job_from_item
+from falflow.submit.app import sources_from_body
+from falflow.submit.sources import JobMessage, message_job_id, object_job_id
 from falflow_tools.emulator import JobView
 from falflow_tools.emulator.state import ServedFile
 from falflow_tools.local.stack import LocalStack
@@ -26,6 +30,9 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 COMPLETION_EVENTS = ("Job Completed", "Job Failed")
+DEAD_LETTER_QUEUES = ("IntakeDLQ", "OutputsDLQ")
+# A dead letter of a job in one of these states is no longer needed (ADR 0019).
+DONE_STATES = (JobState.COMPLETED, JobState.CANCELLED)
 
 
 def scan_jobs(dynamodb: DynamoDBClient, table: str) -> dict[str, Job]:
@@ -111,6 +118,8 @@ class Accounting:
     jobs_without_event: list[str] = field(default_factory=list)
     jobs_with_extra_events: dict[str, int] = field(default_factory=dict)
     waiting: dict[str, str] = field(default_factory=dict)
+    # Dead letters (queue/message id) whose jobs all completed or were cancelled: none may stay.
+    dead_letters_of_done_jobs: list[str] = field(default_factory=list)
     # Messages still on a queue or in a dead-letter queue when the run ended (SQS's own count).
     left_on_queues: dict[str, int] = field(default_factory=dict)
     stuck: dict[str, str] = field(default_factory=dict)
@@ -128,6 +137,7 @@ class Accounting:
             "final jobs without a completion event": self.jobs_without_event,
             "jobs with more than one completion event": sorted(self.jobs_with_extra_events),
             "jobs not final and with no visible reason": sorted(self.stuck),
+            "dead letters of jobs that completed": self.dead_letters_of_done_jobs,
         }
         problems = [f"{what}: {len(ids)} ({', '.join(ids[:5])})" for what, ids in checks.items() if ids]
         if self.fal_submissions != self.sent - self.states.get(JobState.REJECTED, 0):
@@ -156,6 +166,7 @@ class Accounting:
             ("completion events", self.events),
             ("  final jobs with no event / with more than one", " / ".join(map(str, events))),
             *((f"messages left on {queue}", n) for queue, n in self.left_on_queues.items()),
+            ("  dead letters of jobs that completed", len(self.dead_letters_of_done_jobs)),
             *((f"injected: {what}", n) for what, n in sorted(self.injected.items())),
         ]
         for label, value in rows:
@@ -210,10 +221,50 @@ def account(stack: LocalStack, job_ids: Iterable[str], *, injected: Counter[str]
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
         )["Attributes"]
         accounting.left_on_queues[queue] = sum(int(n) for n in attributes.values())
+    _account_dead_letters(accounting, stack, jobs)
     _account_submissions(accounting, expected, jobs, control.jobs())
     _account_outputs(accounting, stack, expected, jobs, control.served_files())
     _account_events(accounting, expected, jobs, drain_events(stack))
     return accounting
+
+
+def _account_dead_letters(accounting: Accounting, stack: LocalStack, jobs: dict[str, Job]) -> None:
+    """Every message in a DLQ, read (and left there), against the jobs it was for."""
+    sqs, outputs = stack.sqs(), stack.outputs()
+    for queue in DEAD_LETTER_QUEUES:
+        url, seen = outputs[f"{queue}Url"], set[str]()
+        while messages := sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60, MessageAttributeNames=["All"]
+        ).get("Messages", []):
+            for message in messages:
+                if message["MessageId"] in seen:
+                    continue
+                seen.add(message["MessageId"])
+                job_ids = dead_letter_jobs(message["Body"], message.get("MessageAttributes", {}))
+                if job_ids and all(j in jobs and jobs[j].state in DONE_STATES for j in job_ids):
+                    accounting.dead_letters_of_done_jobs.append(f"{queue}/{message['MessageId']}")
+
+
+def dead_letter_jobs(body: str, attributes: dict[str, Any]) -> tuple[str, ...]:
+    """The jobs a dead letter was for: those falflow named on it, else those its body maps to as
+    the submit or store maps it (a message SQS moved itself carries only its body)."""
+    named = attributes.get(JOB_IDS_ATTRIBUTE, {}).get("StringValue")
+    if named:
+        return tuple(json.loads(named))
+    if jobs := outputs_message_jobs(body):
+        return jobs
+    ids = []
+    for source in sources_from_body(body, message_id="dead-letter"):
+        if isinstance(source, JobMessage):
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                return ()
+            explicit = parsed.get("job_id") if isinstance(parsed, dict) else None
+            ids.append(explicit if isinstance(explicit, str) else message_job_id(body, parsed))
+        else:
+            ids.append(object_job_id(source))
+    return tuple(ids)
 
 
 def _account_submissions(

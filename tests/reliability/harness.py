@@ -82,7 +82,9 @@ def stack_config(home: Path) -> LocalStackConfig:
             "SubmitAmbiguousGraceSeconds": "2",
         },
         schedule_intervals_s={"ReconcileFunction": 3.0, "CollectFunction": 0},
-        concurrency={"SubmitFunction": 4, "WebhookFunction": 3, "StoreFunction": 3},
+        # Lambda would scale the webhook out; here it has a fixed pool, so a wide one: fal gives a
+        # delivery 15 s, and a burst of completions queued behind three workers outwaited that.
+        concurrency={"SubmitFunction": 4, "WebhookFunction": 6, "StoreFunction": 3},
         environment={"SubmitFunction": {"FAL_READ_TIMEOUT_S": str(SUBMIT_READ_TIMEOUT_S)}},
         emulator=EmulatorConfig(
             queue_wait_s=0.05, run_time_s=0.3, webhook_backoff_s=0.05, request_log_limit=500_000
