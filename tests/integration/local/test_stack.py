@@ -74,12 +74,13 @@ def test_a_short_visibility_timeout_scales_the_timeouts_and_leases_with_it(
 
     store = cold_stack.functions["StoreFunction"].runtime
     assert (visibility("IntakeQueue"), visibility("OutputsQueue")) == (2, 30)  # 360 : 5400
-    assert store.timeout_s == 5.0  # 900 : 5400
-    assert float(store.environment["STORE_LEASE_SECONDS"]) == pytest.approx(5.333)  # 960 : 5400
+    # 900 : 5400 would be 5 s: the local floor (20 s) holds it, and the lease keeps 960 : 900 to it
+    assert store.timeout_s == 20.0
+    assert float(store.environment["STORE_LEASE_SECONDS"]) == pytest.approx(21.333)
     submit = cold_stack.functions["SubmitFunction"].runtime
-    # 60 s : 360 s would be 0.33 s: the local floor holds it, and the lease keeps 120 : 60 to it
-    assert submit.timeout_s == 5.0
-    assert float(submit.environment["SUBMIT_LEASE_SECONDS"]) == pytest.approx(10.0)
+    # 60 s : 360 s would be 0.33 s: the floor holds it too, and the lease keeps 120 : 60 to it
+    assert submit.timeout_s == 20.0
+    assert float(submit.environment["SUBMIT_LEASE_SECONDS"]) == pytest.approx(40.0)
 
 
 def test_the_emulators_keys_are_in_secrets_manager_under_the_templates_names(cold_stack: LocalStack) -> None:

@@ -106,7 +106,7 @@ def run_command(*, function: str, as_json: bool, local_state: Path | None) -> No
     default=30,
     show_default=True,
     help="Seconds before a failed intake message returns; the outputs queue and the submit's and "
-    "store's timeouts and leases scale with it, in the template's ratios (no timeout below 5 s).",
+    "store's timeouts and leases scale with it, in the template's ratios (no timeout below 20 s).",
 )
 @click.option(
     "--log-dir", type=click.Path(path_type=Path, file_okay=False), default=DEFAULT_LOG_DIR, show_default=True
