@@ -32,7 +32,10 @@ def falflow(stack: LocalStack) -> Any:
     """Run `falflow …` in-process against the package's local stack."""
 
     def run(*args: str, input: str | None = None) -> Result:
-        return CliRunner().invoke(main, [*args, "--local-state", str(state_file(stack))], input=input)
+        # A wide terminal: at 80 columns, and even at 200, the long reasons of other jobs fold the
+        # table's header and rows, and which jobs are listed depends on the order tests ran in.
+        args = (*args, "--local-state", str(state_file(stack)))
+        return CliRunner().invoke(main, args, input=input, env={"COLUMNS": "400"})
 
     return run
 

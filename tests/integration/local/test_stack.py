@@ -73,7 +73,8 @@ def test_a_short_visibility_timeout_scales_the_timeouts_and_leases_with_it(
         return int(attributes["Attributes"]["VisibilityTimeout"])
 
     store = cold_stack.functions["StoreFunction"].runtime
-    assert (visibility("IntakeQueue"), visibility("OutputsQueue")) == (2, 30)  # 360 : 5400
+    # 360 : 5400, but never shorter than the submit's lease (40 s, below): the template's order
+    assert (visibility("IntakeQueue"), visibility("OutputsQueue")) == (41, 30)
     # 900 : 5400 would be 5 s: the local floor (20 s) holds it, and the lease keeps 960 : 900 to it
     assert store.timeout_s == 20.0
     assert float(store.environment["STORE_LEASE_SECONDS"]) == pytest.approx(21.333)

@@ -181,3 +181,51 @@ def test_a_lost_reply_whose_webhook_comes_late_is_found_in_fals_history_not_rese
     assert [entry.action for entry in job.trail][:2] == ["submit_ambiguous", "found_in_request_history"]
     assert {r.outcome for r in completions.results} == {HandoffOutcome.RECORDED}
     assert [message.request_id for message in completions.handed_over] == [fal_job.request_id]
+
+
+def _received(submit: SubmitHarness, body: dict[str, Any]) -> dict[str, Any]:
+    """`body` sent to the intake queue and received from it, as Lambda's poller hands it over."""
+    url = submit.stack.queue("IntakeQueue").url
+    submit.sqs.purge_queue(QueueUrl=url)  # S3's test event, sent when the stack was made
+    submit.sqs.send_message(QueueUrl=url, MessageBody=json.dumps(body))
+    (message,) = submit.sqs.receive_message(QueueUrl=url, AttributeNames=["All"])["Messages"]
+    record = submit.record(message["Body"], message_id=message["MessageId"])
+    record["receiptHandle"] = message["ReceiptHandle"]
+    return record
+
+
+def _back_within(submit: SubmitHarness, seconds: float) -> int | None:
+    """The receive count of the intake message if it is visible again within `seconds`."""
+    url = submit.stack.queue("IntakeQueue").url
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        messages = submit.sqs.receive_message(QueueUrl=url, AttributeNames=["All"]).get("Messages", [])
+        if messages:
+            return int(messages[0]["Attributes"]["ApproximateReceiveCount"])
+        time.sleep(0.2)
+    return None
+
+
+def test_a_message_whose_job_waits_out_the_grace_comes_back_when_the_grace_ends(
+    submit: SubmitHarness,
+) -> None:
+    # The queue's visibility is the template's 360 s: only the submit can bring it back sooner.
+    submit.fal.control.set_faults(submit={"rate_timeout": 1.0, "timeout_hold_s": 1.5, "max_faults": 1})
+    (body,) = _messages(1)
+
+    response = submit.invoke([_received(submit, body)])
+
+    assert len(response["batchItemFailures"]) == 1
+    assert submit.job(body["job_id"]).submit_ambiguous_at is not None
+    assert _back_within(submit, 5.0) == 2
+
+
+def test_a_message_fal_did_not_take_comes_back_after_the_queues_visibility(submit: SubmitHarness) -> None:
+    # No hold of the job says when to try again: the queue's visibility timeout is the backoff.
+    submit.fal.control.set_faults(submit={"rate_503": 1.0})
+    (body,) = _messages(1)
+
+    response = submit.invoke([_received(submit, body)])
+
+    assert len(response["batchItemFailures"]) == 1
+    assert _back_within(submit, 2.0) is None

@@ -4,7 +4,7 @@ ambiguity rule."""
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -622,6 +622,8 @@ def test_a_new_request_another_job_bound_first_makes_this_job_wait_like_a_lost_r
     job = harness.job("b")
     assert (job.state, job.request_id) == (JobState.ACCEPTED, None)
     assert job.submit_ambiguous_at is not None  # held for the grace, then looked up again
+    assert job.submit_lease_until is not None
+    assert raised.value.not_before == datetime.fromisoformat(job.submit_lease_until)
     assert job.trail[-1].action == "request_taken"
     assert "job a" in job.trail[-1].reason
     assert harness.fal.cancelled == []  # a's now, not b's to cancel
@@ -739,8 +741,12 @@ def test_a_worker_that_died_mid_submit_holds_the_job_like_an_ambiguous_submit(ha
         harness.service.submit_job(drop)
     assert harness.job(job_id).submit_lease_until is not None
 
-    with pytest.raises(SubmitRetryLaterError, match="another worker"):
+    with pytest.raises(SubmitRetryLaterError, match="another worker") as held:
         harness.service.submit_job(drop)
+    # The message comes back when the dead worker's lease ends, not after the queue's visibility.
+    lease_until = harness.job(job_id).submit_lease_until
+    assert lease_until is not None
+    assert held.value.not_before == datetime.fromisoformat(lease_until)
     harness.clock.advance(GRACE_S + 1)
     assert harness.service.submit_job(drop).outcome is SubmitOutcome.SUBMITTED
     assert harness.job(job_id).trail[-1].action == "resubmit"

@@ -16,13 +16,20 @@ submit's would be 0.33 s, and a batch of ten against moto and the emulator on a 
 machine takes seconds (a 200-job reliability run with a 5 s floor timed out hundreds of submit
 runs, and their messages ended in the DLQ), so the machine, not the code, would time it out.
 Where the floor applies, the lease is raised with the timeout (a live worker must never outlive its
-lease: that guards against a second fal submission) and may then outlast its queue's visibility:
-a redelivery finds the lease live and waits for it, as after a killed run in the template with a
-longer lease; it costs time, not jobs.
+lease: that guards against a second fal submission), and the queue's visibility with them, so the
+template's order holds: timeout < lease < visibility. Lambda refuses an SQS event source whose
+queue's visibility timeout is shorter than the function's timeout, because a message would come
+back while its first run still works on it (with a 4 s intake visibility under the 20 s floor, a
+300-job run with kills saw runs longer than 4 s lose their messages' receives to other workers,
+and 21 messages of jobs that completed ended in the intake DLQ). And a message redelivered after its
+worker was killed should find that worker's lease over and take the job, as in the template. Messages
+the code sends back on purpose (a lease held, the grace after a lost reply) come back when due, not
+after the visibility timeout (docs/adr/0004-a-lease-holds-a-job-for-one-worker.md).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -115,7 +122,10 @@ def scaled_timings(consumers: Iterable[QueueConsumer], shortest_visibility_s: in
         floor = min(1.0, MIN_LOCAL_TIMEOUT_S / consumer.timeout_s)  # never above the template's
         ratio = max(visibility / consumer.visibility_s, floor)
         name, seconds = lease
+        local_lease = seconds * ratio
         timings[consumer.function] = LocalTiming(
-            visibility, consumer.timeout_s * ratio, {name: f"{seconds * ratio:.3f}"}
+            max(visibility, math.floor(local_lease) + 1),
+            consumer.timeout_s * ratio,
+            {name: f"{local_lease:.3f}"},
         )
     return timings

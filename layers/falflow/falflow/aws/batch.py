@@ -12,6 +12,7 @@ timeout (the outputs queue's is 90 minutes).
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
@@ -58,7 +59,7 @@ class RecordClock:
 
         def handle_in_time(record: SQSRecord) -> T:
             if not self.has_time_for_another():
-                _release(sqs(), record)
+                visible_after(sqs(), record, 0)
                 raise NotStartedForTime(
                     f"message {record.message_id} left for the next invocation: "
                     f"{self._left_s():.1f} s left, a record took up to {self._longest_s:.1f} s"
@@ -72,10 +73,16 @@ class RecordClock:
         return handle_in_time
 
 
-def _release(sqs: SQSClient, record: SQSRecord) -> None:
-    """Visible again now; if that fails, the message comes back after the visibility timeout."""
+# SQS's longest visibility timeout.
+MAX_VISIBILITY_S = 43_200
+
+
+def visible_after(sqs: SQSClient, record: SQSRecord, seconds: float) -> None:
+    """A record this invocation reports failed comes back after `seconds`, not after the queue's
+    visibility timeout; if that call fails, it comes back after the visibility timeout."""
+    delay = min(MAX_VISIBILITY_S, max(0, math.ceil(seconds)))
     with contextlib.suppress(BotoCoreError, ClientError):
         sqs.change_message_visibility(
-            QueueUrl=record.queue_url, ReceiptHandle=record.receipt_handle, VisibilityTimeout=0
+            QueueUrl=record.queue_url, ReceiptHandle=record.receipt_handle, VisibilityTimeout=delay
         )
-    logger.info("record left for the next invocation", message_id=record.message_id)
+    logger.info("record left for a later invocation", message_id=record.message_id, after_s=delay)

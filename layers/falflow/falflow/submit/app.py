@@ -30,6 +30,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from botocore.config import Config
 from pydantic import ConfigDict, Field, ValidationError
 
+from falflow.aws.batch import visible_after
 from falflow.aws.clients import aws_client
 from falflow.aws.dead_letter import DeadLetterPolicy, with_dead_letter_reason
 from falflow.aws.dead_letter import dead_letter as send_to_dead_letter
@@ -282,6 +283,7 @@ class SubmitApp:
                 logger.info("job goes back to the queue", reason=retry.reason, ambiguous=retry.ambiguous)
                 retries.append(retry)
         if retries and not self._left_to_job_records(record, retries):
+            self._back_when_due(record, retries)
             raise _for_the_whole_message(retries, results)
         conflicts = [result for result in results if result.outcome is SubmitOutcome.CONFLICT]
         if conflicts:
@@ -297,6 +299,14 @@ class SubmitApp:
                     message_id=record.message_id,
                 )
         return results
+
+    def _back_when_due(self, record: SQSRecord, retries: list[SubmitRetryLaterError]) -> None:
+        """The message comes back when its jobs' holds end (a lease, the grace after a lost reply),
+        not after the queue's visibility timeout; one whose jobs' holds are not all known keeps it."""
+        due = [retry.not_before for retry in retries]
+        if all(due):
+            latest = max(moment for moment in due if moment is not None)
+            visible_after(self._sqs(), record, (latest - utcnow()).total_seconds())
 
     def _left_to_job_records(self, record: SQSRecord, retries: list[SubmitRetryLaterError]) -> bool:
         """On a message's last receive, consume it instead of dead-lettering it when every job it

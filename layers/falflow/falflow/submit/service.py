@@ -81,14 +81,24 @@ JOB_ID_CONFLICT: Final = "job_id_conflict"
 class SubmitRetryLaterError(Exception):
     """Not now: the message goes back to the queue. ``ambiguous`` when fal may already have it;
     ``held`` when the job record itself holds the work (a live submit lease, after which the
-    reconciler re-drives the job), so the message is not needed to finish the job."""
+    reconciler re-drives the job), so the message is not needed to finish the job. ``not_before``:
+    when the job can next be tried (its hold ends), if that is known."""
 
-    def __init__(self, job_id: str, reason: str, *, ambiguous: bool = False, held: bool = False) -> None:
+    def __init__(
+        self,
+        job_id: str,
+        reason: str,
+        *,
+        ambiguous: bool = False,
+        held: bool = False,
+        not_before: datetime | None = None,
+    ) -> None:
         super().__init__(f"job {job_id}: {reason}")
         self.job_id = job_id
         self.reason = reason
         self.ambiguous = ambiguous
         self.held = held or ambiguous
+        self.not_before = not_before
         # Every job of the message it stops (its DLQ entry names them: falflow.aws.dead_letter).
         self.job_ids: tuple[str, ...] = (job_id,)
 
@@ -440,8 +450,9 @@ class SubmitService:
             return SubmitResult(job_id, SubmitOutcome.FAILED, created=created, error=job_error)
         if failure is FalFailure.NOT_ACCEPTED:
             raise SubmitRetryLaterError(job_id, f"fal did not take the job: {error.message}") from error
+        hold_until = self._clock() + self._config.ambiguous_grace
         try:
-            self._mark_ambiguous(job_id, error)
+            self._mark_ambiguous(job_id, error, hold_until)
         except Exception:  # the claim's lease (at least the grace) still holds the job
             logger.exception("could not record the ambiguous submit", job_id=job_id)
         raise SubmitRetryLaterError(
@@ -449,11 +460,11 @@ class SubmitService:
             f"fal may have queued the job but its reply was lost ({error.message}); not resent "
             f"before {self._config.ambiguous_grace.total_seconds():g} s have passed",
             ambiguous=True,
+            not_before=hold_until,
         ) from error
 
-    def _mark_ambiguous(self, job_id: str, error: FalError) -> None:
-        now = self._clock()
-        self._store.record_ambiguous_submit(job_id, now=now, hold_until=now + self._config.ambiguous_grace)
+    def _mark_ambiguous(self, job_id: str, error: FalError, hold_until: datetime) -> None:
+        self._store.record_ambiguous_submit(job_id, now=self._clock(), hold_until=hold_until)
         self._trail(job_id, "submit_ambiguous", error.message)
         logger.warning("submit reply lost: holding the job for fal's webhook", job_id=job_id)
 
@@ -476,17 +487,25 @@ class SubmitService:
             if current.submit_ambiguous_at
             else f"another worker is sending it (lease until {current.submit_lease_until})"
         )
-        raise SubmitRetryLaterError(job_id, why, ambiguous=current.submit_ambiguous_at is not None, held=True)
+        lease = current.submit_lease_until
+        raise SubmitRetryLaterError(
+            job_id,
+            why,
+            ambiguous=current.submit_ambiguous_at is not None,
+            held=True,
+            not_before=datetime.fromisoformat(lease) if lease else None,
+        )
 
     def _request_taken(self, job_id: str, request_id: str) -> NoReturn:
         """fal queued our request, but another job of the same input bound it from fal's request
         history first: this job waits, like after a lost reply, for a request of its own."""
         holder = self._store.request_holder(request_id)
         now = self._clock()
-        self._store.record_ambiguous_submit(job_id, now=now, hold_until=now + self._config.ambiguous_grace)
+        hold_until = now + self._config.ambiguous_grace
+        self._store.record_ambiguous_submit(job_id, now=now, hold_until=hold_until)
         reason = f"request {request_id} was bound by job {holder} (same input) before this job recorded it"
         self._trail(job_id, "request_taken", reason)
-        raise SubmitRetryLaterError(job_id, reason, ambiguous=True)
+        raise SubmitRetryLaterError(job_id, reason, ambiguous=True, not_before=hold_until)
 
     # ------------------------------------------------------------------------------ rejections
 
