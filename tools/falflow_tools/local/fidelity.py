@@ -8,6 +8,13 @@
   checks and writes in separate Python steps, so two threads can both pass one condition. falflow's
   exactly-once rules (forward-only states, one request id, one submit lease) rest on that atomicity,
   so moto's writes are serialised while the patch is active.
+- DynamoDB index queries: DynamoDB reads an index partition, so a query costs what it returns; moto
+  scans every item of the table in Python for each one. The reconciler queries every shard of every
+  waiting state each run (falflow.jobs.store `list_by_state`), so at a few thousand jobs moto spent
+  most of a core on those scans and the local stack, not falflow, set the pace. Here each table
+  keeps its items by the partition key of every global secondary index, updated on each write, and
+  a query by that key looks only at those items; moto's own code still filters, sorts and pages
+  them, so the results are moto's.
 
 The patches apply to the moto code running in this process (the local stack's server, or moto
 in-process and moto's threaded server in tests) while `faithful_moto()` is active, and are undone
@@ -23,6 +30,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.dynamo_type import DynamoType, Item
+from moto.dynamodb.models.table import Table
 from moto.s3 import notifications
 
 _lock = threading.Lock()
@@ -55,8 +64,140 @@ def _atomic(original: Callable[..., Any]) -> Callable[..., Any]:
     return locked
 
 
+class _PartitionIndex:
+    """A table's items by the partition-key value of each of its global secondary indexes."""
+
+    def __init__(self, table: Table, items: list[Item]) -> None:
+        self.attributes = _gsi_partition_keys(table)
+        attributes = set(self.attributes.values())
+        self._items: dict[str, dict[DynamoType, dict[Any, Item]]] = {a: {} for a in attributes}
+        self._values: dict[Any, dict[str, DynamoType]] = {}  # item key -> its indexed values
+        for item in items:
+            self.put(item)
+
+    def put(self, item: Item) -> None:
+        key = (item.hash_key, item.range_key)
+        self.remove(key)
+        values = {a: v for a in self._items if isinstance(v := item.attrs.get(a), DynamoType)}
+        for attribute, value in values.items():
+            self._items[attribute].setdefault(value, {})[key] = item
+        self._values[key] = values
+
+    def remove(self, key: Any) -> None:
+        for attribute, value in self._values.pop(key, {}).items():
+            bucket = self._items[attribute].get(value, {})
+            bucket.pop(key, None)
+            if not bucket:
+                self._items[attribute].pop(value, None)
+
+    def items_with(self, attribute: str, value: DynamoType) -> list[Item]:
+        return list(self._items[attribute].get(value, {}).values())
+
+
+def _gsi_partition_keys(table: Table) -> dict[str, str]:
+    """Each global secondary index with a one-attribute partition key: index name -> attribute."""
+    keys = {}
+    for index in table.global_indexes:
+        hashes = [k["AttributeName"] for k in index.schema if k["KeyType"] == "HASH"]
+        if len(hashes) == 1:
+            keys[index.name] = hashes[0]
+    return keys
+
+
+_INDEX_ATTRIBUTE = "_falflow_partition_index"
+_query_scope = threading.local()  # (table, its candidate items) while one of its queries runs
+
+
+def _partition_index(table: Table) -> _PartitionIndex:
+    """The table's index, built from its items on its first query (and when its indexes change)."""
+    with _write_lock:
+        index: _PartitionIndex | None = getattr(table, _INDEX_ATTRIBUTE, None)
+        if index is None or index.attributes != _gsi_partition_keys(table):
+            index = _PartitionIndex(table, _ORIGINAL_ALL_ITEMS(table))
+            setattr(table, _INDEX_ATTRIBUTE, index)
+        return index
+
+
+def _indexed(table: Table) -> _PartitionIndex | None:
+    return getattr(table, _INDEX_ATTRIBUTE, None)
+
+
+def _reindexing_put(original: Callable[..., Item]) -> Callable[..., Item]:
+    def put_item(self: Table, *args: Any, **kwargs: Any) -> Item:
+        item = original(self, *args, **kwargs)
+        if (index := _indexed(self)) is not None:
+            with _write_lock:
+                index.put(item)
+        return item
+
+    return put_item
+
+
+def _reindexing_delete(original: Callable[..., Item | None]) -> Callable[..., Item | None]:
+    def delete_item(self: Table, hash_key: DynamoType, range_key: DynamoType | None) -> Item | None:
+        item = original(self, hash_key, range_key)
+        if (index := _indexed(self)) is not None:
+            with _write_lock:
+                index.remove((hash_key, range_key))
+        return item
+
+    return delete_item
+
+
+def _reindexing_update(original: Callable[..., Item]) -> Callable[..., Item]:
+    """moto updates an existing item in place, not through `Table.put_item`."""
+
+    def update_item(self: DynamoDBBackend, table_name: str, *args: Any, **kwargs: Any) -> Item:
+        item = original(self, table_name, *args, **kwargs)
+        if (index := _indexed(self.get_table(table_name))) is not None:
+            with _write_lock:
+                index.put(item)
+        return item
+
+    return update_item
+
+
+def _index_query(original: Callable[..., Any]) -> Callable[..., Any]:
+    def query(self: Table, *args: Any, **kwargs: Any) -> Any:
+        index_name = kwargs.get("index_name", args[7] if len(args) > 7 else None)
+        conditions = kwargs.get("hash_key_conditions") or []
+        attribute = _gsi_partition_keys(self).get(index_name) if index_name else None
+        if attribute is None or len(conditions) != 1 or conditions[0][0] != attribute:
+            return original(self, *args, **kwargs)
+        index = _partition_index(self)
+        with _write_lock:
+            candidates = index.items_with(attribute, conditions[0][1])
+        _query_scope.current = (self, candidates)
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            _query_scope.current = None
+
+    return query
+
+
+_ORIGINAL_ALL_ITEMS = Table.all_items
+
+
+def _scoped_all_items(original: Callable[[Table], list[Item]]) -> Callable[[Table], list[Item]]:
+    def all_items(self: Table) -> list[Item]:
+        scoped = getattr(_query_scope, "current", None)
+        if scoped is not None and scoped[0] is self:
+            candidates: list[Item] = scoped[1]
+            return candidates
+        return original(self)
+
+    return all_items
+
+
 _PATCHES: tuple[tuple[Any, str, Callable[[Any], Any]], ...] = (
     (notifications, "_get_s3_event", _with_versions),
+    (Table, "put_item", _reindexing_put),
+    (Table, "delete_item", _reindexing_delete),
+    (Table, "query", _index_query),
+    (Table, "all_items", _scoped_all_items),
+    # Before `_atomic` wraps it, so the index changes under the write lock too.
+    (DynamoDBBackend, "update_item", _reindexing_update),
     *(
         (DynamoDBBackend, name, _atomic)
         for name in ("put_item", "update_item", "delete_item", "transact_write_items")
