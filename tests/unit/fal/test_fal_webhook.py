@@ -14,7 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from falflow.fal.webhook import (
+    FETCH_RETRY_S,
     MAX_JWKS_AGE_S,
+    MIN_REFETCH_INTERVAL_S,
     InvalidSignatureError,
     JwksCache,
     JwksUnavailableError,
@@ -292,14 +294,19 @@ def test_no_usable_jwks_is_unavailable_not_invalid() -> None:
 
     with pytest.raises(JwksUnavailableError, match="no usable fal JWKS"):
         verify_fal_signature(signed_headers(), BODY, jwks, now=NOW)
-    # Straight after a failed fetch the cache fails fast instead of hammering the hosts.
-    with pytest.raises(JwksUnavailableError):
+    # Straight after a failed fetch the cache fails fast instead of hammering the hosts...
+    with pytest.raises(JwksUnavailableError, match="moments ago"):
+        jwks.keys()
+    clock[0] += FETCH_RETRY_S - 0.1
+    with pytest.raises(JwksUnavailableError, match="moments ago"):
         jwks.keys()
     assert len(host.fetches) == 2
 
-    clock[0] += 61
+    # ...but tries again seconds later, not a minute: until then every delivery is turned away.
+    clock[0] += 0.1
     host.documents[JWKS_URL] = {"keys": [jwk(KEY)]}
     assert len(jwks.keys()) == 1
+    assert FETCH_RETRY_S < MIN_REFETCH_INTERVAL_S
 
 
 def test_refresh_fetches_now() -> None:
