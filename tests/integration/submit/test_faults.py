@@ -32,7 +32,7 @@ GRACE_WAIT_S = GRACE_S + 0.2  # the visibility timeout here: longer than the amb
 def submit_env() -> dict[str, str]:
     # One attempt per submit: every fault reaches the submit path instead of being absorbed by the
     # fal client's own retries (those are the client's tests).
-    return {"FAL_MAX_ATTEMPTS": "1", "FAL_READ_TIMEOUT_S": "1"}
+    return {"FAL_MAX_ATTEMPTS": "1", "FAL_READ_TIMEOUT_S": "1", "SUBMIT_RETRY_BASE_SECONDS": "1"}
 
 
 @dataclass
@@ -220,12 +220,14 @@ def test_a_message_whose_job_waits_out_the_grace_comes_back_when_the_grace_ends(
     assert _back_within(submit, 5.0) == 2
 
 
-def test_a_message_fal_did_not_take_comes_back_after_the_queues_visibility(submit: SubmitHarness) -> None:
-    # No hold of the job says when to try again: the queue's visibility timeout is the backoff.
+def test_a_message_fal_did_not_take_comes_back_after_its_backoff(submit: SubmitHarness) -> None:
+    # No hold of the job says when to try again: SUBMIT_RETRY_BASE_SECONDS (1 s here) at the first
+    # receive, not the queue's 360 s visibility timeout.
     submit.fal.control.set_faults(submit={"rate_503": 1.0})
     (body,) = _messages(1)
 
     response = submit.invoke([_received(submit, body)])
 
     assert len(response["batchItemFailures"]) == 1
-    assert _back_within(submit, 2.0) is None
+    assert _back_within(submit, 0.5) is None
+    assert _back_within(submit, 5.0) == 2

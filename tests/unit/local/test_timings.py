@@ -84,8 +84,25 @@ def test_the_local_figures(
     timings = scaled_timings(CONSUMERS.values(), visibility_s)
     for function, (visibility, timeout, lease) in {"SubmitFunction": submit, "StoreFunction": store}.items():
         local = timings[function]
-        assert (local.visibility_s, local.timeout_s, dict(local.environment)) == (
+        assert (local.visibility_s, local.timeout_s, local.environment[LEASED[function]]) == (
             visibility,
             pytest.approx(timeout),
-            {LEASED[function]: lease},
+            lease,
         )
+
+
+@pytest.mark.parametrize(
+    ("visibility_s", "backoff"),
+    [(2, "0.167"), (4, "0.333"), (30, "2.500"), (360, "30.000")],
+    ids=["e2e", "reliability", "local up", "template"],
+)
+def test_the_submits_retry_backoff_scales_with_the_queues_not_with_the_timeout_floor(
+    visibility_s: int, backoff: str
+) -> None:
+    # The floor is about how long a run may take; how soon fal is asked again scales like the queues.
+    local = scaled_timings(CONSUMERS.values(), visibility_s)
+    assert dict(local["SubmitFunction"].environment) == {
+        "SUBMIT_LEASE_SECONDS": "40.000" if visibility_s < 360 else "120.000",
+        "SUBMIT_RETRY_BASE_SECONDS": backoff,
+    }
+    assert set(local["StoreFunction"].environment) == {"STORE_LEASE_SECONDS"}

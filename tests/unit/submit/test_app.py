@@ -99,10 +99,14 @@ def test_records_that_are_not_s3_are_a_job_message() -> None:
 @dataclass
 class FakeSqs:
     sent: list[dict[str, Any]] = field(default_factory=list)
+    visibility: dict[str, int] = field(default_factory=dict)  # by receipt handle
 
     def send_message(self, **kwargs: Any) -> dict[str, Any]:
         self.sent.append(kwargs)
         return {"MessageId": "dlq-1"}
+
+    def change_message_visibility(self, *, QueueUrl: str, ReceiptHandle: str, VisibilityTimeout: int) -> None:
+        self.visibility[ReceiptHandle] = VisibilityTimeout
 
 
 @dataclass
@@ -165,6 +169,20 @@ def test_the_records_of_a_batch_are_submitted_concurrently(batch: Batch) -> None
 
     assert response == {"batchItemFailures": []}
     assert len(batch.harness.fal.submitted) == 10
+
+
+# (Receive 3 is the last here: that one goes to the DLQ.)
+@pytest.mark.parametrize(("receive_count", "backoff_s"), [(1, 30), (2, 60)])
+def test_a_message_fal_did_not_take_backs_off_doubling_with_each_receive(
+    batch: Batch, receive_count: int, backoff_s: int
+) -> None:
+    batch.harness.fal.failures["fal-ai/busy"] = FalRateLimitedError("busy", status=429, retryable=True)
+    event = sqs_event([json.dumps({"model": "fal-ai/busy", "input": {}})], receive_count=receive_count)
+
+    assert batch.app.handle(event) == {"batchItemFailures": [{"itemIdentifier": "msg-0"}]}
+
+    (record,) = event["Records"]
+    assert batch.sqs.visibility == {record["receiptHandle"]: backoff_s}
 
 
 def test_a_failure_on_the_last_receive_goes_to_the_dlq_with_its_reason(batch: Batch) -> None:

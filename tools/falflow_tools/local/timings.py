@@ -51,6 +51,16 @@ LEASE_SETTINGS: Mapping[str, tuple[str, float]] = {
 }
 
 
+# Functions whose retry backoff is a setting, scaled like the queues' visibility (the floor below is
+# about how long a run may take, not how soon a retry comes).
+BACKOFF_SETTINGS: Mapping[str, tuple[str, float]] = {
+    "SubmitFunction": (
+        "SUBMIT_RETRY_BASE_SECONDS",
+        float(SubmitSettings.model_fields["submit_retry_base_seconds"].default),
+    ),
+}
+
+
 # Shortest local timeout a leased function gets: what a batch against moto can take under load.
 MIN_LOCAL_TIMEOUT_S = 20.0
 
@@ -106,7 +116,7 @@ class LocalTiming:
 
 
 def scaled_timings(consumers: Iterable[QueueConsumer], shortest_visibility_s: int) -> dict[str, LocalTiming]:
-    """Each consumer's local visibility, timeout and lease setting, by function."""
+    """Each consumer's local visibility, timeout, lease and retry backoff settings, by function."""
     consumers = list(consumers)
     if not consumers:
         return {}
@@ -114,18 +124,22 @@ def scaled_timings(consumers: Iterable[QueueConsumer], shortest_visibility_s: in
     timings = {}
     for consumer in consumers:
         visibility = max(1, round(consumer.visibility_s * scale))
+        environment = {}
+        if consumer.function in BACKOFF_SETTINGS:
+            name, default = BACKOFF_SETTINGS[consumer.function]
+            backoff = float(consumer.environment.get(name, default))
+            environment[name] = f"{backoff * visibility / consumer.visibility_s:.3f}"
         lease = consumer.lease
         if lease is None:
-            timings[consumer.function] = LocalTiming(visibility, consumer.timeout_s, {})
+            timings[consumer.function] = LocalTiming(visibility, consumer.timeout_s, environment)
             continue
         # From the rounded visibility SQS will use, so the ratios hold exactly (above the floor).
         floor = min(1.0, MIN_LOCAL_TIMEOUT_S / consumer.timeout_s)  # never above the template's
         ratio = max(visibility / consumer.visibility_s, floor)
         name, seconds = lease
         local_lease = seconds * ratio
+        environment[name] = f"{local_lease:.3f}"
         timings[consumer.function] = LocalTiming(
-            max(visibility, math.floor(local_lease) + 1),
-            consumer.timeout_s * ratio,
-            {name: f"{local_lease:.3f}"},
+            max(visibility, math.floor(local_lease) + 1), consumer.timeout_s * ratio, environment
         )
     return timings

@@ -15,6 +15,7 @@ import asyncio
 import contextvars
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote_plus
 
@@ -66,6 +67,8 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 logger = Logger(child=True)
+# The longest a message fal did not take waits before it is tried again.
+MAX_RETRY_BACKOFF_S = 900.0
 metrics = Metrics()
 
 S3_TEST_EVENT: Final = "s3:TestEvent"
@@ -184,11 +187,13 @@ class SubmitApp:
         concurrency: int,
         sqs: Callable[[], SQSClient] = lambda: aws_client("sqs"),
         log_keys: Logger | None = None,
+        retry_base_s: float = 30.0,
     ) -> None:
         self._service = service
         self._store = store
         self._dead_letter = dead_letter
         self._sqs = sqs
+        self._retry_base_s = retry_base_s
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="submit")
         self._handle_record = with_dead_letter_reason(
             self._submit_record, dead_letter, sqs, on_dead_letter=self._dead_lettered, path="submit"
@@ -238,6 +243,7 @@ class SubmitApp:
             dead_letter=settings.dead_letter_policy(),
             concurrency=settings.submit_concurrency,
             log_keys=log_keys,
+            retry_base_s=settings.submit_retry_base_seconds,
         )
 
     def handle(
@@ -283,7 +289,8 @@ class SubmitApp:
                 logger.info("job goes back to the queue", reason=retry.reason, ambiguous=retry.ambiguous)
                 retries.append(retry)
         if retries and not self._left_to_job_records(record, retries):
-            self._back_when_due(record, retries)
+            if not self._dead_letter.is_last_attempt(record):  # the last one goes to the DLQ
+                self._back_when_due(record, retries)
             raise _for_the_whole_message(retries, results)
         conflicts = [result for result in results if result.outcome is SubmitOutcome.CONFLICT]
         if conflicts:
@@ -301,12 +308,14 @@ class SubmitApp:
         return results
 
     def _back_when_due(self, record: SQSRecord, retries: list[SubmitRetryLaterError]) -> None:
-        """The message comes back when its jobs' holds end (a lease, the grace after a lost reply),
-        not after the queue's visibility timeout; one whose jobs' holds are not all known keeps it."""
-        due = [retry.not_before for retry in retries]
-        if all(due):
-            latest = max(moment for moment in due if moment is not None)
-            visible_after(self._sqs(), record, (latest - utcnow()).total_seconds())
+        """The message comes back when its jobs can be tried again, not after the queue's visibility
+        timeout: when their holds end (a lease, the grace after a lost reply), or, for a job fal
+        did not take, after a backoff that doubles with each receive."""
+        now = utcnow()
+        receives = int(record.attributes.approximate_receive_count or 1)
+        backoff = timedelta(seconds=min(MAX_RETRY_BACKOFF_S, self._retry_base_s * 2 ** (receives - 1)))
+        latest = max(retry.not_before or now + backoff for retry in retries)
+        visible_after(self._sqs(), record, (latest - now).total_seconds())
 
     def _left_to_job_records(self, record: SQSRecord, retries: list[SubmitRetryLaterError]) -> bool:
         """On a message's last receive, consume it instead of dead-lettering it when every job it

@@ -46,6 +46,9 @@ class SubmitSettings(
     # loses its lease. The local stack scales it with the intake queue's visibility and the
     # function's timeout (falflow_tools.local.timings).
     submit_lease_seconds: Annotated[float, Field(gt=0)] = 120
+    # A message fal did not take (429, 5xx) comes back after this, doubled at each receive (30 s,
+    # 60 s, 120 s, 240 s before the fifth and last); a held job's comes back when its hold ends.
+    submit_retry_base_seconds: Annotated[float, Field(gt=0, le=900)] = 30
     # Submissions of one batch in flight at once (the batch size is 10).
     submit_concurrency: Annotated[int, Field(ge=1, le=100)] = 10
     # What fal may keep and do, where a route or request does not say (README "What fal keeps"):
