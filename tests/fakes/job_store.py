@@ -326,6 +326,14 @@ class InMemoryJobStore:
     def fail_unanswered(self, job_id: str, error: JobError, *, now: datetime) -> Job | None:
         return self._advance(job_id, JobState.FAILED, now, {"error": error}, _absent("completion_key"))
 
+    def claim_event(self, job_id: str, *, now: datetime, until: datetime) -> Job | None:
+        def claim_over(data: dict[str, Any]) -> bool:
+            return bool(data.get("event_claimed_until", "") < isoformat(now))
+
+        return self._write(
+            job_id, {"event_claimed_until": isoformat(until)}, _absent("event_published_at"), claim_over
+        )
+
     def mark_event_published(self, job_id: str, *, now: datetime) -> Job | None:
         return self._write(job_id, {"event_published_at": isoformat(now)}, _absent("event_published_at"))
 

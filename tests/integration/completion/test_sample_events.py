@@ -53,6 +53,8 @@ def test_the_store_and_reconcile_sample_events_run_as_committed(
     assert job.error.type == "image_too_large"  # fal's own error type, from the delivery
     assert [e["detail-type"] for e in stack.completion_events()] == ["Job Failed"]
 
+    # The next run reads that event's receipt (falflow.reconcile.receipts); the job was marked already.
+    assert (stack.reconcile()["event_receipts_read"], stack.reconcile()["event_receipts_read"]) == (1, 0)
     # A scheduled tick: nothing in it is read; the run finds nothing left to do.
     report = stack.handlers["ReconcileFunction"](
         _event("reconcile/schedule.json"), context_for("ReconcileFunction")

@@ -12,12 +12,17 @@ from falflow_tools.local.resources import ProvisionedStack
 from falflow_tools.local.schedules import ScheduleSpec, rate_seconds
 from falflow_tools.local.stack import LocalStack, LocalStackConfig, lambda_environment
 from falflow_tools.local.state import LocalState
+from falflow_tools.local.timings import BACKOFF_SETTINGS, LEASE_SETTINGS
 from falflow_tools.template import function_specs
 
 # What the stack may change in a function's environment: local endpoints only …
 LOCAL_ENDPOINT_VARIABLES = {"AWS_ENDPOINT_URL", "WEBHOOK_URL", "MEDIA_ALLOW_LOCAL"}
-# … and, with a short visibility timeout, the lease scaled with it (falflow_tools.local.timings).
-SCALED_VARIABLES = {"STORE_LEASE_SECONDS", "SUBMIT_LEASE_SECONDS"}
+# … and the durations it scales with its short queues and schedules (falflow_tools.local.timings,
+# the receipt window of falflow.completion.finalise).
+SCALED_VARIABLES = {
+    *(name for name, _ in (*LEASE_SETTINGS.values(), *BACKOFF_SETTINGS.values())),
+    "EVENT_RECEIPT_WINDOW_SECONDS",
+}
 FAL_ENDPOINT_VARIABLES = {
     "FAL_QUEUE_URL",
     "FAL_RUN_URL",

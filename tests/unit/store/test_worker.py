@@ -10,7 +10,13 @@ from typing import Any
 import httpx
 import pytest
 
-from falflow.completion.finalise import JOB_COMPLETED, JOB_FAILED, Finaliser
+from falflow.completion.finalise import (
+    DEFAULT_RECEIPT_WINDOW_S,
+    JOB_COMPLETED,
+    JOB_FAILED,
+    EventReceiptPendingError,
+    Finaliser,
+)
 from falflow.completion.handoff import CompletionHandoff
 from falflow.completion.messages import OutputsMessage
 from falflow.fal.errors import FalNotFoundError, FalPlatformError, FalServerError, FalValidationError
@@ -443,9 +449,34 @@ def test_a_job_made_final_before_its_event_went_out_is_announced_by_the_retry(h:
     assert h.get().event_published_at is None
 
     h.events.publish = RecordingPublisher.publish.__get__(h.events)  # type: ignore[method-assign]
-    assert h.worker.handle(message, NOW) is StoreOutcome.ANNOUNCED
+    # The failed publish may have reached EventBridge: until its claim runs out, only a receipt
+    # could tell, so the retry publishes nothing and comes back after the claim.
+    with pytest.raises(EventReceiptPendingError) as pending:
+        h.worker.handle(message, NOW)
+    assert (pending.value.until - NOW).total_seconds() == pytest.approx(DEFAULT_RECEIPT_WINDOW_S, abs=0.001)
+    assert h.events.events == []
+    # No receipt came: the event did not go out, and the retry after the claim publishes it.
+    later = pending.value.until + timedelta(seconds=1)
+    assert h.worker.handle(message, later) is StoreOutcome.ANNOUNCED
     assert [e[0] for e in h.events.events] == [JOB_COMPLETED]
-    assert h.worker.handle(message, NOW) is StoreOutcome.ALREADY_DONE
+    assert h.worker.handle(message, later) is StoreOutcome.ALREADY_DONE
+    assert len(h.events.events) == 1
+
+
+def test_a_retry_after_a_publish_whose_receipt_came_publishes_nothing(h: Harness) -> None:
+    h.job()
+    message = h.record(delivery("r1", payload=OK_PAYLOAD))
+    # Killed between the publish and its mark: the event is out, the job does not say so.
+    h.jobs.mark_event_published = lambda job_id, *, now: None  # type: ignore[method-assign]
+    assert h.worker.handle(message, NOW) is StoreOutcome.COMPLETED
+    assert [e[0] for e in h.events.events] == [JOB_COMPLETED]
+    del h.jobs.mark_event_published
+    with pytest.raises(EventReceiptPendingError):
+        h.worker.handle(message, NOW + timedelta(seconds=1))
+    # The reconciler reads the event's receipt (falflow.reconcile.receipts) and marks the job.
+    assert h.jobs.mark_event_published("job-1", now=NOW + timedelta(seconds=2)) is not None
+    later = NOW + timedelta(seconds=DEFAULT_RECEIPT_WINDOW_S + 1)
+    assert h.worker.handle(message, later) is StoreOutcome.ALREADY_DONE
     assert len(h.events.events) == 1
 
 

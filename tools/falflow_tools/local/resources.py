@@ -107,6 +107,7 @@ def provision(
     s3: S3Client = session.client("s3", **client_args)
     dynamodb: DynamoDBClient = session.client("dynamodb", **client_args)
     secretsmanager: SecretsManagerClient = session.client("secretsmanager", **client_args)
+    events: EventBridgeClient = session.client("events", **client_args)
 
     params = {**parameter_defaults(template), **(parameters or {})}
     resolver = Resolver(
@@ -129,6 +130,7 @@ def provision(
     _create_tables(stack, template, dynamodb, prefix)
     _create_buckets(stack, template, s3, prefix)
     _create_generated_secrets(stack, template, secretsmanager, prefix)
+    _create_rules(stack, template, events, prefix)
     return stack
 
 
@@ -263,6 +265,35 @@ def set_visibility_timeout(stack: ProvisionedStack, sqs: SQSClient, logical_id: 
     info.visibility_timeout = seconds
 
 
+def _event_bus(stack: ProvisionedStack, events: EventBridgeClient) -> str:
+    """The stack's bus (the EventBusName parameter), created if it is not the default one."""
+    bus = str(stack.resolver.parameters.get("EventBusName") or "default")
+    if bus != "default" and not events.list_event_buses(NamePrefix=bus).get("EventBuses"):
+        events.create_event_bus(Name=bus)
+    return bus
+
+
+def _create_rules(
+    stack: ProvisionedStack, template: Mapping[str, Any], events: EventBridgeClient, prefix: str
+) -> None:
+    """The template's EventBridge rules with their targets (falflow's own event receipts)."""
+    rules = resources_of_type(template, "AWS::Events::Rule")
+    if not rules:
+        return
+    bus = _event_bus(stack, events)
+    for logical, spec in rules.items():
+        props = stack.resolver.resolve(spec.get("Properties", {}))
+        name = f"{prefix}-{logical}"
+        arn = events.put_rule(Name=name, EventBusName=bus, EventPattern=json.dumps(props["EventPattern"]))[
+            "RuleArn"
+        ]
+        targets = [{"Id": target["Id"], "Arn": target["Arn"]} for target in props.get("Targets", [])]
+        if targets:
+            events.put_targets(Rule=name, EventBusName=bus, Targets=targets)  # type: ignore[arg-type]
+        stack.resolver.refs[logical] = name
+        stack.resolver.attributes[(logical, "Arn")] = arn
+
+
 def create_event_tap(
     stack: ProvisionedStack, events: EventBridgeClient, sqs: SQSClient, *, prefix: str = "falflow"
 ) -> QueueInfo:
@@ -271,9 +302,7 @@ def create_event_tap(
     Not part of the template (subscribers bring their own rules); locally it lets the demo, the
     tests and `falflow` show the "Job Completed" / "Job Failed" events the store publishes.
     """
-    bus = str(stack.resolver.parameters.get("EventBusName") or "default")
-    if bus != "default":
-        events.create_event_bus(Name=bus)
+    bus = _event_bus(stack, events)
     name = f"{prefix}-events"
     url = sqs.create_queue(QueueName=name)["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]

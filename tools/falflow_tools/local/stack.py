@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import boto3
 
+from falflow.completion.finalise import DEFAULT_RECEIPT_WINDOW_S
 from falflow_tools.local.aws_server import AwsServer
 from falflow_tools.local.front_door import FrontDoor, HttpReply, json_reply, routes_from_template
 from falflow_tools.local.resources import (
@@ -357,8 +358,23 @@ class LocalStack:
             overrides["MEDIA_ALLOW_LOCAL"] = self.emulator.base_url
         if logical_id in self.timings:
             overrides.update(self.timings[logical_id].environment)
+        if "EVENT_BUS_NAME" in template_env:
+            overrides.update(self._receipt_window())
         overrides.update(self.config.environment.get(logical_id, {}))
         return overrides
+
+    def _receipt_window(self) -> dict[str, str]:
+        """A publisher of completion events waits for an event's receipt as many reconcile runs
+        (which read the receipts) as in the template: 900 s at every 5 minutes."""
+        reconcile = next((s for s in self._schedule_specs() if s.function == "ReconcileFunction"), None)
+        if reconcile is None:
+            return {}
+        template_s = rate_seconds(reconcile.expression)
+        local_s = self.config.schedule_intervals_s.get("ReconcileFunction", template_s)
+        if not template_s or not local_s or local_s == template_s:
+            return {}
+        window = DEFAULT_RECEIPT_WINDOW_S * local_s / template_s
+        return {"EVENT_RECEIPT_WINDOW_SECONDS": f"{window:.3f}"}
 
     def _api_origin(self) -> str:
         api = self.resources.resolver.refs.get("HttpApi", "")

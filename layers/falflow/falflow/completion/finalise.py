@@ -1,17 +1,22 @@
 """The end of a job: its final state, and the one EventBridge event that announces it.
 
 The final write (``JobStore.complete``, ``fail`` or ``fail_unanswered``) is a forward-only
-conditional write, so it happens once. The event is published only by whoever holds the job (the
-store's lease, or the writer that made the job final) and marked with ``event_published_at``
-(``JobStore.mark_event_published``); a retry after a crash between the publish and the mark may
-publish again (at-least-once), but a run finding the mark publishes nothing.
+conditional write, so it happens once. The event is published once too, although no write can
+cover both EventBridge and DynamoDB: a publisher first claims the event
+(``JobStore.claim_event``, until now + the receipt window), then publishes it, then marks it
+published. A process killed between the publish and the mark leaves the claim, and the event's
+own receipt settles it: falflow's rule sends each of its events to the receipts queue, whose
+reader (falflow.reconcile.receipts) marks the job published. A retry that finds a live claim
+publishes nothing and comes back when the claim has run out: by then either the receipt marked the
+job (the event went out) or nothing did (it did not), and the retry claims and publishes. Why:
+docs/adr/0029-a-completion-event-is-published-once-and-confirmed-by-its-receipt.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
-from typing import Annotated, Any
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Final
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
@@ -26,6 +31,10 @@ from falflow.settings import MetricSettings
 
 logger = Logger(child=True)
 metrics = Metrics()
+
+# How long a claimed event may take to come back as a receipt and be marked: EventBridge's
+# delivery to the receipts queue, and the schedule of the reconciler that reads it (5 minutes).
+DEFAULT_RECEIPT_WINDOW_S: Final = 900.0
 
 JOB_COMPLETED = "Job Completed"
 JOB_FAILED = "Job Failed"
@@ -51,14 +60,34 @@ def completion_event(job: Job, bucket: str) -> tuple[str, dict[str, Any]]:
     return (JOB_COMPLETED if job.state is JobState.COMPLETED else JOB_FAILED), detail
 
 
+class EventReceiptPendingError(Exception):
+    """The job's event may be out already (another publisher's claim is live); try after `until`,
+    when its receipt has marked the job or the claim has run out."""
+
+    def __init__(self, job_id: str, until: datetime) -> None:
+        super().__init__(
+            f"job {job_id}: its completion event may have been published; "
+            f"waiting for its receipt until {isoformat(until)}"
+        )
+        self.job_id = job_id
+        self.until = until
+
+
 class Finaliser:
     def __init__(
-        self, jobs: JobStore, events: EventPublisher, bucket: str, job_metrics: JobMetrics | None = None
+        self,
+        jobs: JobStore,
+        events: EventPublisher,
+        bucket: str,
+        job_metrics: JobMetrics | None = None,
+        *,
+        receipt_window: timedelta = timedelta(seconds=DEFAULT_RECEIPT_WINDOW_S),
     ) -> None:
         self._jobs = jobs
         self._events = events
         self._job_metrics = job_metrics or JobMetrics()
         self._bucket = bucket
+        self._receipt_window = receipt_window
 
     def complete(
         self,
@@ -117,10 +146,17 @@ class Finaliser:
         )
 
     def announce(self, job: Job, now: datetime) -> bool:
-        """Publish the job's completion event unless it was published already."""
+        """Publish the job's completion event unless it was published already; whether this call
+        did. Raises `EventReceiptPendingError` while another publisher's claim is live."""
         if not job.is_final or job.event_published_at is not None:
             return False
-        detail_type, detail = completion_event(job, self._bucket)
+        claimed = self._jobs.claim_event(job.job_id, now=now, until=now + self._receipt_window)
+        if claimed is None:
+            current = self._current(job)
+            if current.event_published_at is not None or current.event_claimed_until is None:
+                return False
+            raise EventReceiptPendingError(job.job_id, datetime.fromisoformat(current.event_claimed_until))
+        detail_type, detail = completion_event(claimed, self._bucket)
         self._events.publish(detail_type, detail)
         self._jobs.mark_event_published(job.job_id, now=now)
         return True
@@ -135,6 +171,7 @@ class FinaliserSettings(MetricSettings):
 
     output_bucket: Annotated[str, Field(min_length=1)]
     event_bus_name: Annotated[str, Field(min_length=1)] = "default"
+    event_receipt_window_seconds: Annotated[float, Field(gt=0)] = DEFAULT_RECEIPT_WINDOW_S
 
     def finaliser(self, jobs: JobStore) -> Finaliser:
         return Finaliser(
@@ -142,4 +179,5 @@ class FinaliserSettings(MetricSettings):
             EventBridgePublisher(aws_client("events"), self.event_bus_name),
             self.output_bucket,
             self.job_metrics(),
+            receipt_window=timedelta(seconds=self.event_receipt_window_seconds),
         )

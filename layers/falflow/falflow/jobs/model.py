@@ -165,6 +165,9 @@ class Job(DeferredModel):
     payloads_deleted_at: str | None = None
     cost: JobCost | None = None
     event_published_at: str | None = None
+    # A completion event may have been sent until then; its receipt marks it published before
+    # (falflow.completion.finalise). None: no one has tried to publish it.
+    event_claimed_until: str | None = None
     trail: list[TrailEntry] = Field(default_factory=list)
     # How many of the oldest trail entries were dropped to keep it at MAX_TRAIL_ENTRIES.
     trail_dropped: int = 0

@@ -244,6 +244,11 @@ class JobStore(Protocol):
         recorded."""
         ...
 
+    def claim_event(self, job_id: str, *, now: datetime, until: datetime) -> Job | None:
+        """Take the right to publish the completion event (it may be sent until `until`); refused if
+        it was published or another claim has not run out."""
+        ...
+
     def mark_event_published(self, job_id: str, *, now: datetime) -> Job | None:
         """Note that the completion event was published; refused if it was noted before."""
         ...
@@ -751,6 +756,16 @@ class DynamoJobStore:
         expression.set("error", error)
         expression.require_absent("completion_key")
         return self._advance(job_id, JobState.FAILED, now, expression)
+
+    def claim_event(self, job_id: str, *, now: datetime, until: datetime) -> Job | None:
+        expression = _Expression()
+        expression.set("event_claimed_until", isoformat(until))
+        expression.require_absent("event_published_at")
+        claimed = expression.name("event_claimed_until")
+        expression.conditions.append(
+            f"(attribute_not_exists({claimed}) OR {claimed} < {expression.value(isoformat(now))})"
+        )
+        return self._update(job_id, expression)
 
     def mark_event_published(self, job_id: str, *, now: datetime) -> Job | None:
         expression = _Expression()

@@ -18,6 +18,7 @@ from falflow.fal.queue import FalQueueClient
 from falflow.jobs import utcnow
 from falflow.jobs.requests import JobRequests
 from falflow.reconcile.dead_letters import DeadLetterSweep
+from falflow.reconcile.receipts import EventReceipts
 from falflow.reconcile.reconciler import ACTOR, Reconciler
 from falflow.reconcile.settings import ReconcileSettings
 from falflow.secrets import FalKeys
@@ -75,31 +76,55 @@ def build_dead_letter_sweep(settings: ReconcileSettings) -> DeadLetterSweep:
     )
 
 
+def build_event_receipts(settings: ReconcileSettings) -> EventReceipts:
+    return EventReceipts(
+        settings.job_store(),
+        lambda: aws_client("sqs"),
+        settings.event_receipts_url,
+        limit=settings.event_receipts_limit,
+        visibility_s=settings.dead_letter_sweep_visibility_seconds,
+    )
+
+
 class ReconcileApp:
-    def __init__(self, reconciler: Reconciler, sweep: DeadLetterSweep, reserve_seconds: float) -> None:
+    def __init__(
+        self,
+        reconciler: Reconciler,
+        sweep: DeadLetterSweep,
+        reserve_seconds: float,
+        receipts: EventReceipts | None = None,
+    ) -> None:
         self._reconciler = reconciler
         self._sweep = sweep
         self._reserve_ms = reserve_seconds * 1000
+        self._receipts = receipts
 
     @classmethod
     def from_environment(cls, settings: ReconcileSettings | None = None) -> ReconcileApp:
-        """Once per cold start: settings validated, clients, the reconciler and the sweep made."""
+        """Once per cold start: settings validated, clients, the reconciler and the sweeps made."""
         settings = settings or ReconcileSettings()
-        return cls(build_reconciler(settings), build_dead_letter_sweep(settings), settings.reserve_seconds)
+        return cls(
+            build_reconciler(settings),
+            build_dead_letter_sweep(settings),
+            settings.reserve_seconds,
+            build_event_receipts(settings),
+        )
 
     def handle(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
         def time_left() -> float:
             return (context.get_remaining_time_in_millis() - self._reserve_ms) / 1000
 
+        # Receipts first: an event that went out is marked before anything looks at its job.
+        receipts = self._receipts.settle(utcnow(), ACTOR).as_dict() if self._receipts else {}
         report = self._reconciler.run(utcnow(), time_left=time_left)
         for action, count in report.actions.items():
             name = "Reconcile" + action.value.title().replace("_", "")
             metrics.add_metric(name=name, unit=MetricUnit.Count, value=count)
         if report.stopped_early or time_left() <= 0:
-            return report.as_dict()  # the jobs come first; the next run sweeps
+            return {**report.as_dict(), **receipts}  # the jobs come first; the next run sweeps
         # After the jobs: a job this run completed leaves its dead letters to be removed now.
         swept = self._sweep.sweep(utcnow())
         metrics.add_metric(
             name="ReconcileDeadLettersRemoved", unit=MetricUnit.Count, value=sum(swept.removed.values())
         )
-        return {**report.as_dict(), **swept.as_dict()}
+        return {**report.as_dict(), **receipts, **swept.as_dict()}

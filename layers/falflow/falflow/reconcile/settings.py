@@ -27,6 +27,9 @@ class ReconcileSettings(HandoffSettings, FinaliserSettings, FalConnectionSetting
     outputs_dlq_url: Annotated[str, Field(min_length=1)]
     dead_letter_sweep_limit: Annotated[int, Field(ge=0, le=1000)] = 100
     dead_letter_sweep_visibility_seconds: Annotated[int, Field(ge=1, le=900)] = 60
+    # The receipts of falflow's own events (falflow.reconcile.receipts), read each run first.
+    event_receipts_url: Annotated[str, Field(min_length=1)]
+    event_receipts_limit: Annotated[int, Field(ge=1, le=10000)] = 1000
 
     def policy(self) -> ReconcilePolicy:
         return ReconcilePolicy(

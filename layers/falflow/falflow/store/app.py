@@ -16,10 +16,11 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from falflow import fal
-from falflow.aws.batch import RecordClock
+from falflow.aws.batch import RecordClock, visible_after
 from falflow.aws.clients import aws_client
 from falflow.aws.dead_letter import DeadLetterPolicy, with_dead_letter_reason
 from falflow.aws.outputs import S3Inbox, S3OutputBucket
+from falflow.completion.finalise import EventReceiptPendingError
 from falflow.completion.messages import OutputsMessage
 from falflow.fal.queue import FalQueueClient
 from falflow.jobs import utcnow
@@ -99,9 +100,13 @@ class StoreApp:
 
     def _store(self, record: SQSRecord) -> StoreOutcome:
         message = OutputsMessage.model_validate_json(record.body)
-        outcome = self.worker.handle(
-            message, utcnow(), last_attempt=self._dead_letter.is_last_attempt(record)
-        )
+        now = utcnow()
+        try:
+            outcome = self.worker.handle(message, now, last_attempt=self._dead_letter.is_last_attempt(record))
+        except EventReceiptPendingError as pending:
+            # Back when the claim runs out: published by then (its receipt marked it) or free to publish.
+            visible_after(aws_client("sqs"), record, (pending.until - now).total_seconds())
+            raise
         logger.info("outputs message handled", job_id=message.job_id, outcome=outcome.value)
         return outcome
 
