@@ -15,13 +15,17 @@ from pydantic import TypeAdapter
 from falflow_tools.emulator.config import FaultConfig
 from falflow_tools.emulator.state import JobView, RequestRecord, ServedFile, Stats, WebhookAttempt
 
+# Reads of a whole run's record (every request, job or served file) may take this long.
+SLOW_READ_S = 120.0
+
 
 class EmulatorControl:
     def __init__(self, base_url: str, *, timeout_s: float = 10.0) -> None:
         self._client = httpx.Client(base_url=f"{base_url.rstrip('/')}/_emulator", timeout=timeout_s)
 
-    def _get(self, path: str) -> Any:
-        response = self._client.get(path)
+    def _get(self, path: str, *, timeout_s: float | None = None) -> Any:
+        timeout = httpx.Timeout(timeout_s) if timeout_s else self._client.timeout
+        response = self._client.get(path, timeout=timeout)
         response.raise_for_status()
         return response.json()
 
@@ -42,10 +46,10 @@ class EmulatorControl:
         return FaultConfig.model_validate(self._get("/faults"))
 
     def requests(self) -> list[RequestRecord]:
-        return TypeAdapter(list[RequestRecord]).validate_python(self._get("/requests"))
+        return TypeAdapter(list[RequestRecord]).validate_python(self._get("/requests", timeout_s=SLOW_READ_S))
 
     def jobs(self) -> list[JobView]:
-        return TypeAdapter(list[JobView]).validate_python(self._get("/jobs"))
+        return TypeAdapter(list[JobView]).validate_python(self._get("/jobs", timeout_s=SLOW_READ_S))
 
     def job(self, request_id: str) -> JobView:
         for job in self.jobs():
@@ -58,7 +62,8 @@ class EmulatorControl:
 
     def served_files(self) -> list[ServedFile]:
         """Every output file the CDN serves, with its size and SHA-256."""
-        return TypeAdapter(list[ServedFile]).validate_python(self._get("/files"))
+        # Hashing every file of a 1,000-job run takes the emulator longer than the usual timeout.
+        return TypeAdapter(list[ServedFile]).validate_python(self._get("/files", timeout_s=SLOW_READ_S))
 
     def stats(self) -> Stats:
         return Stats.model_validate(self._get("/stats"))

@@ -7,7 +7,8 @@
 - DynamoDB conditional writes: DynamoDB checks a condition and writes as one atomic step; moto
   checks and writes in separate Python steps, so two threads can both pass one condition. falflow's
   exactly-once rules (forward-only states, one request id, one submit lease) rest on that atomicity,
-  so moto's writes are serialised while the patch is active.
+  so moto's writes (and its scans, which copy items a write may be changing) are serialised
+  while the patch is active.
 - DynamoDB index queries: DynamoDB reads an index partition, so a query costs what it returns; moto
   scans every item of the table in Python for each one. The reconciler queries every shard of every
   waiting state each run (falflow.jobs.store `list_by_state`), so at a few thousand jobs moto spent
@@ -200,7 +201,9 @@ _PATCHES: tuple[tuple[Any, str, Callable[[Any], Any]], ...] = (
     (DynamoDBBackend, "update_item", _reindexing_update),
     *(
         (DynamoDBBackend, name, _atomic)
-        for name in ("put_item", "update_item", "delete_item", "transact_write_items")
+        # A scan copies each item; a write mutating it meanwhile broke moto's copy ("dictionary
+        # changed size during iteration") in a 1,000-job run, where DynamoDB reads each item whole.
+        for name in ("put_item", "update_item", "delete_item", "transact_write_items", "scan")
     ),
 )
 
