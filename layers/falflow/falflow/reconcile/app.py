@@ -92,7 +92,7 @@ class ReconcileApp:
         reconciler: Reconciler,
         sweep: DeadLetterSweep,
         reserve_seconds: float,
-        receipts: EventReceipts | None = None,
+        receipts: EventReceipts,
     ) -> None:
         self._reconciler = reconciler
         self._sweep = sweep
@@ -115,7 +115,7 @@ class ReconcileApp:
             return (context.get_remaining_time_in_millis() - self._reserve_ms) / 1000
 
         # Receipts first: an event that went out is marked before anything looks at its job.
-        receipts = self._receipts.settle(utcnow(), ACTOR).as_dict() if self._receipts else {}
+        receipts = self._receipts.settle(utcnow(), ACTOR).as_dict()
         report = self._reconciler.run(utcnow(), time_left=time_left)
         for action, count in report.actions.items():
             name = "Reconcile" + action.value.title().replace("_", "")
