@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -172,18 +172,29 @@ def receive_each_once(
     return list(seen.values())
 
 
-def make_visible(sqs: SQSClient, queue_url: str, receipt_handles: Iterable[str]) -> None:
-    """Make received messages visible again at once (best effort: their visibility also ends)."""
+def _batches(receipt_handles: Iterable[str]) -> Iterator[list[tuple[str, str]]]:
+    """The handles in SQS's batches of at most 10, each with its entry id."""
     pending = list(receipt_handles)
     for start in range(0, len(pending), 10):
+        yield [(str(i), handle) for i, handle in enumerate(pending[start : start + 10])]
+
+
+def make_visible(sqs: SQSClient, queue_url: str, receipt_handles: Iterable[str]) -> None:
+    """Make received messages visible again at once (best effort: their visibility also ends)."""
+    for batch in _batches(receipt_handles):
         with contextlib.suppress(ClientError):
             sqs.change_message_visibility_batch(
                 QueueUrl=queue_url,
-                Entries=[
-                    {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": 0}
-                    for i, handle in enumerate(pending[start : start + 10])
-                ],
+                Entries=[{"Id": i, "ReceiptHandle": handle, "VisibilityTimeout": 0} for i, handle in batch],
             )
+
+
+def delete_received(sqs: SQSClient, queue_url: str, receipt_handles: Iterable[str]) -> None:
+    """Delete received messages."""
+    for batch in _batches(receipt_handles):
+        sqs.delete_message_batch(
+            QueueUrl=queue_url, Entries=[{"Id": i, "ReceiptHandle": handle} for i, handle in batch]
+        )
 
 
 def string_attribute(message: MessageTypeDef, name: str) -> str | None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
 
-from falflow.aws.dead_letter import receive_each_once
+from falflow.aws.dead_letter import delete_received, receive_each_once
 from falflow.failures import report_failure
 from falflow.jobs import JobStore
 
@@ -69,17 +69,7 @@ class EventReceipts:
                 report_failure(actor, error, job_id=job_id, message_id=message["MessageId"])
                 continue
             done.append(message["ReceiptHandle"])
-        self._delete(done)
+        delete_received(self._sqs(), self._queue_url, done)
         report.read = len(messages)
         logger.info("event receipts read", read=report.read, marked=report.marked)
         return report
-
-    def _delete(self, receipt_handles: list[str]) -> None:
-        for start in range(0, len(receipt_handles), 10):
-            self._sqs().delete_message_batch(
-                QueueUrl=self._queue_url,
-                Entries=[
-                    {"Id": str(i), "ReceiptHandle": handle}
-                    for i, handle in enumerate(receipt_handles[start : start + 10])
-                ],
-            )
