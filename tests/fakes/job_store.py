@@ -137,6 +137,12 @@ class InMemoryJobStore:
             jobs = [self._job(d) for d in rows[:limit]]
         return iter(jobs)
 
+    def list_unannounced(
+        self, state: JobState, *, changed_before: datetime, changed_after: datetime
+    ) -> Iterator[Job]:
+        jobs = self.list_by_state(state, changed_before=changed_before, changed_after=changed_after)
+        return iter([job for job in jobs if job.event_published_at is None])
+
     def find_by_request_id(self, request_id: str) -> Job | None:
         with self._lock:
             for data in self._items.values():
@@ -296,6 +302,20 @@ class InMemoryJobStore:
             ):
                 return None
             del data["store_lease_until"]
+            data["completion_enqueued_at"] = isoformat(now)
+            data["store_takeovers"] = data.get("store_takeovers", 0) + 1
+            return self._job(data)
+
+    def take_over_handoff(self, job_id: str, *, handed_over_at: str, now: datetime) -> Job | None:
+        with self._lock:
+            data = self._items.get(job_id)
+            if (
+                data is None
+                or data["state"] != JobState.STORING.value
+                or data.get("store_lease_until") is not None
+                or data.get("completion_enqueued_at") != handed_over_at
+            ):
+                return None
             data["completion_enqueued_at"] = isoformat(now)
             data["store_takeovers"] = data.get("store_takeovers", 0) + 1
             return self._job(data)

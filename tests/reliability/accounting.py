@@ -20,6 +20,7 @@ from falflow.aws.dead_letter import JOB_IDS_ATTRIBUTE
 from falflow.completion.messages import outputs_message_jobs
 from falflow.jobs import FINAL_STATES, Job, JobState
 from falflow.jobs.store import REQUEST_CLAIM_PREFIX, job_from_item
+from falflow.reconcile.reconciler import ANNOUNCED_STATES
 from falflow.submit.app import sources_from_body
 from falflow.submit.sources import JobMessage, message_job_id, object_job_id
 from falflow_tools.emulator import JobView
@@ -46,21 +47,26 @@ def scan_jobs(dynamodb: DynamoDBClient, table: str) -> dict[str, Job]:
     return jobs
 
 
-def scan_states(dynamodb: DynamoDBClient, table: str) -> dict[str, JobState]:
-    """Each job's state alone: the settling loop reads it every few seconds, and moto's cost grows
-    with what it serialises (a whole item carries its trail)."""
-    states: dict[str, JobState] = {}
+def scan_settled(dynamodb: DynamoDBClient, table: str) -> set[str]:
+    """The jobs that are final and, if their end is announced, announced: only each job's state and
+    event mark are read (the settling loop reads them every few seconds, and moto's cost grows with
+    what it serialises: a whole item carries its trail)."""
+    settled: set[str] = set()
     pages = dynamodb.get_paginator("scan").paginate(
         TableName=table,
         ConsistentRead=True,
-        ProjectionExpression="job_id, #s",
+        ProjectionExpression="job_id, #s, event_published_at",
         ExpressionAttributeNames={"#s": "state"},
     )
     for page in pages:
         for item in page["Items"]:
-            if "state" in item and not item["job_id"]["S"].startswith(REQUEST_CLAIM_PREFIX):
-                states[item["job_id"]["S"]] = JobState(item["state"]["S"])
-    return states
+            if "state" not in item or item["job_id"]["S"].startswith(REQUEST_CLAIM_PREFIX):
+                continue
+            state = JobState(item["state"]["S"])
+            announced = state not in ANNOUNCED_STATES or "event_published_at" in item
+            if state in FINAL_STATES and announced:
+                settled.add(item["job_id"]["S"])
+    return settled
 
 
 def fal_job_id(fal_job: JobView) -> str | None:
@@ -331,7 +337,7 @@ def _account_events(
     for job_id in expected:
         job = jobs.get(job_id)
         # A job rejected at intake never reached the store; it is announced by no event.
-        if job is None or job.state not in (JobState.COMPLETED, JobState.FAILED):
+        if job is None or job.state not in ANNOUNCED_STATES:
             continue
         if per_job[job_id] == 0:
             accounting.jobs_without_event.append(job_id)

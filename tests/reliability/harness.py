@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from falflow.jobs import FINAL_STATES
+from falflow.completion.finalise import DEFAULT_RECEIPT_WINDOW_S
 from falflow.submit.sources import message_job_id
 from falflow_tools.emulator import EmulatorConfig, FaultConfig, HttpFaults, WebhookFaults
 from falflow_tools.emulator.media import render_png
 from falflow_tools.local.stack import LocalStack, LocalStackConfig
 from falflow_tools.ops.submit import drop_file, job_message
 from falflow_tools.ops.target import Target
-from tests.reliability.accounting import scan_states
+from tests.reliability.accounting import scan_settled
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
@@ -195,21 +195,27 @@ def wait_until_settled(
     job_ids: list[str],
     *,
     enough: float = 1.0,
-    quiet_s: float = 90.0,
     deadline_s: float = 1800.0,
 ) -> None:
-    """Wait until `enough` of the jobs (a fraction) are final, or no job became final for
-    `quiet_s`, or the deadline passed. What is not final then is for the accounting to show."""
+    """Wait until `enough` of the jobs (a fraction) are final and announced, or none settled for
+    longer than a publisher's claim on an event can hold one (the receipt window, and a margin), or
+    the deadline passed. What is not settled then is for the accounting to show."""
+    quiet_s = max(90.0, receipt_window(stack) + 60.0)
     started = time.monotonic()
     table = stack.outputs()["JobsTableName"]
-    last_final, last_change = -1, started
+    last_settled, last_change = -1, started
     while time.monotonic() - started < deadline_s:
-        states = scan_states(stack.dynamodb(), table)
-        final = sum(1 for job_id in job_ids if states.get(job_id) in FINAL_STATES)
-        if final >= enough * len(job_ids):
+        settled = len(scan_settled(stack.dynamodb(), table).intersection(job_ids))
+        if settled >= enough * len(job_ids):
             return
-        if final != last_final:
-            last_final, last_change = final, time.monotonic()
+        if settled != last_settled:
+            last_settled, last_change = settled, time.monotonic()
         elif time.monotonic() - last_change > quiet_s:
             return
         time.sleep(2.0)
+
+
+def receipt_window(stack: LocalStack) -> float:
+    """How long the stack's publishers hold a claim on an event (falflow.completion.finalise)."""
+    environment = stack.functions["StoreFunction"].runtime.environment
+    return float(environment.get("EVENT_RECEIPT_WINDOW_SECONDS", DEFAULT_RECEIPT_WINDOW_S))

@@ -19,6 +19,7 @@ from falflow.jobs import (
     JobStore,
     RequestUrls,
     TrailEntry,
+    isoformat,
 )
 from falflow.jobs.model import MAX_TRAIL_REASON_CHARS
 from falflow.jobs.store import (
@@ -293,6 +294,39 @@ def test_a_dead_runs_store_lease_is_taken_over_once_and_only_once_expired(store:
     store.fail("job-1", ERROR, now=after)
     gone = T0 + timedelta(hours=2)
     assert store.take_over_store_lease("job-1", expired_until=final.store_lease_until, now=gone) is None
+
+
+def test_a_handoff_no_store_run_took_is_taken_over_once(store: JobStore) -> None:
+    storing(store)
+    handed = store.mark_handed_over("job-1", "inbox/k", now=T0)
+    assert handed is not None
+    assert handed.completion_enqueued_at is not None
+    at = handed.completion_enqueued_at
+    assert store.take_over_handoff("job-1", handed_over_at="2026", now=T0 + timedelta(hours=8)) is None
+    later = T0 + timedelta(hours=8)
+    taken = store.take_over_handoff("job-1", handed_over_at=at, now=later)
+    assert taken is not None
+    assert (taken.store_takeovers, taken.completion_enqueued_at) == (1, isoformat(later))
+    assert store.take_over_handoff("job-1", handed_over_at=at, now=later) is None  # once
+    # a store run holding the job's lease is not overtaken
+    held = store.take_store_lease("job-1", seen_until=None, now=later, lease=timedelta(minutes=16))
+    assert held is not None
+    assert store.take_over_handoff("job-1", handed_over_at=isoformat(later), now=later) is None
+
+
+def test_unannounced_final_jobs_are_listed_until_their_event_is_marked(store: JobStore) -> None:
+    storing(store)
+    store.fail("job-1", ERROR, now=T0 + timedelta(minutes=1))
+    window = {"changed_before": T0 + timedelta(minutes=30), "changed_after": T0}
+    assert [j.job_id for j in store.list_unannounced(JobState.FAILED, **window)] == ["job-1"]
+    assert (
+        list(
+            store.list_unannounced(JobState.FAILED, changed_before=T0, changed_after=T0 - timedelta(hours=1))
+        )
+        == []
+    )
+    store.mark_event_published("job-1", now=T0 + timedelta(minutes=2))
+    assert list(store.list_unannounced(JobState.FAILED, **window)) == []
 
 
 def test_complete_needs_the_jobs_request(store: JobStore) -> None:

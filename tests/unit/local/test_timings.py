@@ -6,8 +6,17 @@ import math
 
 import pytest
 
-from falflow_tools.local.timings import MIN_LOCAL_TIMEOUT_S, scaled_timings, template_consumers
-from falflow_tools.template import load_template
+from falflow.completion.finalise import DEFAULT_RECEIPT_WINDOW_S
+from falflow.reconcile.settings import ReconcileSettings
+from falflow_tools.local.schedules import rate_seconds
+from falflow_tools.local.timings import (
+    MIN_LOCAL_TIMEOUT_S,
+    outputs_max_receives,
+    receipt_window_s,
+    scaled_timings,
+    template_consumers,
+)
+from falflow_tools.template import function_specs, load_template
 
 CONSUMERS = {c.function: c for c in template_consumers(load_template())}
 LEASED = {"SubmitFunction": "SUBMIT_LEASE_SECONDS", "StoreFunction": "STORE_LEASE_SECONDS"}
@@ -106,3 +115,32 @@ def test_the_submits_retry_backoff_scales_with_the_queues_not_with_the_timeout_f
         "SUBMIT_RETRY_BASE_SECONDS": backoff,
     }
     assert set(local["StoreFunction"].environment) == {"STORE_LEASE_SECONDS"}
+
+
+def test_the_reconcilers_redelivery_span_is_the_outputs_queues() -> None:
+    """A STORING job no store run took is handed over again only once SQS stopped redelivering
+    its message; the template's span must be its outputs queue's visibility times its receives."""
+    template = load_template()
+    reconcile = function_specs(template)["ReconcileFunction"]
+    outputs = CONSUMERS["StoreFunction"]
+    span = outputs.visibility_s * outputs_max_receives(template)
+    assert float(reconcile.environment["OUTPUTS_REDELIVERY_SECONDS"]) == span
+    assert ReconcileSettings.model_fields["outputs_redelivery_seconds"].default == span
+
+
+def test_the_templates_receipt_window_outlasts_the_gap_between_two_reads_of_the_receipts() -> None:
+    template = load_template()
+    specs = function_specs(template)
+    reconcile = specs["ReconcileFunction"]
+    # the schedule's default rate (ReconcileSchedule); a slower one needs a longer window
+    rate = rate_seconds(template["Parameters"]["ReconcileSchedule"]["Default"])
+    assert rate is not None
+    needed = receipt_window_s(rate, float(reconcile.timeout))
+    for logical in ("StoreFunction", "ReconcileFunction"):
+        window = float(
+            specs[logical].environment.get("EVENT_RECEIPT_WINDOW_SECONDS", DEFAULT_RECEIPT_WINDOW_S)
+        )
+        assert window >= needed
+    # the local stack's 3 s interval keeps the unscaled 300 s timeout in its window (a 1,000-job
+    # run, whose reconcile runs took minutes, doubled an event with the window scaled to 9 s)
+    assert receipt_window_s(3, float(reconcile.timeout)) >= 3 + reconcile.timeout

@@ -13,10 +13,11 @@ import pytest
 
 from falflow.completion.finalise import JOB_FAILED, Finaliser
 from falflow.completion.handoff import CompletionHandoff
+from falflow.completion.messages import OUTPUTS_DEAD_LETTERED
 from falflow.fal.errors import FalNotFoundError, FalServerError
 from falflow.fal.platform import RequestHistoryItem
 from falflow.fal.queue import QueueStatus
-from falflow.jobs import Job, JobState, RequestUrls, isoformat, utcnow
+from falflow.jobs import Job, JobError, JobState, RequestUrls, TrailEntry, isoformat, utcnow
 from falflow.jobs.requests import CANCELLED_ACTION, JobRequests
 from falflow.reconcile.reconciler import ACTOR, Action, ReconcilePolicy, Reconciler, original_request
 from tests.fakes.completion import FakeFalQueue, MemoryInbox, MemoryOutputsQueue, RecordingPublisher
@@ -445,3 +446,102 @@ def test_an_unreadable_history_leaves_the_poll_alone(h: Harness) -> None:
 
     assert report.actions == {Action.ADVANCED: 1}
     assert h.get("amb").duplicate_requests == []
+
+
+def _handed_over_untaken(h: Harness, job_id: str) -> Job:
+    """A handed-over job whose outputs message no store run took (it never got a lease)."""
+    h.submitted(job_id, f"r-{job_id}")
+    h.handoff.record(job_id, f"r-{job_id}", delivery(f"r-{job_id}", payload={}), source="webhook", now=T0)
+    h.outputs_queue.messages.clear()
+    return h.get(job_id)
+
+
+def test_a_handoff_no_store_run_took_is_handed_over_again_once_the_queue_stops_redelivering(
+    h: Harness,
+) -> None:
+    job = _handed_over_untaken(h, "untaken")
+    assert job.completion_enqueued_at is not None
+    # within the outputs queue's redelivery span the message may still come
+    assert h.reconciler.run(T0 + POLICY.outputs_redelivery - timedelta(minutes=1)).actions == {
+        Action.SKIPPED: 1
+    }
+    assert h.outputs_queue.messages == []
+
+    after = T0 + POLICY.outputs_redelivery + timedelta(minutes=1)
+    assert h.reconciler.run(after).actions == {Action.TAKEN_OVER: 1}
+    assert [m.job_id for m in h.outputs_queue.messages] == ["untaken"]
+    job = h.get("untaken")
+    assert (job.state, job.store_takeovers, job.completion_enqueued_at) == (
+        JobState.STORING,
+        1,
+        isoformat(after),
+    )
+    assert job.trail[-1].action == "store_taken_over"
+    assert "no store run took the outputs message" in job.trail[-1].reason
+    # the new hand-off starts a new span: nothing sent again at once
+    assert h.reconciler.run(after + timedelta(minutes=5)).actions == {Action.SKIPPED: 1}
+    assert len(h.outputs_queue.messages) == 1
+
+
+def test_a_handoff_that_is_never_taken_ends_failed_after_the_takeovers(h: Harness) -> None:
+    _handed_over_untaken(h, "never")
+    now = T0
+    for _ in range(POLICY.max_store_takeovers):
+        now += POLICY.outputs_redelivery + timedelta(minutes=1)
+        assert h.reconciler.run(now).actions == {Action.TAKEN_OVER: 1}
+    now += POLICY.outputs_redelivery + timedelta(minutes=1)
+    assert h.reconciler.run(now).actions == {Action.FAILED: 1}
+    job = h.get("never")
+    assert job.error is not None
+    assert job.error.type == "store_abandoned"
+    assert [event[0] for event in h.events.events] == [JOB_FAILED]
+
+
+def test_a_handoff_the_store_dead_lettered_with_a_reason_waits_for_an_operator(h: Harness) -> None:
+    _handed_over_untaken(h, "lettered")
+    h.jobs.add_trail(
+        "lettered",
+        TrailEntry(
+            at=isoformat(T0 + timedelta(minutes=1)),
+            actor="store",
+            action=OUTPUTS_DEAD_LETTERED,
+            reason="S3 refused the upload",
+        ),
+    )
+    later = T0 + POLICY.outputs_redelivery + timedelta(minutes=1)
+    assert h.reconciler.run(later).actions == {Action.SKIPPED: 1}
+    assert h.outputs_queue.messages == []
+
+
+def _final_without_event(h: Harness, job_id: str, *, claimed_until: Any = None) -> Job:
+    """A job whose end was written by a publisher that died before its event went out."""
+    h.submitted(job_id, f"r-{job_id}")
+    error = JobError(type="test", message="failed for the test")
+    failed = h.jobs.fail(job_id, error, now=T0)
+    assert failed is not None
+    if claimed_until is not None:
+        assert h.jobs.claim_event(job_id, now=T0, until=claimed_until) is not None
+    return h.get(job_id)
+
+
+def test_a_final_job_whose_event_no_publisher_sent_is_announced_once(h: Harness) -> None:
+    _final_without_event(h, "silent")
+    assert h.reconciler.run(LATER).actions == {Action.ANNOUNCED: 1}
+    assert [(kind, detail["job_id"]) for kind, detail in h.events.events] == [(JOB_FAILED, "silent")]
+    assert h.get("silent").event_published_at is not None
+    assert h.reconciler.run(LATER + timedelta(minutes=5)).actions == {}
+    assert len(h.events.events) == 1
+
+
+def test_a_live_claim_on_the_event_is_left_to_its_publisher(h: Harness) -> None:
+    _final_without_event(h, "claimed", claimed_until=T0 + timedelta(minutes=20))
+    assert h.reconciler.run(LATER).actions == {Action.SKIPPED: 1}
+    assert h.events.events == []
+    # once the claim ran out with no receipt, the event never went out: publish it
+    assert h.reconciler.run(T0 + timedelta(minutes=21)).actions == {Action.ANNOUNCED: 1}
+    assert len(h.events.events) == 1
+
+
+def test_final_jobs_past_the_lookback_are_not_read(h: Harness) -> None:
+    _final_without_event(h, "old")
+    assert h.reconciler.run(T0 + POLICY.late_event_lookback + timedelta(minutes=1)).actions == {}

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, Self
 
 import boto3
 
-from falflow.completion.finalise import DEFAULT_RECEIPT_WINDOW_S
 from falflow_tools.local.aws_server import AwsServer
 from falflow_tools.local.front_door import FrontDoor, HttpReply, json_reply, routes_from_template
 from falflow_tools.local.resources import (
@@ -41,7 +40,13 @@ from falflow_tools.local.resources import (
 from falflow_tools.local.schedules import ScheduleRunner, ScheduleSpec, rate_seconds
 from falflow_tools.local.sqs_source import SqsEventSource, SqsSourceSettings
 from falflow_tools.local.state import FalEndpoints, LocalState
-from falflow_tools.local.timings import LocalTiming, scaled_timings, template_consumers
+from falflow_tools.local.timings import (
+    LocalTiming,
+    outputs_max_receives,
+    receipt_window_s,
+    scaled_timings,
+    template_consumers,
+)
 from falflow_tools.local.workers import FunctionRuntime, InvocationResult, LocalFunction
 from falflow_tools.template import FunctionSpec, function_specs, load_template
 
@@ -360,12 +365,16 @@ class LocalStack:
             overrides.update(self.timings[logical_id].environment)
         if "EVENT_BUS_NAME" in template_env:
             overrides.update(self._receipt_window())
+        if "OUTPUTS_REDELIVERY_SECONDS" in template_env:
+            overrides.update(self._outputs_redelivery())
         overrides.update(self.config.environment.get(logical_id, {}))
         return overrides
 
     def _receipt_window(self) -> dict[str, str]:
-        """A publisher of completion events waits for an event's receipt as many reconcile runs
-        (which read the receipts) as in the template: 900 s at every 5 minutes."""
+        """A publisher of completion events waits for an event's receipt until a reconcile run
+        must have read it: receipts are read as each run starts, and runs follow each other, so the
+        gap between two reads is at most the interval plus one run (its timeout). The template's
+        900 s covers its 5-minute rate and 300 s timeout; here the interval is shorter."""
         reconcile = next((s for s in self._schedule_specs() if s.function == "ReconcileFunction"), None)
         if reconcile is None:
             return {}
@@ -373,8 +382,16 @@ class LocalStack:
         local_s = self.config.schedule_intervals_s.get("ReconcileFunction", template_s)
         if not template_s or not local_s or local_s == template_s:
             return {}
-        window = DEFAULT_RECEIPT_WINDOW_S * local_s / template_s
+        window = receipt_window_s(local_s, float(self.specs["ReconcileFunction"].timeout))
         return {"EVENT_RECEIPT_WINDOW_SECONDS": f"{window:.3f}"}
+
+    def _outputs_redelivery(self) -> dict[str, str]:
+        """How long the local outputs queue redelivers one message (its visibility times maxReceiveCount),
+        for the reconciler, which hands a STORING job no store run took to the store again after it."""
+        store = self.timings.get("StoreFunction")
+        if store is None:
+            return {}
+        return {"OUTPUTS_REDELIVERY_SECONDS": str(store.visibility_s * outputs_max_receives(self.template))}
 
     def _api_origin(self) -> str:
         api = self.resources.resolver.refs.get("HttpApi", "")

@@ -143,3 +143,23 @@ def scaled_timings(consumers: Iterable[QueueConsumer], shortest_visibility_s: in
             max(visibility, math.floor(local_lease) + 1), consumer.timeout_s * ratio, environment
         )
     return timings
+
+
+# Margin of the receipt window over the longest gap between two reads of the receipts (the
+# receipt's own delivery through EventBridge and SQS, a run that starts late): the template's 900 s
+# is 1.5 times (its 5-minute rate + the reconcile function's 300 s timeout).
+RECEIPT_WINDOW_MARGIN = 1.5
+
+
+def receipt_window_s(reconcile_interval_s: float, reconcile_timeout_s: float) -> float:
+    """How long a publisher's claim on a completion event must last: until a reconcile run has
+    read the event's receipt. Receipts are read as each run starts and runs follow each other, so a
+    receipt that arrives just after a read waits for the run (at most its timeout) and the interval
+    (docs/adr/0029-a-completion-event-is-published-once-and-confirmed-by-its-receipt.md)."""
+    return RECEIPT_WINDOW_MARGIN * (reconcile_interval_s + reconcile_timeout_s)
+
+
+def outputs_max_receives(template: Mapping[str, Any]) -> int:
+    """How many times the outputs queue hands one message to the store before its DLQ takes it."""
+    queue = template["Resources"]["OutputsQueue"]["Properties"]
+    return int(queue["RedrivePolicy"]["maxReceiveCount"])

@@ -161,6 +161,19 @@ class CompletionHandoff:
         self._send(job)
         return self._jobs.take_over_store_lease(job.job_id, expired_until=lease, now=now) is not None
 
+    def take_over_handoff(self, job: Job, now: datetime) -> bool:
+        """Hand ``job`` to the store again because no store run took its outputs message (the
+        message ran out of receives, e.g. every run timed out before it started); True if this call
+        noted the new hand-off. The caller decides when that is (the queue's redelivery span)."""
+        handed_over_at = job.completion_enqueued_at
+        if job.is_final or job.completion_key is None or handed_over_at is None or job.store_lease_until:
+            return False
+        logger.warning(
+            "no store run took the job's outputs message; handing it over again", job_id=job.job_id
+        )
+        self._send(job)
+        return self._jobs.take_over_handoff(job.job_id, handed_over_at=handed_over_at, now=now) is not None
+
     def _hand_over(self, job: Job, now: datetime) -> None:
         assert job.completion_key is not None
         self._send(job)

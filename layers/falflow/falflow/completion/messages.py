@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import ConfigDict
 
 from falflow.deferred import DeferredModel
 
 CompletionSource = Literal["webhook", "reconcile"]
+
+# The trail action of a job whose outputs message the store sent to the DLQ, with its reason.
+OUTPUTS_DEAD_LETTERED: Final = "dead_lettered"
 
 
 class OutputsMessage(DeferredModel):

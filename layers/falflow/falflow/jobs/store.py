@@ -124,6 +124,13 @@ class JobStore(Protocol):
         """Jobs in `state`, ordered by when they entered it."""
         ...
 
+    def list_unannounced(
+        self, state: JobState, *, changed_before: datetime, changed_after: datetime
+    ) -> Iterator[Job]:
+        """Jobs in `state` (a final one) that entered it between the two times and whose completion
+        event is not marked published."""
+        ...
+
     def find_by_request_id(self, request_id: str) -> Job | None: ...
 
     def request_holder(self, request_id: str) -> str | None:
@@ -217,6 +224,12 @@ class JobStore(Protocol):
         """The run holding the store lease died: drop the lease, count the takeover and note the new
         hand-off; refused unless the job is STORING, the lease still reads `expired_until` and that is
         not after `now`."""
+        ...
+
+    def take_over_handoff(self, job_id: str, *, handed_over_at: str, now: datetime) -> Job | None:
+        """No store run took the outputs message handed over at `handed_over_at` (its receives ran
+        out before one did): count a takeover and note the new hand-off; refused unless the job is
+        STORING with no store lease and its hand-off still reads `handed_over_at`."""
         ...
 
     def complete(
@@ -466,6 +479,28 @@ class DynamoJobStore:
             }
             for shard in range(STATE_SHARDS)
         ]
+        return self._merged(queries, state, newest_first=newest_first, limit=limit)
+
+    def list_unannounced(
+        self, state: JobState, *, changed_before: datetime, changed_after: datetime
+    ) -> Iterator[Job]:
+        queries = []
+        for shard in range(STATE_SHARDS):
+            query = _state_key(f"{state.value}#{shard}", changed_before, changed_after)
+            query["ExpressionAttributeNames"]["#e"] = "event_published_at"
+            queries.append(
+                {
+                    "TableName": self._table,
+                    "IndexName": BY_STATE_INDEX,
+                    "FilterExpression": "attribute_not_exists(#e)",
+                    **query,
+                }
+            )
+        return self._merged(queries, state, newest_first=False, limit=None)
+
+    def _merged(
+        self, queries: list[dict[str, Any]], state: JobState, *, newest_first: bool, limit: int | None
+    ) -> Iterator[Job]:
         with ThreadPoolExecutor(max_workers=STATE_SHARDS, thread_name_prefix="by-state") as pool:
             first_pages = list(pool.map(lambda query: self._client.query(**query), queries))
         shards = [self._shard_items(query, page) for query, page in zip(queries, first_pages, strict=True)]
@@ -711,15 +746,15 @@ class DynamoJobStore:
     def take_over_store_lease(self, job_id: str, *, expired_until: str, now: datetime) -> Job | None:
         if expired_until > isoformat(now):
             return None
-        expression = _Expression()
+        expression = _takeover(now)
         expression.remove("store_lease_until")
-        expression.set("completion_enqueued_at", isoformat(now))
-        takeovers = expression.name("store_takeovers")
-        expression.sets.append(
-            f"{takeovers} = if_not_exists({takeovers}, {expression.value(0)}) + {expression.value(1)}"
-        )
         expression.require_equal("store_lease_until", expired_until)
-        expression.require_equal("state", JobState.STORING.value)
+        return self._update(job_id, expression)
+
+    def take_over_handoff(self, job_id: str, *, handed_over_at: str, now: datetime) -> Job | None:
+        expression = _takeover(now)
+        expression.require_absent("store_lease_until")
+        expression.require_equal("completion_enqueued_at", handed_over_at)
         return self._update(job_id, expression)
 
     def complete(
@@ -812,6 +847,18 @@ class DynamoJobStore:
 
 def _claim_key(request_id: str) -> str:
     return f"{REQUEST_CLAIM_PREFIX}{request_id}"
+
+
+def _takeover(now: datetime) -> _Expression:
+    """A STORING job handed to the store again by the reconciler, counted as a takeover."""
+    expression = _Expression()
+    expression.set("completion_enqueued_at", isoformat(now))
+    takeovers = expression.name("store_takeovers")
+    expression.sets.append(
+        f"{takeovers} = if_not_exists({takeovers}, {expression.value(0)}) + {expression.value(1)}"
+    )
+    expression.require_equal("state", JobState.STORING.value)
+    return expression
 
 
 def _state_key(shard: str, before: datetime | None, after: datetime | None) -> dict[str, Any]:

@@ -2,12 +2,14 @@
 
 Each run takes jobs waiting longer than ``reconcile_after`` (the sharded ByStateShard index) and acts
 only through conditional writes: SUBMITTED / IN_PROGRESS jobs are polled at fal and a finished result
-goes through the same completion hand-off as the webhook; STORING jobs whose hand-off was lost, or
-whose store lease outlived its worker, are handed to the store again (after ``max_store_takeovers``
-such deaths the job ends FAILED); ACCEPTED jobs with no live submit lease are sent back to the intake
-queue (never resubmitted from here); jobs older than ``give_up_after`` end FAILED. Each action leaves
-a trail entry. Why:
-docs/adr/0012-a-reconciler-covers-lost-webhooks-and-dead-workers.md.
+goes through the same completion hand-off as the webhook; STORING jobs whose hand-off was lost,
+whose store lease outlived its worker, or whose message no store run took before SQS stopped
+redelivering it, are handed to the store again (after ``max_store_takeovers`` such takeovers the job
+ends FAILED); ACCEPTED jobs with no live submit lease are sent back to the intake queue (never
+resubmitted from here); jobs older than ``give_up_after`` end FAILED; final jobs whose event no
+publisher sent are announced. Each action leaves a trail entry. Why:
+docs/adr/0012-a-reconciler-covers-lost-webhooks-and-dead-workers.md,
+docs/adr/0029-a-completion-event-is-published-once-and-confirmed-by-its-receipt.md.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from urllib.parse import parse_qs, quote_plus, urlsplit
 from aws_lambda_powertools import Logger
 
 from falflow.completion.delivery import RESULT_UNAVAILABLE, delivery_body
-from falflow.completion.finalise import Finaliser
+from falflow.completion.finalise import EventReceiptPendingError, Finaliser
 from falflow.completion.handoff import CompletionHandoff, HandoffOutcome
+from falflow.completion.messages import OUTPUTS_DEAD_LETTERED
 from falflow.failures import report_failure
 from falflow.fal.errors import FalError, FalNotFoundError
 from falflow.fal.ports import FalQueue
@@ -41,6 +44,10 @@ GAVE_UP = "gave_up"
 STORE_ABANDONED = "store_abandoned"
 TAKEOVER_ACTION = "store_taken_over"
 REDRIVE_ACTION = "redriven_to_intake"
+# The template's outputs queue: a 5,400 s visibility timeout, 5 receives.
+DEFAULT_OUTPUTS_REDELIVERY_S: Final = 5400.0 * 5
+# The final states a completion event announces (falflow.completion.finalise).
+ANNOUNCED_STATES: Final = (JobState.COMPLETED, JobState.FAILED)
 
 
 class IntakeQueue(Protocol):
@@ -58,6 +65,7 @@ class Action(StrEnum):
     GAVE_UP = "gave_up"
     HANDED_OVER = "handed_over"  # a recorded completion handed to the store again
     TAKEN_OVER = "taken_over"  # a dead store run's expired lease taken over: handed to the store again
+    ANNOUNCED = "announced"  # a final job's completion event, which its publisher never sent, published
     REDRIVEN = "redriven"  # an ACCEPTED job's request sent to the intake queue again
     SKIPPED = "skipped"  # nothing to do, or not ours to do now
     ERROR = "error"
@@ -88,6 +96,12 @@ class ReconcilePolicy:
     # Store runs that may die holding one job before it ends FAILED (a job that kills its worker,
     # e.g. by memory, must not be handed over for ever).
     max_store_takeovers: int = 3
+    # How long the outputs queue hands one message to the store: its visibility timeout times its
+    # maxReceiveCount. A STORING job without a store lease handed over longer ago than this was
+    # taken by no store run (SQS dead-lettered the message), and is handed over again.
+    outputs_redelivery: timedelta = timedelta(seconds=DEFAULT_OUTPUTS_REDELIVERY_S)
+    # Final jobs are looked at this far back for a completion event their publisher never sent.
+    late_event_lookback: timedelta = timedelta(hours=2)
 
 
 class Reconciler:
@@ -132,9 +146,14 @@ class Reconciler:
         cutoff = now - self._policy.reconcile_after
         for state in (JobState.STORING, *WAITING_STATES, JobState.ACCEPTED):
             yield from self._jobs.list_by_state(state, changed_before=cutoff)
+        since = now - self._policy.late_event_lookback
+        for state in ANNOUNCED_STATES:
+            yield from self._jobs.list_unannounced(state, changed_before=cutoff, changed_after=since)
 
     def _reconcile_one(self, job: Job, now: datetime) -> Action:
         try:
+            if job.is_final:
+                return self._announce_late(job, now)
             if job.state is JobState.STORING:
                 return self._resume_store(job, now)
             if now - datetime.fromisoformat(job.created_at) >= self._policy.give_up_after:
@@ -152,11 +171,13 @@ class Reconciler:
         if self._handoff.resume_handoff(job, now):
             return Action.HANDED_OVER
         lease = job.store_lease_until
-        if lease is None or lease > isoformat(now):
-            return Action.SKIPPED  # a store run holds the job, or its message is on the way
+        if lease is None:
+            return self._resume_handoff_untaken(job, now)
+        if lease > isoformat(now):
+            return Action.SKIPPED  # a store run holds the job
         limit = self._policy.max_store_takeovers
         if job.store_takeovers >= limit:
-            return self._abandon_store(job, now, lease)
+            return self._abandon_store(job, now, f"the last held it until {lease}")
         if not self._handoff.take_over_store(job, now):
             return Action.SKIPPED  # a redelivered message took the lease first
         self._trail(
@@ -168,11 +189,37 @@ class Reconciler:
         )
         return Action.TAKEN_OVER
 
-    def _abandon_store(self, job: Job, now: datetime, lease: str) -> Action:
+    def _resume_handoff_untaken(self, job: Job, now: datetime) -> Action:
+        """No lease: the outputs message is on its way, unless SQS stopped redelivering it before a
+        store run took it (every receive timed out first); then it is sent again, as a takeover."""
+        handed_over_at = job.completion_enqueued_at
+        if (
+            handed_over_at is None
+            or datetime.fromisoformat(handed_over_at) > now - self._policy.outputs_redelivery
+        ):
+            return Action.SKIPPED
+        if _dead_lettered_since(job, handed_over_at):
+            return Action.SKIPPED  # the store said why; it waits in the DLQ for an operator
+        limit = self._policy.max_store_takeovers
+        if job.store_takeovers >= limit:
+            return self._abandon_store(job, now, f"the last was handed over at {handed_over_at}")
+        if not self._handoff.take_over_handoff(job, now):
+            return Action.SKIPPED  # a store run took it meanwhile
+        self._trail(
+            job,
+            now,
+            TAKEOVER_ACTION,
+            f"no store run took the outputs message handed over at {handed_over_at} before the outputs "
+            f"queue stopped redelivering it; handed to the store again (takeover "
+            f"{job.store_takeovers + 1} of {limit})",
+        )
+        return Action.TAKEN_OVER
+
+    def _abandon_store(self, job: Job, now: datetime, last: str) -> Action:
         error = JobError(
             type=STORE_ABANDONED,
-            message=f"{job.store_takeovers + 1} store runs stopped before finishing this job (the last "
-            f"held it until {lease}); its outputs were not stored",
+            message=f"{job.store_takeovers + 1} store runs stopped before finishing this job ({last}); "
+            "its outputs were not stored",
             detail={"request_id": job.request_id, "completion_key": job.completion_key},
         )
         failed = self._finaliser.fail(job, error, now=now, actor=ACTOR)
@@ -180,6 +227,21 @@ class Reconciler:
             return Action.SKIPPED
         self._finaliser.announce(failed, now)
         return Action.FAILED
+
+    def _announce_late(self, job: Job, now: datetime) -> Action:
+        """A final job whose event no publisher sent (it died between the job's end and the
+        publish, and nothing brings its work back, e.g. the reconciler's own): publish it now,
+        through the same claim, once any earlier publisher's claim has run out."""
+        claimed_until = job.event_claimed_until
+        if job.event_published_at is not None or (
+            claimed_until is not None and claimed_until > isoformat(now)
+        ):
+            return Action.SKIPPED
+        try:
+            announced = self._finaliser.announce(job, now)
+        except EventReceiptPendingError:
+            return Action.SKIPPED
+        return Action.ANNOUNCED if announced else Action.SKIPPED
 
     # ------------------------------------------------------------------------ SUBMITTED / IN_PROGRESS
 
@@ -366,3 +428,8 @@ def original_request(job: Job) -> str | None:
     if job.output_prefix is not None:
         message["output_prefix"] = job.output_prefix
     return json.dumps(message)
+
+
+def _dead_lettered_since(job: Job, handed_over_at: str) -> bool:
+    """Whether the store noted, after the hand-off, that the message went to the DLQ for a reason."""
+    return any(entry.action == OUTPUTS_DEAD_LETTERED and entry.at >= handed_over_at for entry in job.trail)

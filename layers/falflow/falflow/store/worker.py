@@ -32,7 +32,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from falflow.completion.delivery import RESULT_UNAVAILABLE, FalDelivery, InvalidDeliveryError, error_type_of
 from falflow.completion.finalise import Finaliser
 from falflow.completion.keys import RESULT_NAME, job_output_prefix, output_key
-from falflow.completion.messages import OutputsMessage
+from falflow.completion.messages import OUTPUTS_DEAD_LETTERED, OutputsMessage
 from falflow.completion.ports import Inbox
 from falflow.fal.errors import FalError, FalNotFoundError
 from falflow.fal.ports import FalQueue, FalRequestPayloads
@@ -61,7 +61,6 @@ logger = Logger(child=True)
 metrics = Metrics()
 
 ACTOR = "store"
-DEAD_LETTERED = "dead_lettered"
 SOURCE_METADATA = "falflow-source"
 JOB_METADATA = "falflow-job-id"
 DEFAULT_LEASE = timedelta(seconds=960)  # the store function's 900 s timeout, and a margin
@@ -156,7 +155,7 @@ class StoreWorker:
             TrailEntry(
                 at=isoformat(now),
                 actor=ACTOR,
-                action=DEAD_LETTERED,
+                action=OUTPUTS_DEAD_LETTERED,
                 reason=f"{reason}; its message waits in the outputs DLQ (falflow dlq redrive outputs)",
             ),
         )
