@@ -17,10 +17,10 @@ from rich.console import Console
 from rich.table import Table
 
 from falflow.aws.dead_letter import JOB_IDS_ATTRIBUTE
+from falflow.completion.finalise import ANNOUNCED_STATES
 from falflow.completion.messages import outputs_message_jobs
 from falflow.jobs import FINAL_STATES, Job, JobState
 from falflow.jobs.store import REQUEST_CLAIM_PREFIX, job_from_item
-from falflow.reconcile.reconciler import ANNOUNCED_STATES
 from falflow.submit.app import sources_from_body
 from falflow.submit.sources import JobMessage, message_job_id, object_job_id
 from falflow_tools.emulator import JobView

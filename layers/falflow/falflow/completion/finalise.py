@@ -40,6 +40,10 @@ JOB_COMPLETED = "Job Completed"
 JOB_FAILED = "Job Failed"
 
 
+# The final states whose end a completion event announces.
+ANNOUNCED_STATES: Final = (JobState.COMPLETED, JobState.FAILED)
+
+
 def completion_event(job: Job, bucket: str) -> tuple[str, dict[str, Any]]:
     """``(detail-type, detail)`` of the event for a finished job."""
     detail: dict[str, Any] = {

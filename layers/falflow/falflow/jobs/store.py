@@ -469,34 +469,36 @@ class DynamoJobStore:
         limit: int | None = None,
     ) -> Iterator[Job]:
         """Every shard of `state` queried at once, merged by when each job entered the state."""
-        queries = [
-            {
-                "TableName": self._table,
-                "IndexName": BY_STATE_INDEX,
-                "ScanIndexForward": not newest_first,
-                **({"Limit": max(limit, 1)} if limit is not None else {}),
-                **_state_key(f"{state.value}#{shard}", changed_before, changed_after),
-            }
-            for shard in range(STATE_SHARDS)
-        ]
+        queries = self._shard_queries(
+            state,
+            changed_before,
+            changed_after,
+            ScanIndexForward=not newest_first,
+            **({"Limit": max(limit, 1)} if limit is not None else {}),
+        )
         return self._merged(queries, state, newest_first=newest_first, limit=limit)
 
     def list_unannounced(
         self, state: JobState, *, changed_before: datetime, changed_after: datetime
     ) -> Iterator[Job]:
-        queries = []
-        for shard in range(STATE_SHARDS):
-            query = _state_key(f"{state.value}#{shard}", changed_before, changed_after)
-            query["ExpressionAttributeNames"]["#e"] = "event_published_at"
-            queries.append(
-                {
-                    "TableName": self._table,
-                    "IndexName": BY_STATE_INDEX,
-                    "FilterExpression": "attribute_not_exists(#e)",
-                    **query,
-                }
-            )
+        queries = self._shard_queries(
+            state, changed_before, changed_after, FilterExpression="attribute_not_exists(event_published_at)"
+        )
         return self._merged(queries, state, newest_first=False, limit=None)
+
+    def _shard_queries(
+        self, state: JobState, before: datetime | None, after: datetime | None, **extra: Any
+    ) -> list[dict[str, Any]]:
+        """One `BY_STATE_INDEX` query per shard of `state`, entered between `after` and `before`."""
+        return [
+            {
+                "TableName": self._table,
+                "IndexName": BY_STATE_INDEX,
+                **extra,
+                **_state_key(f"{state.value}#{shard}", before, after),
+            }
+            for shard in range(STATE_SHARDS)
+        ]
 
     def _merged(
         self, queries: list[dict[str, Any]], state: JobState, *, newest_first: bool, limit: int | None

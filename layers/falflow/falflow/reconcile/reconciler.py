@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, quote_plus, urlsplit
 from aws_lambda_powertools import Logger
 
 from falflow.completion.delivery import RESULT_UNAVAILABLE, delivery_body
-from falflow.completion.finalise import EventReceiptPendingError, Finaliser
+from falflow.completion.finalise import ANNOUNCED_STATES, EventReceiptPendingError, Finaliser
 from falflow.completion.handoff import CompletionHandoff, HandoffOutcome
 from falflow.completion.messages import OUTPUTS_DEAD_LETTERED
 from falflow.failures import report_failure
@@ -46,8 +46,6 @@ TAKEOVER_ACTION = "store_taken_over"
 REDRIVE_ACTION = "redriven_to_intake"
 # The template's outputs queue: a 5,400 s visibility timeout, 5 receives.
 DEFAULT_OUTPUTS_REDELIVERY_S: Final = 5400.0 * 5
-# The final states a completion event announces (falflow.completion.finalise).
-ANNOUNCED_STATES: Final = (JobState.COMPLETED, JobState.FAILED)
 
 
 class IntakeQueue(Protocol):
@@ -175,19 +173,13 @@ class Reconciler:
             return self._resume_handoff_untaken(job, now)
         if lease > isoformat(now):
             return Action.SKIPPED  # a store run holds the job
-        limit = self._policy.max_store_takeovers
-        if job.store_takeovers >= limit:
-            return self._abandon_store(job, now, f"the last held it until {lease}")
-        if not self._handoff.take_over_store(job, now):
-            return Action.SKIPPED  # a redelivered message took the lease first
-        self._trail(
+        return self._take_over(
             job,
             now,
-            TAKEOVER_ACTION,
-            f"the store run holding the job until {lease} stopped before finishing; handed to the "
-            f"store again (takeover {job.store_takeovers + 1} of {limit})",
+            self._handoff.take_over_store,  # refused if a redelivered message took the lease first
+            last=f"the last held it until {lease}",
+            why=f"the store run holding the job until {lease} stopped before finishing",
         )
-        return Action.TAKEN_OVER
 
     def _resume_handoff_untaken(self, job: Job, now: datetime) -> Action:
         """No lease: the outputs message is on its way, unless SQS stopped redelivering it before a
@@ -200,18 +192,30 @@ class Reconciler:
             return Action.SKIPPED
         if _dead_lettered_since(job, handed_over_at):
             return Action.SKIPPED  # the store said why; it waits in the DLQ for an operator
+        return self._take_over(
+            job,
+            now,
+            self._handoff.take_over_handoff,  # refused if a store run took it meanwhile
+            last=f"the last was handed over at {handed_over_at}",
+            why=f"no store run took the outputs message handed over at {handed_over_at} before the "
+            "outputs queue stopped redelivering it",
+        )
+
+    def _take_over(
+        self, job: Job, now: datetime, take: Callable[[Job, datetime], bool], *, last: str, why: str
+    ) -> Action:
+        """Hand a STORING job to the store again with `take`, counted, or end it FAILED once the
+        takeovers are spent."""
         limit = self._policy.max_store_takeovers
         if job.store_takeovers >= limit:
-            return self._abandon_store(job, now, f"the last was handed over at {handed_over_at}")
-        if not self._handoff.take_over_handoff(job, now):
-            return Action.SKIPPED  # a store run took it meanwhile
+            return self._abandon_store(job, now, last)
+        if not take(job, now):
+            return Action.SKIPPED
         self._trail(
             job,
             now,
             TAKEOVER_ACTION,
-            f"no store run took the outputs message handed over at {handed_over_at} before the outputs "
-            f"queue stopped redelivering it; handed to the store again (takeover "
-            f"{job.store_takeovers + 1} of {limit})",
+            f"{why}; handed to the store again (takeover {job.store_takeovers + 1} of {limit})",
         )
         return Action.TAKEN_OVER
 
@@ -232,11 +236,6 @@ class Reconciler:
         """A final job whose event no publisher sent (it died between the job's end and the
         publish, and nothing brings its work back, e.g. the reconciler's own): publish it now,
         through the same claim, once any earlier publisher's claim has run out."""
-        claimed_until = job.event_claimed_until
-        if job.event_published_at is not None or (
-            claimed_until is not None and claimed_until > isoformat(now)
-        ):
-            return Action.SKIPPED
         try:
             announced = self._finaliser.announce(job, now)
         except EventReceiptPendingError:
