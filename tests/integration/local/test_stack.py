@@ -17,8 +17,6 @@ from falflow_tools.template import function_specs
 
 # What the stack may change in a function's environment: local endpoints only …
 LOCAL_ENDPOINT_VARIABLES = {"AWS_ENDPOINT_URL", "WEBHOOK_URL", "MEDIA_ALLOW_LOCAL"}
-# … the template's durations of its queues, scaled with them …
-SCALED_TEMPLATE_VARIABLES = {"OUTPUTS_REDELIVERY_SECONDS"}
 # … and the durations it scales with its short queues and schedules (falflow_tools.local.timings,
 # the receipt window of falflow.completion.finalise).
 SCALED_VARIABLES = {
@@ -55,7 +53,7 @@ def test_each_function_gets_the_templates_environment_with_local_endpoints(cold_
         changed = {k for k, v in template.items() if env.get(k) != v}
         added = set(env) - set(template) - set(runtime)
 
-        assert changed <= LOCAL_ENDPOINT_VARIABLES | FAL_ENDPOINT_VARIABLES | SCALED_TEMPLATE_VARIABLES
+        assert changed <= LOCAL_ENDPOINT_VARIABLES | FAL_ENDPOINT_VARIABLES
         assert added <= LOCAL_ENDPOINT_VARIABLES | FAL_ENDPOINT_VARIABLES | SCALED_VARIABLES
         assert env["AWS_ENDPOINT_URL"] == cold_stack.aws_endpoint_url
         assert "LAMBDA_TASK_ROOT" not in env
@@ -89,9 +87,6 @@ def test_a_short_visibility_timeout_scales_the_timeouts_and_leases_with_it(
     # 60 s : 360 s would be 0.33 s: the floor holds it too, and the lease keeps 120 : 60 to it
     assert submit.timeout_s == 20.0
     assert float(submit.environment["SUBMIT_LEASE_SECONDS"]) == pytest.approx(40.0)
-    # the reconciler hands over again what the local outputs queue stopped redelivering: 30 s x 5
-    reconcile = cold_stack.functions["ReconcileFunction"].runtime
-    assert reconcile.environment["OUTPUTS_REDELIVERY_SECONDS"] == "150"
 
 
 def test_the_emulators_keys_are_in_secrets_manager_under_the_templates_names(cold_stack: LocalStack) -> None:

@@ -81,7 +81,12 @@ def _fill_the_dlqs(stack: CompletionStack) -> bytes:
     inbox = _dead_lettered_on_the_store_path(stack, "taken-over")
     _dead_lettered_on_the_store_path(stack, "still-storing")  # its inbox stays lost: it needs its message
     # One SQS itself moved after crashes: no falflow attributes, only the outputs message's body.
-    crashed = OutputsMessage(job_id="taken-over", request_id="req-taken-over", completion_key="k")
+    crashed = OutputsMessage(
+        job_id="taken-over",
+        request_id="req-taken-over",
+        completion_key="k",
+        handed_over_at=stack.job("taken-over").completion_enqueued_at,  # the hand-off it was
+    )
     sqs = aws_client("sqs")
     sqs.send_message(QueueUrl=stack.stack.queue("OutputsDLQ").url, MessageBody=crashed.model_dump_json())
     message = {"model": "fal-ai/flux/dev", "input": {"prompt": "p"}, "job_id": "taken-over"}
@@ -142,3 +147,35 @@ def test_a_job_the_store_takeover_completes_leaves_nothing_in_either_dlq(
     _assert_only_the_entries_still_needed_are_left(stack)
     _assert_noted_on_the_job(stack)
     assert stack.reconcile()["dead_letters_removed"] == {"intake": 0, "outputs": 0}  # nothing twice
+
+
+def test_an_outputs_message_sqs_moved_to_the_dlq_unstarted_is_handed_to_the_store_again(
+    completion_stack: CompletionStackFactory,
+) -> None:
+    """Every store run that received it stopped before starting it; SQS's own redrive moved it on
+    the receive after the last (moto's server does it as SQS does). The reconciler's sweep finds it
+    without a falflow reason, hands the job to the store again and deletes the entry."""
+    stack = completion_stack()
+    accept(stack, "unstarted", "fal-ai/flux/dev")
+    body = delivery("req-unstarted", payload={"seed": 1})
+    assert stack.deliver(body, stack.signer.headers(body, "req-unstarted"), "unstarted") == 200
+    sqs, outputs = aws_client("sqs"), stack.stack.queue("OutputsQueue")
+    redrive = stack.stack.resolver.template["Resources"]["OutputsQueue"]["Properties"]["RedrivePolicy"]
+    receives = int(redrive["maxReceiveCount"])
+    for _ in range(receives):
+        (received,) = sqs.receive_message(QueueUrl=outputs.url, VisibilityTimeout=0)["Messages"]
+    assert sqs.receive_message(QueueUrl=outputs.url).get("Messages", []) == []  # moved
+    (moved,) = _visible(stack, "OutputsDLQ")
+    assert moved["Body"] == received["Body"]
+    assert stack.job("unstarted").state is JobState.STORING
+
+    swept = stack.reconcile()
+
+    assert swept["dead_letters_removed"]["outputs"] == 1
+    assert _visible(stack, "OutputsDLQ") == []
+    job = stack.job("unstarted")
+    assert (job.state, job.store_takeovers, job.trail[-1].action) == (JobState.STORING, 1, "store_taken_over")
+    assert stack.drain_outputs() == 1
+    assert stack.job("unstarted").state is JobState.COMPLETED
+    # the entry is gone and the job done: a later run hands nothing back again
+    assert stack.reconcile()["dead_letters_removed"] == {"intake": 0, "outputs": 0}

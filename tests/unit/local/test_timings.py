@@ -7,11 +7,9 @@ import math
 import pytest
 
 from falflow.completion.finalise import DEFAULT_RECEIPT_WINDOW_S
-from falflow.reconcile.settings import ReconcileSettings
 from falflow_tools.local.schedules import rate_seconds
 from falflow_tools.local.timings import (
     MIN_LOCAL_TIMEOUT_S,
-    outputs_max_receives,
     receipt_window_s,
     scaled_timings,
     template_consumers,
@@ -115,17 +113,6 @@ def test_the_submits_retry_backoff_scales_with_the_queues_not_with_the_timeout_f
         "SUBMIT_RETRY_BASE_SECONDS": backoff,
     }
     assert set(local["StoreFunction"].environment) == {"STORE_LEASE_SECONDS"}
-
-
-def test_the_reconcilers_redelivery_span_is_the_outputs_queues() -> None:
-    """A STORING job no store run took is handed over again only once SQS stopped redelivering
-    its message; the template's span must be its outputs queue's visibility times its receives."""
-    template = load_template()
-    reconcile = function_specs(template)["ReconcileFunction"]
-    outputs = CONSUMERS["StoreFunction"]
-    span = outputs.visibility_s * outputs_max_receives(template)
-    assert float(reconcile.environment["OUTPUTS_REDELIVERY_SECONDS"]) == span
-    assert ReconcileSettings.model_fields["outputs_redelivery_seconds"].default == span
 
 
 def test_the_templates_receipt_window_outlasts_the_gap_between_two_reads_of_the_receipts() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import pytest
 
@@ -151,3 +152,38 @@ def test_one_queues_or_one_messages_trouble_leaves_the_rest_swept(jobs: InMemory
     assert outputs.released == ["m-stuck"]
     assert report.removed == {"outputs": 1}
     assert trail(jobs, "done") == []  # not removed: nothing said
+
+
+def test_a_message_sqs_moved_unstarted_is_handed_back_by_its_queues_hand_back_and_then_deleted(
+    jobs: InMemoryJobStore,
+) -> None:
+    """Only in a queue that hands back, only what SQS moved itself (no falflow reason), only a
+    message of one job, and deleted only when its job was handed on."""
+    moved = DeadLetterMessage("m-moved", "rh-moved", ("storing",), moved_by_sqs=True, body="b-moved")
+    outputs = FakeDeadLetterQueue(
+        "outputs",
+        [
+            moved,
+            letter("m-reasoned", "storing"),  # the store dead-lettered it with its reason
+            DeadLetterMessage("m-two", "rh-two", ("storing", "accepted"), moved_by_sqs=True),
+            DeadLetterMessage("m-refused", "rh-refused", ("accepted",), moved_by_sqs=True, body="b-refused"),
+        ],
+    )
+    intake = FakeDeadLetterQueue(
+        "intake", [DeadLetterMessage("m-intake", "rh-intake", ("storing",), moved_by_sqs=True)]
+    )
+    asked: list[tuple[str, str, datetime]] = []
+
+    def hand_back(job: Job, body: str, now: datetime) -> bool:
+        asked.append((job.job_id, body, now))
+        return job.job_id == "storing"
+
+    report = DeadLetterSweep(
+        jobs, [intake, outputs], limit=100, actor="reconcile", unstarted={"outputs": hand_back}
+    ).sweep(NOW)
+
+    assert asked == [("storing", "b-moved", NOW), ("accepted", "b-refused", NOW)]
+    assert outputs.ids() == ["m-reasoned", "m-two", "m-refused"]
+    assert outputs.released == ["m-reasoned", "m-two", "m-refused"]
+    assert intake.ids() == ["m-intake"]
+    assert report.removed == {"outputs": 1, "intake": 0}

@@ -13,11 +13,10 @@ import pytest
 
 from falflow.completion.finalise import JOB_FAILED, Finaliser
 from falflow.completion.handoff import CompletionHandoff
-from falflow.completion.messages import OUTPUTS_DEAD_LETTERED
 from falflow.fal.errors import FalNotFoundError, FalServerError
 from falflow.fal.platform import RequestHistoryItem
 from falflow.fal.queue import QueueStatus
-from falflow.jobs import Job, JobError, JobState, RequestUrls, TrailEntry, isoformat, utcnow
+from falflow.jobs import Job, JobError, JobState, RequestUrls, isoformat, utcnow
 from falflow.jobs.requests import CANCELLED_ACTION, JobRequests
 from falflow.reconcile.reconciler import ACTOR, Action, ReconcilePolicy, Reconciler, original_request
 from tests.fakes.completion import FakeFalQueue, MemoryInbox, MemoryOutputsQueue, RecordingPublisher
@@ -448,69 +447,69 @@ def test_an_unreadable_history_leaves_the_poll_alone(h: Harness) -> None:
     assert h.get("amb").duplicate_requests == []
 
 
-def _handed_over_untaken(h: Harness, job_id: str) -> Job:
-    """A handed-over job whose outputs message no store run took (it never got a lease)."""
+def _handed_over_untaken(h: Harness, job_id: str) -> str:
+    """A handed-over job whose outputs message no store run took (it never got a lease): the
+    message's body, as SQS moved it to the DLQ."""
     h.submitted(job_id, f"r-{job_id}")
     h.handoff.record(job_id, f"r-{job_id}", delivery(f"r-{job_id}", payload={}), source="webhook", now=T0)
+    (message,) = h.outputs_queue.messages
     h.outputs_queue.messages.clear()
-    return h.get(job_id)
+    return message.model_dump_json()
 
 
-def test_a_handoff_no_store_run_took_is_handed_over_again_once_the_queue_stops_redelivering(
-    h: Harness,
-) -> None:
-    job = _handed_over_untaken(h, "untaken")
-    assert job.completion_enqueued_at is not None
-    # within the outputs queue's redelivery span the message may still come
-    assert h.reconciler.run(T0 + POLICY.outputs_redelivery - timedelta(minutes=1)).actions == {
-        Action.SKIPPED: 1
-    }
+def test_a_handoff_without_a_lease_is_left_to_its_message_however_long_it_waits(h: Harness) -> None:
+    """A message in a backlog may wait for hours: without its DLQ entry nothing says no store run
+    will take it, so the pass sends nothing and counts no takeover."""
+    _handed_over_untaken(h, "waiting")
+    assert h.reconciler.run(T0 + timedelta(days=1) - timedelta(minutes=1)).actions == {Action.SKIPPED: 1}
     assert h.outputs_queue.messages == []
+    assert h.get("waiting").store_takeovers == 0
 
-    after = T0 + POLICY.outputs_redelivery + timedelta(minutes=1)
-    assert h.reconciler.run(after).actions == {Action.TAKEN_OVER: 1}
-    assert [m.job_id for m in h.outputs_queue.messages] == ["untaken"]
-    job = h.get("untaken")
-    assert (job.state, job.store_takeovers, job.completion_enqueued_at) == (
+
+def test_a_handoff_sqs_moved_to_the_dlq_unstarted_is_handed_over_again_once(h: Harness) -> None:
+    moved = _handed_over_untaken(h, "untaken")
+    later = T0 + timedelta(minutes=40)
+
+    assert h.reconciler.hand_over_untaken(h.get("untaken"), moved, later)
+    (again,) = h.outputs_queue.messages
+    assert (again.job_id, again.handed_over_at) == ("untaken", isoformat(later))
+    taken = h.get("untaken")
+    assert (taken.state, taken.store_takeovers, taken.completion_enqueued_at) == (
         JobState.STORING,
         1,
-        isoformat(after),
+        isoformat(later),
     )
-    assert job.trail[-1].action == "store_taken_over"
-    assert "no store run took the outputs message" in job.trail[-1].reason
-    # the new hand-off starts a new span: nothing sent again at once
-    assert h.reconciler.run(after + timedelta(minutes=5)).actions == {Action.SKIPPED: 1}
+    assert taken.trail[-1].action == "store_taken_over"
+    assert "SQS moved the outputs message" in taken.trail[-1].reason
+    # the same DLQ entry read again (its delete failed) is the earlier hand-off's: nothing sent
+    assert not h.reconciler.hand_over_untaken(taken, moved, later + timedelta(minutes=5))
     assert len(h.outputs_queue.messages) == 1
 
 
+def test_a_moved_message_of_a_job_a_store_run_took_or_finished_is_left(h: Harness) -> None:
+    moved = _handed_over_untaken(h, "held")
+    leased = h.jobs.take_store_lease("held", seen_until=None, now=T0, lease=timedelta(hours=1))
+    assert leased is not None
+    assert not h.reconciler.hand_over_untaken(leased, moved, T0 + timedelta(minutes=5))
+    _final_without_event(h, "ended")
+    assert not h.reconciler.hand_over_untaken(h.get("ended"), moved, T0 + timedelta(minutes=5))
+    assert not h.reconciler.hand_over_untaken(h.get("held"), "not an outputs message", T0)
+    assert h.outputs_queue.messages == []
+
+
 def test_a_handoff_that_is_never_taken_ends_failed_after_the_takeovers(h: Harness) -> None:
-    _handed_over_untaken(h, "never")
+    moved = _handed_over_untaken(h, "never")
     now = T0
     for _ in range(POLICY.max_store_takeovers):
-        now += POLICY.outputs_redelivery + timedelta(minutes=1)
-        assert h.reconciler.run(now).actions == {Action.TAKEN_OVER: 1}
-    now += POLICY.outputs_redelivery + timedelta(minutes=1)
-    assert h.reconciler.run(now).actions == {Action.FAILED: 1}
+        now += timedelta(minutes=40)
+        assert h.reconciler.hand_over_untaken(h.get("never"), moved, now)
+        moved = h.outputs_queue.messages.pop().model_dump_json()  # moved to the DLQ again
+    assert not h.reconciler.hand_over_untaken(h.get("never"), moved, now)
     job = h.get("never")
+    assert job.state is JobState.FAILED
     assert job.error is not None
     assert job.error.type == "store_abandoned"
     assert [event[0] for event in h.events.events] == [JOB_FAILED]
-
-
-def test_a_handoff_the_store_dead_lettered_with_a_reason_waits_for_an_operator(h: Harness) -> None:
-    _handed_over_untaken(h, "lettered")
-    h.jobs.add_trail(
-        "lettered",
-        TrailEntry(
-            at=isoformat(T0 + timedelta(minutes=1)),
-            actor="store",
-            action=OUTPUTS_DEAD_LETTERED,
-            reason="S3 refused the upload",
-        ),
-    )
-    later = T0 + POLICY.outputs_redelivery + timedelta(minutes=1)
-    assert h.reconciler.run(later).actions == {Action.SKIPPED: 1}
-    assert h.outputs_queue.messages == []
 
 
 def _final_without_event(h: Harness, job_id: str, *, claimed_until: Any = None) -> Job:

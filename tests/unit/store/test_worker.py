@@ -22,7 +22,7 @@ from falflow.completion.messages import OutputsMessage
 from falflow.fal.errors import FalNotFoundError, FalPlatformError, FalServerError, FalValidationError
 from falflow.fal.platform import PayloadDeletion
 from falflow.fal.ports import FalRequestPayloads
-from falflow.jobs import Job, JobState, utcnow
+from falflow.jobs import Job, JobState, isoformat, utcnow
 from falflow.reconcile.reconciler import Action, ReconcilePolicy, Reconciler
 from falflow.store.copy import MIN_PART_SIZE, CopyLimits
 from falflow.store.media import MediaFetcher, MediaPolicy, MediaTransientError
@@ -312,7 +312,8 @@ def test_a_store_run_killed_mid_copy_is_taken_over_and_the_job_completes_with_on
     after_lease = NOW + DEFAULT_LEASE + timedelta(minutes=1)
     assert reconciler.run(after_lease).actions == {Action.TAKEN_OVER: 1}
     (handed,) = h.queue.messages[sent:]
-    assert handed == message
+    # the same completion, as a new hand-off
+    assert handed == message.model_copy(update={"handed_over_at": isoformat(after_lease)})
 
     assert worker.handle(handed, after_lease) is StoreOutcome.COMPLETED
     job = h.get()

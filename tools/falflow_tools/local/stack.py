@@ -42,7 +42,6 @@ from falflow_tools.local.sqs_source import SqsEventSource, SqsSourceSettings
 from falflow_tools.local.state import FalEndpoints, LocalState
 from falflow_tools.local.timings import (
     LocalTiming,
-    outputs_max_receives,
     receipt_window_s,
     scaled_timings,
     template_consumers,
@@ -365,8 +364,6 @@ class LocalStack:
             overrides.update(self.timings[logical_id].environment)
         if "EVENT_BUS_NAME" in template_env:
             overrides.update(self._receipt_window())
-        if "OUTPUTS_REDELIVERY_SECONDS" in template_env:
-            overrides.update(self._outputs_redelivery())
         overrides.update(self.config.environment.get(logical_id, {}))
         return overrides
 
@@ -384,14 +381,6 @@ class LocalStack:
             return {}
         window = receipt_window_s(local_s, float(self.specs["ReconcileFunction"].timeout))
         return {"EVENT_RECEIPT_WINDOW_SECONDS": f"{window:.3f}"}
-
-    def _outputs_redelivery(self) -> dict[str, str]:
-        """How long the local outputs queue redelivers one message (its visibility times maxReceiveCount),
-        for the reconciler, which hands a STORING job no store run took to the store again after it."""
-        store = self.timings.get("StoreFunction")
-        if store is None:
-            return {}
-        return {"OUTPUTS_REDELIVERY_SECONDS": str(store.visibility_s * outputs_max_receives(self.template))}
 
     def _api_origin(self) -> str:
         api = self.resources.resolver.refs.get("HttpApi", "")

@@ -157,9 +157,3 @@ def receipt_window_s(reconcile_interval_s: float, reconcile_timeout_s: float) ->
     receipt that arrives just after a read waits for the run (at most its timeout) and the interval
     (docs/adr/0029-a-completion-event-is-published-once-and-confirmed-by-its-receipt.md)."""
     return RECEIPT_WINDOW_MARGIN * (reconcile_interval_s + reconcile_timeout_s)
-
-
-def outputs_max_receives(template: Mapping[str, Any]) -> int:
-    """How many times the outputs queue hands one message to the store before its DLQ takes it."""
-    queue = template["Resources"]["OutputsQueue"]["Properties"]
-    return int(queue["RedrivePolicy"]["maxReceiveCount"])

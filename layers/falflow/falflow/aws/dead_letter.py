@@ -204,11 +204,15 @@ def string_attribute(message: MessageTypeDef, name: str) -> str | None:
 
 @dataclass(frozen=True)
 class DeadLetterMessage:
-    """A message read from a DLQ, and the jobs it says it was for (none: it does not say)."""
+    """A message read from a DLQ, and the jobs it says it was for (none: it does not say).
+    `moved_by_sqs`: it carries no falflow reason, so SQS moved it itself after its last receive,
+    with no run of the function having dead-lettered it (a crash, or no run started it)."""
 
     message_id: str
     receipt_handle: str
     job_ids: tuple[str, ...]
+    moved_by_sqs: bool = False
+    body: str = ""
 
 
 class SqsDeadLetterQueue:
@@ -235,7 +239,16 @@ class SqsDeadLetterQueue:
         messages = receive_each_once(
             self._sqs(), self._queue_url, limit=limit, visibility_s=self._visibility_s
         )
-        return [DeadLetterMessage(m["MessageId"], m["ReceiptHandle"], self._job_ids(m)) for m in messages]
+        return [
+            DeadLetterMessage(
+                m["MessageId"],
+                m["ReceiptHandle"],
+                self._job_ids(m),
+                moved_by_sqs=string_attribute(m, ERROR_TYPE_ATTRIBUTE) is None,
+                body=m.get("Body", ""),
+            )
+            for m in messages
+        ]
 
     def _job_ids(self, message: MessageTypeDef) -> tuple[str, ...]:
         listed = string_attribute(message, JOB_IDS_ATTRIBUTE)

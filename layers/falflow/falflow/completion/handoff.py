@@ -158,28 +158,28 @@ class CompletionHandoff:
         if job.is_final or job.completion_key is None or lease is None or lease > isoformat(now):
             return False
         logger.warning("a store run died holding the job; handing it to the store again", job_id=job.job_id)
-        self._send(job)
+        self._send(job, now)
         return self._jobs.take_over_store_lease(job.job_id, expired_until=lease, now=now) is not None
 
     def take_over_handoff(self, job: Job, now: datetime) -> bool:
-        """Hand ``job`` to the store again because no store run took its outputs message (the
-        message ran out of receives, e.g. every run timed out before it started); True if this call
-        noted the new hand-off. The caller decides when that is (the queue's redelivery span)."""
+        """Hand ``job`` to the store again because no store run took its outputs message (SQS moved
+        it to the DLQ unstarted: the reconciler's dead-letter sweep found it there); True if this
+        call noted the new hand-off."""
         handed_over_at = job.completion_enqueued_at
         if job.is_final or job.completion_key is None or handed_over_at is None or job.store_lease_until:
             return False
         logger.warning(
             "no store run took the job's outputs message; handing it over again", job_id=job.job_id
         )
-        self._send(job)
+        self._send(job, now)
         return self._jobs.take_over_handoff(job.job_id, handed_over_at=handed_over_at, now=now) is not None
 
     def _hand_over(self, job: Job, now: datetime) -> None:
         assert job.completion_key is not None
-        self._send(job)
+        self._send(job, now)
         self._jobs.mark_handed_over(job.job_id, job.completion_key, now=now)
 
-    def _send(self, job: Job) -> None:
+    def _send(self, job: Job, now: datetime) -> None:
         assert job.completion_key is not None
         assert job.request_id is not None
         self._queue.send(
@@ -188,5 +188,6 @@ class CompletionHandoff:
                 request_id=job.request_id,
                 completion_key=job.completion_key,
                 source="reconcile" if job.completion_source == "reconcile" else "webhook",
+                handed_over_at=isoformat(now),  # what the write after the send notes
             )
         )

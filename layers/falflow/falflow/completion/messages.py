@@ -21,6 +21,9 @@ class OutputsMessage(DeferredModel):
     request_id: str
     completion_key: str
     source: CompletionSource = "webhook"
+    # The job's hand-off this message is (its `completion_enqueued_at`): a DLQ entry of an earlier
+    # hand-off is not the one the job waits for. None in messages sent before it was carried.
+    handed_over_at: str | None = None
 
 
 def outputs_message_jobs(body: str) -> tuple[str, ...]:

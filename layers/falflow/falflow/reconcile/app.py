@@ -51,8 +51,9 @@ def build_reconciler(settings: ReconcileSettings) -> Reconciler:
     )
 
 
-def build_dead_letter_sweep(settings: ReconcileSettings) -> DeadLetterSweep:
-    """Both DLQs; a message SQS moved from the outputs queue itself names its job in its body."""
+def build_dead_letter_sweep(settings: ReconcileSettings, reconciler: Reconciler) -> DeadLetterSweep:
+    """Both DLQs; a message SQS moved from the outputs queue itself names its job in its body, and
+    is handed back to the store if no store run started it."""
 
     def queue(name: str, url: str, jobs_of_body: Callable[[str], tuple[str, ...]]) -> SqsDeadLetterQueue:
         return SqsDeadLetterQueue(
@@ -73,6 +74,7 @@ def build_dead_letter_sweep(settings: ReconcileSettings) -> DeadLetterSweep:
         ],
         limit=settings.dead_letter_sweep_limit,
         actor=ACTOR,
+        unstarted={"outputs": reconciler.hand_over_untaken},
     )
 
 
@@ -103,9 +105,10 @@ class ReconcileApp:
     def from_environment(cls, settings: ReconcileSettings | None = None) -> ReconcileApp:
         """Once per cold start: settings validated, clients, the reconciler and the sweeps made."""
         settings = settings or ReconcileSettings()
+        reconciler = build_reconciler(settings)
         return cls(
-            build_reconciler(settings),
-            build_dead_letter_sweep(settings),
+            reconciler,
+            build_dead_letter_sweep(settings, reconciler),
             settings.reserve_seconds,
             build_event_receipts(settings),
         )

@@ -3,16 +3,18 @@
 A message is dead-lettered while its job still needs it; the job may complete afterwards anyway
 (the reconciler polls fal, takes a dead store run's lease over, a webhook arrives). Its DLQ entry
 then only trips the DLQ alarm. Each reconcile run reads a bounded number of messages of every DLQ
-and deletes those whose jobs are all COMPLETED or CANCELLED, noting it on each job; every other
-message is made visible again at once, for operators (`falflow dlq list`). A message that names no
-job (a body that says none, a reused job id) is always left. Why:
-docs/adr/0019-dead-letters-of-completed-jobs-are-removed-by-the-reconciler.md.
+and deletes those whose jobs are all COMPLETED or CANCELLED, noting it on each job. A queue may also
+have its messages that SQS moved unstarted handed back (`unstarted`): the outputs DLQ's, of a job
+still STORING that no store run took, are handed to the store again (the reconciler's
+`hand_over_untaken`) and deleted. Every other message is made visible again at once, for operators
+(`falflow dlq list`). A message that names no job (a body that says none, a reused job id) is always
+left. Why: docs/adr/0019-dead-letters-of-completed-jobs-are-removed-by-the-reconciler.md.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final, Protocol
@@ -52,12 +54,26 @@ class SweepReport:
         return {"dead_letters_removed": dict(self.removed), "dead_letters_kept": dict(self.kept)}
 
 
+# Given the one job of a message SQS moved unstarted, and the message's body: whether the job was
+# handed on (then the message is deleted).
+HandBack = Callable[[Job, str, datetime], bool]
+
+
 class DeadLetterSweep:
-    def __init__(self, jobs: JobStore, queues: Sequence[DeadLetterQueue], *, limit: int, actor: str) -> None:
+    def __init__(
+        self,
+        jobs: JobStore,
+        queues: Sequence[DeadLetterQueue],
+        *,
+        limit: int,
+        actor: str,
+        unstarted: Mapping[str, HandBack] | None = None,
+    ) -> None:
         self._jobs = jobs
         self._queues = queues
         self._limit = limit  # messages read per queue and run; the next run reads on
         self._actor = actor
+        self._unstarted = unstarted or {}  # by queue name
 
     def sweep(self, now: datetime) -> SweepReport:
         report = SweepReport()
@@ -75,11 +91,11 @@ class DeadLetterSweep:
         return report
 
     def _removed(self, queue: DeadLetterQueue, message: DeadLetterMessage, now: datetime) -> bool:
-        """Delete `message` if every job it names is done; whether it was."""
+        """Delete `message` if every job it names is done, or its job was handed on; whether it was."""
         try:
             done = self._done_jobs(message)
             if done is None:
-                return False
+                return self._handed_back(queue, message, now)
             queue.delete(message)
         except Exception as error:  # noqa: BLE001 - left for the next run, which looks again
             report_failure(self._actor, error, job_id=None, message_id=message.message_id, queue=queue.name)
@@ -89,6 +105,18 @@ class DeadLetterSweep:
                 self._note(job, queue.name, message.message_id, now)
             except Exception as error:  # noqa: BLE001 - the message is gone either way; the log says so
                 report_failure(self._actor, error, job_id=job.job_id, message_id=message.message_id)
+        return True
+
+    def _handed_back(self, queue: DeadLetterQueue, message: DeadLetterMessage, now: datetime) -> bool:
+        """A message SQS moved unstarted, of one job, handed on by the queue's `unstarted`: deleted."""
+        hand_back = self._unstarted.get(queue.name)
+        job_ids = set(message.job_ids)
+        if hand_back is None or not message.moved_by_sqs or len(job_ids) != 1:
+            return False
+        job = self._jobs.get(job_ids.pop())
+        if job is None or not hand_back(job, message.body, now):
+            return False
+        queue.delete(message)
         return True
 
     def _done_jobs(self, message: DeadLetterMessage) -> list[Job] | None:

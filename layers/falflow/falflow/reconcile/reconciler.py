@@ -3,11 +3,12 @@
 Each run takes jobs waiting longer than ``reconcile_after`` (the sharded ByStateShard index) and acts
 only through conditional writes: SUBMITTED / IN_PROGRESS jobs are polled at fal and a finished result
 goes through the same completion hand-off as the webhook; STORING jobs whose hand-off was lost,
-whose store lease outlived its worker, or whose message no store run took before SQS stopped
-redelivering it, are handed to the store again (after ``max_store_takeovers`` such takeovers the job
-ends FAILED); ACCEPTED jobs with no live submit lease are sent back to the intake queue (never
-resubmitted from here); jobs older than ``give_up_after`` end FAILED; final jobs whose event no
-publisher sent are announced. Each action leaves a trail entry. Why:
+whose store lease outlived its worker, or whose message SQS moved to the DLQ before a store run
+started it (found by the dead-letter sweep), are handed to the store again (after
+``max_store_takeovers`` such takeovers the job ends FAILED); ACCEPTED jobs with no live submit
+lease are sent back to the intake queue (never resubmitted from here); jobs older than
+``give_up_after`` end FAILED; final jobs whose event no publisher sent are announced. Each action
+leaves a trail entry. Why:
 docs/adr/0012-a-reconciler-covers-lost-webhooks-and-dead-workers.md,
 docs/adr/0029-a-completion-event-is-published-once-and-confirmed-by-its-receipt.md.
 """
@@ -29,7 +30,7 @@ from aws_lambda_powertools import Logger
 from falflow.completion.delivery import RESULT_UNAVAILABLE, delivery_body
 from falflow.completion.finalise import ANNOUNCED_STATES, EventReceiptPendingError, Finaliser
 from falflow.completion.handoff import CompletionHandoff, HandoffOutcome
-from falflow.completion.messages import OUTPUTS_DEAD_LETTERED
+from falflow.completion.messages import OutputsMessage
 from falflow.failures import report_failure
 from falflow.fal.errors import FalError, FalNotFoundError
 from falflow.fal.ports import FalQueue
@@ -44,8 +45,6 @@ GAVE_UP = "gave_up"
 STORE_ABANDONED = "store_abandoned"
 TAKEOVER_ACTION = "store_taken_over"
 REDRIVE_ACTION = "redriven_to_intake"
-# The template's outputs queue: a 5,400 s visibility timeout, 5 receives.
-DEFAULT_OUTPUTS_REDELIVERY_S: Final = 5400.0 * 5
 
 
 class IntakeQueue(Protocol):
@@ -94,10 +93,6 @@ class ReconcilePolicy:
     # Store runs that may die holding one job before it ends FAILED (a job that kills its worker,
     # e.g. by memory, must not be handed over for ever).
     max_store_takeovers: int = 3
-    # How long the outputs queue hands one message to the store: its visibility timeout times its
-    # maxReceiveCount. A STORING job without a store lease handed over longer ago than this was
-    # taken by no store run (SQS dead-lettered the message), and is handed over again.
-    outputs_redelivery: timedelta = timedelta(seconds=DEFAULT_OUTPUTS_REDELIVERY_S)
     # Final jobs are looked at this far back for a completion event their publisher never sent.
     late_event_lookback: timedelta = timedelta(hours=2)
 
@@ -170,7 +165,9 @@ class Reconciler:
             return Action.HANDED_OVER
         lease = job.store_lease_until
         if lease is None:
-            return self._resume_handoff_untaken(job, now)
+            # The outputs message is on its way, or waits in a backlog; one SQS moved to the DLQ
+            # unstarted is the dead-letter sweep's to find (`hand_over_untaken`).
+            return Action.SKIPPED
         if lease > isoformat(now):
             return Action.SKIPPED  # a store run holds the job
         return self._take_over(
@@ -181,25 +178,29 @@ class Reconciler:
             why=f"the store run holding the job until {lease} stopped before finishing",
         )
 
-    def _resume_handoff_untaken(self, job: Job, now: datetime) -> Action:
-        """No lease: the outputs message is on its way, unless SQS stopped redelivering it before a
-        store run took it (every receive timed out first); then it is sent again, as a takeover."""
+    def hand_over_untaken(self, job: Job, body: str, now: datetime) -> bool:
+        """The dead-letter sweep found an outputs message of `job` (its `body`) moved to the DLQ by
+        SQS with no reason from the store: every run that received it stopped before starting it.
+        If it is the job's latest hand-off and no store run holds or held the job, the job is handed
+        to the store again, as a takeover; whether it was."""
         handed_over_at = job.completion_enqueued_at
-        if (
-            handed_over_at is None
-            or datetime.fromisoformat(handed_over_at) > now - self._policy.outputs_redelivery
-        ):
-            return Action.SKIPPED
-        if _dead_lettered_since(job, handed_over_at):
-            return Action.SKIPPED  # the store said why; it waits in the DLQ for an operator
-        return self._take_over(
+        if job.state is not JobState.STORING or handed_over_at is None or job.store_lease_until:
+            return False  # not waiting for the store, or a store run took it: its lease tells
+        try:
+            message = OutputsMessage.model_validate_json(body)
+        except ValueError:
+            return False
+        if message.handed_over_at not in (None, handed_over_at):
+            return False  # an earlier hand-off's: the latest is on its way
+        action = self._take_over(
             job,
             now,
             self._handoff.take_over_handoff,  # refused if a store run took it meanwhile
             last=f"the last was handed over at {handed_over_at}",
-            why=f"no store run took the outputs message handed over at {handed_over_at} before the "
-            "outputs queue stopped redelivering it",
+            why=f"SQS moved the outputs message handed over at {handed_over_at} to the DLQ before "
+            "any store run started it",
         )
+        return action is Action.TAKEN_OVER
 
     def _take_over(
         self, job: Job, now: datetime, take: Callable[[Job, datetime], bool], *, last: str, why: str
@@ -427,8 +428,3 @@ def original_request(job: Job) -> str | None:
     if job.output_prefix is not None:
         message["output_prefix"] = job.output_prefix
     return json.dumps(message)
-
-
-def _dead_lettered_since(job: Job, handed_over_at: str) -> bool:
-    """Whether the store noted, after the hand-off, that the message went to the DLQ for a reason."""
-    return any(entry.action == OUTPUTS_DEAD_LETTERED and entry.at >= handed_over_at for entry in job.trail)

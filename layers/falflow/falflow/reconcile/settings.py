@@ -10,7 +10,7 @@ from pydantic import Field
 
 from falflow.completion.finalise import FinaliserSettings
 from falflow.completion.settings import HandoffSettings
-from falflow.reconcile.reconciler import DEFAULT_OUTPUTS_REDELIVERY_S, ReconcilePolicy
+from falflow.reconcile.reconciler import ReconcilePolicy
 from falflow.settings import FalConnectionSettings, SecretIds
 
 
@@ -21,9 +21,6 @@ class ReconcileSettings(HandoffSettings, FinaliserSettings, FalConnectionSetting
     reconcile_concurrency: Annotated[int, Field(ge=1, le=64)] = 8
     # Stop taking new jobs when less than this is left of the invocation; the next run continues.
     reserve_seconds: Annotated[float, Field(ge=0)] = 20
-    # The outputs queue's visibility timeout times maxReceiveCount (template.yaml): a STORING job with no
-    # store lease, handed over longer ago than this, was taken by no store run and is handed again.
-    outputs_redelivery_seconds: Annotated[float, Field(gt=0)] = DEFAULT_OUTPUTS_REDELIVERY_S
     # How far back final jobs are looked at for a completion event no publisher sent.
     late_event_lookback_hours: Annotated[float, Field(gt=0)] = 2
     # The DLQs swept each run for messages of jobs that completed since (falflow.reconcile.dead_letters):
@@ -41,6 +38,5 @@ class ReconcileSettings(HandoffSettings, FinaliserSettings, FalConnectionSetting
             reconcile_after=timedelta(minutes=self.reconcile_after_minutes),
             give_up_after=timedelta(hours=self.give_up_after_hours),
             concurrency=self.reconcile_concurrency,
-            outputs_redelivery=timedelta(seconds=self.outputs_redelivery_seconds),
             late_event_lookback=timedelta(hours=self.late_event_lookback_hours),
         )
