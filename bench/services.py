@@ -22,9 +22,9 @@ from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from falflow.aws.clients import aws_client
 from falflow_tools.emulator import EmulatorConfig, EmulatorControl, FalEmulator, FalUrls, RunningEmulator
 from falflow_tools.emulator.app import build_app
+from falflow_tools.local.handlers import forget_cached_configuration
 from falflow_tools.local.resources import ProvisionedStack, provision
 from falflow_tools.net import free_port
 
@@ -65,7 +65,7 @@ def use_local_aws(endpoint_url: str) -> None:
         AWS_ENDPOINT_URL=endpoint_url,
     )
     os.environ.pop("AWS_PROFILE", None)
-    aws_client.cache_clear()
+    forget_cached_configuration()  # an earlier benchmark's clients point at its own moto
 
 
 @contextmanager

@@ -12,9 +12,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.parameters import base as parameters_base
+
+from falflow.aws.clients import aws_client
 from falflow_tools.template import FunctionSpec, function_specs
 
 Handler = Callable[[dict[str, Any], Any], Any]
+
+
+def forget_cached_configuration() -> None:
+    """Secrets and clients are cached per container; each loaded handler is a new container (its
+    settings are validated anew by its app, so no settings cache is left to forget). Powertools'
+    default secrets provider keeps the client of the endpoint it first saw, so it goes too."""
+    parameters.clear_caches()  # type: ignore[no-untyped-call]  # Powertools leaves it unannotated
+    parameters_base.DEFAULT_PROVIDERS.clear()  # type: ignore[attr-defined]  # not in its __all__
+    aws_client.cache_clear()
 
 
 def load_handler(logical_id: str, *, fresh: bool = True) -> Handler:
