@@ -26,10 +26,9 @@ from falflow.fal.queue import FalQueueClient
 from falflow.jobs import DynamoJobStore, Job, JobState, utcnow
 from falflow.settings import FalSettings
 from falflow_tools.emulator import RunningEmulator
-from falflow_tools.local.handlers import context_for, load_handler
+from falflow_tools.local.handlers import context_for, forget_cached_configuration, load_handler
 from falflow_tools.local.resources import ProvisionedStack, provision
 from falflow_tools.template import REPO_ROOT
-from tests.fixtures.aws import forget_cached_configuration
 
 REGION = "us-east-1"
 ADMIN_SECRET_NAME = "falflow/fal-admin-key"

@@ -13,8 +13,8 @@ from unittest import mock
 import pytest
 
 from bench import store_copy, webhook_overhead
+from falflow_tools.local.handlers import forget_cached_configuration
 from falflow_tools.local.resources import ProvisionedStack
-from tests.fixtures.aws import forget_cached_configuration
 
 
 @pytest.fixture

@@ -25,9 +25,8 @@ import pytest
 from falflow.aws.clients import aws_client
 from falflow.jobs import DynamoJobStore, Job, JobState
 from falflow_tools.emulator import JobView, RunningEmulator
-from falflow_tools.local.handlers import Handler, context_for, load_handler
+from falflow_tools.local.handlers import Handler, context_for, forget_cached_configuration, load_handler
 from falflow_tools.local.resources import ProvisionedStack
-from tests.fixtures.aws import forget_cached_configuration
 from tests.fixtures.fal_emulator import WebhookSink
 
 if TYPE_CHECKING:
