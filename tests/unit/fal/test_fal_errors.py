@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from falflow.fal.errors import (
+    FalAccountLockedError,
     FalAuthError,
     FalError,
     FalNotFoundError,
@@ -149,6 +150,55 @@ def test_status_codes_map_to_classes(status: int, cls: type[FalError], retryable
     assert error.status == status
     assert error.retryable is retryable
     assert isinstance(error, FalError)
+
+
+EXHAUSTED = "Exhausted balance. Top up your balance at fal.ai/dashboard/billing."
+
+
+@pytest.mark.parametrize(
+    ("detail", "reason"),
+    [
+        (f"User is locked. Reason: {EXHAUSTED}", EXHAUSTED),
+        (
+            "User is locked. Reason: Admin lock. Please contact support@fal.ai",
+            "Admin lock. Please contact support@fal.ai",
+        ),
+        ("User is locked. Reason: TOP_UP.", "TOP_UP."),
+        ("User is locked.", ""),
+    ],
+)
+def test_a_locked_accounts_403_is_an_account_locked_error_with_fals_reason(detail: str, reason: str) -> None:
+    error = error_from_response(reply(403, {"detail": detail}, x_fal_request_id="r-9"))
+
+    assert type(error) is FalAccountLockedError
+    assert isinstance(error, FalAuthError)  # callers that only know auth errors still stop
+    assert (error.status, error.retryable, error.request_id) == (403, False, "r-9")
+    assert error.lock_reason == reason
+    assert error.detail == detail
+    assert "locked" in str(error)
+
+
+def test_a_locked_account_in_the_platform_error_shape_is_an_account_locked_error() -> None:
+    body = {"error": {"type": "authorization_error", "message": f"User is locked. Reason: {EXHAUSTED}"}}
+    error = error_from_response(reply(401, body))
+
+    assert type(error) is FalAccountLockedError
+    assert (error.status, error.error_type, error.retryable) == (401, "authorization_error", False)
+    assert error.lock_reason == EXHAUSTED
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (403, {"detail": "Forbidden: the key lacks the ADMIN scope; User is locked. Reason: x"}),
+        (401, {"detail": "No user found for Key ID and Secret"}),
+        (429, {"detail": "User is locked. Reason: TOP_UP."}),
+    ],
+)
+def test_only_a_401_or_403_that_starts_with_the_lock_text_is_an_account_lock(
+    status: int, body: dict[str, Any]
+) -> None:
+    assert type(error_from_response(reply(status, body))) is not FalAccountLockedError
 
 
 def test_html_ingress_page_becomes_a_bounded_text_detail() -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from falflow.fal.endpoints import EndpointId
     from falflow.fal.errors import (
+        FalAccountLockedError,
         FalAuthError,
         FalError,
         FalNotFoundError,
@@ -74,6 +75,7 @@ __all__ = [
     "ComputeInstance",
     "CostEstimate",
     "EndpointId",
+    "FalAccountLockedError",
     "FalAuthError",
     "FalError",
     "FalHttp",
@@ -125,6 +127,7 @@ _MODULE_OF: dict[str, str] = {
     "ComputeInstance": "platform",
     "CostEstimate": "platform",
     "EndpointId": "endpoints",
+    "FalAccountLockedError": "errors",
     "FalAuthError": "errors",
     "FalError": "errors",
     "FalHttp": "http",

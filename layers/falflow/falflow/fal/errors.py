@@ -16,6 +16,9 @@ _RETRYABLE_PLATFORM_TYPES = frozenset({"rate_limited", "server_error"})
 _MAX_TEXT_DETAIL = 500
 # What an ingress proxy in front of fal's queue answers with when it could not reach the queue.
 INGRESS_STATUSES = frozenset({502, 503, 504})
+# How fal's 401/403 for a locked account begins: "User is locked. Reason: <why>" (docs/fal-contract.md §6).
+_ACCOUNT_LOCKED_PREFIX = "User is locked"
+_LOCK_REASON_MARKER = "Reason:"
 
 
 class FalError(Exception):
@@ -46,6 +49,19 @@ class FalValidationError(FalError):
 
 class FalAuthError(FalError):
     """401/403: the key is missing, wrong, or lacks the scope (ADMIN) the call needs."""
+
+
+class FalAccountLockedError(FalAuthError):
+    """401/403 "User is locked. Reason: ...": the key is fine but fal refuses the account's billable
+    calls (an exhausted balance, an admin lock) until it is unlocked; status reads still work.
+
+    ``lock_reason`` is fal's text after "Reason:", e.g. "Exhausted balance. Top up your balance at
+    fal.ai/dashboard/billing." or "Admin lock. Please contact support@fal.ai" (empty if none given).
+    """
+
+    def __init__(self, message: str, *, lock_reason: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.lock_reason = lock_reason
 
 
 class FalNotFoundError(FalError):
@@ -124,6 +140,16 @@ def error_from_response(response: httpx.Response) -> FalError:
     platform = _platform_error(body)
     if platform is not None:
         error_type = platform.get("type") if isinstance(platform.get("type"), str) else None
+        lock_reason = _lock_reason(status, platform.get("message"))
+        if lock_reason is not None:
+            return FalAccountLockedError(
+                f"fal account is locked ({status}): {lock_reason}",
+                lock_reason=lock_reason,
+                status=status,
+                error_type=error_type,
+                detail=platform,
+                request_id=_str_or_none(platform.get("request_id")) or request_id,
+            )
         return FalPlatformError(
             f"fal platform error {status} {error_type}: {platform.get('message', '')}",
             status=status,
@@ -149,6 +175,11 @@ def error_from_response(response: httpx.Response) -> FalError:
 
     if status == 422:
         return FalValidationError(f"fal rejected the input (422): {summary}", **common)
+    lock_reason = _lock_reason(status, detail)
+    if lock_reason is not None:
+        return FalAccountLockedError(
+            f"fal account is locked ({status}): {lock_reason}", lock_reason=lock_reason, **common
+        )
     if status in (401, 403):
         return FalAuthError(f"fal refused the credentials ({status}): {summary}", **common)
     if status == 404:
@@ -183,6 +214,17 @@ def _body(response: httpx.Response) -> Any:
         return response.json()
     except ValueError:
         return response.text[:_MAX_TEXT_DETAIL] or None
+
+
+def _lock_reason(status: int, message: Any) -> str | None:
+    """fal's reason for a locked account, or None when this is not a locked account's refusal."""
+    if status not in (401, 403) or not isinstance(message, str):
+        return None
+    text = message.strip()
+    if not text.startswith(_ACCOUNT_LOCKED_PREFIX):
+        return None
+    _, marker, reason = text.partition(_LOCK_REASON_MARKER)
+    return reason.strip()[:_MAX_TEXT_DETAIL] if marker else ""
 
 
 def _platform_error(body: Any) -> dict[str, Any] | None:
