@@ -369,6 +369,30 @@ def test_meta_needs_no_key(platform_for: Callable[[ScriptedFal], FalPlatformClie
     assert fal.requests[0].url == f"{API}/meta"
 
 
+def test_account_billing_asks_for_the_credits(
+    platform_for: Callable[[ScriptedFal], FalPlatformClient],
+) -> None:
+    body = {"username": "my-team", "credits": {"current_balance": 24.5, "currency": "USD"}}
+    fal = ScriptedFal([httpx.Response(200, json=body)])
+
+    billing = platform_for(fal).account_billing()
+
+    assert billing.username == "my-team"
+    assert billing.credits is not None
+    assert (billing.credits.current_balance, billing.credits.currency) == (24.5, "USD")
+    assert fal.requests[0].url.copy_with(query=None) == f"{API}/account/billing"
+    assert fal.requests[0].url.params.get_list("expand") == ["credits"]
+    assert fal.requests[0].headers["Authorization"].startswith("Key ")
+
+
+def test_account_billing_without_credits_has_none(
+    platform_for: Callable[[ScriptedFal], FalPlatformClient],
+) -> None:
+    fal = ScriptedFal([httpx.Response(200, json={"username": "my-team"})])
+
+    assert platform_for(fal).account_billing().credits is None
+
+
 def test_platform_rate_limit_and_server_errors_are_retried(
     platform_for: Callable[[ScriptedFal], FalPlatformClient], sleeps: Sleeps
 ) -> None:

@@ -30,12 +30,14 @@ if TYPE_CHECKING:
     )
     from falflow.fal.http import FalHttp, RetryPolicy, build_http_client
     from falflow.fal.platform import (
+        AccountBilling,
         AnalyticsBucket,
         AnalyticsReport,
         AnalyticsResult,
         BillingEvent,
         ComputeInstance,
         CostEstimate,
+        Credits,
         FalPlatformClient,
         Meta,
         ModelInfo,
@@ -47,7 +49,7 @@ if TYPE_CHECKING:
         UsageLineItem,
         UsageReport,
     )
-    from falflow.fal.ports import FalPlatform, FalQueue, FalRequestHistory, FalStorage
+    from falflow.fal.ports import FalAccount, FalPlatform, FalQueue, FalRequestHistory, FalStorage
     from falflow.fal.queue import (
         CancelOutcome,
         FalQueueClient,
@@ -67,6 +69,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "AccountBilling",
     "AnalyticsBucket",
     "AnalyticsReport",
     "AnalyticsResult",
@@ -74,7 +77,9 @@ __all__ = [
     "CancelOutcome",
     "ComputeInstance",
     "CostEstimate",
+    "Credits",
     "EndpointId",
+    "FalAccount",
     "FalAccountLockedError",
     "FalAuthError",
     "FalError",
@@ -119,6 +124,7 @@ __all__ = [
 
 # Which module of this package defines each public name.
 _MODULE_OF: dict[str, str] = {
+    "AccountBilling": "platform",
     "AnalyticsBucket": "platform",
     "AnalyticsReport": "platform",
     "AnalyticsResult": "platform",
@@ -126,7 +132,9 @@ _MODULE_OF: dict[str, str] = {
     "CancelOutcome": "queue",
     "ComputeInstance": "platform",
     "CostEstimate": "platform",
+    "Credits": "platform",
     "EndpointId": "endpoints",
+    "FalAccount": "ports",
     "FalAccountLockedError": "errors",
     "FalAuthError": "errors",
     "FalError": "errors",

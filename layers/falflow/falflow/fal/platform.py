@@ -3,7 +3,8 @@ request history.
 
 Shapes follow fal's OpenAPI spec (``fal/platform-openapi.json``). Every list endpoint pages with
 ``limit``/``cursor`` → ``next_cursor``/``has_more``; iterators walk all pages lazily and reports
-merge them. Usage, billing events and compute instances need an ADMIN key (the caller's provider).
+merge them. Usage, billing events, account billing and compute instances need an ADMIN key (the
+caller's provider).
 """
 
 from __future__ import annotations
@@ -160,6 +161,18 @@ class ComputeInstance(FalModel):
 
 class Meta(FalModel):
     webhook_ip_ranges: list[str]
+
+
+class Credits(FalModel):
+    current_balance: float
+    currency: str
+
+
+class AccountBilling(FalModel):
+    """``GET /account/billing``; ``credits`` only when expanded (``account_billing`` always asks)."""
+
+    username: str
+    credits: Credits | None = None
 
 
 class PayloadDeletion(FalModel):
@@ -454,6 +467,13 @@ class FalPlatformClient:
         """fal's webhook source IP ranges; the endpoint needs no key, so none is sent."""
         response = self._http.request("GET", f"{self._base}/meta", idempotent=True, authorized=False)
         return Meta.model_validate(response.json())
+
+    def account_billing(self) -> AccountBilling:
+        """The account's username and credit balance (``expand=credits``). ADMIN key."""
+        response = self._http.request(
+            "GET", f"{self._base}/account/billing", idempotent=True, params={"expand": "credits"}
+        )
+        return AccountBilling.model_validate(response.json())
 
     def _pages[PageT: _Page](self, path: str, params: Params, page_type: type[PageT]) -> Iterator[PageT]:
         seen: set[str] = set()

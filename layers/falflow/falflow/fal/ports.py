@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol
 if TYPE_CHECKING:
     from falflow.fal.endpoints import EndpointId
     from falflow.fal.platform import (
+        AccountBilling,
         AnalyticsReport,
         BillingEvent,
         ComputeInstance,
@@ -109,6 +110,12 @@ class FalPlatform(Protocol):
     ) -> AnalyticsReport: ...
 
     def iter_compute_instances(self) -> Iterator[ComputeInstance]: ...
+
+
+class FalAccount(Protocol):
+    """The account's credit balance (the Platform API with the ADMIN key), for spend control."""
+
+    def account_billing(self) -> AccountBilling: ...
 
 
 class FalRequestPayloads(Protocol):
