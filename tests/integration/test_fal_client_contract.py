@@ -16,6 +16,7 @@ import pytest
 
 from falflow.fal import (
     CancelOutcome,
+    FalAccountLockedError,
     FalAuthError,
     FalNotFoundError,
     FalPlatformClient,
@@ -199,6 +200,22 @@ def test_bad_key_is_an_auth_error(fal_emulator: RunningEmulator) -> None:
         queue.submit(FLUX, PROMPT)
     assert raised.value.status == 401
     assert len(submit_requests(fal_emulator)) == 1  # not retried
+
+
+def test_a_locked_account_refuses_the_submit_without_a_retry_and_its_request_still_finishes(
+    fal_emulator: RunningEmulator, queue: FalQueueClient
+) -> None:
+    submission = queue.submit(FLUX, PROMPT)
+    fal_emulator.control.set_balance(-1.0)  # exhausted: locked
+
+    with pytest.raises(FalAccountLockedError) as raised:
+        queue.submit(FLUX, PROMPT)
+
+    assert (raised.value.status, raised.value.retryable) == (403, False)
+    assert raised.value.lock_reason == "Exhausted balance. Top up your balance at fal.ai/dashboard/billing."
+    assert len(submit_requests(fal_emulator)) == 2  # the refused one was not resent
+    assert not wait_completed(queue, submission.status_url).failed
+    assert queue.result(submission.response_url)["images"]
 
 
 def test_cancel_outcomes(fal_emulator_factory: EmulatorFactory) -> None:
@@ -531,6 +548,15 @@ def test_uploads_ride_out_faults(fal_emulator: RunningEmulator, http: httpx.Clie
     url = storage_for(fal_emulator).upload(b"still arrives", content_type="text/plain")
 
     assert http.get(url).content == b"still arrives"
+
+
+def test_upload_of_a_locked_account_is_refused(fal_emulator: RunningEmulator) -> None:
+    fal_emulator.control.lock_account()
+
+    with pytest.raises(FalAccountLockedError) as raised:
+        storage_for(fal_emulator).upload(b"x", content_type="text/plain")
+
+    assert raised.value.lock_reason == "Admin lock. Please contact support@fal.ai"
 
 
 def test_upload_with_a_bad_key(fal_emulator: RunningEmulator) -> None:

@@ -12,6 +12,7 @@ module's ``*_routes(emulator)``, the ``gateway`` and the ``errors`` responses, c
 ``app.build_app`` and served by ``server``.
 """
 
+from falflow_tools.emulator.account import AccountView
 from falflow_tools.emulator.config import (
     ComputeInstance,
     EmulatorConfig,
@@ -27,6 +28,7 @@ from falflow_tools.emulator.state import JobView, RequestRecord, Stats, WebhookA
 from falflow_tools.emulator.urls import FalUrls
 
 __all__ = [
+    "AccountView",
     "ComputeInstance",
     "EmulatorConfig",
     "EmulatorControl",

@@ -173,6 +173,10 @@ class EmulatorConfig(_Strict):
     compute_instances: list[ComputeInstance] = Field(default_factory=list)
     webhook_ip_ranges: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
 
+    # The account's credits: each billed request is charged; below the threshold the account locks.
+    starting_balance_usd: float = 1000.0
+    lock_threshold_usd: float = 0.0
+
     # Where uploads are kept (a temporary directory when None) and the base URL advertised in
     # response URLs when the emulator sits behind something (the bound address when None).
     storage_dir: Path | None = None

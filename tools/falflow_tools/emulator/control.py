@@ -12,6 +12,7 @@ from typing import Any, Self
 import httpx
 from pydantic import TypeAdapter
 
+from falflow_tools.emulator.account import ADMIN_LOCK, AccountView
 from falflow_tools.emulator.config import FaultConfig
 from falflow_tools.emulator.state import JobView, RequestRecord, ServedFile, Stats, WebhookAttempt
 
@@ -74,6 +75,21 @@ class EmulatorControl:
     def rotate_key(self, *, keep_previous: bool = True) -> str:
         """Sign with a new key from now on; returns its kid. The old key stays published if kept."""
         return str(self._post("/rotate-key", {"keep_previous": keep_previous})["kid"])
+
+    def account(self) -> AccountView:
+        """The account's balance and lock."""
+        return AccountView.model_validate(self._get("/account"))
+
+    def lock_account(self, reason: str = ADMIN_LOCK) -> AccountView:
+        """Lock the account: its submits and uploads answer 403 "User is locked. Reason: <reason>"."""
+        return AccountView.model_validate(self._post("/account/lock", {"reason": reason}))
+
+    def unlock_account(self) -> AccountView:
+        return AccountView.model_validate(self._post("/account/unlock"))
+
+    def set_balance(self, balance_usd: float) -> AccountView:
+        """Set the balance; one no longer below the threshold lifts an exhausted-balance lock."""
+        return AccountView.model_validate(self._post("/account/balance", {"balance_usd": balance_usd}))
 
     def wait_idle(self, timeout_s: float = 10.0, poll_s: float = 0.02) -> Stats:
         """Wait until no job is running and no webhook is being delivered."""

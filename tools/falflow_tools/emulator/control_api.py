@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from falflow_tools.emulator.account import ADMIN_LOCK
 from falflow_tools.emulator.config import FaultConfig
 from falflow_tools.emulator.core import FalEmulator
 from falflow_tools.emulator.errors import invalid_body
@@ -22,6 +23,14 @@ class RotateKey(BaseModel):
     keep_previous: bool = True
 
 
+class LockAccount(BaseModel):
+    reason: str = Field(default=ADMIN_LOCK, min_length=1)
+
+
+class SetBalance(BaseModel):
+    balance_usd: float
+
+
 def control_routes(emulator: FalEmulator) -> list[Route]:
     """The ``/_emulator`` routes, inspecting and controlling ``emulator``."""
     api = ControlApi(emulator)
@@ -35,6 +44,10 @@ def control_routes(emulator: FalEmulator) -> list[Route]:
         Route("/_emulator/faults", api.set_faults, methods=["POST"]),
         Route("/_emulator/reset", api.reset, methods=["POST"]),
         Route("/_emulator/rotate-key", api.rotate_key, methods=["POST"]),
+        Route("/_emulator/account", api.account, methods=["GET"]),
+        Route("/_emulator/account/lock", api.lock_account, methods=["POST"]),
+        Route("/_emulator/account/unlock", api.unlock_account, methods=["POST"]),
+        Route("/_emulator/account/balance", api.set_balance, methods=["POST"]),
     ]
 
 
@@ -83,3 +96,26 @@ class ControlApi:
             return invalid_body(exc)
         key = self._emulator.keys.rotate(keep_previous=options.keep_previous)
         return JSONResponse({"kid": key.kid, "jwks": self._emulator.keys.jwks()})
+
+    async def account(self, _request: Request) -> Response:
+        return JSONResponse(self._emulator.account.view().model_dump())
+
+    async def lock_account(self, request: Request) -> Response:
+        try:
+            options = LockAccount.model_validate_json(await request.body() or b"{}")
+        except ValidationError as exc:
+            return invalid_body(exc)
+        self._emulator.account.lock(options.reason)
+        return await self.account(request)
+
+    async def unlock_account(self, request: Request) -> Response:
+        self._emulator.account.unlock()
+        return await self.account(request)
+
+    async def set_balance(self, request: Request) -> Response:
+        try:
+            body = SetBalance.model_validate_json(await request.body() or b"{}")
+        except ValidationError as exc:
+            return invalid_body(exc)
+        self._emulator.account.set_balance(body.balance_usd)
+        return await self.account(request)

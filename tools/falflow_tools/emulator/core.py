@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 
+from falflow_tools.emulator.account import Account
 from falflow_tools.emulator.acl import AccountStorage, FileAccess
 from falflow_tools.emulator.auth import Auth
 from falflow_tools.emulator.catalogue import Catalogue
@@ -40,6 +41,7 @@ class FalEmulator:
         self.catalogue = Catalogue()
         self.uploads = UploadStore(self.config.storage_dir)
         self.storage = AccountStorage(known_users=frozenset({self.config.user_id}))
+        self.account = Account(self.config.starting_balance_usd, self.config.lock_threshold_usd)
         self.compute = {i.id: i for i in self.config.compute_instances}
         # Idempotency-Key -> the instance it created (fal answers a repeated key with that one).
         self.created_instances: dict[str, ComputeInstance] = {}
@@ -51,6 +53,7 @@ class FalEmulator:
             self.faults,
             self.webhooks,
             inputs=self.inputs,
+            account=self.account,
             files_url=lambda request_id: f"{self.urls.cdn_url}/files/{request_id}",
         )
         # Set when the server shuts down, so held ("timeout" fault) responses end at once.
@@ -118,7 +121,8 @@ class FalEmulator:
         )
 
     async def reset(self) -> None:
-        """Forget every job, request, webhook, upload and token; back to the configured faults."""
+        """Forget every job, request, webhook, upload and token; back to the configured faults and
+        the starting balance, unlocked."""
         await self.runner.reset()
         await self.webhooks.reset()
         self.state.clear()
@@ -126,6 +130,7 @@ class FalEmulator:
         self.storage.clear()
         self.compute = {i.id: i for i in self.config.compute_instances}
         self.created_instances.clear()
+        self.account.reset()
         self.auth.reset()
         self.faults.configure(self.config.faults)
 

@@ -39,6 +39,11 @@ def concurrency_limited() -> JSONResponse:
     )
 
 
+def account_locked(reason: str) -> JSONResponse:
+    """403 for every billable call of a locked account (docs/fal-contract.md §6)."""
+    return fal_error(403, f"User is locked. Reason: {reason}")
+
+
 def unauthorized(principal: Principal, app: str | None = None) -> JSONResponse:
     """401 of the queue, run and storage hosts: no key at all, or one fal does not know."""
     if principal.kind == "none":

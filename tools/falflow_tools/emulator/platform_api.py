@@ -394,7 +394,7 @@ class PlatformApi:
         assert job.outcome is not None
         assert job.completed_at is not None
         discount = self._emulator.config.percent_discount
-        money = costs(job.outcome.billed_units, job.model.unit_price, discount)
+        money = job.billed_costs(discount)
         event: JSON = {
             "request_id": job.request_id,
             "endpoint_id": job.model.endpoint_id,

@@ -24,7 +24,13 @@ from falflow_tools.emulator.acl import Lifecycle
 from falflow_tools.emulator.catalogue import JSON, ModelSpec
 from falflow_tools.emulator.core import FalEmulator
 from falflow_tools.emulator.endpoints import EndpointId, RequestPath, parse_request_path
-from falflow_tools.emulator.errors import concurrency_limited, fal_error, request_error, unauthorized
+from falflow_tools.emulator.errors import (
+    account_locked,
+    concurrency_limited,
+    fal_error,
+    request_error,
+    unauthorized,
+)
 from falflow_tools.emulator.state import Job
 
 MIN_REQUEST_TIMEOUT_S = 0.1  # fal rejects smaller X-Fal-Request-Timeout values
@@ -106,6 +112,8 @@ class QueueApi:
         principal = self._emulator.auth.identify(request.headers.get("authorization"))
         if not principal.is_key:
             raise _BadRequest(unauthorized(principal, _app_of(path)))
+        if (reason := self._emulator.account.lock_reason) is not None:
+            raise _BadRequest(account_locked(reason))  # billable; status, result and cancel are not
         model = self._model(path)
         try:
             payload = json.loads(await request.body())

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
+from falflow_tools.emulator.account import Account
 from falflow_tools.emulator.catalogue import JSON, ModelError, RunContext
 from falflow_tools.emulator.config import EmulatorConfig
 from falflow_tools.emulator.faults import FaultInjector
@@ -101,6 +102,7 @@ class JobRunner:
         webhooks: WebhookDispatcher,
         *,
         inputs: InputFetcher,
+        account: Account,
         files_url: Callable[[str], str],
     ) -> None:
         self._config = config
@@ -108,6 +110,7 @@ class JobRunner:
         self._faults = faults
         self._webhooks = webhooks
         self._inputs = inputs
+        self._account = account
         self._files_url = files_url
         self._slots: dict[str, AppSlots] = {}
         self._queued: dict[str, dict[str, Job]] = {}
@@ -246,6 +249,8 @@ class JobRunner:
         else:
             retention = self._config.result_retention_s
         job.result_expires_at = job.completed_at + retention
+        if outcome.billed_units > 0:
+            self._account.charge(job.billed_costs(self._config.percent_discount)["cost_total"])
         job.finished.set()
         if job.webhook_url is not None and not job.sync:
             self._webhooks.schedule(job)

@@ -21,6 +21,7 @@ from falflow_tools.emulator.acl import Lifecycle
 from falflow_tools.emulator.catalogue import JSON, ModelSpec
 from falflow_tools.emulator.endpoints import EndpointId
 from falflow_tools.emulator.media import MediaFile
+from falflow_tools.emulator.usage import costs
 
 JobStatus = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
 Priority = Literal["normal", "low"]
@@ -163,6 +164,11 @@ class Job:
     def queue_key(self) -> tuple[int, int]:
         """Order in the app's queue: every normal request goes before any low-priority one."""
         return (0 if self.priority == "normal" else 1, self.seq)
+
+    def billed_costs(self, percent_discount: float | None) -> dict[str, float]:
+        """The cost fields of its billing event (all zero until it has billed units)."""
+        units = self.outcome.billed_units if self.outcome is not None else 0.0
+        return costs(units, self.model.unit_price, percent_discount)
 
     def log(self, message: str, level: str = "INFO") -> None:
         self.logs.append(

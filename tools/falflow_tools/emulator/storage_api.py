@@ -22,7 +22,7 @@ from starlette.routing import Route
 from falflow_tools.emulator.acl import SIGNATURE_PARAMETER
 from falflow_tools.emulator.auth import CDN_TOKEN_TYPE
 from falflow_tools.emulator.core import FalEmulator
-from falflow_tools.emulator.errors import fal_error, invalid_body, unauthorized
+from falflow_tools.emulator.errors import account_locked, fal_error, invalid_body, unauthorized
 from falflow_tools.emulator.media import MediaFile
 from falflow_tools.emulator.state import utc_iso
 from falflow_tools.emulator.storage import StoredFile, UploadError, safe_file_name
@@ -86,10 +86,17 @@ class StorageApi:
 
     # ------------------------------------------------------------------ rest.fal.ai
 
+    def _locked(self) -> Response | None:
+        """A locked account may start no upload (docs/fal-contract.md §6); downloads still work."""
+        reason = self._emulator.account.lock_reason
+        return None if reason is None else account_locked(reason)
+
     async def token(self, request: Request) -> Response:
         principal = self._emulator.auth.identify(request.headers.get("authorization"))
         if not principal.is_key:
             return unauthorized(principal)
+        if (locked := self._locked()) is not None:
+            return locked
         token, expires_at = self._emulator.auth.issue_cdn_token()
         return JSONResponse(
             {
@@ -104,6 +111,8 @@ class StorageApi:
         principal = self._emulator.auth.identify(request.headers.get("authorization"))
         if not principal.is_key:
             return unauthorized(principal)
+        if (locked := self._locked()) is not None:
+            return locked
         try:
             body = _InitiateBody.model_validate_json(await request.body() or b"{}")
         except ValidationError as exc:
@@ -115,10 +124,11 @@ class StorageApi:
 
     # ------------------------------------------------------------------ v3.fal.media uploads
 
-    def _unauthorised(self, request: Request) -> Response | None:
+    def _refused(self, request: Request) -> Response | None:
+        """Why a CDN upload call is refused: a bad token, or a locked account; None if it is not."""
         principal = self._emulator.auth.identify(request.headers.get("authorization"))
         if principal.kind == "cdn_token" or principal.is_key:
-            return None
+            return self._locked()
         return fal_error(401, "Invalid or expired upload token")
 
     def _file_url(self, file_id: str, name: str) -> str:
@@ -133,21 +143,21 @@ class StorageApi:
         return name, request.headers.get("content-type", DEFAULT_CONTENT_TYPE)
 
     async def upload(self, request: Request) -> Response:
-        if (denied := self._unauthorised(request)) is not None:
+        if (denied := self._refused(request)) is not None:
             return denied
         name, content_type = self._name_and_type(request)
         stored = await self._emulator.uploads.save(name, content_type, request.stream())
         return JSONResponse({"access_url": self._access_url(stored)})
 
     async def begin_multipart(self, request: Request) -> Response:
-        if (denied := self._unauthorised(request)) is not None:
+        if (denied := self._refused(request)) is not None:
             return denied
         name, content_type = self._name_and_type(request)
         file_id, upload_id = self._emulator.uploads.begin_multipart(name, content_type)
         return JSONResponse({"access_url": self._file_url(file_id, name), "uploadId": upload_id})
 
     async def upload_part(self, request: Request) -> Response:
-        if (denied := self._unauthorised(request)) is not None:
+        if (denied := self._refused(request)) is not None:
             return denied
         params: dict[str, Any] = request.path_params
         try:
@@ -159,7 +169,7 @@ class StorageApi:
         return JSONResponse({"partNumber": params["part"], "etag": etag}, headers={"ETag": etag})
 
     async def complete_multipart(self, request: Request) -> Response:
-        if (denied := self._unauthorised(request)) is not None:
+        if (denied := self._refused(request)) is not None:
             return denied
         params = request.path_params
         try:
