@@ -459,10 +459,23 @@ def test_admin_endpoints_refuse_an_api_key(platform: FalPlatformClient) -> None:
         lambda: platform.usage(start, end),
         lambda: list(platform.iter_billing_events(start, end)),
         lambda: list(platform.iter_compute_instances()),
+        platform.account_billing,
     ):
         with pytest.raises(FalPlatformError) as raised:
             call()
         assert (raised.value.status, raised.value.error_type) == (403, "authorization_error")
+
+
+def test_account_billing_reads_the_balance(
+    fal_emulator: RunningEmulator, admin_platform: FalPlatformClient
+) -> None:
+    fal_emulator.control.set_balance(24.5)
+
+    billing = admin_platform.account_billing()
+
+    assert billing.username == fal_emulator.config.user_id
+    assert billing.credits is not None
+    assert (billing.credits.current_balance, billing.credits.currency) == (24.5, "USD")
 
 
 def test_compute_instances_and_meta(fal_emulator_factory: EmulatorFactory) -> None:

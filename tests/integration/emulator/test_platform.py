@@ -222,7 +222,7 @@ def test_analytics_counts_successes_and_failures(fal: RunningEmulator, client: h
 
 
 def test_admin_only_endpoints(fal: RunningEmulator, client: httpx.Client, anonymous: httpx.Client) -> None:
-    for path in ("/models/usage", "/models/billing-events", "/compute/instances"):
+    for path in ("/models/usage", "/models/billing-events", "/compute/instances", "/account/billing"):
         forbidden = assert_matches_spec(client.get(f"{fal.urls.api_url}{path}"))
         assert forbidden["error"]["type"] == "authorization_error"
         assert client.get(f"{fal.urls.api_url}{path}").status_code == 403
@@ -250,6 +250,25 @@ def test_compute_instances(fal_emulator_factory: EmulatorFactory) -> None:
         response = admin.get(f"{no_permission.urls.api_url}/compute/instances")
     assert response.status_code == 403
     assert assert_matches_spec(response)["error"]["type"] == "authorization_error"
+
+
+def test_account_billing_shows_the_balance_left_after_billed_requests(
+    fal: RunningEmulator, client: httpx.Client, admin: httpx.Client
+) -> None:
+    assert get(admin, fal, "/account/billing") == {"username": "emulator-user"}  # credits only if expanded
+    run_to_completion(client, fal, FLUX, {"prompt": "x", "num_images": 2})
+
+    billing = get(admin, fal, "/account/billing", expand="credits")
+
+    assert billing == {
+        "username": "emulator-user",
+        "credits": {"current_balance": pytest.approx(1000.0 - 2 * 0.025), "currency": "USD"},
+    }
+    assert get(admin, fal, "/account/billing", expand=["credits"])["credits"] == billing["credits"]
+    fal.control.set_balance(-3.0)  # requests that finished after the lock took it below 0
+    assert get(admin, fal, "/account/billing", expand="credits")["credits"]["current_balance"] == 0
+    refused = admin.get(f"{fal.urls.api_url}/account/billing", params={"expand": "invoices"})
+    assert (refused.status_code, assert_matches_spec(refused)["error"]["type"]) == (400, "validation_error")
 
 
 def test_meta_needs_no_key(fal: RunningEmulator, anonymous: httpx.Client) -> None:

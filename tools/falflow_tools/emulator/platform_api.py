@@ -127,6 +127,7 @@ def platform_routes(emulator: FalEmulator) -> list[Route]:
         route("/models/requests/by-endpoint", api.requests_by_endpoint),
         route("/compute/instances", api.compute_instances),
         route("/meta", api.meta),
+        route("/account/billing", api.account_billing),
         *account_routes(emulator),
         Route("/api/v1/{path:path}", _not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
     ]
@@ -470,7 +471,20 @@ class PlatformApi:
         items = [_history_item(job, payloads="payloads" in expand) for job in page.items]
         return {"items": items, **page.fields}
 
-    # ------------------------------------------------------------------ compute and meta
+    # ------------------------------------------------------------------ account, compute and meta
+
+    async def account_billing(self, request: Request) -> JSON:
+        """``GET /account/billing`` (ADMIN): the username; ``expand=credits`` adds the balance, shown
+        as 0 when requests that finished after the lock took it below (the spec's ``minimum: 0``)."""
+        self._require(request, "admin")
+        expand = set(_multi(request, "expand"))
+        if not expand <= {"credits"}:
+            raise BadParameter("expand accepts credits")
+        billing: JSON = {"username": self._emulator.config.user_id}
+        if "credits" in expand:
+            balance = max(self._emulator.account.balance_usd, 0.0)
+            billing["credits"] = {"current_balance": balance, "currency": CURRENCY}
+        return billing
 
     async def compute_instances(self, request: Request) -> JSON:
         self._require(request, "admin")
