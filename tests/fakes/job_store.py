@@ -6,16 +6,21 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from falflow.jobs import (
     STATE_RANK,
     BindOutcome,
+    ChargeOutcome,
+    CounterCharge,
     Job,
     JobCost,
     JobError,
+    JobHold,
     JobState,
     RequestUrls,
+    SpendReservation,
     TrailEntry,
     appended_trail,
     isoformat,
@@ -66,6 +71,8 @@ class InMemoryJobStore:
     def __init__(self, retention: timedelta = timedelta(days=90)) -> None:
         self._items: dict[str, dict[str, Any]] = {}
         self._claims: dict[str, str] = {}  # fal request id -> the job that claimed it
+        # Counters of other tables charged with a job's write: (table, key) -> amount.
+        self.counters: dict[tuple[str, str], Decimal] = {}
         self._lock = threading.Lock()
         self._retention = retention
 
@@ -254,6 +261,79 @@ class InMemoryJobStore:
         return self._advance(
             job_id, JobState.FAILED, now, {"error": error}, _NO_REQUEST, removes=["submit_lease_until"]
         )
+
+    # --------------------------------------------------------------------------- spend control
+
+    def reserve_spend(
+        self, job_id: str, reservation: SpendReservation, charges: Sequence[CounterCharge], *, lease: str
+    ) -> ChargeOutcome:
+        checks = (
+            _equal("state", JobState.ACCEPTED.value),
+            _equal("submit_lease_until", lease),
+            _NO_REQUEST,
+            _absent("reservation"),
+        )
+        return self._charged(job_id, {"reservation": reservation}, checks, charges, removes=())
+
+    def hold(self, job_id: str, hold: JobHold, *, now: datetime, lease: str | None) -> Job | None:
+        checks = [_equal("state", JobState.ACCEPTED.value), _NO_REQUEST]
+        if lease is not None:
+            checks.append(_equal("submit_lease_until", lease))
+        sets = {**self._entered(JobState.HELD, now), "hold": hold}
+        return self._write(job_id, sets, *checks, removes=["submit_lease_until"])
+
+    def release_held(
+        self,
+        job_id: str,
+        *,
+        now: datetime,
+        reservation: SpendReservation | None = None,
+        charges: Sequence[CounterCharge] = (),
+    ) -> ChargeOutcome:
+        checks: list[_Check] = [_equal("state", JobState.HELD.value), _NO_REQUEST]
+        sets: dict[str, Any] = self._entered(JobState.ACCEPTED, now)
+        if reservation is not None:
+            sets["reservation"] = reservation
+            checks.append(_absent("reservation"))
+        return self._charged(job_id, sets, checks, charges, removes=("hold", "submit_lease_until"))
+
+    def settle_reservation(
+        self, job_id: str, *, amount: float, charges: Sequence[CounterCharge], now: datetime
+    ) -> ChargeOutcome:
+        sets = {"reservation.settled_at": isoformat(now), "reservation.settled_amount": amount}
+        checks = (lambda d: _get_path(d, "reservation") is not _MISSING, _absent("reservation.settled_at"))
+        return self._charged(job_id, sets, checks, charges, removes=())
+
+    @staticmethod
+    def _entered(state: JobState, now: datetime) -> dict[str, Any]:
+        at = isoformat(now)
+        return {"state": state.value, "state_changed_at": at, f"state_times.{state.value}": at}
+
+    def _charged(
+        self,
+        job_id: str,
+        sets: Mapping[str, Any],
+        checks: Sequence[_Check],
+        charges: Sequence[CounterCharge],
+        *,
+        removes: Sequence[str],
+    ) -> ChargeOutcome:
+        with self._lock:
+            data = self._items.get(job_id)
+            if data is None or not all(check(data) for check in checks):
+                return ChargeOutcome(None)
+            for charge in charges:
+                spent = self.counters.get((charge.table, charge.key), Decimal(0))
+                if charge.ceiling is not None and spent + charge.amount > charge.ceiling:
+                    return ChargeOutcome(None, full=charge)
+            for charge in charges:
+                key = (charge.table, charge.key)
+                self.counters[key] = self.counters.get(key, Decimal(0)) + charge.amount
+            for path, value in sets.items():
+                _set_path(data, path, value)
+            for path in removes:
+                data.pop(path, None)
+            return ChargeOutcome(self._job(data))
 
     # ----------------------------------------------------------------------------- fal's answer
 

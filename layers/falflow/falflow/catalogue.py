@@ -22,6 +22,8 @@ CatalogueStatus = Literal["active", "deprecated"]
 
 # Key layout in the usage table; the collect function's writer uses the same names.
 CATALOGUE_PK: Final = "CATALOGUE"
+# fal's unit prices, one item per endpoint (sk): collect writes them, submit's estimates read them.
+PRICE_PK: Final = "PRICE"
 SNAPSHOT_SK: Final = "#snapshot"
 STATUS_ATTRIBUTE: Final = "status"
 TAKEN_AT_ATTRIBUTE: Final = "taken_at"

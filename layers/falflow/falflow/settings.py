@@ -93,6 +93,14 @@ class FalConnectionSettings(BaseSettings):
         return self._fal
 
 
+class EventBusSettings(BaseSettings):
+    """A group of a function's settings: the EventBridge bus falflow's events go to."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    event_bus_name: Annotated[str, Field(min_length=1)] = "default"
+
+
 class MetricSettings(BaseSettings):
     """A group of a function's settings: which models get their own ``model`` metric dimension
     (env METRIC_MODELS, a JSON list; `falflow.observability.JobMetrics` explains the bound)."""

@@ -24,7 +24,7 @@ from tests.integration.collect.conftest import CollectStack, MakeCollectStack, d
 FLUX = "fal-ai/flux/dev"
 KLING = "fal-ai/kling-video/v2/master/text-to-video"
 AUDIO = "fal-ai/stable-audio"
-PARTS = ("endpoints", "catalogue", "pricing", "usage", "analytics", "costs", "compute")
+PARTS = ("endpoints", "catalogue", "pricing", "usage", "analytics", "costs", "compute", "balance")
 
 
 def _usage_windows(fal: RunningEmulator) -> list[tuple[datetime, datetime]]:
@@ -132,7 +132,7 @@ def test_a_job_not_yet_billed_is_estimated_then_settled_by_its_billing_event(
 
 def _assert_skipped_usage_and_the_estimate_counted(out: str) -> None:
     emf = [json.loads(line) for line in out.splitlines() if line.startswith('{"_aws"')]
-    assert [(m["UsageSkipped"], m["PermissionGaps"]) for m in emf if "UsageSkipped" in m] == [([1.0], [3.0])]
+    assert [(m["UsageSkipped"], m["PermissionGaps"]) for m in emf if "UsageSkipped" in m] == [([1.0], [4.0])]
     # The estimate is counted once as the job's cost, for all models and under its model dimension
     # (fal-ai/flux/dev is not among the template's MetricModels: "other").
     costs = [(m.get("model"), m["JobCost"]) for m in emf if "JobCost" in m]
@@ -153,7 +153,12 @@ def test_without_an_admin_key_usage_is_skipped_with_a_warning_and_the_rest_is_co
     summary = collect.invoke()
 
     outcomes = {name: part["outcome"] for name, part in summary["parts"].items()}
-    assert outcomes == {**dict.fromkeys(PARTS, "ok"), "usage": "skipped", "compute": "skipped"}
+    assert outcomes == {
+        **dict.fromkeys(PARTS, "ok"),
+        "usage": "skipped",
+        "compute": "skipped",
+        "balance": "skipped",
+    }
     assert summary["parts"]["usage"]["detail"] == "no ADMIN key configured (FAL_ADMIN_KEY_SECRET_ID is empty)"
     assert [(p["sk"], p["unit_price"], p["unit"]) for p in collect.items("PRICE")] == [
         (FLUX, Decimal("0.025"), "image")
@@ -246,9 +251,9 @@ def test_a_platform_api_that_keeps_failing_fails_the_run_clearly_and_the_next_ru
     report = failure.value.report
     emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
     assert [m["CollectPartsFailed"] for m in emf if "CollectPartsFailed" in m] == [
-        [6.0]
+        [7.0]
     ]  # flushed though it raised
-    assert sum(m["RecordsFailed"][0] for m in emf if "RecordsFailed" in m) == 6  # one per failed part
+    assert sum(m["RecordsFailed"][0] for m in emf if "RecordsFailed" in m) == 7  # one per failed part
     assert {p.name for p in report.failed} == {
         "catalogue",
         "pricing",
@@ -256,6 +261,7 @@ def test_a_platform_api_that_keeps_failing_fails_the_run_clearly_and_the_next_ru
         "analytics",
         "costs",
         "compute",
+        "balance",
     }
     assert report.part("endpoints").outcome == "ok"
     assert all("FalPlatformError" in p.detail or "FalServerError" in p.detail for p in report.failed)

@@ -11,12 +11,14 @@ from falflow.collect.model import AnalyticsRow, CatalogueEntry, PriceRow, RunRec
 from falflow.fal.errors import FalPlatformError
 from falflow.fal.platform import (
     DEFAULT_ANALYTICS_METRICS,
+    AccountBilling,
     AnalyticsBucket,
     AnalyticsReport,
     AnalyticsResult,
     BillingEvent,
     ComputeInstance,
     CostEstimate,
+    Credits,
     ModelInfo,
     Price,
     TimeBound,
@@ -46,6 +48,7 @@ class FakePlatform:
     billing_events: list[BillingEvent] = field(default_factory=list)
     analytics_buckets: dict[datetime, list[AnalyticsResult]] = field(default_factory=dict)
     instances: list[ComputeInstance] = field(default_factory=list)
+    balance_usd: float = 42.5
     errors: dict[str, Exception] = field(default_factory=dict)
     unknown_to_analytics: set[str] = field(default_factory=set)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -152,6 +155,12 @@ class FakePlatform:
     def iter_compute_instances(self) -> Iterator[ComputeInstance]:
         self._call("iter_compute_instances")
         yield from self.instances
+
+    def account_billing(self) -> AccountBilling:
+        self._call("account_billing")
+        return AccountBilling(
+            username="me", credits=Credits(current_balance=self.balance_usd, currency="USD")
+        )
 
 
 @dataclass

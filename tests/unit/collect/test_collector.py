@@ -143,8 +143,9 @@ def test_a_run_collects_every_part(world: World) -> None:
     report = world.run()
 
     assert {p.name: p.outcome for p in report.parts} == dict.fromkeys(
-        ("endpoints", "catalogue", "pricing", "usage", "analytics", "costs", "compute"), Outcome.OK
+        ("endpoints", "catalogue", "pricing", "usage", "analytics", "costs", "compute", "balance"), Outcome.OK
     )
+    assert report.part("balance").counts == {"fal_credit_balance": 42.5}
     # Endpoints come from jobs that reached fal (job-4 is still ACCEPTED: never sent).
     assert sorted(world.table.endpoints) == [FLUX, KLING]
     assert world.table.catalogue[SDXL].status == "deprecated"
@@ -309,7 +310,7 @@ def _raise(*args: Any, **kwargs: Any) -> Any:
 
 
 def test_parts_are_not_started_when_the_invocation_is_about_to_time_out(world: World) -> None:
-    left = iter([600.0, 600.0, 10.0, 10.0, 10.0, 10.0, 10.0])
+    left = iter([600.0, 600.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0])
     report = world.run(time_left=lambda: next(left))
     assert [p.name for p in report.parts if p.outcome is Outcome.OK] == ["endpoints", "catalogue"]
     assert all(p.detail.startswith("not started") for p in report.failed)
@@ -329,7 +330,7 @@ def test_metrics_name_each_part_outcome_and_count(world: World) -> None:
     assert metrics.values["CatalogueOk"] == 1
     assert metrics.values["Models"] == 2
     assert metrics.values["CostsEstimated"] == 2
-    assert metrics.values["PermissionGaps"] == 3  # usage, compute, billing events
+    assert metrics.values["PermissionGaps"] == 4  # usage, compute, balance, billing events
     assert metrics.values["CollectPartsFailed"] == 0
 
 

@@ -17,8 +17,9 @@ from falflow.fal.errors import FalNotFoundError, FalServerError
 from falflow.fal.platform import RequestHistoryItem
 from falflow.fal.queue import QueueStatus
 from falflow.jobs import Job, JobError, JobState, RequestUrls, isoformat, utcnow
+from falflow.jobs.intake import original_request
 from falflow.jobs.requests import CANCELLED_ACTION, JobRequests
-from falflow.reconcile.reconciler import ACTOR, Action, ReconcilePolicy, Reconciler, original_request
+from falflow.reconcile.reconciler import ACTOR, Action, ReconcilePolicy, Reconciler
 from tests.fakes.completion import FakeFalQueue, MemoryInbox, MemoryOutputsQueue, RecordingPublisher
 from tests.fakes.job_store import InMemoryJobStore
 from tests.fakes.webhook_events import delivery

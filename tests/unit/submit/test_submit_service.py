@@ -223,7 +223,7 @@ def test_two_workers_racing_on_one_job_send_it_once(harness: Harness) -> None:
 
 def test_a_redriven_request_rebuilt_from_the_record_is_the_same_job_and_work(harness: Harness) -> None:
     """What the reconciler sends back to the intake queue for a job left ACCEPTED (falflow.reconcile)."""
-    from falflow.reconcile.reconciler import original_request  # noqa: PLC0415
+    from falflow.jobs.intake import original_request  # noqa: PLC0415
 
     harness.objects.put(BUCKET, "uploads/cat.png", b"png")
     harness.fal.replies = [FalRateLimitedError("busy", status=429, retryable=True)]

@@ -9,6 +9,10 @@
   exactly-once rules (forward-only states, one request id, one submit lease) rest on that atomicity,
   so moto's writes (and its scans, which copy items a write may be changing) are serialised
   while the patch is active.
+- DynamoDB transactions: moto backs up every table a transaction writes, whole, before it starts,
+  so each budget reservation (one transaction with the job and its spend counters) copied the
+  jobs table. Here only the items the transaction names are backed up and put back if it is
+  cancelled, as DynamoDB's all-or-nothing is over those items.
 - DynamoDB index queries: DynamoDB reads an index partition, so a query costs what it returns; moto
   scans every item of the table in Python for each one. The reconciler queries every shard of every
   waiting state each run (falflow.jobs.store `list_by_state`), so at a few thousand jobs moto spent
@@ -25,6 +29,8 @@ afterwards.
 from __future__ import annotations
 
 import contextlib
+import copy
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -191,6 +197,55 @@ def _scoped_all_items(original: Callable[[Table], list[Item]]) -> Callable[[Tabl
     return all_items
 
 
+class _NoTableCopies:
+    """`copy` as moto's DynamoDB backend sees it during a transaction: no deep copies (its only
+    uses there are the whole-table backups of `transact_write_items` and an update's old image)."""
+
+    @staticmethod
+    def deepcopy(value: Any, memo: Any = None) -> Any:
+        return value
+
+
+def _item_scoped_transaction(original: Callable[..., Any]) -> Callable[..., Any]:
+    """moto backs up every table a transaction touches, whole, before it starts: a copy of the jobs
+    table per budget reservation. DynamoDB's transaction is all or nothing over its items; so
+    here only the items it names are kept, and put back if it is cancelled."""
+
+    def transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
+        with _write_lock:
+            kept = [_kept_item(self, op) for item in transact_items for op in item.values()]
+            models = sys.modules[DynamoDBBackend.__module__]
+            real_copy = getattr(models, "copy")  # noqa: B009 - the module's own name for `copy`
+            setattr(models, "copy", _NoTableCopies)  # noqa: B010
+            try:
+                original(self, transact_items)
+            except Exception:
+                for table_name, key, before in kept:
+                    _put_back(self, table_name, key, before)
+                raise
+            finally:
+                setattr(models, "copy", real_copy)  # noqa: B010
+
+    return transact_write_items
+
+
+def _kept_item(backend: DynamoDBBackend, op: dict[str, Any]) -> tuple[str, dict[str, Any], Any]:
+    table = backend.get_table(op["TableName"])
+    key = op.get("Key") or {
+        name: op["Item"][name] for name in (table.hash_key_attr, table.range_key_attr) if name
+    }
+    current = backend.get_item(op["TableName"], key)
+    return op["TableName"], key, copy.deepcopy(current.to_json()["Attributes"]) if current else None
+
+
+def _put_back(backend: DynamoDBBackend, table_name: str, key: dict[str, Any], before: Any) -> None:
+    if before is None:
+        if backend.get_item(table_name, key) is not None:
+            backend.delete_item(table_name, key)
+    else:
+        backend.put_item(table_name, before)
+
+
 _PATCHES: tuple[tuple[Any, str, Callable[[Any], Any]], ...] = (
     (notifications, "_get_s3_event", _with_versions),
     (Table, "put_item", _reindexing_put),
@@ -199,6 +254,7 @@ _PATCHES: tuple[tuple[Any, str, Callable[[Any], Any]], ...] = (
     (Table, "all_items", _scoped_all_items),
     # Before `_atomic` wraps it, so the index changes under the write lock too.
     (DynamoDBBackend, "update_item", _reindexing_update),
+    (DynamoDBBackend, "transact_write_items", _item_scoped_transaction),
     *(
         (DynamoDBBackend, name, _atomic)
         # A scan copies each item; a write mutating it meanwhile broke moto's copy ("dictionary

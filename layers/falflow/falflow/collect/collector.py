@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -58,12 +58,13 @@ from falflow.collect.snapshots import write_partitioned
 from falflow.fal.errors import FalError
 from falflow.fal.platform import ANALYTICS_METRICS, MAX_IDS_PER_CALL, BillingEvent
 from falflow.fal.ports import FalPlatform
-from falflow.jobs import Job, JobState, JobStore, isoformat, utcnow
+from falflow.jobs import Job, JobCost, JobState, JobStore, isoformat, utcnow
 from falflow.secrets import MissingSecretError
+from falflow.spend.gate import settle_billed
 
-PARTS = ("endpoints", "catalogue", "pricing", "usage", "analytics", "costs", "compute")
+PARTS = ("endpoints", "catalogue", "pricing", "usage", "analytics", "costs", "compute", "balance")
 # Parts that need the ADMIN key.
-ADMIN_PARTS = frozenset({"usage", "compute"})
+ADMIN_PARTS = frozenset({"usage", "compute", "balance"})
 # States a job that reached fal (it has a request id) can be in; its endpoint counts as used.
 USED_STATES = (
     JobState.SUBMITTED,
@@ -176,6 +177,7 @@ class Collector:
             "analytics": self._analytics,
             "costs": self._costs,
             "compute": self._compute,
+            "balance": self._balance,
         }
         parts = [self._attempt(name, actions[name], run, time_left) for name in PARTS]
         report = CollectReport(run_id=run_id, started_at=started, finished_at=self._clock(), parts=parts)
@@ -362,6 +364,10 @@ class Collector:
         progress.counts["billing_events"] = len(events)
         tally = settle_costs(self._jobs, candidates, events, prices)
         progress.counts.update(tally.counts())
+        if self._settings.spend_table:
+            progress.counts["reservations_settled"] = self._settle_reservations(
+                candidates, tally.by_job, run.now
+            )
         for model, amount in tally.changes:
             self._job_metrics.cost_recorded(model, amount)
         if events:
@@ -379,6 +385,15 @@ class Collector:
         if billing_error is not None:
             raise billing_error
 
+    def _settle_reservations(self, jobs: Sequence[Job], costs: Mapping[str, JobCost], now: datetime) -> int:
+        """Budgets count billed costs, not estimates, once fal's billing event is in (falflow.spend)."""
+        settled = 0
+        for job in jobs:
+            cost = costs.get(job.job_id)
+            if cost is not None and cost.source == "billing_event":
+                settled += settle_billed(self._jobs, job, cost, self._settings.spend_table, now)
+        return settled
+
     def _compute(self, run: _Run, progress: _Progress) -> None:
         assert self._admin is not None
         instances = list(self._admin.iter_compute_instances())
@@ -391,6 +406,15 @@ class Collector:
                 run.run_id,
                 [run.stamp(i.model_dump(mode="json")) for i in instances],
             )
+
+    def _balance(self, run: _Run, progress: _Progress) -> None:
+        """fal's credit balance, as metric ``FalCreditBalance`` (FalBalanceLowAlarm watches it)."""
+        assert self._admin is not None
+        credits = self._admin.account_billing().credits
+        if credits is None:
+            progress.gaps.append("fal's account billing answered without credits")
+            return
+        progress.counts["fal_credit_balance"] = credits.current_balance
 
 
 def _skip_unknown_ids[T](call: Callable[[list[str]], list[T]], ids: list[str]) -> list[T]:

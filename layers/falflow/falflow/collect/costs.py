@@ -18,6 +18,7 @@ from pathlib import PurePosixPath
 from falflow.collect.model import PriceRow, add_exact
 from falflow.fal.platform import BillingEvent
 from falflow.jobs import Job, JobCost, JobState, JobStore
+from falflow.spend.estimate import PER_CALL_UNITS, requested_seconds, unit_kind
 
 # States in which fal may have billed the request.
 BILLABLE_STATES = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
@@ -31,8 +32,6 @@ IMAGE_EXTENSIONS = frozenset(
 )
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v"})
 AUDIO_EXTENSIONS = frozenset({".wav", ".mp3", ".flac", ".ogg", ".m4a", ".aac", ".opus"})
-DURATION_INPUT_FIELDS = ("duration", "seconds_total", "duration_seconds", "seconds", "num_seconds")
-PER_CALL_UNITS = frozenset({"request", "call", "generation", "run"})
 RESULT_DOCUMENT = "result.json"
 
 
@@ -87,11 +86,6 @@ def cost_from_billing_events(events: Sequence[BillingEvent], price: PriceRow | N
     )
 
 
-def _unit_kind(unit: str) -> str:
-    kind = unit.strip().lower()
-    return kind[:-1] if kind.endswith("s") else kind
-
-
 def _output_files(job: Job) -> list[PurePosixPath]:
     return [PurePosixPath(key) for key in job.outputs if PurePosixPath(key).name != RESULT_DOCUMENT]
 
@@ -101,23 +95,9 @@ def _count_with(job: Job, extensions: frozenset[str]) -> float | None:
     return float(count) if count else None
 
 
-def _requested_seconds(job: Job) -> float | None:
-    for name in DURATION_INPUT_FIELDS:
-        value = (job.input or {}).get(name)
-        if isinstance(value, bool):
-            continue
-        try:
-            seconds = float(value) if isinstance(value, (int, float, str)) else None
-        except ValueError:
-            seconds = None
-        if seconds is not None and seconds > 0:
-            return seconds
-    return None
-
-
 def estimated_units(job: Job, unit: str) -> float | None:
     """How many of ``unit`` the job used, by the rule in this module's docstring; None if unknown."""
-    kind = _unit_kind(unit)
+    kind = unit_kind(unit)
     if kind == "image":
         return _count_with(job, IMAGE_EXTENSIONS)
     if kind == "video":
@@ -125,7 +105,7 @@ def estimated_units(job: Job, unit: str) -> float | None:
     if kind == "audio":
         return _count_with(job, AUDIO_EXTENSIONS)
     if kind == "second":
-        return _requested_seconds(job)
+        return requested_seconds(job.input)
     if kind in PER_CALL_UNITS:
         return 1.0
     return None

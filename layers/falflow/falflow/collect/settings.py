@@ -16,6 +16,8 @@ MAX_COST_LOOKBACK_HOURS = 24 * 60
 
 class CollectSettings(JobsTableSettings, FalConnectionSettings, SecretIds, MetricSettings):
     usage_table: str
+    # Where budgets count spend (falflow.spend); empty: no budgets to settle billed costs into.
+    spend_table: str = ""
     output_bucket: str
     # Every snapshot object lives under this prefix (the function may write nowhere else).
     snapshot_prefix: str = "collect/"

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from falflow.catalogue import CATALOGUE_PK, SNAPSHOT_SK, TAKEN_AT_ATTRIBUTE
+from falflow.catalogue import CATALOGUE_PK, PRICE_PK, SNAPSHOT_SK, TAKEN_AT_ATTRIBUTE
 from falflow.collect.model import AnalyticsRow, CatalogueEntry, PriceRow, RunRecord, UsageRow, day_of
 from falflow.fal.platform import ComputeInstance
 from falflow.jobs import isoformat
@@ -38,7 +38,6 @@ WATERMARK_PK: Final = "WATERMARK"
 ENDPOINT_PK: Final = "ENDPOINT"
 USAGE_PK_PREFIX: Final = "USAGE#"
 ANALYTICS_PK_PREFIX: Final = "ANALYTICS#"
-PRICE_PK: Final = "PRICE"
 COMPUTE_PK: Final = "COMPUTE"
 RUN_PK: Final = "RUN"
 LATEST_RUN_SK: Final = "latest"

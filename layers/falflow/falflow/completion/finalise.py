@@ -27,7 +27,7 @@ from falflow.aws.events import EventBridgePublisher
 from falflow.completion.ports import EventPublisher
 from falflow.jobs import Job, JobError, JobState, JobStore, TrailEntry, isoformat
 from falflow.observability import JobMetrics
-from falflow.settings import MetricSettings
+from falflow.settings import EventBusSettings, MetricSettings
 
 logger = Logger(child=True)
 metrics = Metrics()
@@ -169,12 +169,11 @@ class Finaliser:
         return self._jobs.get(job.job_id) or job
 
 
-class FinaliserSettings(MetricSettings):
+class FinaliserSettings(MetricSettings, EventBusSettings):
     """What every writer of a job's end (store, reconciler) needs: where its event goes and the
     bucket the event names."""
 
     output_bucket: Annotated[str, Field(min_length=1)]
-    event_bus_name: Annotated[str, Field(min_length=1)] = "default"
     event_receipt_window_seconds: Annotated[float, Field(gt=0)] = DEFAULT_RECEIPT_WINDOW_S
 
     def finaliser(self, jobs: JobStore) -> Finaliser:

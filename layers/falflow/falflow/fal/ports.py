@@ -64,6 +64,8 @@ class FalQueue(Protocol):
 class FalPlatform(Protocol):
     """The part of the Platform API the collect function calls (the operator CLI holds the client)."""
 
+    def account_billing(self) -> AccountBilling: ...
+
     def pricing(self, endpoint_ids: Sequence[str]) -> list[Price]: ...
 
     def usage(

@@ -8,13 +8,22 @@ from falflow.jobs.model import (
     Job,
     JobCost,
     JobError,
+    JobHold,
     JobState,
+    SpendReservation,
     TrailEntry,
     appended_trail,
     isoformat,
     utcnow,
 )
-from falflow.jobs.store import BindOutcome, DynamoJobStore, JobStore, RequestUrls
+from falflow.jobs.store import (
+    BindOutcome,
+    ChargeOutcome,
+    CounterCharge,
+    DynamoJobStore,
+    JobStore,
+    RequestUrls,
+)
 
 __all__ = [
     "FINAL_STATES",
@@ -22,13 +31,17 @@ __all__ = [
     "STATE_RANK",
     "WAITING_STATES",
     "BindOutcome",
+    "ChargeOutcome",
+    "CounterCharge",
     "DynamoJobStore",
     "Job",
     "JobCost",
     "JobError",
+    "JobHold",
     "JobState",
     "JobStore",
     "RequestUrls",
+    "SpendReservation",
     "TrailEntry",
     "appended_trail",
     "isoformat",

@@ -13,6 +13,7 @@ from falflow.deferred import DeferredModel
 
 class JobState(StrEnum):
     ACCEPTED = "ACCEPTED"
+    HELD = "HELD"
     SUBMITTED = "SUBMITTED"
     IN_PROGRESS = "IN_PROGRESS"
     STORING = "STORING"
@@ -27,6 +28,9 @@ class JobState(StrEnum):
 FINAL_RANK = 9
 STATE_RANK: dict[JobState, int] = {
     JobState.ACCEPTED: 0,
+    # HELD and ACCEPTED share a rank: a job moves between them only by the named transitions
+    # (hold, release), and anything fal says about the job still moves it forward from either.
+    JobState.HELD: 0,
     JobState.SUBMITTED: 1,
     JobState.IN_PROGRESS: 2,
     JobState.STORING: 3,
@@ -78,6 +82,37 @@ class JobCost(DeferredModel):
     unit_price: float | None = None
 
 
+HoldReason = Literal["budget", "unpriced", "fal_account_locked"]
+
+
+class JobHold(DeferredModel):
+    """Why a job waits before fal hears of it, and when it may run (spend control: falflow.spend)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    reason: HoldReason
+    message: str
+    held_at: str
+    # When the cause may have gone (the cap's window resets, the next probe of fal's lock).
+    resets_at: str | None = None
+    # The cap that did not fit ("daily#all", "monthly#model:fal-ai/flux/dev"), for budget holds.
+    cap: str | None = None
+
+
+class SpendReservation(DeferredModel):
+    """A job's estimate, charged to every budget window that applies to it (falflow.spend)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    amount: float
+    # Keys of the window counters charged (``daily#2026-12-02#all`` ...); settled ones hold the
+    # billed amount instead of the estimate.
+    counters: list[str] = Field(default_factory=list)
+    reserved_at: str
+    settled_at: str | None = None
+    settled_amount: float | None = None
+
+
 class TrailEntry(DeferredModel):
     """A note of when and why a component acted on a job outside the happy path."""
 
@@ -119,6 +154,8 @@ class Job(DeferredModel):
     priority: Priority = "normal"
     start_timeout: float | None = None
     output_prefix: str | None = None
+    # The route table prefix a media drop came in under (caps per route: falflow.spend).
+    route: str | None = None
     # What fal may keep and do (docs/fal-contract.md §2, §4): fal keeps this job's payloads (input
     # and output JSON, 30 days by default); its output files are private from the start and expire
     # after output_expiry_seconds (None: the account's setting); fal's request payloads are deleted
@@ -164,6 +201,11 @@ class Job(DeferredModel):
     served_from: str | None = None
     payloads_deleted_at: str | None = None
     cost: JobCost | None = None
+    # Spend control (falflow.spend): the estimate made before submit (None: the model has no
+    # price), what it reserved against the budgets, and why the job is HELD while it is.
+    estimate: JobCost | None = None
+    reservation: SpendReservation | None = None
+    hold: JobHold | None = None
     event_published_at: str | None = None
     # A completion event may have been sent until then; its receipt marks it published before
     # (falflow.completion.finalise). None: no one has tried to publish it.
@@ -176,6 +218,13 @@ class Job(DeferredModel):
     @property
     def is_final(self) -> bool:
         return self.state in FINAL_STATES
+
+    @property
+    def cost_source(self) -> Literal["billed", "estimate"] | None:
+        """Where the job's best known cost comes from: fal's billing event, or an estimate."""
+        if self.cost is not None:
+            return "billed" if self.cost.source == "billing_event" else "estimate"
+        return "estimate" if self.estimate is not None else None
 
     @classmethod
     def new(

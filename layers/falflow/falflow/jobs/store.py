@@ -33,7 +33,9 @@ from falflow.jobs.model import (
     Job,
     JobCost,
     JobError,
+    JobHold,
     JobState,
+    SpendReservation,
     TrailEntry,
     appended_trail,
     isoformat,
@@ -103,6 +105,30 @@ class BindOutcome:
     job: Job | None
     bound: bool
     conflicting_request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class CounterCharge:
+    """An amount added to a counter item of another table (a budget window: falflow.spend) in the
+    same transaction as the job's write; with a `ceiling`, the whole write is refused if the counter
+    would pass it."""
+
+    table: str
+    key: str  # the counter item's ``pk``
+    amount: Decimal
+    ceiling: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class ChargeOutcome:
+    """What a write with charges did: the job after it, or (refused) which charge did not fit."""
+
+    job: Job | None
+    full: CounterCharge | None = None
+
+    @property
+    def written(self) -> bool:
+        return self.job is not None
 
 
 class JobStore(Protocol):
@@ -188,6 +214,39 @@ class JobStore(Protocol):
 
     def fail_before_submit(self, job_id: str, error: JobError, *, now: datetime) -> Job | None:
         """FAILED with fal's refusal `error`; refused if a request id is bound or the job is final."""
+        ...
+
+    # -------------------------------------------------------- spend control (falflow.spend)
+
+    def reserve_spend(
+        self, job_id: str, reservation: SpendReservation, charges: Sequence[CounterCharge], *, lease: str
+    ) -> ChargeOutcome:
+        """Record the job's reservation and add its charges, all or nothing; refused unless the job
+        is ACCEPTED under submit lease `lease`, has no reservation, and every charge fits."""
+        ...
+
+    def hold(self, job_id: str, hold: JobHold, *, now: datetime, lease: str | None) -> Job | None:
+        """HELD with `hold`, the submit lease dropped; refused unless ACCEPTED with no request id (and,
+        given `lease`, still under that submit lease)."""
+        ...
+
+    def release_held(
+        self,
+        job_id: str,
+        *,
+        now: datetime,
+        reservation: SpendReservation | None = None,
+        charges: Sequence[CounterCharge] = (),
+    ) -> ChargeOutcome:
+        """HELD back to ACCEPTED (no lease: the submit path sends it), with `reservation` and its
+        charges if given, all or nothing; refused unless HELD and every charge fits."""
+        ...
+
+    def settle_reservation(
+        self, job_id: str, *, amount: float, charges: Sequence[CounterCharge], now: datetime
+    ) -> ChargeOutcome:
+        """Replace the reservation's estimate by `amount` (billed, or 0 when fal never ran the job),
+        with the charges that move each counter by the difference; refused once settled."""
         ...
 
     # ------------------------------------------------------------------ fal's answer (ADR 0005)
@@ -385,6 +444,12 @@ class _Expression:
     def set_urls(self, urls: RequestUrls | None) -> None:
         for path, value in (urls.fields() if urls else {}).items():
             self.set(path, value)
+
+    def transact_update(self, table: str, key: Mapping[str, Any]) -> dict[str, Any]:
+        """This update as one item of a TransactWriteItems call."""
+        update = {"TableName": table, "Key": dict(key), **self.kwargs()}
+        del update["ReturnValues"]
+        return {"Update": update}
 
     def kwargs(self) -> dict[str, Any]:
         update = []
@@ -701,6 +766,94 @@ class DynamoJobStore:
         expression.set("error", error)
         return self._advance(job_id, JobState.FAILED, now, expression)
 
+    # --------------------------------------------------------------------------- spend control
+
+    def reserve_spend(
+        self, job_id: str, reservation: SpendReservation, charges: Sequence[CounterCharge], *, lease: str
+    ) -> ChargeOutcome:
+        expression = _Expression()
+        expression.set("reservation", reservation)
+        expression.require_equal("state", JobState.ACCEPTED.value)
+        expression.require_equal("submit_lease_until", lease)
+        expression.require_absent("request_id")
+        expression.require_absent("reservation")
+        return self._charged(job_id, expression, charges)
+
+    def hold(self, job_id: str, hold: JobHold, *, now: datetime, lease: str | None) -> Job | None:
+        expression = self._before_submit(_Expression())
+        expression.set("hold", hold)
+        expression.require_equal("state", JobState.ACCEPTED.value)
+        if lease is not None:
+            expression.require_equal("submit_lease_until", lease)
+        self._enter(job_id, JobState.HELD, now, expression)
+        return self._update(job_id, expression)
+
+    def release_held(
+        self,
+        job_id: str,
+        *,
+        now: datetime,
+        reservation: SpendReservation | None = None,
+        charges: Sequence[CounterCharge] = (),
+    ) -> ChargeOutcome:
+        expression = self._before_submit(_Expression())
+        expression.remove("hold")
+        expression.require_equal("state", JobState.HELD.value)
+        if reservation is not None:
+            expression.set("reservation", reservation)
+            expression.require_absent("reservation")
+        self._enter(job_id, JobState.ACCEPTED, now, expression)
+        return self._charged(job_id, expression, charges)
+
+    def settle_reservation(
+        self, job_id: str, *, amount: float, charges: Sequence[CounterCharge], now: datetime
+    ) -> ChargeOutcome:
+        expression = _Expression()
+        expression.set("reservation.settled_at", isoformat(now))
+        expression.set("reservation.settled_amount", amount)
+        expression.conditions.append(f"attribute_exists({expression.name('reservation')})")
+        expression.require_absent("reservation.settled_at")
+        return self._charged(job_id, expression, charges)
+
+    def _enter(self, job_id: str, to: JobState, now: datetime, expression: _Expression) -> None:
+        """Set the state fields of a move between states of one rank (HELD and ACCEPTED), which a
+        condition on the current state guards instead of the rank."""
+        at = isoformat(now)
+        expression.set("state", to.value)
+        expression.set(STATE_SHARD_ATTRIBUTE, state_shard(job_id, to))
+        expression.set("state_changed_at", at)
+        expression.set(f"state_times.{to.value}", at)
+
+    def _charged(
+        self, job_id: str, expression: _Expression, charges: Sequence[CounterCharge]
+    ) -> ChargeOutcome:
+        """The job's update and its charges in one transaction (alone when there are none)."""
+        if not charges:
+            return ChargeOutcome(self._update(job_id, expression))
+        for charge in charges:
+            if charge.ceiling is not None and charge.amount > charge.ceiling:
+                return ChargeOutcome(None, full=charge)  # can never fit, whatever was spent
+        items: list[Any] = [expression.transact_update(self._table, self._key(job_id))]
+        items.extend(_charge_update(charge) for charge in charges)
+        try:
+            self._client.transact_write_items(TransactItems=items)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                raise
+            reasons = [reason.get("Code") for reason in error.response.get("CancellationReasons", [])]
+            if any(code not in ("None", "ConditionalCheckFailed", None) for code in reasons):
+                raise  # a conflict with another transaction, throttling: the caller retries
+            full = next(
+                (
+                    charge
+                    for charge, code in zip(charges, reasons[1:], strict=False)
+                    if code == "ConditionalCheckFailed"
+                ),
+                None,
+            )
+            return ChargeOutcome(None, full=full)
+        return ChargeOutcome(self.get(job_id))
+
     # ----------------------------------------------------------------------------- fal's answer
 
     def mark_in_progress(self, job_id: str, request_id: str, *, now: datetime) -> Job | None:
@@ -845,6 +998,22 @@ class DynamoJobStore:
             if self._update(job_id, expression) is not None:
                 return
         raise TrailContendedError(f"job {job_id}: the trail changed under {_TRAIL_ATTEMPTS} writes in a row")
+
+
+def _charge_update(charge: CounterCharge) -> dict[str, Any]:
+    values: dict[str, Any] = {":amount": {"N": str(charge.amount)}}
+    update: dict[str, Any] = {
+        "TableName": charge.table,
+        "Key": {"pk": {"S": charge.key}},
+        "UpdateExpression": "ADD #spent :amount",
+        "ExpressionAttributeNames": {"#spent": "spent"},
+        "ExpressionAttributeValues": values,
+    }
+    if charge.ceiling is not None:
+        # Fits if what is spent plus this charge stays within the ceiling.
+        values[":room"] = {"N": str(charge.ceiling - charge.amount)}
+        update["ConditionExpression"] = "attribute_not_exists(#spent) OR #spent <= :room"
+    return {"Update": update}
 
 
 def _claim_key(request_id: str) -> str:

@@ -22,6 +22,7 @@ from falflow.reconcile.receipts import EventReceipts
 from falflow.reconcile.reconciler import ACTOR, Reconciler
 from falflow.reconcile.settings import ReconcileSettings
 from falflow.secrets import FalKeys
+from falflow.spend.release import Releaser
 
 metrics = Metrics()
 
@@ -78,6 +79,20 @@ def build_dead_letter_sweep(settings: ReconcileSettings, reconciler: Reconciler)
     )
 
 
+def build_releaser(settings: ReconcileSettings) -> Releaser | None:
+    """Held jobs are released by each run where budgets are configured (a spend table)."""
+    ledger = settings.spend_ledger()
+    if ledger is None:
+        return None
+    return Releaser(
+        store=settings.job_store(),
+        ledger=ledger,
+        announcer=settings.spend_announcer(ledger),
+        intake=SqsIntakeQueue(settings.intake_queue_url),
+        lock_probe_seconds=settings.fal_lock_probe_seconds,
+    )
+
+
 def build_event_receipts(settings: ReconcileSettings) -> EventReceipts:
     return EventReceipts(
         settings.job_store(),
@@ -95,8 +110,10 @@ class ReconcileApp:
         sweep: DeadLetterSweep,
         reserve_seconds: float,
         receipts: EventReceipts,
+        releaser: Releaser | None = None,
     ) -> None:
         self._reconciler = reconciler
+        self._releaser = releaser
         self._sweep = sweep
         self._reserve_ms = reserve_seconds * 1000
         self._receipts = receipts
@@ -111,6 +128,7 @@ class ReconcileApp:
             build_dead_letter_sweep(settings, reconciler),
             settings.reserve_seconds,
             build_event_receipts(settings),
+            build_releaser(settings),
         )
 
     def handle(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
@@ -118,11 +136,14 @@ class ReconcileApp:
             return (context.get_remaining_time_in_millis() - self._reserve_ms) / 1000
 
         # Receipts first: an event that went out is marked before anything looks at its job.
-        receipts = self._receipts.settle(utcnow(), ACTOR).as_dict()
+        receipts: dict[str, Any] = dict(self._receipts.settle(utcnow(), ACTOR).as_dict())
         report = self._reconciler.run(utcnow(), time_left=time_left)
         for action, count in report.actions.items():
             name = "Reconcile" + action.value.title().replace("_", "")
             metrics.add_metric(name=name, unit=MetricUnit.Count, value=count)
+        if self._releaser is not None and not report.stopped_early:
+            released = self._releaser.run(utcnow(), time_left=time_left)
+            receipts = {**receipts, **{f"held_{k}": v for k, v in released.as_dict().items()}}
         if report.stopped_early or time_left() <= 0:
             return {**report.as_dict(), **receipts}  # the jobs come first; the next run sweeps
         # After the jobs: a job this run completed leaves its dead letters to be removed now.

@@ -12,9 +12,10 @@ from falflow.completion.finalise import FinaliserSettings
 from falflow.completion.settings import HandoffSettings
 from falflow.reconcile.reconciler import ReconcilePolicy
 from falflow.settings import FalConnectionSettings, SecretIds
+from falflow.spend.settings import SpendSettings
 
 
-class ReconcileSettings(HandoffSettings, FinaliserSettings, FalConnectionSettings, SecretIds):
+class ReconcileSettings(HandoffSettings, FinaliserSettings, FalConnectionSettings, SecretIds, SpendSettings):
     intake_queue_url: Annotated[str, Field(min_length=1)]
     reconcile_after_minutes: Annotated[float, Field(gt=0)] = 10
     give_up_after_hours: Annotated[float, Field(gt=0)] = 24

@@ -44,6 +44,7 @@ from falflow.fal.queue import FalQueueClient
 from falflow.fal.storage import FalStorageClient
 from falflow.jobs import JobStore, TrailEntry, isoformat, utcnow
 from falflow.secrets import FalKeys
+from falflow.spend.estimate import CostEstimator
 from falflow.submit.files import InputFiles
 from falflow.submit.objects import S3InputArchive, S3InputObjects
 from falflow.submit.plan import Planner
@@ -84,6 +85,7 @@ _OUTCOME_METRICS: Final = {
     SubmitOutcome.FOUND: "SubmissionsFoundInHistory",
     SubmitOutcome.IGNORED: "IgnoredObjects",
     SubmitOutcome.CONFLICT: "JobIdConflicts",
+    SubmitOutcome.HELD: "JobsHeld",
 }
 
 
@@ -212,6 +214,7 @@ class SubmitApp:
         s3 = aws_client("s3")
         store = settings.job_store()
         objects = S3InputObjects(s3, _presigning_client())
+        platform = FalPlatformClient(settings.fal, keys.api_key, http)
         service = SubmitService(
             store=store,
             fal=FalQueueClient(settings.fal, keys.api_key, http),
@@ -234,7 +237,9 @@ class SubmitApp:
             tokens=webhook_tokens(settings),
             archive=S3InputArchive(s3, settings.output_bucket) if settings.output_bucket else None,
             catalogue=DynamoModelCatalogue(dynamodb, settings.usage_table) if settings.usage_table else None,
-            history=FalPlatformClient(settings.fal, keys.api_key, http),
+            history=platform,
+            estimator=CostEstimator(dynamodb=dynamodb, usage_table=settings.usage_table, fal=platform),
+            gate=settings.spend_gate(store),
             correlate=correlate_logs(log_keys),
         )
         return cls(

@@ -45,6 +45,7 @@ class JobPlan:
     request: JobRequest
     # Set for media drops: the route and the dropped file its placeholders refer to.
     route: Route | None = None
+    route_prefix: str | None = None
     dropped: S3ObjectRef | None = None
     # Set for job documents: the request already lives in S3 (a large input needs no copy).
     document: S3ObjectRef | None = None
@@ -159,7 +160,7 @@ class Planner:
                     f"(job documents go under {self._jobs_prefix!r})",
                 ),
             )
-        _, route = matched
+        prefix, route = matched
         request = JobRequest.model_construct(
             model=route.model,
             input=route.input,
@@ -171,7 +172,7 @@ class Planner:
             output_prefix=route.output_prefix,
             **{name: getattr(route, name) for name in FAL_OPTION_FIELDS},
         )
-        return JobPlan(identity=identity, request=request, route=route, dropped=ref)
+        return JobPlan(identity=identity, request=request, route=route, route_prefix=prefix, dropped=ref)
 
 
 def _validated(data: Any, identity: Callable[[str | None], JobIdentity]) -> JobRequest:

@@ -78,6 +78,10 @@ class Route(DeferredModel):
     private_outputs: bool | None = None
     output_expiry_seconds: OutputExpiry | None = None
     delete_payloads: bool | None = None
+    # The route's own spend caps in USD (0: none), defaults a run-time budget may override
+    # (read by falflow.spend.settings from the same table).
+    daily_budget_usd: Annotated[float, Field(ge=0)] = 0
+    monthly_budget_usd: Annotated[float, Field(ge=0)] = 0
     allow_fallbacks: bool | None = None
 
     @model_validator(mode="after")

@@ -26,6 +26,7 @@ from aws_lambda_powertools import Logger
 
 from falflow.catalogue import ModelCatalogue
 from falflow.fal.errors import (
+    FalAccountLockedError,
     FalAuthError,
     FalError,
     FalNotFoundError,
@@ -38,8 +39,20 @@ from falflow.fal.errors import (
 from falflow.fal.platform import RequestHistoryItem
 from falflow.fal.ports import FalQueue, FalRequestHistory
 from falflow.fal.queue import OutputLifecycle, Submission
-from falflow.jobs import Job, JobError, JobState, JobStore, RequestUrls, TrailEntry, isoformat, utcnow
+from falflow.jobs import (
+    Job,
+    JobCost,
+    JobError,
+    JobState,
+    JobStore,
+    RequestUrls,
+    TrailEntry,
+    isoformat,
+    utcnow,
+)
 from falflow.jobs.requests import JobRequests
+from falflow.spend.estimate import CostEstimator
+from falflow.spend.gate import Admission, SpendGate
 from falflow.submit.files import CheckedInputs, InputFiles
 from falflow.submit.objects import InputArchive
 from falflow.submit.plan import JobIdentity, JobPlan, Planner, PlanRejectedError
@@ -62,6 +75,7 @@ class SubmitOutcome(StrEnum):
     FOUND = "found"  # an earlier request of the job was found in fal's request history: bound, not resent
     IGNORED = "ignored"  # not a job at all (a folder marker)
     CONFLICT = "job_id_conflict"  # another request under an existing job's id: refused, job unchanged
+    HELD = "held"  # over a budget, or fal's account is locked: HELD with the reason, released later
 
 
 @dataclass(frozen=True)
@@ -175,6 +189,8 @@ class SubmitService:
         archive: InputArchive | None = None,
         catalogue: ModelCatalogue | None = None,
         history: FalRequestHistory | None = None,
+        estimator: CostEstimator | None = None,
+        gate: SpendGate | None = None,
         clock: Callable[[], datetime] = utcnow,
         timer: Callable[[], float] = time.monotonic,
         correlate: Callable[[str], None] = lambda job_id: None,
@@ -187,6 +203,9 @@ class SubmitService:
         self._tokens = tokens
         self._archive = archive
         self._catalogue = catalogue
+        # Spend control (falflow.spend): each job's estimate, and the budget check before fal.
+        self._estimator = estimator
+        self._gate = gate
         # Without a history every resend after an ambiguous submit falls back to the grace rule alone.
         self._requests = JobRequests(store, fal, history, actor=ACTOR, clock=clock)
         self._clock = clock
@@ -272,6 +291,12 @@ class SubmitService:
         ``earlier`` says why an earlier attempt may have reached fal (look for it before sending)."""
         lease = job.submit_lease_until
         try:
+            if self._gate is not None:
+                verdict = self._gate.admit(job, self._clock())
+                if verdict.admission is Admission.HELD:
+                    return SubmitResult(job.job_id, SubmitOutcome.HELD, created=created)
+                if verdict.admission is Admission.LOST:
+                    return self._not_claimed(job.job_id)
             return self._send(checked, job, created=created, earlier=earlier)
         except SubmitRetryLaterError as retry:
             if not retry.ambiguous:
@@ -316,7 +341,7 @@ class SubmitService:
                 allow_fallbacks=job.allow_fallbacks,
             )
         except FalError as error:
-            return self._fal_failed(job_id, error, created=created)
+            return self._fal_failed(job, error, created=created)
         latency = self._timer() - started
         try:
             return self._record_submission(job_id, submission, latency, created=created)
@@ -435,11 +460,18 @@ class SubmitService:
 
     # ------------------------------------------------------------------------ the failure paths
 
-    def _fal_failed(self, job_id: str, error: FalError, *, created: bool) -> SubmitResult:
+    def _fal_failed(self, job: Job, error: FalError, *, created: bool) -> SubmitResult:
+        job_id = job.job_id
+        if isinstance(error, FalAccountLockedError) and self._gate is not None:
+            verdict = self._gate.hold_for_lock(job, error.lock_reason, self._clock())
+            if verdict.admission is Admission.HELD:
+                return SubmitResult(job_id, SubmitOutcome.HELD, created=created)
+            return self._not_claimed(job_id)
         failure = classify_submit_error(error)
         if failure is FalFailure.REFUSED:
             job_error = refusal_error(error)
             failed = self._store.fail_before_submit(job_id, job_error, now=self._clock())
+            self._refund(failed)
             logger.warning(
                 "fal refused the job",
                 job_id=job_id,
@@ -541,6 +573,7 @@ class SubmitService:
 
     def _reject_leased(self, plan: JobPlan, error: JobError, *, created: bool) -> SubmitResult:
         rejected = self._store.reject(plan.job_id, error, now=self._clock())
+        self._refund(rejected)
         if rejected is None:
             current = self._store.get(plan.job_id)
             return self._duplicate(current) if current else SubmitResult(plan.job_id, SubmitOutcome.DUPLICATE)
@@ -583,6 +616,8 @@ class SubmitService:
             # Created holding the submit lease, as `claim_submit_lease` would have given it.
             submit_lease_until=isoformat(now + self._config.submit_lease),
             attempts=1,
+            route=plan.route_prefix,
+            estimate=self._estimate(plan.request.model, checked.record_input),
             **_job_fields(plan.request, self._config.fal_defaults),
         )
 
@@ -596,6 +631,14 @@ class SubmitService:
                 "is configured to keep large inputs",
             )
         return self._archive.keep(plan.job_id, record_input)
+
+    def _estimate(self, model: str, record_input: dict[str, Any] | None) -> JobCost | None:
+        return self._estimator.estimate(model, record_input) if self._estimator is not None else None
+
+    def _refund(self, job: Job | None) -> None:
+        """A job that ended before fal ran it gives back its reservation."""
+        if job is not None and job.reservation is not None and self._gate is not None:
+            self._gate.refund(job, self._clock())
 
     def _trail(self, job_id: str, action: str, reason: str) -> None:
         self._store.add_trail(

@@ -17,13 +17,19 @@ from pydantic import Field, field_validator, model_validator
 from falflow.aws.dead_letter import DeadLetterSettings
 from falflow.jobs.settings import JobsTableSettings
 from falflow.settings import FalConnectionSettings, SecretIds, WebhookTokenSettings
+from falflow.spend.settings import SpendSettings
 from falflow.submit.request import FalDefaults
 from falflow.submit.routes import RouteTable
 from falflow.webhook.token import JOB_ID_PARAMETER, TOKEN_PARAMETER
 
 
 class SubmitSettings(
-    JobsTableSettings, FalConnectionSettings, SecretIds, WebhookTokenSettings, DeadLetterSettings
+    JobsTableSettings,
+    FalConnectionSettings,
+    SecretIds,
+    WebhookTokenSettings,
+    DeadLetterSettings,
+    SpendSettings,
 ):
     input_bucket: Annotated[str, Field(min_length=1)]
     webhook_url: str

@@ -1,0 +1,127 @@
+"""Budgets: caps in USD per UTC day and month, for the whole stack, a route or a model, and the
+windows their spend is counted in.
+
+The deploy-time caps (template parameters DailyBudgetUsd / MonthlyBudgetUsd; a route's
+``daily_budget_usd`` / ``monthly_budget_usd``) are defaults; `BudgetConfig` kept in the spend table
+(``falflow budget set``) overrides them at run time. A cap of 0 is no cap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Annotated, Final, Literal
+
+from pydantic import ConfigDict, Field
+
+from falflow.deferred import DeferredModel
+
+Period = Literal["daily", "monthly"]
+PERIODS: Final[tuple[Period, ...]] = ("daily", "monthly")
+UnpricedPolicy = Literal["allow", "hold"]
+# The scope of a cap: every job, the jobs of one route (by prefix) or of one model.
+STACK_SCOPE: Final = "all"
+# Fractions of a cap at which a "Budget Threshold Reached" event is sent (once per window).
+THRESHOLDS: Final = (50, 75, 90, 100)
+
+Usd = Annotated[float, Field(ge=0)]
+
+
+class Caps(DeferredModel):
+    """A daily and a monthly cap in USD; 0 (or unset) is no cap."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    daily_usd: Usd = 0
+    monthly_usd: Usd = 0
+
+    def limit(self, period: Period) -> float:
+        return self.daily_usd if period == "daily" else self.monthly_usd
+
+
+class BudgetConfig(DeferredModel):
+    """Every cap in force, and what happens to a job whose model has no price."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stack: Caps = Field(default_factory=Caps)
+    routes: dict[str, Caps] = Field(default_factory=dict)
+    models: dict[str, Caps] = Field(default_factory=dict)
+    unpriced: UnpricedPolicy = "allow"
+    updated_at: str | None = None
+
+    def caps_for(self, *, model: str | None, route: str | None) -> list[Cap]:
+        """The caps a job of `model` (dropped under `route`) is counted against: those set (> 0)."""
+        scoped: list[tuple[str, Caps]] = [(STACK_SCOPE, self.stack)]
+        if route is not None and route in self.routes:
+            scoped.append((f"route:{route}", self.routes[route]))
+        if model is not None and model in self.models:
+            scoped.append((f"model:{model}", self.models[model]))
+        return [
+            Cap(scope=scope, period=period, limit_usd=caps.limit(period))
+            for scope, caps in scoped
+            for period in PERIODS
+            if caps.limit(period) > 0
+        ]
+
+    def with_defaults(self, route_caps: Mapping[str, Caps]) -> BudgetConfig:
+        """This configuration, with the route table's caps where it sets none for a route."""
+        return self.model_copy(update={"routes": {**route_caps, **self.routes}})
+
+
+@dataclass(frozen=True)
+class Window:
+    """One UTC day or month: the span a cap's spend is counted over."""
+
+    period: Period
+    starts_at: datetime
+
+    @classmethod
+    def containing(cls, period: Period, moment: datetime) -> Window:
+        moment = moment.astimezone(UTC)
+        start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+        if period == "monthly":
+            start = start.replace(day=1)
+        return cls(period, start)
+
+    @property
+    def id(self) -> str:
+        return self.starts_at.strftime("%Y-%m-%d" if self.period == "daily" else "%Y-%m")
+
+    @property
+    def resets_at(self) -> datetime:
+        if self.period == "daily":
+            return self.starts_at + timedelta(days=1)
+        year, month = divmod(self.starts_at.month, 12)
+        return self.starts_at.replace(year=self.starts_at.year + year, month=month + 1)
+
+
+@dataclass(frozen=True)
+class Cap:
+    scope: str
+    period: Period
+    limit_usd: float
+
+    @property
+    def name(self) -> str:
+        """``daily#all``, ``monthly#model:fal-ai/flux/dev``: how holds and events name the cap."""
+        return f"{self.period}#{self.scope}"
+
+    def counter_key(self, moment: datetime) -> str:
+        """The spend table key of this cap's counter in the window holding `moment`."""
+        return counter_key(self.period, Window.containing(self.period, moment).id, self.scope)
+
+    def describe(self) -> str:
+        where = "all jobs" if self.scope == STACK_SCOPE else self.scope.replace(":", " ", 1)
+        return f"the {self.period} cap of ${self.limit_usd:g} ({where})"
+
+
+def counter_key(period: Period, window_id: str, scope: str) -> str:
+    return f"{period}#{window_id}#{scope}"
+
+
+def usd(amount: float) -> Decimal:
+    """Money as DynamoDB keeps it: exact decimals, never binary floats."""
+    return Decimal(repr(amount))
