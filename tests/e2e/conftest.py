@@ -22,6 +22,8 @@ from falflow_tools.ops.target import Target, target_for_local
 
 # A job nobody hears about for this long is polled by the reconciler (when a test runs it).
 RECONCILE_AFTER_S = 1.2
+# A changed budget is seen at once, and fal's lock is probed a second after it was seen.
+SPEND_ENVIRONMENT = {"BUDGET_CACHE_SECONDS": "0", "FAL_LOCK_PROBE_SECONDS": "1"}
 
 
 @pytest.fixture(scope="package")
@@ -38,7 +40,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         # The tests run reconcile and collect themselves, when their jobs are where they want them.
         schedule_intervals_s={"ReconcileFunction": 0, "CollectFunction": 0},
         # Dead-letter on the second receive instead of the fifth: the path is the same, only quicker.
-        environment={"SubmitFunction": {"MAX_RECEIVES": "2"}, "StoreFunction": {"MAX_RECEIVES": "2"}},
+        environment={
+            "SubmitFunction": {"MAX_RECEIVES": "2", **SPEND_ENVIRONMENT},
+            "StoreFunction": {"MAX_RECEIVES": "2"},
+            "ReconcileFunction": SPEND_ENVIRONMENT,
+        },
         emulator=emulator,
         log_dir=home / "logs",
         state_file=home / "local.json",

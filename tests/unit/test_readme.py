@@ -6,6 +6,7 @@ import importlib
 import pkgutil
 import re
 
+from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
 import falflow
@@ -22,8 +23,20 @@ def settings_variables() -> set[str]:
         for value in vars(module).values():
             if isinstance(value, type) and issubclass(value, BaseSettings) and value is not BaseSettings:
                 prefix = str(value.model_config.get("env_prefix", ""))
-                names.update(f"{prefix}{field}".upper() for field in value.model_fields)
+                for field, info in value.model_fields.items():
+                    names.update(
+                        f"{prefix}{name}".upper() for name in _env_names(field, info.validation_alias)
+                    )
     return names
+
+
+def _env_names(field: str, alias: object) -> list[str]:
+    """The names a field is read from: its validation alias (or its choices) where it has one."""
+    if isinstance(alias, str):
+        return [alias]
+    if isinstance(alias, AliasChoices):
+        return [choice for choice in alias.choices if isinstance(choice, str)]
+    return [field]
 
 
 def test_every_template_parameter_is_documented() -> None:

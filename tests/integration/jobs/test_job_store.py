@@ -15,9 +15,11 @@ from falflow.jobs import (
     Job,
     JobCost,
     JobError,
+    JobHold,
     JobState,
     JobStore,
     RequestUrls,
+    SpendReservation,
     TrailEntry,
     isoformat,
 )
@@ -610,3 +612,75 @@ def test_every_write_that_moves_a_job_moves_its_shard(aws: ProvisionedStack) -> 
     )
     store.create(rejected)
     assert shard_of("job-2") == state_shard("job-2", JobState.REJECTED)
+
+
+# ------------------------------------------------------------------------- spend control
+
+
+def _leased(store: JobStore, job_id: str = "job-1") -> Job:
+    job, _ = store.create(new_job(job_id, submit_lease_until=isoformat(T0 + timedelta(minutes=2))))
+    return job
+
+
+def _reservation(amount: float = 0.05) -> SpendReservation:
+    return SpendReservation(amount=amount, counters=["daily#2026-11-21#all"], reserved_at=isoformat(T0))
+
+
+def _hold() -> JobHold:
+    return JobHold(reason="budget", message="over", held_at=isoformat(T0), cap="daily#all")
+
+
+def test_a_reservation_needs_the_submit_lease_and_is_recorded_once(store: JobStore) -> None:
+    job = _leased(store)
+    assert job.submit_lease_until is not None
+    assert not store.reserve_spend(
+        job.job_id, _reservation(), [], lease="2000-01-01T00:00:00.000+00:00"
+    ).written
+    assert store.reserve_spend(job.job_id, _reservation(), [], lease=job.submit_lease_until).written
+    assert not store.reserve_spend(job.job_id, _reservation(), [], lease=job.submit_lease_until).written
+    stored = store.get(job.job_id)
+    assert stored is not None
+    assert stored.reservation == _reservation()
+
+
+def test_hold_and_release_move_between_accepted_and_held_only(store: JobStore) -> None:
+    job = _leased(store)
+    assert not store.release_held(job.job_id, now=T0).written  # not HELD
+    assert store.hold(job.job_id, _hold(), now=T0, lease="2000-01-01T00:00:00.000+00:00") is None
+    held = store.hold(job.job_id, _hold(), now=T0, lease=job.submit_lease_until)
+    assert held is not None
+    assert held.state is JobState.HELD
+    assert held.submit_lease_until is None
+    assert [j.job_id for j in store.list_by_state(JobState.HELD)] == [job.job_id]
+    assert store.hold(job.job_id, _hold(), now=T0, lease=None) is None  # already HELD
+
+    released = store.release_held(job.job_id, now=T0 + timedelta(seconds=1), reservation=_reservation())
+    assert released.job is not None
+    assert released.job.state is JobState.ACCEPTED
+    assert released.job.hold is None
+    assert released.job.reservation == _reservation()
+    assert list(store.list_by_state(JobState.HELD)) == []
+    assert [j.job_id for j in store.list_by_state(JobState.ACCEPTED)] == [job.job_id]
+    assert not store.release_held(job.job_id, now=T0).written
+
+
+def test_a_held_job_still_moves_forward_when_fal_answers(store: JobStore) -> None:
+    job = _leased(store)
+    store.hold(job.job_id, _hold(), now=T0, lease=job.submit_lease_until)
+    assert store.record_submission(job.job_id, "req-1", RequestUrls(), now=T0) is not None
+    stored = store.get(job.job_id)
+    assert stored is not None
+    assert stored.state is JobState.SUBMITTED
+
+
+def test_a_reservation_is_settled_once(store: JobStore) -> None:
+    job = _leased(store)
+    assert not store.settle_reservation(job.job_id, amount=0.04, charges=[], now=T0).written  # none
+    assert job.submit_lease_until is not None
+    store.reserve_spend(job.job_id, _reservation(), [], lease=job.submit_lease_until)
+    settled = store.settle_reservation(job.job_id, amount=0.04, charges=[], now=T0)
+    assert settled.job is not None
+    assert settled.job.reservation is not None
+    assert settled.job.reservation.settled_amount == 0.04
+    assert settled.job.reservation.amount == 0.05
+    assert not store.settle_reservation(job.job_id, amount=0.04, charges=[], now=T0).written

@@ -16,12 +16,15 @@ from falflow.aws.clients import aws_client
 from falflow.jobs import DynamoJobStore, Job, JobCost, JobState, isoformat
 from falflow.spend.caps import BudgetConfig, Caps
 from falflow.spend.gate import Admission, SpendAnnouncer, SpendGate, settle_billed
-from falflow.spend.ledger import SpendLedger
+from falflow.spend.ledger import DynamoSpendLedger
 from falflow.spend.release import Release, Releaser
 from falflow_tools.local.resources import ProvisionedStack
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 LEASE = isoformat(NOW + timedelta(minutes=2))
+
+
+Parts = tuple[DynamoJobStore, DynamoSpendLedger, "Recorder"]
 
 
 class Recorder:
@@ -37,9 +40,9 @@ class Recorder:
 
 
 @pytest.fixture
-def parts(aws: ProvisionedStack) -> tuple[DynamoJobStore, SpendLedger, Recorder]:
+def parts(aws: ProvisionedStack) -> Parts:
     store = DynamoJobStore(aws_client("dynamodb"), aws.tables["JobsTable"], retention=timedelta(days=1))
-    ledger = SpendLedger(
+    ledger = DynamoSpendLedger(
         aws_client("dynamodb"),
         aws.tables["SpendTable"],
         defaults=BudgetConfig(stack=Caps(daily_usd=1.0)),
@@ -49,7 +52,7 @@ def parts(aws: ProvisionedStack) -> tuple[DynamoJobStore, SpendLedger, Recorder]
     return store, ledger, Recorder()
 
 
-def gate_of(store: DynamoJobStore, ledger: SpendLedger, recorder: Recorder) -> SpendGate:
+def gate_of(store: DynamoJobStore, ledger: DynamoSpendLedger, recorder: Recorder) -> SpendGate:
     return SpendGate(ledger=ledger, store=store, announcer=SpendAnnouncer(ledger, recorder))
 
 
@@ -69,12 +72,12 @@ def accepted(store: DynamoJobStore, n: int, *, amount: float = 0.05, at: datetim
     return stored
 
 
-def spent(ledger: SpendLedger, key: str = "daily#2026-12-02#all") -> Decimal:
+def spent(ledger: DynamoSpendLedger, key: str = "daily#2026-12-02#all") -> Decimal:
     return ledger.spent([key])[key]
 
 
 def test_ten_concurrent_submitters_never_commit_more_than_the_cap(
-    parts: tuple[DynamoJobStore, SpendLedger, Recorder],
+    parts: Parts,
 ) -> None:
     store, ledger, recorder = parts
     gate = gate_of(store, ledger, recorder)
@@ -106,7 +109,7 @@ def test_ten_concurrent_submitters_never_commit_more_than_the_cap(
 
 
 def test_a_refused_charge_leaves_the_job_unreserved_and_a_redelivery_reserves_once(
-    parts: tuple[DynamoJobStore, SpendLedger, Recorder],
+    parts: Parts,
 ) -> None:
     store, ledger, recorder = parts
     gate = gate_of(store, ledger, recorder)
@@ -127,7 +130,9 @@ def test_a_refused_charge_leaves_the_job_unreserved_and_a_redelivery_reserves_on
     assert spent(ledger) == Decimal("0.6")  # the cancelled transaction left nothing behind
 
 
-def test_an_estimate_larger_than_the_cap_says_so(parts: tuple[DynamoJobStore, SpendLedger, Recorder]) -> None:
+def test_an_estimate_larger_than_the_cap_says_so(
+    parts: Parts,
+) -> None:
     store, ledger, recorder = parts
     verdict = gate_of(store, ledger, recorder).admit(accepted(store, 1, amount=2.5), NOW)
     assert verdict.admission is Admission.HELD
@@ -136,7 +141,7 @@ def test_an_estimate_larger_than_the_cap_says_so(parts: tuple[DynamoJobStore, Sp
 
 
 def test_raising_the_cap_releases_every_held_job_in_one_run_oldest_first(
-    parts: tuple[DynamoJobStore, SpendLedger, Recorder],
+    parts: Parts,
 ) -> None:
     store, ledger, recorder = parts
     gate = gate_of(store, ledger, recorder)
@@ -169,7 +174,7 @@ def test_raising_the_cap_releases_every_held_job_in_one_run_oldest_first(
 
 
 def test_a_release_re_checks_the_cap_and_stops_at_the_first_that_does_not_fit(
-    parts: tuple[DynamoJobStore, SpendLedger, Recorder],
+    parts: Parts,
 ) -> None:
     store, ledger, recorder = parts
     gate = gate_of(store, ledger, recorder)
@@ -190,7 +195,7 @@ def test_a_release_re_checks_the_cap_and_stops_at_the_first_that_does_not_fit(
 
 
 def test_a_billed_cost_replaces_the_estimate_in_the_counters(
-    parts: tuple[DynamoJobStore, SpendLedger, Recorder],
+    parts: Parts,
 ) -> None:
     store, ledger, recorder = parts
     job = accepted(store, 1, amount=0.05)
@@ -209,7 +214,7 @@ def test_a_billed_cost_replaces_the_estimate_in_the_counters(
 
 
 def test_fal_s_lock_holds_jobs_and_one_probe_releases_them_once_it_goes_through(
-    parts: tuple[DynamoJobStore, SpendLedger, Recorder],
+    parts: Parts,
 ) -> None:
     store, ledger, recorder = parts
     gate = SpendGate(

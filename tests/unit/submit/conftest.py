@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from falflow.jobs import Job
+from falflow.spend.estimate import Estimator
+from falflow.spend.gate import SpendGate
 from falflow.submit.files import InputFiles
 from falflow.submit.plan import Planner
 from falflow.submit.request import FalDefaults, S3ObjectRef
@@ -82,6 +84,8 @@ class Harness:
     correlated: list[str] = field(default_factory=list)
     correlate: Callable[[str], None] | None = None
     fal_defaults: FalDefaults = field(default_factory=FalDefaults)
+    estimator: Estimator | None = None
+    gate: SpendGate | None = None
     history: FakeRequestHistory = field(init=False)
 
     def __post_init__(self) -> None:
@@ -108,6 +112,8 @@ class Harness:
             archive=self.archive,
             catalogue=self.catalogue,
             history=self.history,
+            estimator=self.estimator,
+            gate=self.gate,
             clock=self.clock,
             correlate=self.correlate or self.correlated.append,
         )

@@ -23,6 +23,8 @@ def job_status_reason(job: Job, now: datetime) -> str:
     latest = job.trail[-1] if job.trail else None
     if latest is not None and latest.action in _NEEDS_A_PERSON and latest.at >= job.state_changed_at:
         return f"{latest.action}: {latest.reason}"
+    if job.state is JobState.HELD:
+        return _hold_reason(job)
     if job.state is JobState.ACCEPTED:
         return "no submit holds it; reconcile sends its request to the intake queue again"
     if job.state is JobState.STORING:
@@ -52,6 +54,13 @@ def _held_reason(job: Job, at: str) -> str | None:
     if job.state is JobState.STORING and store is not None and store > at:
         return f"outputs being stored (store lease until {store})"
     return None
+
+
+def _hold_reason(job: Job) -> str:
+    if job.hold is None:
+        return "held before submit; reconcile's release run re-checks it"
+    when = f" (may run from {job.hold.resets_at})" if job.hold.resets_at else ""
+    return f"held: {job.hold.reason}{when}: {job.hold.message}"
 
 
 def _storing_reason(job: Job) -> str:

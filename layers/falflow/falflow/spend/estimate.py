@@ -95,8 +95,14 @@ def units_asked(fal_input: Mapping[str, Any] | None, unit: str) -> float | None:
     return None
 
 
+class Estimator(Protocol):
+    def estimate(self, model: str, fal_input: Mapping[str, Any] | None) -> JobCost | None:
+        """The job's estimate, or None when the model has no price (unpriced)."""
+        ...
+
+
 class CostEstimator:
-    """`estimate(model, input)`: the job's estimate, or None when the model has no price."""
+    """`Estimator` from the prices collect keeps, else fal's pricing API."""
 
     def __init__(
         self,

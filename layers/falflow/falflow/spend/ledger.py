@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from botocore.exceptions import ClientError
 
@@ -49,12 +49,36 @@ class SpendCounter:
     alerted: frozenset[int]
 
 
+class SpendLedger(Protocol):
+    """What spend control reads and marks besides the job records."""
+
+    table: str
+
+    def config(self) -> BudgetConfig:
+        """The caps in force (the run-time configuration if set, else the deploy-time one)."""
+        ...
+
+    def counters(self, keys: Sequence[str]) -> dict[str, SpendCounter]: ...
+
+    def mark_alerted(self, key: str, threshold: int) -> bool:
+        """Note a threshold of a counter's cap announced; False if it already was."""
+        ...
+
+    def lock(self) -> AccountLock | None: ...
+
+    def record_lock(self, reason: str, *, now: datetime, probe_at: datetime) -> None: ...
+
+    def set_probe(self, lock: AccountLock, *, job_id: str, probe_at: datetime) -> bool: ...
+
+    def clear_lock(self, lock: AccountLock) -> bool: ...
+
+
 def _is_condition_failure(error: ClientError) -> bool:
     return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
-class SpendLedger:
-    """The spend table of template.yaml. The configuration is cached per container for
+class DynamoSpendLedger:
+    """`SpendLedger` on the spend table of template.yaml. The configuration is cached per container for
     ``config_ttl`` (a change is seen within it); counters are always read fresh."""
 
     def __init__(

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from falflow.aws.clients import aws_client
 from falflow.aws.events import EventBridgePublisher
@@ -15,7 +15,7 @@ from falflow.jobs import JobStore
 from falflow.settings import EventBusSettings
 from falflow.spend.caps import BudgetConfig, Caps, UnpricedPolicy
 from falflow.spend.gate import SpendAnnouncer, SpendGate
-from falflow.spend.ledger import SpendLedger
+from falflow.spend.ledger import DynamoSpendLedger
 
 
 class _RouteBudget(BaseModel):
@@ -37,9 +37,8 @@ class SpendSettings(EventBusSettings):
     budget_cache_seconds: Annotated[float, Field(ge=0, le=3600)] = 30
     # How long jobs wait after fal said the account is locked before one is sent to probe it.
     fal_lock_probe_seconds: Annotated[float, Field(gt=0, le=86400)] = 300
-    route_budgets: dict[str, _RouteBudget] = Field(
-        default_factory=dict, validation_alias=AliasChoices("routes", "route_budgets")
-    )
+    # The route table (env ROUTES, as the submit function reads it), for its routes' caps.
+    route_budgets: dict[str, _RouteBudget] = Field(default_factory=dict, validation_alias="routes")
 
     def budget_defaults(self) -> BudgetConfig:
         routes = {
@@ -53,17 +52,17 @@ class SpendSettings(EventBusSettings):
             unpriced=self.unpriced_jobs,
         )
 
-    def spend_ledger(self) -> SpendLedger | None:
+    def spend_ledger(self) -> DynamoSpendLedger | None:
         if not self.spend_table:
             return None
-        return SpendLedger(
+        return DynamoSpendLedger(
             aws_client("dynamodb"),
             self.spend_table,
             defaults=self.budget_defaults(),
             config_ttl=timedelta(seconds=self.budget_cache_seconds),
         )
 
-    def spend_announcer(self, ledger: SpendLedger) -> SpendAnnouncer:
+    def spend_announcer(self, ledger: DynamoSpendLedger) -> SpendAnnouncer:
         return SpendAnnouncer(ledger, EventBridgePublisher(aws_client("events"), self.event_bus_name))
 
     def spend_gate(self, store: JobStore) -> SpendGate | None:

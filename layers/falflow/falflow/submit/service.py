@@ -51,7 +51,7 @@ from falflow.jobs import (
     utcnow,
 )
 from falflow.jobs.requests import JobRequests
-from falflow.spend.estimate import CostEstimator
+from falflow.spend.estimate import Estimator
 from falflow.spend.gate import Admission, SpendGate
 from falflow.submit.files import CheckedInputs, InputFiles
 from falflow.submit.objects import InputArchive
@@ -189,7 +189,7 @@ class SubmitService:
         archive: InputArchive | None = None,
         catalogue: ModelCatalogue | None = None,
         history: FalRequestHistory | None = None,
-        estimator: CostEstimator | None = None,
+        estimator: Estimator | None = None,
         gate: SpendGate | None = None,
         clock: Callable[[], datetime] = utcnow,
         timer: Callable[[], float] = time.monotonic,
