@@ -234,6 +234,12 @@ def test_the_dashboard_shows_webhook_outcomes_and_every_functions_health(metric:
     assert plotted == expected
 
 
+def test_the_dashboard_shows_spend_against_the_caps_held_jobs_and_fal_s_balance() -> None:
+    assert _shown("BudgetUsed")
+    assert _shown("JobsHeld") == _shown("JobsReleased")
+    assert [w["stat"] for w in _shown("FalCreditBalance")] == ["Minimum"]
+
+
 @pytest.mark.parametrize(
     "metric",
     [
@@ -244,6 +250,9 @@ def test_the_dashboard_shows_webhook_outcomes_and_every_functions_health(metric:
         "JobCost",
         "RecordsFailed",
         "MessagesDeadLettered",
+        "BudgetUsed",
+        "JobsHeld",
+        "JobsReleased",
     ],
 )
 def test_every_falflow_metric_the_template_reads_is_emitted_by_the_code(metric: str) -> None:
