@@ -14,10 +14,12 @@ import pytest
 
 from falflow.aws.clients import aws_client
 from falflow.jobs import DynamoJobStore, Job, JobCost, JobState, isoformat
+from falflow.reconcile.settings import ReconcileSettings
 from falflow.spend.caps import BudgetConfig, Caps
 from falflow.spend.gate import Admission, SpendAnnouncer, SpendGate, settle_billed
 from falflow.spend.ledger import DynamoSpendLedger
 from falflow.spend.release import Release, Releaser
+from falflow.submit.settings import SubmitSettings
 from falflow_tools.local.resources import ProvisionedStack
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
@@ -90,22 +92,26 @@ def test_ten_concurrent_submitters_never_commit_more_than_the_cap(
     assert (len(admitted), len(held)) == (20, 80)
     assert spent(ledger) == Decimal("1.00")
     for job in jobs:
-        stored = store.get(job.job_id)
-        assert stored is not None
-        if stored.state is JobState.HELD:
-            assert stored.hold is not None
-            assert stored.reservation is None
-            assert stored.hold.cap == "daily#all"
-            assert stored.hold.resets_at == "2026-12-03T00:00:00.000+00:00"
-            assert stored.submit_lease_until is None
-        else:
-            assert stored.state is JobState.ACCEPTED
-            assert stored.reservation is not None
-            assert stored.reservation.counters == ["daily#2026-12-02#all"]
+        _assert_held_or_reserved(store, job.job_id)
     # Each threshold of the cap announced once, and every hold.
     thresholds = [d["threshold_percent"] for t, d in recorder.events if t == "Budget Threshold Reached"]
     assert sorted(thresholds) == [50, 75, 90, 100]
     assert sum(1 for t, _ in recorder.events if t == "Job Held") == 80
+
+
+def _assert_held_or_reserved(store: DynamoJobStore, job_id: str) -> None:
+    stored = store.get(job_id)
+    assert stored is not None
+    if stored.state is JobState.HELD:
+        assert stored.hold is not None
+        assert stored.reservation is None
+        assert stored.hold.cap == "daily#all"
+        assert stored.hold.resets_at == "2026-12-03T00:00:00.000+00:00"
+        assert stored.submit_lease_until is None
+    else:
+        assert stored.state is JobState.ACCEPTED
+        assert stored.reservation is not None
+        assert stored.reservation.counters == ["daily#2026-12-02#all"]
 
 
 def test_a_refused_charge_leaves_the_job_unreserved_and_a_redelivery_reserves_once(
@@ -258,3 +264,32 @@ def _urls() -> Any:
     from falflow.jobs import RequestUrls  # noqa: PLC0415
 
     return RequestUrls()
+
+
+ROUTES = {
+    "upscale/": {
+        "model": "fal-ai/clarity-upscaler",
+        "input": {"image_url": "{file_url}"},
+        "daily_budget_usd": 5,
+    },
+    "animate/": {"model": "fal-ai/kling", "input": {"prompt": "{file_text}"}},
+}
+
+
+@pytest.mark.parametrize("function", ["SubmitFunction", "ReconcileFunction"])
+def test_both_functions_that_check_budgets_read_the_same_deploy_time_caps(
+    function: str, aws: ProvisionedStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    overrides = {
+        "ROUTES": json.dumps(ROUTES),
+        "DAILY_BUDGET_USD": "20",
+        "MONTHLY_BUDGET_USD": "300",
+        "UNPRICED_JOBS": "hold",
+    }
+    for name, value in aws.function_environment(function, overrides).items():
+        monkeypatch.setenv(name, value)
+    settings_class = SubmitSettings if function == "SubmitFunction" else ReconcileSettings
+    defaults = settings_class().budget_defaults()  # type: ignore[call-arg]
+    assert defaults == BudgetConfig(
+        stack=Caps(daily_usd=20, monthly_usd=300), routes={"upscale/": Caps(daily_usd=5)}, unpriced="hold"
+    )

@@ -4,8 +4,9 @@ and each route's ``daily_budget_usd`` / ``monthly_budget_usd`` in the route tabl
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,13 +19,31 @@ from falflow.spend.gate import SpendAnnouncer, SpendGate
 from falflow.spend.ledger import DynamoSpendLedger
 
 
-class _RouteBudget(BaseModel):
-    """A route of the route table, as far as budgets read it."""
+class RouteBudget(BaseModel):
+    """A route of the route table (env ROUTES), as far as budgets read it."""
 
     model_config = ConfigDict(extra="ignore")
 
     daily_budget_usd: float = 0
     monthly_budget_usd: float = 0
+
+
+class BudgetedRoute(Protocol):
+    """A route as budgets read it: `RouteBudget`, or the submit function's whole `Route`."""
+
+    @property
+    def daily_budget_usd(self) -> float: ...
+    @property
+    def monthly_budget_usd(self) -> float: ...
+
+
+def route_caps(routes: Mapping[str, BudgetedRoute]) -> dict[str, Caps]:
+    """Each route's own caps, where it sets any: deploy-time defaults of the budgets."""
+    return {
+        prefix: Caps(daily_usd=route.daily_budget_usd, monthly_usd=route.monthly_budget_usd)
+        for prefix, route in routes.items()
+        if route.daily_budget_usd or route.monthly_budget_usd
+    }
 
 
 class SpendSettings(EventBusSettings):
@@ -37,15 +56,13 @@ class SpendSettings(EventBusSettings):
     budget_cache_seconds: Annotated[float, Field(ge=0, le=3600)] = 30
     # How long jobs wait after fal said the account is locked before one is sent to probe it.
     fal_lock_probe_seconds: Annotated[float, Field(gt=0, le=86400)] = 300
-    # The route table (env ROUTES, as the submit function reads it), for its routes' caps.
-    route_budgets: dict[str, _RouteBudget] = Field(default_factory=dict, validation_alias="routes")
+
+    def route_caps(self) -> dict[str, Caps]:
+        """The route table's caps; a function that reads the route table says what they are."""
+        return {}
 
     def budget_defaults(self) -> BudgetConfig:
-        routes = {
-            prefix: Caps(daily_usd=route.daily_budget_usd, monthly_usd=route.monthly_budget_usd)
-            for prefix, route in self.route_budgets.items()
-            if route.daily_budget_usd or route.monthly_budget_usd
-        }
+        routes = self.route_caps()
         return BudgetConfig(
             stack=Caps(daily_usd=self.daily_budget_usd, monthly_usd=self.monthly_budget_usd),
             routes=routes,

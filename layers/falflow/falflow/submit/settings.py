@@ -17,7 +17,8 @@ from pydantic import Field, field_validator, model_validator
 from falflow.aws.dead_letter import DeadLetterSettings
 from falflow.jobs.settings import JobsTableSettings
 from falflow.settings import FalConnectionSettings, SecretIds, WebhookTokenSettings
-from falflow.spend.settings import SpendSettings
+from falflow.spend.caps import Caps
+from falflow.spend.settings import SpendSettings, route_caps
 from falflow.submit.request import FalDefaults
 from falflow.submit.routes import RouteTable
 from falflow.webhook.token import JOB_ID_PARAMETER, TOKEN_PARAMETER
@@ -89,6 +90,9 @@ class SubmitSettings(
                     "a key under both would be a job document and a media drop at once"
                 )
         return self
+
+    def route_caps(self) -> dict[str, Caps]:
+        return route_caps(self.routes.root)
 
     def fal_defaults(self) -> FalDefaults:
         return FalDefaults(
