@@ -5,7 +5,7 @@ and each route's ``daily_budget_usd`` / ``monthly_budget_usd`` in the route tabl
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
@@ -16,6 +16,10 @@ from falflow.settings import EventBusSettings
 from falflow.spend.caps import BudgetConfig, Caps, UnpricedPolicy
 from falflow.spend.gate import SpendAnnouncer, SpendGate
 from falflow.spend.ledger import SpendLedger
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_events import EventBridgeClient
 
 
 class _RouteBudget(BaseModel):
@@ -53,18 +57,21 @@ class SpendSettings(EventBusSettings):
             unpriced=self.unpriced_jobs,
         )
 
-    def spend_ledger(self) -> SpendLedger | None:
+    # The clients default to the container's; the operator CLI passes its target's.
+    def spend_ledger(self, dynamodb: DynamoDBClient | None = None) -> SpendLedger | None:
         if not self.spend_table:
             return None
         return SpendLedger(
-            aws_client("dynamodb"),
+            dynamodb or aws_client("dynamodb"),
             self.spend_table,
             defaults=self.budget_defaults(),
             config_ttl=timedelta(seconds=self.budget_cache_seconds),
         )
 
-    def spend_announcer(self, ledger: SpendLedger) -> SpendAnnouncer:
-        return SpendAnnouncer(ledger, EventBridgePublisher(aws_client("events"), self.event_bus_name))
+    def spend_announcer(self, ledger: SpendLedger, events: EventBridgeClient | None = None) -> SpendAnnouncer:
+        return SpendAnnouncer(
+            ledger, EventBridgePublisher(events or aws_client("events"), self.event_bus_name)
+        )
 
     def spend_gate(self, store: JobStore) -> SpendGate | None:
         ledger = self.spend_ledger()
