@@ -1,9 +1,10 @@
-"""`falflow budget show|set|reset` on moto with the template's tables and queues, spend charged
-through the JobStore's own transitions."""
+"""`falflow budget show|set|reset` and `falflow jobs release` on moto with the template's tables
+and queues, spend charged through the JobStore's own transitions."""
 
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -154,3 +155,54 @@ def test_set_refuses_nothing_to_change_and_an_unknown_route(falflow: Any) -> Non
     assert unknown.exit_code == 1
     assert "no route 'nope/'" in unknown.output
     assert "upscale/" in unknown.output
+
+
+def test_release_sends_a_held_job_on_and_charges_its_estimate(
+    target: Target, aws: ProvisionedStack, falflow: Any
+) -> None:
+    admitted(target, "a", 0.75)
+    assert admitted(target, "b", 0.5).state is JobState.HELD
+
+    released = falflow("jobs", "release", "b")
+
+    assert released.exit_code == 0, released.output
+    assert released.output.startswith("b: released")
+    job = target.job_store().get("b")
+    assert job is not None
+    assert (job.state, job.hold) == (JobState.ACCEPTED, None)
+    assert job.reservation is not None
+    assert job.trail[-1].action == "released"
+    messages = target.sqs().receive_message(QueueUrl=aws.queues["IntakeQueue"].url, MaxNumberOfMessages=10)
+    # (S3 put its test event of the bucket notification on the queue too.)
+    bodies = [json.loads(m["Body"]) for m in messages["Messages"]]
+    assert [(b["job_id"], b["model"]) for b in bodies if "job_id" in b] == [("b", FLUX)]
+    # By hand the cap is not checked, but the estimate is charged all the same.
+    assert caps_of(ok_json(falflow("budget", "show", "--json")))["daily#all"] == (1.0, 1.25)
+
+
+def test_release_all_takes_every_held_job_oldest_first(target: Target, falflow: Any) -> None:
+    admitted(target, "a", 1.0)
+    for job_id in ("c", "b"):
+        assert admitted(target, job_id, 0.25).state is JobState.HELD
+        time.sleep(0.005)  # held a few milliseconds apart: c is the older
+
+    results = ok_json(falflow("jobs", "release", "--all", "--json"))
+
+    assert [(r["job_id"], r["outcome"]) for r in results] == [("c", "released"), ("b", "released")]
+    assert ok_json(falflow("budget", "show", "--json"))["held"] == {}
+    assert falflow("jobs", "release", "--all").output.strip() == "no held jobs"
+
+
+def test_release_of_a_job_that_is_not_held_fails_clearly(target: Target, falflow: Any) -> None:
+    admitted(target, "a", 0.25)
+    assert admitted(target, "b", 1.0).state is JobState.HELD
+
+    refused = falflow("jobs", "release", "a", "b", "missing")
+
+    assert refused.exit_code == 1
+    assert refused.output.splitlines() == [
+        "a: not_held (it is ACCEPTED, not HELD)",
+        "b: released (now ACCEPTED, its message sent to the intake queue)",
+        "missing: not_held (no job 'missing' in stack test)",
+    ]
+    assert falflow("jobs", "release").exit_code == 2
