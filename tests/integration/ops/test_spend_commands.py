@@ -1,5 +1,5 @@
-"""`falflow budget show|set|reset` and `falflow jobs release` on moto with the template's tables
-and queues, spend charged through the JobStore's own transitions."""
+"""`falflow budget show|set|reset`, `falflow jobs release` and `falflow costs --variance` on moto
+with the template's tables and queues, spend charged through the JobStore's own transitions."""
 
 from __future__ import annotations
 
@@ -206,3 +206,42 @@ def test_release_of_a_job_that_is_not_held_fails_clearly(target: Target, falflow
         "missing: not_held (no job 'missing' in stack test)",
     ]
     assert falflow("jobs", "release").exit_code == 2
+
+
+def finished(target: Target, job_id: str, model: str, estimate: float, cost: JobCost | None) -> None:
+    target.job_store().create(
+        Job.new(
+            job_id,
+            source=f"sqs://{job_id}",
+            source_kind="sqs",
+            now=utcnow(),
+            state=JobState.COMPLETED,
+            model=model,
+            estimate=JobCost(amount=estimate, source="estimate"),
+            cost=cost,
+        )
+    )
+
+
+def test_costs_variance_compares_estimates_with_billed_costs_per_model(target: Target, falflow: Any) -> None:
+    finished(target, "f1", FLUX, 0.10, JobCost(amount=0.12, source="billing_event"))
+    finished(target, "f2", FLUX, 0.10, JobCost(amount=0.13, source="billing_event"))
+    finished(target, "f3", FLUX, 0.10, JobCost(amount=0.10, source="estimate"))  # not billed yet
+    finished(target, "u1", UPSCALER, 0.50, None)
+
+    lines = {line["model"]: line for line in ok_json(falflow("costs", "--variance", "--json"))}
+
+    flux = lines[FLUX]
+    assert (flux["compared"], flux["estimate_only"]) == (2, 1)
+    assert (flux["estimated"], flux["billed"]) == (pytest.approx(0.20), pytest.approx(0.25))
+    assert (flux["difference"], flux["ratio"]) == (pytest.approx(0.05), pytest.approx(1.25))
+    assert (lines[UPSCALER]["compared"], lines[UPSCALER]["estimate_only"], lines[UPSCALER]["ratio"]) == (
+        0,
+        1,
+        None,
+    )
+    shown = falflow("costs", "--variance")
+    assert "1.25" in shown.output
+    assert "+$0.05" in shown.output
+    # Without the flag, costs is what it was.
+    assert "WITH COST" in falflow("costs").output
