@@ -362,6 +362,17 @@ def test_usage_and_costs_from_the_collected_data(falflow: Any, stack: LocalStack
     assert human.stdout.splitlines()[0].split()[:2] == ["MODEL", "JOBS"]
 
 
+def test_budget_commands_reach_the_local_stack_s_spend_table(falflow: Any) -> None:
+    assert as_json(falflow("budget", "show", "--json"))["in_force"] == "template"
+    try:
+        raised = falflow("budget", "set", "--daily", "1000")
+        assert raised.exit_code == 0, raised.output
+        assert "daily#all" in raised.stdout
+        assert "the local stack runs it every few seconds" in raised.stdout
+    finally:
+        assert as_json(falflow("budget", "reset", "--json"))["in_force"] == "template"
+
+
 def test_commands_say_clearly_when_there_is_no_stack(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["jobs", "list", "--local-state", str(tmp_path / "none.json")])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from falflow_tools.commands.account import fal_user_id_command
+from falflow_tools.commands.budget import budget_group
 from falflow_tools.commands.console import console_command
 from falflow_tools.commands.dlq import dlq_group
 from falflow_tools.commands.jobs import jobs_group
@@ -34,6 +35,7 @@ for command in (
     models_group,
     usage_command,
     costs_command,
+    budget_group,
     analytics_command,
     compute_group,
     run_command,

@@ -1,4 +1,4 @@
-"""`falflow jobs list|show|watch|download|cancel|retry|backfill-shards`."""
+"""`falflow jobs list|show|watch|download|cancel|retry|release|backfill-shards`."""
 
 from __future__ import annotations
 
@@ -237,6 +237,31 @@ def retry_command(*, target: Target, job_or_message_id: str, as_json: bool) -> N
     click.echo(f"{job_or_message_id}: {result.detail}")
     if result.new_job_id:
         click.echo(f"new job: {result.new_job_id}")
+
+
+@jobs_group.command("release")
+@click.argument("job_ids", nargs=-1)
+@click.option("--all", "every_held", is_flag=True, help="Every HELD job, oldest first.")
+@operator_command
+def release_command(*, target: Target, job_ids: tuple[str, ...], every_held: bool, as_json: bool) -> None:
+    """Send HELD jobs (JOB_IDS, or --all) on now, without checking the caps; exit 1 unless all
+    were released.
+
+    Each job's estimate is still charged to its caps. A reconcile run releases held jobs on its own
+    once they fit.
+    """
+    if bool(job_ids) == every_held:
+        raise click.UsageError("give one or more JOB_IDS, or --all")
+    results = ops.release_jobs(target, job_ids, every_held=every_held)
+    if as_json:
+        print_json([result.__dict__ for result in results])
+    elif not results:
+        click.echo("no held jobs")
+    else:
+        for result in results:
+            click.echo(f"{result.job_id}: {result.outcome} ({result.detail})")
+    if not all(result.released for result in results):
+        raise SystemExit(EXIT_FAILED)
 
 
 @jobs_group.command("backfill-shards")

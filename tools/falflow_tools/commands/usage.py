@@ -45,10 +45,19 @@ def usage_command(*, target: Target, since: str, until: str | None, model: str |
 @click.option("--since", default="7d", show_default=True, help=_SINCE_HELP)
 @click.option("--until", help="To: 30m, 2h, 7d ago or an ISO time (default: now).")
 @click.option("--model", help="Only this fal endpoint id.")
+@click.option(
+    "--variance", is_flag=True, help="Compare the jobs' submit-time estimates with what fal billed for them."
+)
 @operator_command
-def costs_command(*, target: Target, since: str, until: str | None, model: str | None, as_json: bool) -> None:
+def costs_command(
+    *, target: Target, since: str, until: str | None, model: str | None, variance: bool, as_json: bool
+) -> None:
     """What finished jobs cost, per model (job costs written by the collect function)."""
-    lines = ops.costs(target, since=parse_when(since) or utcnow(), until=parse_when(until), model=model)
+    start, end = parse_when(since) or utcnow(), parse_when(until)
+    if variance:
+        _print_variance(ops.cost_variance(target, since=start, until=end, model=model), as_json=as_json)
+        return
+    lines = ops.costs(target, since=start, until=end, model=model)
     if as_json:
         print_json([line.to_json() for line in lines])
         return
@@ -70,4 +79,33 @@ def costs_command(*, target: Target, since: str, until: str | None, model: str |
     click.echo(
         f"\ntotal {money(sum(line.amount for line in lines))}"
         + (f" ({pending} job(s) not costed yet)" if pending else "")
+    )
+
+
+def _print_variance(lines: list[ops.VarianceLine], *, as_json: bool) -> None:
+    if as_json:
+        print_json([line.to_json() for line in lines])
+        return
+    if not lines:
+        click.echo("no finished jobs with an estimate in this window")
+        return
+    rows = [
+        [
+            v.model,
+            str(v.compared),
+            money(v.estimated),
+            money(v.billed),
+            ("-" if v.difference < 0 else "+" if v.difference else "") + money(abs(v.difference)),
+            "-" if v.ratio is None else f"{v.ratio:.2f}",
+            str(v.estimate_only),
+        ]
+        for v in lines
+    ]
+    click.echo(
+        table(["MODEL", "BILLED JOBS", "ESTIMATED", "BILLED", "DIFFERENCE", "RATIO", "ESTIMATE ONLY"], rows)
+    )
+    click.echo(
+        "\nRATIO is billed / estimated over the jobs with both: 1.00 means the estimates (and so the "
+        "budget reservations) were exact, above 1 they were low; ESTIMATE ONLY jobs have no billing "
+        "event yet"
     )

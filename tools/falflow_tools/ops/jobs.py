@@ -1,8 +1,10 @@
-"""Looking at jobs and acting on them: list, show, cancel, retry."""
+"""Looking at jobs and acting on them: list, show, cancel, retry, release."""
 
 from __future__ import annotations
 
+import contextlib
 import heapq
+import io
 import itertools
 import json
 from collections.abc import Iterable, Iterator, Sequence
@@ -13,8 +15,11 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from falflow.aws.intake import SqsIntakeQueue
 from falflow.fal import CancelOutcome, FalError, FalQueueClient
 from falflow.jobs import WAITING_STATES, Job, JobState, TrailEntry, isoformat, utcnow
+from falflow.spend.gate import refund_reservation
+from falflow.spend.release import Release, Releaser
 from falflow.submit.request import S3ObjectRef
 from falflow.submit.sources import ObjectCreated, object_job_id
 from falflow_tools.ops.dlq import find_dead_letter, redrive
@@ -153,8 +158,9 @@ class CancelResult:
 def cancel_job(target: Target, job_id: str, *, fal: FalQueueClient | None = None) -> CancelResult:
     """Cancel at fal through the stored cancel URL, then mark the job CANCELLED.
 
-    A job fal has not heard of yet (ACCEPTED, no request id) is marked CANCELLED at once, which
-    also stops a later submit (it only claims ACCEPTED jobs). A job fal reports as already
+    A job fal has not heard of yet (ACCEPTED or HELD, no request id) is marked CANCELLED at once,
+    which also stops a later submit (it only claims ACCEPTED jobs), and gives back what it reserved
+    against the budgets. A job fal reports as already
     completed is left alone: its result is on its way (webhook or reconciler).
     """
     store = target.job_store()
@@ -163,10 +169,12 @@ def cancel_job(target: Target, job_id: str, *, fal: FalQueueClient | None = None
         raise OpsError(f"job {job_id} is already {job.state.value}")
     now = utcnow()
     reason = "cancelled by an operator"
-    if job.request_id is None and job.state == JobState.ACCEPTED:
+    if job.request_id is None and job.state in (JobState.ACCEPTED, JobState.HELD):
         updated = store.cancel_unsubmitted(job_id, now=now)
         if updated is None:
             raise OpsError(f"job {job_id} changed while cancelling it; look again with `falflow jobs show`")
+        if updated.reservation is not None:
+            refund_reservation(store, updated, target.spend_ledger().table, now)
         store.add_trail(
             job_id, TrailEntry(at=isoformat(now), actor=RETRY_ACTOR, action="cancel", reason=reason)
         )
@@ -315,6 +323,68 @@ def retry(target: Target, job_or_message_id: str) -> RetryResult:
     return RetryResult(
         job_or_message_id, "dlq", None, f"sent back from the {queue} DLQ to {moved.to_queue_url}"
     )
+
+
+# ---------------------------------------------------------------------------------- release
+
+
+@dataclass(frozen=True)
+class ReleaseResult:
+    job_id: str
+    outcome: str  # a falflow.spend.release.Release value, or "not_held"
+    detail: str
+
+    @property
+    def released(self) -> bool:
+        return self.outcome == Release.RELEASED.value
+
+
+_RELEASE_DETAILS = {
+    Release.RELEASED: "now ACCEPTED, its message sent to the intake queue",
+    Release.CANNOT: "its request cannot be rebuilt for the intake queue; submit it anew",
+    Release.GONE: "it left HELD meanwhile (released by a reconcile run, or ended)",
+}
+
+
+def releaser(target: Target) -> Releaser:
+    """The reconcile function's releaser, on this target's clients and its spend settings."""
+    settings = target.spend_settings()
+    ledger = target.spend_ledger()
+    return Releaser(
+        store=target.job_store(),
+        ledger=ledger,
+        announcer=settings.spend_announcer(ledger, target.events()),
+        intake=SqsIntakeQueue(target.output("IntakeQueueUrl"), target.sqs()),
+        lock_probe_seconds=settings.fal_lock_probe_seconds,
+    )
+
+
+def release_jobs(
+    target: Target, job_ids: Sequence[str] = (), *, every_held: bool = False
+) -> list[ReleaseResult]:
+    """Release HELD jobs by hand (`job_ids`, or with `every_held` each one, oldest first): no cap
+    is checked, but each estimate is charged, so the counters stay what the jobs record."""
+    store = target.job_store()
+    # Listed before any is released: a release moves the job out of the index being read.
+    found: dict[str, Job | None] = (
+        {job.job_id: job for job in store.list_by_state(JobState.HELD)}
+        if every_held
+        else {job_id: store.get(job_id) for job_id in job_ids}
+    )
+    release = releaser(target)
+    results = []
+    for job_id, job in found.items():
+        if job is None:
+            results.append(ReleaseResult(job_id, "not_held", f"no job {job_id!r} in {target.name}"))
+        elif job.state is not JobState.HELD:
+            results.append(ReleaseResult(job_id, "not_held", f"it is {job.state.value}, not HELD"))
+        else:
+            # The releaser's EMF metric lines are for a function's log: here they would garble the
+            # command's output (and its --json).
+            with contextlib.redirect_stdout(io.StringIO()):
+                outcome = release.release(job, utcnow(), why=f"released by hand ({RETRY_ACTOR})")
+            results.append(ReleaseResult(job_id, outcome.value, _RELEASE_DETAILS.get(outcome, "")))
+    return results
 
 
 def job_duration_s(job: Job, now: datetime | None = None) -> float:

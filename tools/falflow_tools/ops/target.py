@@ -6,6 +6,7 @@ parameters (secret names, fal's URLs) and an AWS endpoint — so every command w
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -17,6 +18,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from falflow.jobs import DynamoJobStore
 from falflow.secrets import MissingSecretError, key_from_secret
 from falflow.settings import FalSettings
+from falflow.spend.ledger import DynamoSpendLedger
+from falflow.spend.settings import RoutedSpendSettings
 from falflow_tools.local.state import LocalState, state_file_path
 
 if TYPE_CHECKING:
@@ -100,6 +103,36 @@ class Target:
     def job_store(self) -> DynamoJobStore:
         days = int(self.parameters.get("JobRetentionDays") or 90)
         return DynamoJobStore(self.dynamodb(), self.output("JobsTableName"), retention=timedelta(days=days))
+
+    def spend_settings(self) -> RoutedSpendSettings:
+        """The spend settings the stack's functions get from its parameters (their defaults where
+        one is missing), with the run-time configuration read fresh on every look."""
+        names = {
+            "DailyBudgetUsd": "daily_budget_usd",
+            "MonthlyBudgetUsd": "monthly_budget_usd",
+            "UnpricedJobs": "unpriced_jobs",
+            "EventBusName": "event_bus_name",
+        }
+        try:
+            return RoutedSpendSettings.model_validate(
+                {
+                    "spend_table": self.output("SpendTableName"),
+                    "routes": json.loads(self.parameters.get("Routes") or "{}"),
+                    "budget_cache_seconds": 0,
+                    # Every field given: a settings class would read a missing one from this shell.
+                    **{
+                        field: self.parameters.get(p) or RoutedSpendSettings.model_fields[field].default
+                        for p, field in names.items()
+                    },
+                }
+            )
+        except ValueError as error:  # not JSON, or pydantic's ValidationError
+            raise OpsError(f"{self.name}'s budget parameters are not valid: {error}") from error
+
+    def spend_ledger(self) -> DynamoSpendLedger:
+        ledger = self.spend_settings().spend_ledger(self.dynamodb())
+        assert ledger is not None  # spend_table is the stack's output
+        return ledger
 
     def _fal_key(self, parameter: str, what: str) -> str:
         secret_id = self.parameters.get(parameter, "")

@@ -12,7 +12,7 @@ from boto3.dynamodb.types import TypeDeserializer
 
 from falflow.collect.model import RunRecord, UsageRow
 from falflow.collect.usage_table import USAGE_PK_PREFIX, DynamoUsageTable
-from falflow.jobs import JobState, isoformat, utcnow
+from falflow.jobs import Job, JobState, isoformat, utcnow
 from falflow.jobs.store import from_dynamo
 from falflow_tools.ops.target import Target
 
@@ -107,22 +107,70 @@ class CostLine:
         return {**self.__dict__, "sources": dict(self.sources)}
 
 
+def _finished_jobs(
+    target: Target, *, since: datetime, until: datetime | None, model: str | None
+) -> Iterator[tuple[str, Job]]:
+    """Jobs that finished in [since, until) in a state fal may bill for, with their model's name."""
+    store = target.job_store()
+    for state in COSTED_STATES:
+        for job in store.list_by_state(state, changed_after=since, changed_before=until):
+            name = job.model or "(no model)"
+            if not model or name == model:
+                yield name, job
+
+
 def costs(
     target: Target, *, since: datetime, until: datetime | None = None, model: str | None = None
 ) -> list[CostLine]:
     """The cost of jobs that finished in [since, until), per model (from the collected job costs)."""
-    store = target.job_store()
     lines: dict[str, CostLine] = {}
-    for state in COSTED_STATES:
-        for job in store.list_by_state(state, changed_after=since, changed_before=until):
-            name = job.model or "(no model)"
-            if model and name != model:
-                continue
-            line = lines.setdefault(name, CostLine(name))
-            line.jobs += 1
-            if job.cost is not None:
-                line.costed += 1
-                line.amount += job.cost.amount
-                line.currency = job.cost.currency
-                line.sources[job.cost.source] += 1
+    for name, job in _finished_jobs(target, since=since, until=until, model=model):
+        line = lines.setdefault(name, CostLine(name))
+        line.jobs += 1
+        if job.cost is not None:
+            line.costed += 1
+            line.amount += job.cost.amount
+            line.currency = job.cost.currency
+            line.sources[job.cost.source] += 1
     return sorted(lines.values(), key=lambda line: -line.amount)
+
+
+@dataclass
+class VarianceLine:
+    """How a model's submit-time estimates compare with what fal billed for the same jobs."""
+
+    model: str
+    compared: int = 0  # jobs with both an estimate and a billed cost
+    estimated: float = 0.0
+    billed: float = 0.0
+    estimate_only: int = 0  # jobs with an estimate and no billed cost (yet)
+
+    @property
+    def difference(self) -> float:
+        return self.billed - self.estimated
+
+    @property
+    def ratio(self) -> float | None:
+        """Billed per estimated dollar: 1 is exact, above 1 the estimates are low."""
+        return self.billed / self.estimated if self.estimated else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "difference": self.difference, "ratio": self.ratio}
+
+
+def cost_variance(
+    target: Target, *, since: datetime, until: datetime | None = None, model: str | None = None
+) -> list[VarianceLine]:
+    """Per model, the estimates of jobs that finished in [since, until) against their billed costs."""
+    lines: dict[str, VarianceLine] = {}
+    for name, job in _finished_jobs(target, since=since, until=until, model=model):
+        if job.estimate is None:
+            continue
+        line = lines.setdefault(name, VarianceLine(name))
+        if job.cost is not None and job.cost_source == "billed":
+            line.compared += 1
+            line.estimated += job.estimate.amount
+            line.billed += job.cost.amount
+        else:
+            line.estimate_only += 1
+    return sorted(lines.values(), key=lambda line: (-line.billed, line.model))

@@ -12,6 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from falflow.aws.clients import aws_client
 from falflow.aws.dead_letter import SqsDeadLetterQueue
+from falflow.aws.intake import SqsIntakeQueue
 from falflow.completion.messages import outputs_message_jobs
 from falflow.fal.platform import FalPlatformClient
 from falflow.fal.queue import FalQueueClient
@@ -25,14 +26,6 @@ from falflow.secrets import FalKeys
 from falflow.spend.release import Releaser
 
 metrics = Metrics()
-
-
-class SqsIntakeQueue:
-    def __init__(self, queue_url: str) -> None:
-        self._queue_url = queue_url
-
-    def send(self, body: str) -> None:
-        aws_client("sqs").send_message(QueueUrl=self._queue_url, MessageBody=body)
 
 
 def build_reconciler(settings: ReconcileSettings) -> Reconciler:

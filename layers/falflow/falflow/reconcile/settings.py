@@ -12,11 +12,12 @@ from falflow.completion.finalise import FinaliserSettings
 from falflow.completion.settings import HandoffSettings
 from falflow.reconcile.reconciler import ReconcilePolicy
 from falflow.settings import FalConnectionSettings, SecretIds
-from falflow.spend.caps import Caps
-from falflow.spend.settings import RouteBudget, SpendSettings, route_caps
+from falflow.spend.settings import RoutedSpendSettings
 
 
-class ReconcileSettings(HandoffSettings, FinaliserSettings, FalConnectionSettings, SecretIds, SpendSettings):
+class ReconcileSettings(
+    HandoffSettings, FinaliserSettings, FalConnectionSettings, SecretIds, RoutedSpendSettings
+):
     intake_queue_url: Annotated[str, Field(min_length=1)]
     reconcile_after_minutes: Annotated[float, Field(gt=0)] = 10
     give_up_after_hours: Annotated[float, Field(gt=0)] = 24
@@ -34,11 +35,6 @@ class ReconcileSettings(HandoffSettings, FinaliserSettings, FalConnectionSetting
     # The receipts of falflow's own events (falflow.reconcile.receipts), read each run first.
     event_receipts_url: Annotated[str, Field(min_length=1)]
     event_receipts_limit: Annotated[int, Field(ge=1, le=10000)] = 1000
-    # The route table, for its routes' spend caps (held jobs are re-checked against them).
-    routes: dict[str, RouteBudget] = Field(default_factory=dict)
-
-    def route_caps(self) -> dict[str, Caps]:
-        return route_caps(self.routes)
 
     def policy(self) -> ReconcilePolicy:
         return ReconcilePolicy(

@@ -8,7 +8,7 @@ The deploy-time caps (template parameters DailyBudgetUsd / MonthlyBudgetUsd; a r
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -59,16 +59,17 @@ class BudgetConfig(DeferredModel):
             scoped.append((f"route:{route}", self.routes[route]))
         if model is not None and model in self.models:
             scoped.append((f"model:{model}", self.models[model]))
-        return [
-            Cap(scope=scope, period=period, limit_usd=caps.limit(period))
-            for scope, caps in scoped
-            for period in PERIODS
-            if caps.limit(period) > 0
-        ]
+        return _set_caps(scoped)
 
-    def with_defaults(self, route_caps: Mapping[str, Caps]) -> BudgetConfig:
-        """This configuration, with the route table's caps where it sets none for a route."""
-        return self.model_copy(update={"routes": {**route_caps, **self.routes}})
+    def all_caps(self) -> list[Cap]:
+        """Every cap set (> 0): the stack's, then each route's and each model's."""
+        return _set_caps(
+            [
+                (STACK_SCOPE, self.stack),
+                *((f"route:{prefix}", caps) for prefix, caps in sorted(self.routes.items())),
+                *((f"model:{model}", caps) for model, caps in sorted(self.models.items())),
+            ]
+        )
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,15 @@ class Cap:
     def describe(self) -> str:
         where = "all jobs" if self.scope == STACK_SCOPE else self.scope.replace(":", " ", 1)
         return f"the {self.period} cap of ${self.limit_usd:g} ({where})"
+
+
+def _set_caps(scoped: Iterable[tuple[str, Caps]]) -> list[Cap]:
+    return [
+        Cap(scope=scope, period=period, limit_usd=caps.limit(period))
+        for scope, caps in scoped
+        for period in PERIODS
+        if caps.limit(period) > 0
+    ]
 
 
 def counter_key(period: Period, window_id: str, scope: str) -> str:

@@ -81,6 +81,14 @@ def settle_billed(store: JobStore, job: Job, billed: JobCost, table: str, now: d
     return store.settle_reservation(job.job_id, amount=billed.amount, charges=charges, now=now).written
 
 
+def refund_reservation(store: JobStore, job: Job, table: str, now: datetime) -> None:
+    """Give back what a job reserved that fal never ran (refused, rejected, cancelled unsent)."""
+    if job.reservation is None or job.reservation.settled_at is not None:
+        return
+    charges = settlement_charges(job.reservation, 0.0, table)
+    store.settle_reservation(job.job_id, amount=0.0, charges=charges, now=now)
+
+
 def budget_hold(cap: Cap, amount: float, now: datetime) -> JobHold:
     resets_at = Window.containing(cap.period, now).resets_at
     too_large = amount > cap.limit_usd
@@ -224,11 +232,7 @@ class SpendGate:
         return Verdict(Admission.HELD, hold)
 
     def refund(self, job: Job, now: datetime) -> None:
-        """Give back what a job reserved that fal never ran (refused, or rejected before sending)."""
-        if job.reservation is None or job.reservation.settled_at is not None:
-            return
-        charges = settlement_charges(job.reservation, 0.0, self._ledger.table)
-        self._store.settle_reservation(job.job_id, amount=0.0, charges=charges, now=now)
+        refund_reservation(self._store, job, self._ledger.table, now)
 
     def hold_for_lock(self, job: Job, lock_reason: str, now: datetime) -> Verdict:
         """fal refused the submit because the account is locked: hold the job until the lock lifts."""

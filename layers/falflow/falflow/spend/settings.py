@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Annotated, Protocol
+from typing import TYPE_CHECKING, Annotated, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,7 +16,11 @@ from falflow.jobs import JobStore
 from falflow.settings import EventBusSettings
 from falflow.spend.caps import BudgetConfig, Caps, UnpricedPolicy
 from falflow.spend.gate import SpendAnnouncer, SpendGate
-from falflow.spend.ledger import DynamoSpendLedger
+from falflow.spend.ledger import DynamoSpendLedger, SpendLedger
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_events import EventBridgeClient
 
 
 class RouteBudget(BaseModel):
@@ -69,18 +73,21 @@ class SpendSettings(EventBusSettings):
             unpriced=self.unpriced_jobs,
         )
 
-    def spend_ledger(self) -> DynamoSpendLedger | None:
+    # The clients default to the container's; the operator CLI passes its target's.
+    def spend_ledger(self, dynamodb: DynamoDBClient | None = None) -> DynamoSpendLedger | None:
         if not self.spend_table:
             return None
         return DynamoSpendLedger(
-            aws_client("dynamodb"),
+            dynamodb or aws_client("dynamodb"),
             self.spend_table,
             defaults=self.budget_defaults(),
             config_ttl=timedelta(seconds=self.budget_cache_seconds),
         )
 
-    def spend_announcer(self, ledger: DynamoSpendLedger) -> SpendAnnouncer:
-        return SpendAnnouncer(ledger, EventBridgePublisher(aws_client("events"), self.event_bus_name))
+    def spend_announcer(self, ledger: SpendLedger, events: EventBridgeClient | None = None) -> SpendAnnouncer:
+        return SpendAnnouncer(
+            ledger, EventBridgePublisher(events or aws_client("events"), self.event_bus_name)
+        )
 
     def spend_gate(self, store: JobStore) -> SpendGate | None:
         ledger = self.spend_ledger()
@@ -92,3 +99,13 @@ class SpendSettings(EventBusSettings):
             announcer=self.spend_announcer(ledger),
             lock_probe=timedelta(seconds=self.fal_lock_probe_seconds),
         )
+
+
+class RoutedSpendSettings(SpendSettings):
+    """Spend settings that read the route table (env ROUTES) for its routes' caps alone: what a
+    function that does not plan jobs (reconcile) and the operator CLI use."""
+
+    routes: dict[str, RouteBudget] = Field(default_factory=dict)
+
+    def route_caps(self) -> dict[str, Caps]:
+        return route_caps(self.routes)
