@@ -58,6 +58,16 @@ def gate_of(store: DynamoJobStore, ledger: DynamoSpendLedger, recorder: Recorder
     return SpendGate(ledger=ledger, store=store, announcer=SpendAnnouncer(ledger, recorder))
 
 
+def releaser_of(store: DynamoJobStore, ledger: DynamoSpendLedger, recorder: Recorder) -> Releaser:
+    return Releaser(
+        store=store,
+        ledger=ledger,
+        announcer=SpendAnnouncer(ledger, recorder),
+        intake=recorder,
+        lock_probe_seconds=60,
+    )
+
+
 def accepted(store: DynamoJobStore, n: int, *, amount: float = 0.05, at: datetime = NOW) -> Job:
     job = Job.new(
         f"job-{n:03d}",
@@ -153,13 +163,7 @@ def test_raising_the_cap_releases_every_held_job_in_one_run_oldest_first(
     gate = gate_of(store, ledger, recorder)
     for n in range(30):
         gate.admit(accepted(store, n, at=NOW + timedelta(seconds=n)), NOW + timedelta(seconds=n))
-    releaser = Releaser(
-        store=store,
-        ledger=ledger,
-        announcer=SpendAnnouncer(ledger, recorder),
-        intake=recorder,
-        lock_probe_seconds=60,
-    )
+    releaser = releaser_of(store, ledger, recorder)
     assert releaser.run(NOW).outcomes[Release.RELEASED] == 0  # still full: nothing released
     assert recorder.sent == []
 
@@ -187,13 +191,7 @@ def test_a_release_re_checks_the_cap_and_stops_at_the_first_that_does_not_fit(
     for n in range(40):
         gate.admit(accepted(store, n, at=NOW + timedelta(seconds=n)), NOW + timedelta(seconds=n))
     ledger.put_config(BudgetConfig(stack=Caps(daily_usd=1.5)))
-    releaser = Releaser(
-        store=store,
-        ledger=ledger,
-        announcer=SpendAnnouncer(ledger, recorder),
-        intake=recorder,
-        lock_probe_seconds=60,
-    )
+    releaser = releaser_of(store, ledger, recorder)
     report = releaser.run(NOW)
     assert report.outcomes[Release.RELEASED] == 10
     assert spent(ledger) == Decimal("1.50")
@@ -238,13 +236,7 @@ def test_fal_s_lock_holds_jobs_and_one_probe_releases_them_once_it_goes_through(
     lock = ledger.lock()
     assert lock is not None
     assert lock.reason == "Exhausted balance."
-    releaser = Releaser(
-        store=store,
-        ledger=ledger,
-        announcer=SpendAnnouncer(ledger, recorder),
-        intake=recorder,
-        lock_probe_seconds=60,
-    )
+    releaser = releaser_of(store, ledger, recorder)
     assert releaser.run(NOW).outcomes == {}  # the probe is not due yet
     later = NOW + timedelta(seconds=61)
     assert releaser.run(later).outcomes[Release.PROBE] == 1
