@@ -267,3 +267,12 @@ def test_cancelling_a_job_fal_never_had_gives_its_reservation_back(target: Targe
     assert job.reservation is not None
     assert job.reservation.settled_amount == 0.0
     assert caps_of(ok_json(falflow("budget", "show", "--json")))["daily#all"] == (1.0, 0.25)
+
+
+def test_jobs_show_says_where_a_job_s_cost_comes_from(target: Target, falflow: Any) -> None:
+    finished(target, "billed", FLUX, 0.10, JobCost(amount=0.12, source="billing_event"))
+    finished(target, "estimated", FLUX, 0.10, None)
+
+    assert ok_json(falflow("jobs", "show", "billed", "--json"))["job"]["cost_source"] == "billed"
+    assert ok_json(falflow("jobs", "show", "estimated", "--json"))["job"]["cost_source"] == "estimate"
+    assert "cost_source" in falflow("jobs", "show", "billed").output

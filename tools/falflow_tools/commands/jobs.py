@@ -102,7 +102,7 @@ def show_command(*, target: Target, job_id: str, expires: int, as_json: bool) ->
         print_json(details.to_json())
         return
     job = details.job
-    fields = job.model_dump(mode="json", exclude_none=True, exclude={"outputs", "trail"})
+    fields = {name: value for name, value in details.fields().items() if name not in ("outputs", "trail")}
     width = max(len(name) for name in fields)
     colour = use_colour()
     for name, value in fields.items():

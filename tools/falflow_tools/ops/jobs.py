@@ -91,9 +91,16 @@ class JobDetails:
     output_bucket: str
     links: dict[str, str] = field(default_factory=dict)  # object key → presigned GET URL
 
+    def fields(self) -> dict[str, Any]:
+        """The record as shown: its stored fields, and where its cost comes from."""
+        shown = self.job.model_dump(mode="json", exclude_none=True)
+        if self.job.cost_source is not None:
+            shown["cost_source"] = self.job.cost_source
+        return shown
+
     def to_json(self) -> dict[str, Any]:
         return {
-            "job": self.job.model_dump(mode="json", exclude_none=True),
+            "job": self.fields(),
             "output_bucket": self.output_bucket,
             "links": self.links,
         }
