@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
+from falflow.aws.dynamodb import is_condition_failure
 from falflow.catalogue import CATALOGUE_PK, PRICE_PK, SNAPSHOT_SK, TAKEN_AT_ATTRIBUTE
 from falflow.collect.model import AnalyticsRow, CatalogueEntry, PriceRow, RunRecord, UsageRow, day_of
 from falflow.fal.platform import ComputeInstance
@@ -66,10 +67,6 @@ def _plain(item: Mapping[str, Any]) -> dict[str, Any]:
     return {k: from_dynamo(_deserializer.deserialize(v)) for k, v in item.items()}
 
 
-def _is_condition_failure(error: ClientError) -> bool:
-    return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
-
-
 class DynamoUsageTable:
     """`Watermarks`, `EndpointRegistry` and `Aggregates` on the usage table of template.yaml."""
 
@@ -108,7 +105,7 @@ class DynamoUsageTable:
                 ExpressionAttributeValues={":u": {"S": until}, ":r": {"S": run_id}},
             )
         except ClientError as error:
-            if _is_condition_failure(error):
+            if is_condition_failure(error):
                 return False
             raise
         return True
@@ -128,7 +125,7 @@ class DynamoUsageTable:
                     ExpressionAttributeValues={":t": at},
                 )
             except ClientError as error:
-                if not _is_condition_failure(error):  # already as recent: nothing to do
+                if not is_condition_failure(error):  # already as recent: nothing to do
                     raise
 
     def used_endpoints(self) -> list[str]:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
+from falflow.aws.dynamodb import is_condition_failure
 from falflow.jobs.model import (
     FINAL_RANK,
     STATE_RANK,
@@ -468,10 +469,6 @@ class _Expression:
         return kwargs
 
 
-def _is_condition_failure(error: ClientError) -> bool:
-    return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
-
-
 class DynamoJobStore:
     """`JobStore` on the jobs table of template.yaml."""
 
@@ -492,7 +489,7 @@ class DynamoJobStore:
                 TableName=self._table, Key=self._key(job_id), **expression.kwargs()
             )
         except ClientError as error:
-            if _is_condition_failure(error):
+            if is_condition_failure(error):
                 return None
             raise
         return job_from_item(response["Attributes"])
@@ -653,7 +650,7 @@ class DynamoJobStore:
                 ExpressionAttributeValues={":job": {"S": job_id}},
             )
         except ClientError as error:
-            if _is_condition_failure(error):
+            if is_condition_failure(error):
                 return False
             raise
         return True
@@ -672,7 +669,7 @@ class DynamoJobStore:
                 ExpressionAttributeNames={"#k": JOB_KEY},
             )
         except ClientError as error:
-            if not _is_condition_failure(error):
+            if not is_condition_failure(error):
                 raise
             existing = self.get(job.job_id)
             if existing is None:  # deleted between the two calls: TTL raced us; try once more

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from botocore.exceptions import ClientError
 
+from falflow.aws.dynamodb import is_condition_failure
 from falflow.jobs import isoformat, utcnow
 from falflow.spend.caps import BudgetConfig
 
@@ -71,10 +72,6 @@ class SpendLedger(Protocol):
     def set_probe(self, lock: AccountLock, *, job_id: str, probe_at: datetime) -> bool: ...
 
     def clear_lock(self, lock: AccountLock) -> bool: ...
-
-
-def _is_condition_failure(error: ClientError) -> bool:
-    return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
 class DynamoSpendLedger:
@@ -168,7 +165,7 @@ class DynamoSpendLedger:
                 ExpressionAttributeValues={":t": {"NS": [str(threshold)]}, ":n": {"N": str(threshold)}},
             )
         except ClientError as error:
-            if _is_condition_failure(error):
+            if is_condition_failure(error):
                 return False
             raise
         return True
@@ -191,7 +188,7 @@ class DynamoSpendLedger:
                 ConditionExpression="attribute_not_exists(pk)",
             )
         except ClientError as error:
-            if not _is_condition_failure(error):
+            if not is_condition_failure(error):
                 raise
 
     def set_probe(self, lock: AccountLock, *, job_id: str, probe_at: datetime) -> bool:
@@ -226,7 +223,7 @@ class DynamoSpendLedger:
                     ExpressionAttributeValues={**old, ":new": {"S": new}},
                 )
         except ClientError as error:
-            if _is_condition_failure(error):
+            if is_condition_failure(error):
                 return False
             raise
         return True
