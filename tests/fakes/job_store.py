@@ -106,8 +106,7 @@ class InMemoryJobStore:
         removes: Sequence[str] = (),
     ) -> Job | None:
         rank = STATE_RANK[to]
-        at = isoformat(now)
-        updates: dict[str, Any] = {"state": to.value, "state_changed_at": at, f"state_times.{to.value}": at}
+        updates = self._entered(to, now)
         if rank == FINAL_RANK:
             updates["expires_at"] = int((now + self._retention).timestamp())
         updates.update(sets)

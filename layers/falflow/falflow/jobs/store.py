@@ -497,16 +497,21 @@ class DynamoJobStore:
     def _advance(self, job_id: str, to: JobState, now: datetime, expression: _Expression) -> Job | None:
         """The one forward-only move: `to` only if the stored rank is lower (ADR 0002)."""
         rank = STATE_RANK[to]
-        at = isoformat(now)
-        expression.set("state", to.value)
-        expression.set("state_rank", rank)
-        expression.set(STATE_SHARD_ATTRIBUTE, state_shard(job_id, to))
-        expression.set("state_changed_at", at)
-        expression.set(f"state_times.{to.value}", at)
+        self._enter(job_id, to, now, expression)
         if rank == FINAL_RANK:
             expression.set(TTL_ATTRIBUTE, self._expiry(now))
         expression.require_rank("<", rank)
         return self._update(job_id, expression)
+
+    def _enter(self, job_id: str, to: JobState, now: datetime, expression: _Expression) -> None:
+        """Set the fields of the job's state: by `_advance`, and alone for a move between states of
+        one rank (HELD and ACCEPTED), which a condition on the current state guards instead."""
+        at = isoformat(now)
+        expression.set("state", to.value)
+        expression.set("state_rank", STATE_RANK[to])
+        expression.set(STATE_SHARD_ATTRIBUTE, state_shard(job_id, to))
+        expression.set("state_changed_at", at)
+        expression.set(f"state_times.{to.value}", at)
 
     def _before_submit(self, expression: _Expression) -> _Expression:
         """Fal has not heard of the job: no request id; the submit lease goes with the write."""
@@ -811,15 +816,6 @@ class DynamoJobStore:
         expression.conditions.append(f"attribute_exists({expression.name('reservation')})")
         expression.require_absent("reservation.settled_at")
         return self._charged(job_id, expression, charges)
-
-    def _enter(self, job_id: str, to: JobState, now: datetime, expression: _Expression) -> None:
-        """Set the state fields of a move between states of one rank (HELD and ACCEPTED), which a
-        condition on the current state guards instead of the rank."""
-        at = isoformat(now)
-        expression.set("state", to.value)
-        expression.set(STATE_SHARD_ATTRIBUTE, state_shard(job_id, to))
-        expression.set("state_changed_at", at)
-        expression.set(f"state_times.{to.value}", at)
 
     def _charged(
         self, job_id: str, expression: _Expression, charges: Sequence[CounterCharge]
