@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -47,7 +47,7 @@ class MemorySpendLedger:
     def set_probe(self, lock: AccountLock, *, job_id: str, probe_at: datetime) -> bool:
         if self.account_lock != lock:
             return False
-        self.account_lock = AccountLock(lock.reason, lock.since, isoformat(probe_at), job_id)
+        self.account_lock = replace(lock, probe_at=isoformat(probe_at), probe_job_id=job_id)
         return True
 
     def clear_lock(self, lock: AccountLock) -> bool:

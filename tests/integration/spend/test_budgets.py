@@ -16,7 +16,7 @@ from falflow.aws.clients import aws_client
 from falflow.jobs import DynamoJobStore, Job, JobCost, JobState, isoformat
 from falflow.reconcile.settings import ReconcileSettings
 from falflow.spend.caps import BudgetConfig, Caps
-from falflow.spend.gate import Admission, SpendAnnouncer, SpendGate, settle_billed
+from falflow.spend.gate import Admission, SpendAnnouncer, SpendGate, settle
 from falflow.spend.ledger import DynamoSpendLedger
 from falflow.spend.release import Release, Releaser
 from falflow.submit.settings import SubmitSettings
@@ -207,13 +207,13 @@ def test_a_billed_cost_replaces_the_estimate_in_the_counters(
     reserved = store.get(job.job_id)
     assert reserved is not None
     billed = JobCost(amount=0.04, source="billing_event")
-    assert settle_billed(store, reserved, billed, ledger.table, NOW)
+    assert settle(store, reserved, billed.amount, ledger.table, NOW)
     assert spent(ledger) == Decimal("0.04")
     settled = store.get(job.job_id)
     assert settled is not None
     assert settled.reservation is not None
     assert settled.reservation.settled_amount == 0.04
-    assert not settle_billed(store, settled, billed, ledger.table, NOW)  # once
+    assert not settle(store, settled, billed.amount, ledger.table, NOW)  # once
     assert spent(ledger) == Decimal("0.04")
 
 

@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 from falflow.aws.intake import SqsIntakeQueue
 from falflow.fal import CancelOutcome, FalError, FalQueueClient
 from falflow.jobs import WAITING_STATES, Job, JobState, TrailEntry, isoformat, utcnow
-from falflow.spend.gate import refund_reservation
+from falflow.spend.gate import settle
 from falflow.spend.release import Release, Releaser
 from falflow.submit.request import S3ObjectRef
 from falflow.submit.sources import ObjectCreated, object_job_id
@@ -181,7 +181,7 @@ def cancel_job(target: Target, job_id: str, *, fal: FalQueueClient | None = None
         if updated is None:
             raise OpsError(f"job {job_id} changed while cancelling it; look again with `falflow jobs show`")
         if updated.reservation is not None:
-            refund_reservation(store, updated, target.spend_ledger().table, now)
+            settle(store, updated, 0.0, target.spend_ledger().table, now)
         store.add_trail(
             job_id, TrailEntry(at=isoformat(now), actor=RETRY_ACTOR, action="cancel", reason=reason)
         )

@@ -60,7 +60,7 @@ from falflow.fal.platform import ANALYTICS_METRICS, MAX_IDS_PER_CALL, BillingEve
 from falflow.fal.ports import FalPlatform
 from falflow.jobs import Job, JobCost, JobState, JobStore, isoformat, utcnow
 from falflow.secrets import MissingSecretError
-from falflow.spend.gate import settle_billed
+from falflow.spend.gate import settle
 
 PARTS = ("endpoints", "catalogue", "pricing", "usage", "analytics", "costs", "compute", "balance")
 # Parts that need the ADMIN key.
@@ -391,7 +391,7 @@ class Collector:
         for job in jobs:
             cost = costs.get(job.job_id)
             if cost is not None and cost.source == "billing_event":
-                settled += settle_billed(self._jobs, job, cost, self._settings.spend_table, now)
+                settled += settle(self._jobs, job, cost.amount, self._settings.spend_table, now)
         return settled
 
     def _compute(self, run: _Run, progress: _Progress) -> None:

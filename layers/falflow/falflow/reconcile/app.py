@@ -129,19 +129,19 @@ class ReconcileApp:
             return (context.get_remaining_time_in_millis() - self._reserve_ms) / 1000
 
         # Receipts first: an event that went out is marked before anything looks at its job.
-        receipts: dict[str, Any] = dict(self._receipts.settle(utcnow(), ACTOR).as_dict())
+        done: dict[str, Any] = dict(self._receipts.settle(utcnow(), ACTOR).as_dict())
         report = self._reconciler.run(utcnow(), time_left=time_left)
         for action, count in report.actions.items():
             name = "Reconcile" + action.value.title().replace("_", "")
             metrics.add_metric(name=name, unit=MetricUnit.Count, value=count)
         if self._releaser is not None and not report.stopped_early:
             released = self._releaser.run(utcnow(), time_left=time_left)
-            receipts = {**receipts, **{f"held_{k}": v for k, v in released.as_dict().items()}}
+            done.update({f"held_{k}": v for k, v in released.as_dict().items()})
         if report.stopped_early or time_left() <= 0:
-            return {**report.as_dict(), **receipts}  # the jobs come first; the next run sweeps
+            return {**report.as_dict(), **done}  # the jobs come first; the next run sweeps
         # After the jobs: a job this run completed leaves its dead letters to be removed now.
         swept = self._sweep.sweep(utcnow())
         metrics.add_metric(
             name="ReconcileDeadLettersRemoved", unit=MetricUnit.Count, value=sum(swept.removed.values())
         )
-        return {**report.as_dict(), **receipts, **swept.as_dict()}
+        return {**report.as_dict(), **done, **swept.as_dict()}

@@ -57,36 +57,41 @@ class Verdict:
     hold: JobHold | None = None
 
 
-def charges_for(caps: Sequence[Cap], amount: float, table: str, now: datetime) -> list[CounterCharge]:
-    """`amount` charged to each cap's counter in the window holding `now`, within its limit."""
-    return [
-        CounterCharge(table=table, key=cap.counter_key(now), amount=usd(amount), ceiling=usd(cap.limit_usd))
+def reservation_for(
+    caps: Sequence[Cap], amount: float, table: str, now: datetime, *, within_caps: bool = True
+) -> tuple[SpendReservation, list[CounterCharge]]:
+    """A reservation of `amount` and its charge to each cap's counter in the window holding `now`:
+    within each cap's limit, or (a release by hand) whatever the counter holds."""
+    charges = [
+        CounterCharge(
+            table=table,
+            key=cap.counter_key(now),
+            amount=usd(amount),
+            ceiling=usd(cap.limit_usd) if within_caps else None,
+        )
         for cap in caps
     ]
+    reservation = SpendReservation(
+        amount=amount, counters=[charge.key for charge in charges], reserved_at=isoformat(now)
+    )
+    return reservation, charges
 
 
-def settlement_charges(reservation: SpendReservation, amount: float, table: str) -> list[CounterCharge]:
-    """What moves each counter a reservation charged from its estimate to `amount` (billed, or 0)."""
-    delta = usd(amount) - usd(reservation.amount)
-    return [CounterCharge(table=table, key=key, amount=delta) for key in reservation.counters]
+def cap_of(caps: Sequence[Cap], charge: CounterCharge, now: datetime) -> Cap:
+    """The cap whose counter `charge` (one of `reservation_for`'s) is."""
+    return next(cap for cap in caps if cap.counter_key(now) == charge.key)
 
 
-def settle_billed(store: JobStore, job: Job, billed: JobCost, table: str, now: datetime) -> bool:
-    """Replace the job's reserved estimate by its billed cost in every counter it charged; False
-    when there was nothing to settle (no reservation, or settled before)."""
+def settle(store: JobStore, job: Job, amount: float, table: str, now: datetime) -> bool:
+    """Replace the job's reserved estimate by `amount` (its billed cost, or 0 when fal never ran
+    it) in every counter it charged; False when there was nothing to settle (no reservation, or
+    settled before)."""
     reservation = job.reservation
     if reservation is None or reservation.settled_at is not None:
         return False
-    charges = settlement_charges(reservation, billed.amount, table)
-    return store.settle_reservation(job.job_id, amount=billed.amount, charges=charges, now=now).written
-
-
-def refund_reservation(store: JobStore, job: Job, table: str, now: datetime) -> None:
-    """Give back what a job reserved that fal never ran (refused, rejected, cancelled unsent)."""
-    if job.reservation is None or job.reservation.settled_at is not None:
-        return
-    charges = settlement_charges(job.reservation, 0.0, table)
-    store.settle_reservation(job.job_id, amount=0.0, charges=charges, now=now)
+    delta = usd(amount) - usd(reservation.amount)
+    charges = [CounterCharge(table=table, key=key, amount=delta) for key in reservation.counters]
+    return store.settle_reservation(job.job_id, amount=amount, charges=charges, now=now).written
 
 
 def budget_hold(cap: Cap, amount: float, now: datetime) -> JobHold:
@@ -207,18 +212,14 @@ class SpendGate:
 
     def _reserve(self, job: Job, estimate: JobCost, caps: list[Cap], now: datetime) -> Verdict:
         assert job.submit_lease_until is not None
-        charges = charges_for(caps, estimate.amount, self._ledger.table, now)
-        reservation = SpendReservation(
-            amount=estimate.amount, counters=[charge.key for charge in charges], reserved_at=isoformat(now)
-        )
+        reservation, charges = reservation_for(caps, estimate.amount, self._ledger.table, now)
         outcome = self._store.reserve_spend(job.job_id, reservation, charges, lease=job.submit_lease_until)
         if outcome.written:
             self._announcer.charged(caps, now)
             return Verdict(Admission.ADMITTED)
         if outcome.full is None:
             return Verdict(Admission.LOST)
-        cap = caps[[charge.key for charge in charges].index(outcome.full.key)]
-        return self.hold(job, budget_hold(cap, estimate.amount, now), now)
+        return self.hold(job, budget_hold(cap_of(caps, outcome.full, now), estimate.amount, now), now)
 
     def hold(self, job: Job, hold: JobHold, now: datetime) -> Verdict:
         """Record `job` (under this worker's submit lease) HELD with `hold`."""
@@ -232,7 +233,8 @@ class SpendGate:
         return Verdict(Admission.HELD, hold)
 
     def refund(self, job: Job, now: datetime) -> None:
-        refund_reservation(self._store, job, self._ledger.table, now)
+        """Give back what a job reserved that fal never ran (refused, or rejected before sending)."""
+        settle(self._store, job, 0.0, self._ledger.table, now)
 
     def hold_for_lock(self, job: Job, lock_reason: str, now: datetime) -> Verdict:
         """fal refused the submit because the account is locked: hold the job until the lock lifts."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -193,7 +193,7 @@ class DynamoSpendLedger:
 
     def set_probe(self, lock: AccountLock, *, job_id: str, probe_at: datetime) -> bool:
         """Send `job_id` to fal as the probe of the lock; refused if another run changed the lock."""
-        probe = AccountLock(lock.reason, lock.since, isoformat(probe_at), job_id)
+        probe = replace(lock, probe_at=isoformat(probe_at), probe_job_id=job_id)
         return self._replace_lock(lock, json.dumps(probe.__dict__))
 
     def clear_lock(self, lock: AccountLock) -> bool:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final, Protocol
 
@@ -31,13 +31,12 @@ from falflow.jobs import (
     Job,
     JobState,
     JobStore,
-    SpendReservation,
     TrailEntry,
     isoformat,
 )
 from falflow.jobs.intake import original_request
 from falflow.spend.caps import BudgetConfig, Cap
-from falflow.spend.gate import ACTOR, SpendAnnouncer, charges_for
+from falflow.spend.gate import ACTOR, SpendAnnouncer, cap_of, reservation_for
 from falflow.spend.ledger import AccountLock, SpendLedger
 
 logger = Logger(child=True)
@@ -124,7 +123,7 @@ class Releaser:
             return Release.STILL_HELD
         outcome = self._release(job, caps, now, why="fits within its budgets now", within_caps=True)
         if isinstance(outcome, CounterCharge):
-            full.add(next(cap.name for cap in caps if cap.counter_key(now) == outcome.key))
+            full.add(cap_of(caps, outcome, now).name)
             return Release.STILL_HELD
         return outcome
 
@@ -150,13 +149,8 @@ class Releaser:
     def _move(self, job: Job, caps: list[Cap], now: datetime, *, within_caps: bool) -> ChargeOutcome:
         if not caps or job.estimate is None:
             return self._store.release_held(job.job_id, now=now)
-        charges = charges_for(caps, job.estimate.amount, self._ledger.table, now)
-        if not within_caps:
-            charges = [CounterCharge(charge.table, charge.key, charge.amount) for charge in charges]
-        reservation = SpendReservation(
-            amount=job.estimate.amount,
-            counters=[charge.key for charge in charges],
-            reserved_at=isoformat(now),
+        reservation, charges = reservation_for(
+            caps, job.estimate.amount, self._ledger.table, now, within_caps=within_caps
         )
         return self._store.release_held(job.job_id, now=now, reservation=reservation, charges=charges)
 
@@ -176,7 +170,7 @@ class Releaser:
         for job in held:
             if not lock_held(job):
                 continue
-            probe_at = datetime.fromtimestamp(now.timestamp() + self._lock_probe_seconds, tz=now.tzinfo)
+            probe_at = now + timedelta(seconds=self._lock_probe_seconds)
             if not self._ledger.set_probe(lock, job_id=job.job_id, probe_at=probe_at):
                 return outcomes  # another run probes
             outcome = self._release(

@@ -52,7 +52,7 @@ from falflow.jobs import (
 )
 from falflow.jobs.requests import JobRequests
 from falflow.spend.estimate import Estimator
-from falflow.spend.gate import Admission, SpendGate
+from falflow.spend.gate import Admission, SpendGate, Verdict
 from falflow.submit.files import CheckedInputs, InputFiles
 from falflow.submit.objects import InputArchive
 from falflow.submit.plan import JobIdentity, JobPlan, Planner, PlanRejectedError
@@ -293,10 +293,8 @@ class SubmitService:
         try:
             if self._gate is not None:
                 verdict = self._gate.admit(job, self._clock())
-                if verdict.admission is Admission.HELD:
-                    return SubmitResult(job.job_id, SubmitOutcome.HELD, created=created)
-                if verdict.admission is Admission.LOST:
-                    return self._not_claimed(job.job_id)
+                if verdict.admission is not Admission.ADMITTED:
+                    return self._not_sent(job.job_id, verdict, created=created)
             return self._send(checked, job, created=created, earlier=earlier)
         except SubmitRetryLaterError as retry:
             if not retry.ambiguous:
@@ -464,9 +462,7 @@ class SubmitService:
         job_id = job.job_id
         if isinstance(error, FalAccountLockedError) and self._gate is not None:
             verdict = self._gate.hold_for_lock(job, error.lock_reason, self._clock())
-            if verdict.admission is Admission.HELD:
-                return SubmitResult(job_id, SubmitOutcome.HELD, created=created)
-            return self._not_claimed(job_id)
+            return self._not_sent(job_id, verdict, created=created)
         failure = classify_submit_error(error)
         if failure is FalFailure.REFUSED:
             job_error = refusal_error(error)
@@ -508,6 +504,13 @@ class SubmitService:
             self._store.release_submit_lease(job_id, held_until=lease)
         except Exception:  # the original failure is what matters; the lease expires anyway
             logger.exception("could not release the submit lease", job_id=job_id)
+
+    def _not_sent(self, job_id: str, verdict: Verdict, *, created: bool) -> SubmitResult:
+        """Spend control kept the job back: HELD (its message is done), or the job changed under
+        this worker, which then no longer holds it."""
+        if verdict.admission is Admission.HELD:
+            return SubmitResult(job_id, SubmitOutcome.HELD, created=created)
+        return self._not_claimed(job_id)
 
     def _not_claimed(self, job_id: str) -> SubmitResult:
         current = self._store.get(job_id)
