@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
+from falflow.aws.s3 import S3ObjectRef
 from falflow.jobs import FINAL_STATES, Job, JobState, utcnow
-from falflow.submit.request import S3ObjectRef
 from falflow.submit.sources import ObjectCreated, message_job_id, object_job_id
 from falflow_tools.local.stack import LocalStack
 from falflow_tools.ops.submit import drop_file, job_message, send_message

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -25,6 +26,7 @@ from falflow.jobs import (
     appended_trail,
     isoformat,
 )
+from falflow.jobs.batch import batch_of_job
 from falflow.jobs.model import FINAL_RANK
 
 _Check = Callable[[Mapping[str, Any]], bool]
@@ -73,6 +75,8 @@ class InMemoryJobStore:
         self._claims: dict[str, str] = {}  # fal request id -> the job that claimed it
         # Counters of other tables charged with a job's write: (table, key) -> amount.
         self.counters: dict[tuple[str, str], Decimal] = {}
+        # Batch lines final by state, counted with the write that made them final: (batch, state) -> n.
+        self.batch_tallies: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
         self._retention = retention
 
@@ -110,7 +114,16 @@ class InMemoryJobStore:
         if rank == FINAL_RANK:
             updates["expires_at"] = int((now + self._retention).timestamp())
         updates.update(sets)
-        return self._write(job_id, updates, lambda d: _rank(d) < rank, *checks, removes=removes)
+        job = self._write(job_id, updates, lambda d: _rank(d) < rank, *checks, removes=removes)
+        if job is not None and rank == FINAL_RANK:
+            self._tally(job)
+        return job
+
+    def _tally(self, job: Job) -> None:
+        batch = batch_of_job(job.job_id)
+        if batch is not None:
+            with self._lock:
+                self.batch_tallies[(batch, job.state.value)] += 1
 
     # ---------------------------------------------------------------------------------- queries
 
@@ -118,6 +131,9 @@ class InMemoryJobStore:
         with self._lock:
             data = self._items.get(job_id)
             return self._job(data) if data else None
+
+    def get_many(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        return {job.job_id: job for job in map(self.get, job_ids) if job is not None}
 
     def list_by_state(
         self,
@@ -176,7 +192,10 @@ class InMemoryJobStore:
                     (datetime.fromisoformat(job.state_changed_at) + self._retention).timestamp()
                 )
             self._items[job.job_id] = data
-            return self._job(data), True
+            created = self._job(data)
+        if created.is_final:
+            self._tally(created)
+        return created, True
 
     def claim_submit_lease(self, job_id: str, *, now: datetime, lease: timedelta) -> Job | None:
         with self._lock:

@@ -83,7 +83,10 @@ class SubmitHarness:
     @property
     def store(self) -> DynamoJobStore:
         return DynamoJobStore(
-            aws_client("dynamodb"), self.stack.tables["JobsTable"], retention=timedelta(days=1)
+            aws_client("dynamodb"),
+            self.stack.tables["JobsTable"],
+            retention=timedelta(days=1),
+            batch_table=self.stack.tables["BatchTable"],
         )
 
     # --------------------------------------------------------------------------- records

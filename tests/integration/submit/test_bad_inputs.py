@@ -18,9 +18,9 @@ import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from falflow.aws.clients import aws_client
+from falflow.aws.s3 import S3ObjectRef
 from falflow.catalogue import CATALOGUE_PK, SNAPSHOT_SK
 from falflow.jobs import JobState, isoformat, utcnow
-from falflow.submit.request import S3ObjectRef
 from falflow.submit.sources import ObjectCreated, message_job_id, object_job_id
 from falflow_tools.emulator import FalEmulator, RunningEmulator
 from falflow_tools.emulator.app import build_app

@@ -8,8 +8,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
+from falflow.aws.s3 import S3ObjectRef
 from falflow.jobs import JobState
-from falflow.submit.request import S3ObjectRef
 from falflow.submit.sources import ObjectCreated, object_job_id
 from tests.fixtures.completion import stack_tokens
 from tests.integration.submit.conftest import EVENTS, SAMPLES, SubmitHarness, sample_body

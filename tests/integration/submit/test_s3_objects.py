@@ -10,8 +10,8 @@ import boto3
 from botocore.config import Config
 
 from falflow.aws.clients import aws_client
+from falflow.aws.s3 import S3ObjectRef
 from falflow.submit.objects import S3InputArchive, S3InputObjects
-from falflow.submit.request import S3ObjectRef
 from falflow_tools.local.resources import ProvisionedStack
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 
+from falflow.aws.s3 import S3ObjectRef
 from falflow.jobs import JobState
 from falflow.jobs.store import STATE_SHARDS, state_shard
-from falflow.submit.request import S3ObjectRef
 from falflow.submit.sources import ObjectCreated, message_job_id, object_job_id
 
 

@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
+from falflow.aws.s3 import S3ObjectRef
 from falflow.jobs import Job
 from falflow.spend.estimate import Estimator
 from falflow.spend.gate import SpendGate
 from falflow.submit.files import InputFiles
 from falflow.submit.plan import Planner
-from falflow.submit.request import FalDefaults, S3ObjectRef
+from falflow.submit.request import FalDefaults
 from falflow.submit.routes import RouteTable
 from falflow.submit.service import SubmitConfig, SubmitService
 from falflow.submit.settings import SubmitSettings

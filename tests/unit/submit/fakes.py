@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
+from falflow.aws.s3 import S3ObjectRef
 from falflow.catalogue import CatalogueStatus, owner_prefix
 from falflow.fal import CancelOutcome, EndpointId, QueueStatus, QueueUrls, RequestHistoryItem, Submission
 from falflow.fal.platform import RequestStatus, TimeBound
 from falflow.fal.queue import OutputLifecycle, QueuePriority
 from falflow.submit.objects import ObjectInfo, ObjectStream
-from falflow.submit.request import S3ObjectRef
 
 FAL_QUEUE = "https://queue.fal.run"
 

@@ -21,11 +21,11 @@ from falflow.aws.dead_letter import (
     JOB_IDS_ATTRIBUTE,
     DeadLetterPolicy,
 )
+from falflow.aws.s3 import S3ObjectRef
 from falflow.fal import FalRateLimitedError, FalTransportError
 from falflow.jobs import JobState
 from falflow.submit import service as service_module
 from falflow.submit.app import SubmitApp, correlate_logs, metrics, sources_from_body
-from falflow.submit.request import S3ObjectRef
 from falflow.submit.sources import JobMessage, ObjectCreated
 from tests.unit.submit.conftest import Harness
 from tests.unit.submit.fakes import Lost

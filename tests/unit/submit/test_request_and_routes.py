@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
+from falflow.aws.s3 import S3ObjectRef
 from falflow.fal import (
     FalAuthError,
     FalError,
@@ -21,7 +22,7 @@ from falflow.fal import (
     FalValidationError,
 )
 from falflow.jobs.requests import same_fal_input
-from falflow.submit.request import JobRequest, RequestRejectedError, S3ObjectRef, parse_request
+from falflow.submit.request import JobRequest, RequestRejectedError, parse_request
 from falflow.submit.routes import RouteTable, render
 from falflow.submit.service import FalFailure, classify_submit_error
 from falflow.submit.settings import SubmitSettings

@@ -16,11 +16,11 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from falflow.aws.intake import SqsIntakeQueue
+from falflow.aws.s3 import S3ObjectRef
 from falflow.fal import CancelOutcome, FalError, FalQueueClient
 from falflow.jobs import WAITING_STATES, Job, JobState, TrailEntry, isoformat, utcnow
 from falflow.spend.gate import settle
 from falflow.spend.release import Release, Releaser
-from falflow.submit.request import S3ObjectRef
 from falflow.submit.sources import ObjectCreated, object_job_id
 from falflow_tools.ops.dlq import find_dead_letter, redrive
 from falflow_tools.ops.submit import send_message

@@ -16,7 +16,8 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
-from falflow.submit.request import RequestRejectedError, S3ObjectRef, validate_request
+from falflow.aws.s3 import S3ObjectRef
+from falflow.submit.request import RequestRejectedError, validate_request
 from falflow.submit.routes import RouteTable
 from falflow.submit.sources import ObjectCreated, message_job_id, object_job_id
 from falflow_tools.ops.target import OpsError, Target

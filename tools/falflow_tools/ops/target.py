@@ -102,7 +102,12 @@ class Target:
 
     def job_store(self) -> DynamoJobStore:
         days = int(self.parameters.get("JobRetentionDays") or 90)
-        return DynamoJobStore(self.dynamodb(), self.output("JobsTableName"), retention=timedelta(days=days))
+        return DynamoJobStore(
+            self.dynamodb(),
+            self.output("JobsTableName"),
+            retention=timedelta(days=days),
+            batch_table=self.outputs.get("BatchTableName"),
+        )
 
     def spend_settings(self) -> RoutedSpendSettings:
         """The spend settings the stack's functions get from its parameters (their defaults where

@@ -48,4 +48,6 @@ def original_request(job: Job) -> str | None:
         message["start_timeout"] = job.start_timeout
     if job.output_prefix is not None:
         message["output_prefix"] = job.output_prefix
+    if job.batch is not None:
+        message["batch"] = job.batch.model_dump()
     return json.dumps(message)

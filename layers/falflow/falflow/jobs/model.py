@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field
 
 from falflow.deferred import DeferredModel
+from falflow.jobs.batch import JobBatch
 
 
 class JobState(StrEnum):
@@ -156,6 +157,8 @@ class Job(DeferredModel):
     output_prefix: str | None = None
     # The route table prefix a media drop came in under (caps per route: falflow.spend).
     route: str | None = None
+    # The batch line this job is (falflow.submit.batches), None for a job of its own.
+    batch: JobBatch | None = None
     # What fal may keep and do (docs/fal-contract.md §2, §4): fal keeps this job's payloads (input
     # and output JSON, 30 days by default); its output files are private from the start and expire
     # after output_expiry_seconds (None: the account's setting); fal's request payloads are deleted

@@ -18,10 +18,17 @@ class JobsTableSettings(BaseSettings):
 
     jobs_table: Annotated[str, Field(min_length=1)]
     job_retention_days: Annotated[int, Field(ge=1)] = 90
+    # The batches table (falflow.submit.batches), where a batch line's final state is tallied.
+    batch_table: str | None = None
 
     @property
     def job_retention(self) -> timedelta:
         return timedelta(days=self.job_retention_days)
 
     def job_store(self) -> DynamoJobStore:
-        return DynamoJobStore(aws_client("dynamodb"), self.jobs_table, retention=self.job_retention)
+        return DynamoJobStore(
+            aws_client("dynamodb"),
+            self.jobs_table,
+            retention=self.job_retention,
+            batch_table=self.batch_table,
+        )

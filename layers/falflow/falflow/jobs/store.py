@@ -28,6 +28,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from falflow.aws.dynamodb import is_condition_failure
+from falflow.jobs.batch import batch_of_job
 from falflow.jobs.model import (
     FINAL_RANK,
     STATE_RANK,
@@ -138,6 +139,10 @@ class JobStore(Protocol):
     # ---------------------------------------------------------------------------------- queries
 
     def get(self, job_id: str) -> Job | None: ...
+
+    def get_many(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        """The jobs of `job_ids` that exist, by id (any number; read in pages)."""
+        ...
 
     def list_by_state(
         self,
@@ -469,13 +474,25 @@ class _Expression:
         return kwargs
 
 
+_BATCH_GET_KEYS: Final = 100  # DynamoDB's BatchGetItem limit
+
+
 class DynamoJobStore:
     """`JobStore` on the jobs table of template.yaml."""
 
-    def __init__(self, client: DynamoDBClient, table_name: str, *, retention: timedelta) -> None:
+    def __init__(
+        self,
+        client: DynamoDBClient,
+        table_name: str,
+        *,
+        retention: timedelta,
+        batch_table: str | None = None,
+    ) -> None:
         self._client = client
         self._table = table_name
         self._retention = retention
+        # Where a batch line's final state is tallied, in the transaction that makes it final.
+        self._batch_table = batch_table
 
     def _key(self, job_id: str) -> dict[str, Any]:
         return {JOB_KEY: {"S": job_id}}
@@ -498,10 +515,37 @@ class DynamoJobStore:
         """The one forward-only move: `to` only if the stored rank is lower (ADR 0002)."""
         rank = STATE_RANK[to]
         self._enter(job_id, to, now, expression)
-        if rank == FINAL_RANK:
-            expression.set(TTL_ATTRIBUTE, self._expiry(now))
         expression.require_rank("<", rank)
-        return self._update(job_id, expression)
+        if rank != FINAL_RANK:
+            return self._update(job_id, expression)
+        expression.set(TTL_ATTRIBUTE, self._expiry(now))
+        tally = self._batch_tally(job_id, to)
+        if tally is None:
+            return self._update(job_id, expression)
+        written = self._transact([expression.transact_update(self._table, self._key(job_id)), tally])
+        return self.get(job_id) if written else None
+
+    def _batch_tally(self, job_id: str, state: JobState) -> dict[str, Any] | None:
+        """The batch counters a batch line's final `state` adds to (None for a job of no batch)."""
+        batch = batch_of_job(job_id)
+        if batch is None or self._batch_table is None:
+            return None
+        return {"Update": batch_tally_update(self._batch_table, batch, state)}
+
+    def _transact(self, items: list[dict[str, Any]]) -> bool:
+        """Write `items` all or nothing; False when the first (the job's) condition refused it."""
+        try:
+            self._client.transact_write_items(TransactItems=items)  # type: ignore[arg-type]
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                raise
+            reasons = [reason.get("Code") for reason in error.response.get("CancellationReasons", [])]
+            if reasons[:1] == ["ConditionalCheckFailed"] and all(
+                code in ("None", None) for code in reasons[1:]
+            ):
+                return False
+            raise  # a conflict with another transaction, throttling: the caller retries
+        return True
 
     def _enter(self, job_id: str, to: JobState, now: datetime, expression: _Expression) -> None:
         """Set the fields of the job's state: by `_advance`, and alone for a move between states of
@@ -525,6 +569,22 @@ class DynamoJobStore:
         response = self._client.get_item(TableName=self._table, Key=self._key(job_id), ConsistentRead=True)
         item = response.get("Item")
         return job_from_item(item) if item else None
+
+    def get_many(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        jobs: dict[str, Job] = {}
+        wanted = list(dict.fromkeys(job_ids))
+        for start in range(0, len(wanted), _BATCH_GET_KEYS):
+            keys: list[Any] = [self._key(job_id) for job_id in wanted[start : start + _BATCH_GET_KEYS]]
+            while keys:
+                response = self._client.batch_get_item(
+                    RequestItems={self._table: {"Keys": keys, "ConsistentRead": True}}
+                )
+                for item in response.get("Responses", {}).get(self._table, []):
+                    job = job_from_item(item)
+                    jobs[job.job_id] = job
+                unprocessed: Any = response.get("UnprocessedKeys") or {}
+                keys = list(unprocessed.get(self._table, {}).get("Keys", []))
+        return jobs
 
     def list_by_state(
         self,
@@ -666,16 +726,24 @@ class DynamoJobStore:
         item = job_to_item(job)
         if job.is_final and job.expires_at is None:
             item[TTL_ATTRIBUTE] = {"N": str(self._expiry(datetime.fromisoformat(job.state_changed_at)))}
+        put: dict[str, Any] = {
+            "TableName": self._table,
+            "Item": item,
+            "ConditionExpression": "attribute_not_exists(#k)",
+            "ExpressionAttributeNames": {"#k": JOB_KEY},
+        }
+        tally = self._batch_tally(job.job_id, job.state) if job.is_final else None
         try:
-            self._client.put_item(
-                TableName=self._table,
-                Item=item,
-                ConditionExpression="attribute_not_exists(#k)",
-                ExpressionAttributeNames={"#k": JOB_KEY},
-            )
+            if tally is None:
+                self._client.put_item(**put)
+                created = True
+            else:
+                created = self._transact([{"Put": put}, tally])
         except ClientError as error:
             if not is_condition_failure(error):
                 raise
+            created = False
+        if not created:
             existing = self.get(job.job_id)
             if existing is None:  # deleted between the two calls: TTL raced us; try once more
                 return self.create(job)
@@ -991,6 +1059,18 @@ class DynamoJobStore:
             if self._update(job_id, expression) is not None:
                 return
         raise TrailContendedError(f"job {job_id}: the trail changed under {_TRAIL_ATTEMPTS} writes in a row")
+
+
+def batch_tally_update(table: str, batch: str, state: JobState) -> dict[str, Any]:
+    """The update that counts one more line of `batch` final in `state` (``finished`` and
+    ``jobs_<state>``, atomic counters of the batch's record: falflow.submit.batches)."""
+    return {
+        "TableName": table,
+        "Key": {"pk": {"S": batch}},
+        "UpdateExpression": "ADD #finished :one, #state :one",
+        "ExpressionAttributeNames": {"#finished": "finished", "#state": f"jobs_{state.value}"},
+        "ExpressionAttributeValues": {":one": {"N": "1"}},
+    }
 
 
 def _charge_update(charge: CounterCharge) -> dict[str, Any]:

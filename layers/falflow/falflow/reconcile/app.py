@@ -12,7 +12,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from falflow.aws.clients import aws_client
 from falflow.aws.dead_letter import SqsDeadLetterQueue
+from falflow.aws.events import EventBridgePublisher
 from falflow.aws.intake import SqsIntakeQueue
+from falflow.batches.objects import S3Manifests, S3ResultObjects
+from falflow.batches.results import BatchResults
 from falflow.completion.messages import outputs_message_jobs
 from falflow.fal.platform import FalPlatformClient
 from falflow.fal.queue import FalQueueClient
@@ -86,6 +89,22 @@ def build_releaser(settings: ReconcileSettings) -> Releaser | None:
     )
 
 
+def build_batch_results(settings: ReconcileSettings) -> BatchResults | None:
+    """Batches whose lines are all final are answered by each run (where there is a batches table)."""
+    store = settings.batch_store()
+    if store is None:
+        return None
+    s3 = aws_client("s3")
+    return BatchResults(
+        store,
+        settings.job_store(),
+        S3Manifests(s3),
+        S3ResultObjects(s3, settings.output_bucket),
+        events=EventBridgePublisher(aws_client("events"), settings.event_bus_name),
+        output_bucket=settings.output_bucket,
+    )
+
+
 def build_event_receipts(settings: ReconcileSettings) -> EventReceipts:
     return EventReceipts(
         settings.job_store(),
@@ -104,9 +123,12 @@ class ReconcileApp:
         reserve_seconds: float,
         receipts: EventReceipts,
         releaser: Releaser | None = None,
+        *,
+        batches: BatchResults | None = None,
     ) -> None:
         self._reconciler = reconciler
         self._releaser = releaser
+        self._batches = batches
         self._sweep = sweep
         self._reserve_ms = reserve_seconds * 1000
         self._receipts = receipts
@@ -122,6 +144,7 @@ class ReconcileApp:
             settings.reserve_seconds,
             build_event_receipts(settings),
             build_releaser(settings),
+            batches=build_batch_results(settings),
         )
 
     def handle(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
@@ -137,6 +160,8 @@ class ReconcileApp:
         if self._releaser is not None and not report.stopped_early:
             released = self._releaser.run(utcnow(), time_left=time_left)
             done.update({f"held_{k}": v for k, v in released.as_dict().items()})
+        if self._batches is not None and not report.stopped_early:
+            done.update(self._batches.finish_ready())
         if report.stopped_early or time_left() <= 0:
             return {**report.as_dict(), **done}  # the jobs come first; the next run sweeps
         # After the jobs: a job this run completed leaves its dead letters to be removed now.

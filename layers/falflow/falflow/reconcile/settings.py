@@ -8,6 +8,7 @@ from typing import Annotated
 
 from pydantic import Field
 
+from falflow.batches.settings import BatchSettings
 from falflow.completion.finalise import FinaliserSettings
 from falflow.completion.settings import HandoffSettings
 from falflow.reconcile.reconciler import ReconcilePolicy
@@ -16,7 +17,7 @@ from falflow.spend.settings import RoutedSpendSettings
 
 
 class ReconcileSettings(
-    HandoffSettings, FinaliserSettings, FalConnectionSettings, SecretIds, RoutedSpendSettings
+    HandoffSettings, FinaliserSettings, FalConnectionSettings, SecretIds, RoutedSpendSettings, BatchSettings
 ):
     intake_queue_url: Annotated[str, Field(min_length=1)]
     reconcile_after_minutes: Annotated[float, Field(gt=0)] = 10

@@ -35,6 +35,7 @@ from falflow.aws.batch import visible_after
 from falflow.aws.clients import aws_client
 from falflow.aws.dead_letter import DeadLetterPolicy, with_dead_letter_reason
 from falflow.aws.dead_letter import dead_letter as send_to_dead_letter
+from falflow.aws.s3 import S3ObjectRef
 from falflow.catalogue import DynamoModelCatalogue
 from falflow.deferred import DeferredModel
 from falflow.failures import report_failure
@@ -45,10 +46,11 @@ from falflow.fal.storage import FalStorageClient
 from falflow.jobs import JobStore, TrailEntry, isoformat, utcnow
 from falflow.secrets import FalKeys
 from falflow.spend.estimate import CostEstimator
+from falflow.submit.batches.fanout import BatchRefusedError, BatchStep
+from falflow.submit.batches.intake import BatchIntake, CancelledBatches
 from falflow.submit.files import InputFiles
 from falflow.submit.objects import S3InputArchive, S3InputObjects
 from falflow.submit.plan import Planner
-from falflow.submit.request import S3ObjectRef
 from falflow.submit.service import (
     ACTOR,
     JOB_ID_CONFLICT,
@@ -86,6 +88,7 @@ _OUTCOME_METRICS: Final = {
     SubmitOutcome.IGNORED: "IgnoredObjects",
     SubmitOutcome.CONFLICT: "JobIdConflicts",
     SubmitOutcome.HELD: "JobsHeld",
+    SubmitOutcome.CANCELLED: "JobsCancelled",
 }
 
 
@@ -188,6 +191,7 @@ class SubmitApp:
         dead_letter: DeadLetterPolicy,
         concurrency: int,
         sqs: Callable[[], SQSClient] = lambda: aws_client("sqs"),
+        batches: BatchIntake | None = None,
         log_keys: Logger | None = None,
         retry_base_s: float = 30.0,
     ) -> None:
@@ -195,6 +199,7 @@ class SubmitApp:
         self._store = store
         self._dead_letter = dead_letter
         self._sqs = sqs
+        self._batches = batches
         self._retry_base_s = retry_base_s
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="submit")
         self._handle_record = with_dead_letter_reason(
@@ -215,6 +220,8 @@ class SubmitApp:
         store = settings.job_store()
         objects = S3InputObjects(s3, _presigning_client())
         platform = FalPlatformClient(settings.fal, keys.api_key, http)
+        estimator = CostEstimator(dynamodb=dynamodb, usage_table=settings.usage_table, fal=platform)
+        batches = settings.batch_store()
         service = SubmitService(
             store=store,
             fal=FalQueueClient(settings.fal, keys.api_key, http),
@@ -238,8 +245,9 @@ class SubmitApp:
             archive=S3InputArchive(s3, settings.output_bucket) if settings.output_bucket else None,
             catalogue=DynamoModelCatalogue(dynamodb, settings.usage_table) if settings.usage_table else None,
             history=platform,
-            estimator=CostEstimator(dynamodb=dynamodb, usage_table=settings.usage_table, fal=platform),
+            estimator=estimator,
             gate=settings.spend_gate(store),
+            batch_cancelled=CancelledBatches(batches) if batches else None,
             correlate=correlate_logs(log_keys),
         )
         return cls(
@@ -247,6 +255,7 @@ class SubmitApp:
             store=store,
             dead_letter=settings.dead_letter_policy(),
             concurrency=settings.submit_concurrency,
+            batches=settings.batch_intake(batches, s3, estimator, input_bucket=settings.input_bucket),
             log_keys=log_keys,
             retry_base_s=settings.submit_retry_base_seconds,
         )
@@ -260,7 +269,7 @@ class SubmitApp:
             event=event, record_handler=self._record_handler, processor=processor, context=context
         )
 
-    async def _record_handler(self, record: SQSRecord) -> list[SubmitResult] | None:
+    async def _record_handler(self, record: SQSRecord) -> list[SubmitResult | BatchStep] | None:
         # Each record runs on its own thread in a copy of the context, so per-record log keys
         # (the correlation id) never leak between concurrent records.
         metrics.add_metric(name="IntakeMessages", unit=MetricUnit.Count, value=1)
@@ -282,12 +291,17 @@ class SubmitApp:
             _count(result)
         return results
 
-    def _submit_record(self, record: SQSRecord) -> list[SubmitResult]:
+    def _submit_record(self, record: SQSRecord) -> list[SubmitResult | BatchStep]:
         self._keys.thread_safe_append_keys(message_id=record.message_id)
         results: list[SubmitResult] = []
+        steps: list[BatchStep] = []
         retries: list[SubmitRetryLaterError] = []
         for source in sources_from_body(record.body, message_id=record.message_id):
             try:
+                step = self._batch_step(record, source)
+                if step is not None:
+                    steps.append(step)
+                    continue
                 results.append(self._service.submit_job(source))
             except SubmitRetryLaterError as retry:
                 # The record's one WARNING is `with_dead_letter_reason`'s; this says which job.
@@ -310,7 +324,25 @@ class SubmitApp:
                     dead_lettered=True,
                     message_id=record.message_id,
                 )
-        return results
+        return [*results, *steps]
+
+    def _batch_step(self, record: SQSRecord, source: JobSource) -> BatchStep | None:
+        """Run the batch step `source` is (None: it is a job's); a batch message that can never run
+        goes to the DLQ with its reason now, consumed."""
+        if self._batches is None:
+            return None
+        try:
+            return self._batches.step(source)
+        except BatchRefusedError as refused:
+            send_to_dead_letter(self._sqs(), self._dead_letter, record, refused.reason, str(refused))
+            report_failure(
+                "submit",
+                (refused.reason, str(refused)),
+                job_id=None,
+                dead_lettered=True,
+                message_id=record.message_id,
+            )
+            return BatchStep(name="-", action="refused")
 
     def _back_when_due(self, record: SQSRecord, retries: list[SubmitRetryLaterError]) -> None:
         """The message comes back when its jobs can be tried again, not after the queue's visibility
@@ -373,7 +405,10 @@ def correlate_logs(log_keys: Logger) -> Callable[[str], None]:
     return correlate
 
 
-def _count(result: SubmitResult) -> None:
+def _count(result: SubmitResult | BatchStep) -> None:
+    if isinstance(result, BatchStep):
+        metrics.add_metric(name="BatchLinesSent", unit=MetricUnit.Count, value=result.sent)
+        return
     if result.created and result.outcome is not SubmitOutcome.REJECTED:
         metrics.add_metric(name="JobsAccepted", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name=_OUTCOME_METRICS[result.outcome], unit=MetricUnit.Count, value=1)

@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from falflow.aws.s3 import S3ObjectRef
 from falflow.fal.ports import FalStorage
 from falflow.submit.objects import InputObjects, ObjectInfo
 from falflow.submit.plan import JobPlan
-from falflow.submit.request import RequestRejectedError, S3ObjectRef
+from falflow.submit.request import RequestRejectedError
 from falflow.submit.routes import FileVia, Route, render
 
 _DEFAULT_CONTENT_TYPE = "application/octet-stream"

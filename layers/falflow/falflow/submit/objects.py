@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol, cast
 
 from botocore.exceptions import ClientError
 
-from falflow.submit.request import S3ObjectRef
+from falflow.aws.s3 import S3ObjectRef
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

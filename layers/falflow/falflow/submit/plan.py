@@ -14,13 +14,13 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Final
 
+from falflow.aws.s3 import S3ObjectRef
 from falflow.jobs.model import SourceKind
 from falflow.submit.objects import InputObjects
 from falflow.submit.request import (
     FAL_OPTION_FIELDS,
     JobRequest,
     RequestRejectedError,
-    S3ObjectRef,
     job_id_hint,
     validate_request,
 )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Self
-from urllib.parse import parse_qs, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -21,9 +20,11 @@ from pydantic import (
     model_validator,
 )
 
+from falflow.aws.s3 import S3ObjectRef
 from falflow.deferred import DeferredModel
 from falflow.fal.endpoints import EndpointId
 from falflow.jobs import JobError
+from falflow.jobs.batch import BATCH_JOB_PREFIX, JobBatch
 
 Priority = Literal["normal", "low"]
 
@@ -49,38 +50,6 @@ def _output_prefix(value: str) -> str:
     ):
         raise ValueError("must be a relative path without empty, '.' or '..' segments")
     return value.rstrip("/")
-
-
-@dataclass(frozen=True)
-class S3ObjectRef:
-    """An S3 object, optionally pinned to one version."""
-
-    bucket: str
-    key: str
-    version_id: str | None = None
-
-    @property
-    def uri(self) -> str:
-        base = f"s3://{self.bucket}/{self.key}"
-        return f"{base}?versionId={self.version_id}" if self.version_id else base
-
-    @property
-    def file_name(self) -> str:
-        return self.key.rsplit("/", 1)[-1]
-
-    @classmethod
-    def parse(cls, uri: str) -> S3ObjectRef:
-        """``s3://bucket/key`` (the key taken as written, like the AWS CLI) with an optional
-        ``?versionId=``."""
-        parts = urlsplit(uri)
-        key = parts.path.removeprefix("/")
-        if parts.scheme != "s3" or not parts.netloc or not key or key.endswith("/"):
-            raise ValueError("must be an s3://bucket/key URI naming an object")
-        query = parse_qs(parts.query, keep_blank_values=True)
-        if set(query) - {"versionId"} or len(query.get("versionId", [])) > 1 or parts.fragment:
-            raise ValueError("the only query an s3:// URI may carry is one versionId")
-        version = query.get("versionId", [None])[0]
-        return cls(bucket=parts.netloc, key=key, version_id=version or None)
 
 
 def _s3_uri(value: str) -> str:
@@ -145,6 +114,16 @@ class JobRequest(DeferredModel):
     output_expiry_seconds: OutputExpiry | None = None
     delete_payloads: bool | None = None
     allow_fallbacks: bool | None = None
+    # The batch line this job is (falflow.submit.batches); its job id is the one the line derives.
+    batch: JobBatch | None = None
+
+    @model_validator(mode="after")
+    def _batch_jobs_carry_their_line(self) -> Self:
+        if self.batch is not None and self.job_id != self.batch.job_id:
+            raise ValueError("a batch line's job_id is the one its batch and custom_id derive")
+        if self.batch is None and self.job_id is not None and self.job_id.startswith(BATCH_JOB_PREFIX):
+            raise ValueError(f"job ids starting {BATCH_JOB_PREFIX!r} are reserved for batch lines")
+        return self
 
     @model_validator(mode="after")
     def _files_do_not_shadow_input(self) -> Self:

@@ -76,6 +76,7 @@ class SubmitOutcome(StrEnum):
     IGNORED = "ignored"  # not a job at all (a folder marker)
     CONFLICT = "job_id_conflict"  # another request under an existing job's id: refused, job unchanged
     HELD = "held"  # over a budget, or fal's account is locked: HELD with the reason, released later
+    CANCELLED = "cancelled"  # a line of a batch cancelled before it was sent: CANCELLED, never sent
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,7 @@ class SubmitService:
         history: FalRequestHistory | None = None,
         estimator: Estimator | None = None,
         gate: SpendGate | None = None,
+        batch_cancelled: Callable[[str], bool] | None = None,
         clock: Callable[[], datetime] = utcnow,
         timer: Callable[[], float] = time.monotonic,
         correlate: Callable[[str], None] = lambda job_id: None,
@@ -206,6 +208,8 @@ class SubmitService:
         # Spend control (falflow.spend): each job's estimate, and the budget check before fal.
         self._estimator = estimator
         self._gate = gate
+        # Whether a batch was cancelled (falflow.submit.batches): its lines not yet sent are not sent.
+        self._batch_cancelled = batch_cancelled
         # Without a history every resend after an ambiguous submit falls back to the grace rule alone.
         self._requests = JobRequests(store, fal, history, actor=ACTOR, clock=clock)
         self._clock = clock
@@ -291,6 +295,8 @@ class SubmitService:
         ``earlier`` says why an earlier attempt may have reached fal (look for it before sending)."""
         lease = job.submit_lease_until
         try:
+            if job.batch is not None and self._batch_cancelled and self._batch_cancelled(job.batch.name):
+                return self._cancel_for_batch(job, job.batch.name, created=created)
             if self._gate is not None:
                 verdict = self._gate.admit(job, self._clock())
                 if verdict.admission is not Admission.ADMITTED:
@@ -638,6 +644,15 @@ class SubmitService:
     def _estimate(self, model: str, record_input: dict[str, Any] | None) -> JobCost | None:
         return self._estimator.estimate(model, record_input) if self._estimator is not None else None
 
+    def _cancel_for_batch(self, job: Job, batch: str, *, created: bool) -> SubmitResult:
+        cancelled = self._store.cancel_unsubmitted(job.job_id, now=self._clock())
+        if cancelled is None:
+            self._release(job.job_id, job.submit_lease_until)
+            return self._duplicate(job)
+        self._trail(job.job_id, "batch_cancelled", f"batch {batch} was cancelled before this line was sent")
+        logger.info("batch line cancelled before it was sent", job_id=job.job_id, batch=batch)
+        return SubmitResult(job.job_id, SubmitOutcome.CANCELLED, created=created)
+
     def _refund(self, job: Job | None) -> None:
         """A job that ended before fal ran it gives back its reservation."""
         if job is not None and job.reservation is not None and self._gate is not None:
@@ -667,6 +682,7 @@ def _request_fields(request: JobRequest) -> dict[str, Any]:
         "priority": request.priority,
         "start_timeout": request.start_timeout,
         "output_prefix": request.output_prefix,
+        "batch": request.batch,
     }
 
 

@@ -15,17 +15,17 @@ from urllib.parse import parse_qsl, urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from falflow.aws.dead_letter import DeadLetterSettings
-from falflow.jobs.settings import JobsTableSettings
 from falflow.settings import FalConnectionSettings, SecretIds, WebhookTokenSettings
 from falflow.spend.caps import Caps
 from falflow.spend.settings import SpendSettings, route_caps
+from falflow.submit.batches.settings import FanOutSettings
 from falflow.submit.request import FalDefaults
 from falflow.submit.routes import RouteTable
 from falflow.webhook.token import JOB_ID_PARAMETER, TOKEN_PARAMETER
 
 
 class SubmitSettings(
-    JobsTableSettings,
+    FanOutSettings,
     FalConnectionSettings,
     SecretIds,
     WebhookTokenSettings,

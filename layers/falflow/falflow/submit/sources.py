@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from falflow.submit.request import S3ObjectRef
+from falflow.aws.s3 import S3ObjectRef
 
 OBJECT_JOB_PREFIX = "s3-"
 MESSAGE_JOB_PREFIX = "msg-"

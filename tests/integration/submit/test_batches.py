@@ -1,0 +1,172 @@
+"""Batches through the real submit handler on moto and the fal emulator: a manifest notified twice
+fans out into one job per good line, chunk by chunk through continuation messages; bad lines are
+recorded with their reasons; each line's final state is tallied once; the reconcile side answers
+the batch with results.jsonl, errors.jsonl and manifest.json."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from falflow.aws.clients import aws_client
+from falflow.batches.model import Batch, BatchState
+from falflow.batches.objects import S3Manifests, S3ResultObjects
+from falflow.batches.results import COMPLETED_EVENT, BatchResults
+from falflow.batches.store import DynamoBatchStore
+from falflow.jobs import JobError, JobState, utcnow
+from falflow.jobs.batch import batch_job_id
+from tests.integration.submit.conftest import SubmitHarness
+
+MODELS = ("fal-ai/flux/dev", "fal-ai/fast-sdxl")
+
+
+@pytest.fixture
+def submit_env() -> dict[str, str]:
+    return {"BATCH_CHUNK_LINES": "4"}  # 17 lines: five steps, four continuations
+
+
+def manifest(lines: int, *, bad: dict[int, str]) -> bytes:
+    rows: list[str] = [json.dumps({"defaults": {"priority": "low", "metadata": {"team": "art"}}})]
+    for number in range(lines):
+        if number in bad:
+            rows.append(bad[number])
+            continue
+        rows.append(
+            json.dumps(
+                {
+                    "custom_id": f"line-{number}",
+                    "model": MODELS[number % 2],
+                    "input": {"prompt": f"cat {number}"},
+                }
+            )
+        )
+    return ("\n".join(rows) + "\n").encode()
+
+
+def drain(submit: SubmitHarness, first: list[dict[str, Any]]) -> int:
+    """Deliver `first`, then whatever the intake queue holds, until it is empty; how many rounds."""
+    pending, rounds = first, 0
+    while pending:
+        delivery = submit.deliver(pending)
+        assert not delivery.left
+        rounds += 1
+        pending = submit.notifications()
+    return rounds
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def publish(self, detail_type: str, detail: dict[str, Any]) -> None:
+        self.events.append((detail_type, detail))
+
+
+@dataclass
+class FannedOut:
+    submit: SubmitHarness
+    batches: DynamoBatchStore
+    batch: Batch
+    good: list[int]
+    job_ids: list[str]
+    notification: dict[str, Any]
+
+
+BAD = {
+    3: "{not json",
+    7: json.dumps({"model": MODELS[0], "input": {}}),  # no custom_id
+    11: json.dumps({"custom_id": "line-2", "model": MODELS[0], "input": {"prompt": "again"}}),
+}
+
+
+@pytest.fixture
+def fanned_out(submit: SubmitHarness) -> FannedOut:
+    """A 17-line manifest (3 bad) dropped, its notification delivered twice, the queue drained."""
+    notification = submit.put("batches/cats.jsonl", manifest(17, bad=BAD))
+    submit.notifications()  # the bucket's own notification: the test delivers its copy twice
+    drain(submit, [notification, submit.record(notification["body"])])
+    batches = DynamoBatchStore(aws_client("dynamodb"), submit.stack.tables["BatchTable"])
+    [batch] = list(batches.list_batches())
+    good = [n for n in range(17) if n not in BAD]
+    job_ids = [batch_job_id(batch.name, f"line-{n}") for n in good]
+    return FannedOut(submit, batches, batch, good, job_ids, notification)
+
+
+def test_a_manifest_notified_twice_fans_out_one_job_per_good_line(fanned_out: FannedOut) -> None:
+    batch, submit = fanned_out.batch, fanned_out.submit
+    assert batch.state is BatchState.RUNNING
+    assert (batch.lines, batch.bad, batch.sent) == (17, 3, 14)
+    assert sorted(batch.bad_lines) == [5, 9, 13]  # physical lines (the defaults line is line 1)
+    assert {row["type"] for row in batch.invalid} == {
+        "malformed_json",
+        "invalid_custom_id",
+        "duplicate_custom_id",
+    }
+    jobs = submit.store.get_many(fanned_out.job_ids)
+    assert len(jobs) == 14
+    assert {job.state for job in jobs.values()} == {JobState.SUBMITTED}
+    assert {(job.priority, json.dumps(job.metadata)) for job in jobs.values()} == {("low", '{"team": "art"}')}
+    assert [len(submit.fal_jobs_for(job_id)) for job_id in fanned_out.job_ids] == [1] * 14  # once each
+
+
+def test_each_line_is_tallied_once_and_the_batch_is_answered_when_all_are_final(
+    fanned_out: FannedOut,
+) -> None:
+    submit, batches, name = fanned_out.submit, fanned_out.batches, fanned_out.batch.name
+    now = utcnow()
+    for job_id in fanned_out.job_ids[:4]:
+        assert submit.store.fail(job_id, JobError(type="boom", message="fal failed it"), now=now)
+        assert submit.store.fail(job_id, JobError(type="boom", message="again"), now=now) is None
+    recorder = Recorder()
+    s3 = aws_client("s3")
+    out = submit.stack.buckets["OutputBucket"]
+    results = BatchResults(
+        batches, submit.store, S3Manifests(s3), S3ResultObjects(s3, out), events=recorder, output_bucket=out
+    )
+    assert results.finish_ready() == {}  # ten lines still run
+    running = batches.get(name)
+    assert running is not None
+    assert Counter(row["state"] for row in results.rows(running)) == {
+        "SUBMITTED": 10,
+        "FAILED": 4,
+        "INVALID": 3,
+    }
+
+    for job_id in fanned_out.job_ids[4:]:
+        assert submit.store.cancel(job_id, now=now + timedelta(seconds=1))
+    done = batches.get(name)
+    assert done is not None
+    assert (done.finished, done.tally) == (14, {"FAILED": 4, "CANCELLED": 10})
+
+    assert results.finish_ready() == {"batches_finished": 1, "batches_announced": 1}
+    assert results.finish_ready() == {}  # answered and announced once
+    finished = batches.get(name)
+    assert finished is not None
+    assert finished.state is BatchState.COMPLETED
+    assert [event for event, _ in recorder.events] == [COMPLETED_EVENT]
+    assert_answer(s3, out, finished, fanned_out)
+
+
+def assert_answer(s3: Any, bucket: str, finished: Batch, fanned_out: FannedOut) -> None:
+    body = s3.get_object(Bucket=bucket, Key=finished.outputs["results"])["Body"]
+    rows = [json.loads(line) for line in body.iter_lines()]
+    assert len(rows) == 17
+    assert [row["custom_id"] for row in rows if row["state"] != "INVALID"] == [
+        f"line-{n}" for n in fanned_out.good
+    ]
+    errors = s3.get_object(Bucket=bucket, Key=finished.outputs["errors"])["Body"].read().decode().splitlines()
+    assert len(errors) == 17  # nothing completed here
+    summary = json.loads(s3.get_object(Bucket=bucket, Key=finished.outputs["manifest"])["Body"].read())
+    assert summary["counts"] == {"CANCELLED": 10, "FAILED": 4, "INVALID": 3}
+    assert summary["lines"] == 17
+    assert summary["input"]["version_id"] == notification_version(fanned_out.notification)
+
+
+def notification_version(record: dict[str, Any]) -> str:
+    version: str = json.loads(record["body"])["Records"][0]["s3"]["object"]["versionId"]
+    return version
