@@ -170,3 +170,27 @@ def assert_answer(s3: Any, bucket: str, finished: Batch, fanned_out: FannedOut) 
 def notification_version(record: dict[str, Any]) -> str:
     version: str = json.loads(record["body"])["Records"][0]["s3"]["object"]["versionId"]
     return version
+
+
+def test_a_batch_budget_holds_the_lines_that_do_not_fit_and_sends_the_rest(submit: SubmitHarness) -> None:
+    rows = [
+        json.dumps({"custom_id": f"p-{n}", "model": MODELS[0], "input": {"prompt": f"dog {n}"}})
+        for n in range(4)
+    ]
+    put = submit.s3.put_object(
+        Bucket=submit.bucket, Key="manifests/dogs.jsonl", Body="\n".join(rows).encode()
+    )
+    uri = f"s3://{submit.bucket}/manifests/dogs.jsonl?versionId={put['VersionId']}"
+    submit.notifications()  # not under the batches prefix: an ignored object (no route)
+    drain(submit, [submit.record({"batch": uri, "name": "dogs", "budget_usd": 0.06})])
+
+    batch = DynamoBatchStore(aws_client("dynamodb"), submit.stack.tables["BatchTable"]).get("dogs")
+    assert batch is not None
+    assert batch.estimate_usd == pytest.approx(0.1)  # fal-ai/flux/dev: $0.025 an image in the emulator
+    assert batch.over_budget
+    jobs = submit.store.get_many([batch_job_id("dogs", f"p-{n}") for n in range(4)])
+    states = Counter(job.state for job in jobs.values())
+    assert states == {JobState.SUBMITTED: 2, JobState.HELD: 2}
+    held = [job for job in jobs.values() if job.state is JobState.HELD]
+    assert {job.hold.cap for job in held if job.hold} == {"batch#batch:dogs"}
+    assert sum(len(submit.fal_jobs_for(job.job_id)) for job in held) == 0

@@ -32,7 +32,7 @@ class RawLine:
 def read_lines(chunks: Iterable[bytes], *, start: int = 0, first_number: int = 1) -> Iterator[RawLine]:
     """The non-blank lines of a byte stream that begins at offset `start` (where line `first_number`
     begins), each with its offsets. Of a line longer than MAX_LINE_BYTES only the first bytes are
-    kept (it fails as too long), so no line is ever whole in memory beyond that."""
+    kept (it fails as too long): memory holds at most that and one chunk, whatever the file."""
     number, offset = first_number, start
     buffer = bytearray()
     dropped = 0  # bytes of the current line beyond what is kept of it
@@ -41,7 +41,8 @@ def read_lines(chunks: Iterable[bytes], *, start: int = 0, first_number: int = 1
         position = 0
         while (cut := buffer.find(b"\n", position)) >= 0:
             length = cut - position + 1 + dropped
-            yield from _line(number, offset, length, buffer[position:cut])
+            kept = min(cut, position + MAX_LINE_BYTES + 1)  # an overlong line: its start is enough
+            yield from _line(number, offset, length, buffer[position:kept])
             number, offset, dropped, position = number + 1, offset + length, 0, cut + 1
         del buffer[:position]
         excess = len(buffer) - (MAX_LINE_BYTES + 1)

@@ -65,6 +65,12 @@ class Batch(DeferredModel):
         return {int(row["line"]) for row in self.invalid}
 
     @property
+    def over_budget(self) -> bool:
+        """Whether the batch's estimate, made before its fan-out, is more than its budget (its lines
+        that do not fit are HELD as they come: falflow.spend)."""
+        return bool(self.budget_usd and self.estimate_usd and self.estimate_usd > self.budget_usd)
+
+    @property
     def is_final(self) -> bool:
         return self.state in FINAL_BATCH_STATES
 

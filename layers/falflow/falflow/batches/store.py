@@ -111,7 +111,8 @@ class DynamoBatchStore:
         item = self._client.get_item(TableName=self._table, Key=self._key(name), ConsistentRead=True).get(
             "Item"
         )
-        return batch_from_item(item) if item else None
+        # A tally with no record (its batch was never recorded here) is no batch.
+        return batch_from_item(item) if item and "state" in item else None
 
     def list_batches(self) -> Iterator[Batch]:
         """Every batch, newest first (a scan: batches are few beside their jobs)."""

@@ -32,6 +32,8 @@ class JobBatch(DeferredModel):
     name: BatchName
     custom_id: CustomId
     line: Annotated[int, Field(ge=1)]
+    # The batch's budget in USD, if it has one: a cap its lines are reserved against (falflow.spend).
+    budget_usd: Annotated[float, Field(gt=0)] | None = None
 
     @property
     def job_id(self) -> str:

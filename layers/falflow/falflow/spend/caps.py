@@ -17,9 +17,13 @@ from typing import Annotated, Final, Literal
 from pydantic import ConfigDict, Field
 
 from falflow.deferred import DeferredModel
+from falflow.jobs.batch import JobBatch
 
-Period = Literal["daily", "monthly"]
+# A batch's budget (falflow.batches) is counted over the batch's whole life: one window.
+Period = Literal["daily", "monthly", "batch"]
 PERIODS: Final[tuple[Period, ...]] = ("daily", "monthly")
+_BATCH_WINDOW_START: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_BATCH_WINDOW_END: Final = datetime(9999, 12, 31, tzinfo=UTC)
 UnpricedPolicy = Literal["allow", "hold"]
 # The scope of a cap: every job, the jobs of one route (by prefix) or of one model.
 STACK_SCOPE: Final = "all"
@@ -38,7 +42,7 @@ class Caps(DeferredModel):
     monthly_usd: Usd = 0
 
     def limit(self, period: Period) -> float:
-        return self.daily_usd if period == "daily" else self.monthly_usd
+        return {"daily": self.daily_usd, "monthly": self.monthly_usd}.get(period, 0.0)
 
 
 class BudgetConfig(DeferredModel):
@@ -52,14 +56,18 @@ class BudgetConfig(DeferredModel):
     unpriced: UnpricedPolicy = "allow"
     updated_at: str | None = None
 
-    def caps_for(self, *, model: str | None, route: str | None) -> list[Cap]:
-        """The caps a job of `model` (dropped under `route`) is counted against: those set (> 0)."""
+    def caps_for(self, *, model: str | None, route: str | None, batch: JobBatch | None = None) -> list[Cap]:
+        """The caps a job of `model` (dropped under `route`, a line of `batch`) is counted against:
+        those set (> 0), and its batch's budget if the batch has one."""
         scoped: list[tuple[str, Caps]] = [(STACK_SCOPE, self.stack)]
         if route is not None and route in self.routes:
             scoped.append((f"route:{route}", self.routes[route]))
         if model is not None and model in self.models:
             scoped.append((f"model:{model}", self.models[model]))
-        return _set_caps(scoped)
+        caps = _set_caps(scoped)
+        if batch is not None and batch.budget_usd:
+            caps.append(Cap(scope=f"batch:{batch.name}", period="batch", limit_usd=batch.budget_usd))
+        return caps
 
     def all_caps(self) -> list[Cap]:
         """Every cap set (> 0): the stack's, then each route's and each model's."""
@@ -81,6 +89,8 @@ class Window:
 
     @classmethod
     def containing(cls, period: Period, moment: datetime) -> Window:
+        if period == "batch":
+            return cls(period, _BATCH_WINDOW_START)
         moment = moment.astimezone(UTC)
         start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
         if period == "monthly":
@@ -89,10 +99,14 @@ class Window:
 
     @property
     def id(self) -> str:
+        if self.period == "batch":
+            return "all"
         return self.starts_at.strftime("%Y-%m-%d" if self.period == "daily" else "%Y-%m")
 
     @property
     def resets_at(self) -> datetime:
+        if self.period == "batch":
+            return _BATCH_WINDOW_END  # a batch's budget never resets
         if self.period == "daily":
             return self.starts_at + timedelta(days=1)
         year, month = divmod(self.starts_at.month, 12)
@@ -115,6 +129,8 @@ class Cap:
         return counter_key(self.period, Window.containing(self.period, moment).id, self.scope)
 
     def describe(self) -> str:
+        if self.period == "batch":
+            return f"the budget of ${self.limit_usd:g} of {self.scope.replace(':', ' ', 1)}"
         where = "all jobs" if self.scope == STACK_SCOPE else self.scope.replace(":", " ", 1)
         return f"the {self.period} cap of ${self.limit_usd:g} ({where})"
 

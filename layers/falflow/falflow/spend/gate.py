@@ -97,12 +97,18 @@ def settle(store: JobStore, job: Job, amount: float, table: str, now: datetime) 
 def budget_hold(cap: Cap, amount: float, now: datetime) -> JobHold:
     resets_at = Window.containing(cap.period, now).resets_at
     too_large = amount > cap.limit_usd
-    why = (
-        f"its estimate ${amount:g} is larger than {cap.describe()}; it runs once the cap is raised"
-        if too_large
-        else f"its estimate ${amount:g} does not fit in what is left of {cap.describe()}; "
-        f"it runs when the window resets at {isoformat(resets_at)} or the cap is raised"
-    )
+    if cap.period == "batch":
+        why = (
+            f"its estimate ${amount:g} does not fit in what is left of {cap.describe()}; it waits "
+            "until released by hand (falflow jobs release JOB) or cancelled with its batch"
+        )
+    elif too_large:
+        why = f"its estimate ${amount:g} is larger than {cap.describe()}; it runs once the cap is raised"
+    else:
+        why = (
+            f"its estimate ${amount:g} does not fit in what is left of {cap.describe()}; "
+            f"it runs when the window resets at {isoformat(resets_at)} or the cap is raised"
+        )
     return JobHold(
         reason="budget", message=why, held_at=isoformat(now), resets_at=isoformat(resets_at), cap=cap.name
     )
@@ -183,7 +189,7 @@ class SpendGate:
         if job.reservation is not None:
             return Verdict(Admission.ADMITTED)  # reserved by an earlier attempt or by its release
         config = self._ledger.config()
-        caps = config.caps_for(model=job.model, route=job.route)
+        caps = config.caps_for(model=job.model, route=job.route, batch=job.batch)
         if not caps:
             return Verdict(Admission.ADMITTED)
         if job.estimate is None:

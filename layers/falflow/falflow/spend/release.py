@@ -113,7 +113,7 @@ class Releaser:
     def _caps(self, job: Job, config: BudgetConfig) -> list[Cap]:
         if job.reservation is not None or job.estimate is None:
             return []  # reserved already (held by fal's lock after it was admitted), or unpriced
-        return config.caps_for(model=job.model, route=job.route)
+        return config.caps_for(model=job.model, route=job.route, batch=job.batch)
 
     def _release_fitting(self, job: Job, config: BudgetConfig, full: set[str], now: datetime) -> Release:
         if job.hold is not None and job.hold.reason == "unpriced" and config.unpriced == "hold":

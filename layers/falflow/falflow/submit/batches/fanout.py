@@ -168,7 +168,9 @@ class BatchFanOut:
         leased = self._store.take_lease(batch.name, cursor_line=0, now=now, until=now + STEP_LEASE)
         if leased is None:
             return BatchStep(batch.name, "duplicate")
-        read = _WholeRead(LineParser(batch.name, batch.defaults), self._estimator)
+        read = _WholeRead(
+            LineParser(batch.name, batch.defaults, budget_usd=batch.budget_usd), self._estimator
+        )
         for line in self._lines(leased, start=0):
             read.take(line)
             if read.refusal is not None:
@@ -201,6 +203,13 @@ class BatchFanOut:
                 return self._stop(current, lines=read.lines, invalid=read.invalid())
             return BatchStep(batch.name, "duplicate")
         logger.info("batch validated", batch=batch.name, lines=read.lines, bad=len(read.bad))
+        if validated.over_budget:
+            logger.warning(
+                "batch estimate over its budget: the lines that do not fit will be held",
+                batch=batch.name,
+                estimate_usd=validated.estimate_usd,
+                budget_usd=validated.budget_usd,
+            )
         return self._send_chunk(validated)
 
     def _refuse(self, batch: Batch, reason: str, message: str) -> BatchStep:
@@ -211,7 +220,7 @@ class BatchFanOut:
     # -------------------------------------------------------------------------------- fan-out
 
     def _send_chunk(self, batch: Batch) -> BatchStep:
-        parser = LineParser(batch.name, batch.defaults)
+        parser = LineParser(batch.name, batch.defaults, budget_usd=batch.budget_usd)
         skip = batch.bad_lines
         bodies: list[str] = []
         last, offset, done = batch.cursor_line, batch.cursor_offset, True

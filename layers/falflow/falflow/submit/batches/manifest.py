@@ -73,9 +73,12 @@ ParsedLine = GoodLine | BadLine
 class LineParser:
     """Turns a manifest's lines into job messages of batch `name` with the batch's defaults."""
 
-    def __init__(self, name: str, defaults: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, name: str, defaults: dict[str, Any] | None = None, *, budget_usd: float | None = None
+    ) -> None:
         self._name = name
         self._defaults = dict(defaults or {})
+        self._budget_usd = budget_usd
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -129,6 +132,8 @@ class LineParser:
         batch = JobBatch.model_construct(name=self._name, custom_id=custom_id, line=line.number)
         message["job_id"] = batch.job_id
         message["batch"] = {"name": self._name, "custom_id": custom_id, "line": line.number}
+        if self._budget_usd is not None:
+            message["batch"]["budget_usd"] = self._budget_usd
         try:
             request = validate_request(message)
         except RequestRejectedError as rejected:
