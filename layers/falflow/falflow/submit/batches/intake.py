@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from falflow.aws.s3 import S3ObjectRef
 from falflow.batches.model import BatchState
@@ -26,6 +26,7 @@ from falflow.submit.batches.fanout import (
     BatchRefusedError,
     BatchStep,
 )
+from falflow.submit.batches.manifest import DEFAULT_FIELDS
 from falflow.submit.request import S3Uri, validation_problems
 from falflow.submit.sources import JobMessage, JobSource, ObjectCreated
 
@@ -41,6 +42,14 @@ class BatchMessage(DeferredModel):
     name: BatchName | None = None
     defaults: dict[str, Any] = Field(default_factory=dict)
     budget_usd: Annotated[float, Field(gt=0)] | None = None
+
+    @field_validator("defaults")
+    @classmethod
+    def _defaults_a_line_may_take(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(value) - DEFAULT_FIELDS)
+        if unknown:
+            raise ValueError(f"defaults may set {sorted(DEFAULT_FIELDS)}, not {unknown}")
+        return value
 
 
 class _Continuation(DeferredModel):

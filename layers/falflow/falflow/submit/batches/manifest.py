@@ -27,7 +27,7 @@ MAX_BAD_LINES: Final = 500
 _MAX_REASON_CHARS: Final = 200
 # Fields a line may not set: the batch derives them.
 _DERIVED = ("job_id", "batch")
-_DEFAULT_FIELDS = frozenset(
+DEFAULT_FIELDS = frozenset(
     {
         "model",
         "priority",
@@ -89,13 +89,13 @@ class LineParser:
         not a valid one."""
         data = json.loads(line.text)
         given = data.get(DEFAULTS_KEY)
-        unknown = sorted(set(data) - {DEFAULTS_KEY}) or sorted(set(given or {}) - _DEFAULT_FIELDS)
+        unknown = sorted(set(data) - {DEFAULTS_KEY}) or sorted(set(given or {}) - DEFAULT_FIELDS)
         if not isinstance(given, dict) or unknown:
             return BadLine(
                 line.number,
                 None,
                 "invalid_defaults",
-                f'a defaults line is {{"defaults": {{...}}}} of {sorted(_DEFAULT_FIELDS)}; not {unknown}',
+                f'a defaults line is {{"defaults": {{...}}}} of {sorted(DEFAULT_FIELDS)}; not {unknown}',
             )
         self._defaults = {**self._defaults, **given}
         return None
