@@ -194,3 +194,40 @@ def test_a_batch_budget_holds_the_lines_that_do_not_fit_and_sends_the_rest(submi
     held = [job for job in jobs.values() if job.state is JobState.HELD]
     assert {job.hold.cap for job in held if job.hold} == {"batch#batch:dogs"}
     assert sum(len(submit.fal_jobs_for(job.job_id)) for job in held) == 0
+
+
+def test_a_cancelled_batch_sends_no_more_lines_and_cancels_those_not_yet_sent_to_fal(
+    submit: SubmitHarness,
+) -> None:
+    notification = submit.put("batches/cats.jsonl", manifest(17, bad=BAD))
+    submit.notifications()
+    assert not submit.deliver([notification]).left  # validated; its first chunk: 4 lines, 1 bad
+    batches = DynamoBatchStore(aws_client("dynamodb"), submit.stack.tables["BatchTable"])
+    [batch] = list(batches.list_batches())
+    assert (batch.state, batch.sent) == (BatchState.FANNING_OUT, 3)
+
+    assert batches.request_cancel(batch.name, now=utcnow()) is not None
+    drain(submit, submit.notifications())  # the chunk's 3 job messages and its continuation
+
+    stopped = batches.get(batch.name)
+    assert stopped is not None
+    assert (stopped.state, stopped.sent, stopped.unsent, stopped.finished) == (
+        BatchState.CANCELLING,
+        3,
+        11,
+        3,
+    )
+    assert stopped.tally == {"CANCELLED": 3}
+    assert submit.fal.control.jobs() == []  # nothing of it reached fal
+
+    s3 = aws_client("s3")
+    out = submit.stack.buckets["OutputBucket"]
+    results = BatchResults(
+        batches, submit.store, S3Manifests(s3), S3ResultObjects(s3, out), output_bucket=out
+    )
+    assert results.finish_ready() == {"batches_finished": 1, "batches_announced": 1}
+    answered = batches.get(batch.name)
+    assert answered is not None
+    assert answered.state is BatchState.CANCELLED
+    summary = json.loads(s3.get_object(Bucket=out, Key=answered.outputs["manifest"])["Body"].read())
+    assert summary["counts"] == {"CANCELLED": 3, "INVALID": 3, "NOT_SENT": 11}

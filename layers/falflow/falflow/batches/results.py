@@ -178,10 +178,7 @@ class BatchResults:
                 finished = self._store.finish(batch.name, seen=batch, now=self._clock(), outputs=keys)
                 done["batches_finished" if finished else "batches_finish_raced"] += 1
                 batch = finished or batch
-            if (
-                batch.state in (BatchState.COMPLETED, BatchState.CANCELLED)
-                and batch.event_published_at is None
-            ):
+            if batch.is_final and batch.event_published_at is None:  # REJECTED ones too
                 self._announce(batch)
                 done["batches_announced"] += 1
         return dict(done)
@@ -199,6 +196,7 @@ class BatchResults:
                 "invalid": batch.bad,
                 "not_sent": batch.unsent,
                 "jobs": batch.tally,
+                "error": batch.error,
                 "bucket": self._output_bucket,
                 **batch.outputs,
                 "finished_at": batch.finished_at,

@@ -200,15 +200,24 @@ class DynamoBatchStore:
         done: bool,
     ) -> Batch | None:
         """Move the cursor past a chunk whose `sent` lines went out, the lease dropped; the last
-        chunk ends the fan-out. Refused unless the cursor and lease still read as taken."""
+        chunk ends the fan-out. Refused unless the cursor and lease still read as taken. A batch
+        cancelled meanwhile still counts the chunk it sent (so its lines not sent are counted right)."""
         update = _Update(now)
         update.sets.update(cursor_line=to_line, cursor_offset=to_offset)
         update.adds["sent"] = sent
         update.removes.append("lease_until")
         if done:
             update.sets["fanned_out_at"] = isoformat(now)
-            update.sets["state"] = BatchState.RUNNING.value
-        update.equal.update(cursor_line=from_line, lease_until=lease, state=BatchState.FANNING_OUT.value)
+        update.equal.update(cursor_line=from_line, lease_until=lease)
+        update.states = frozenset({BatchState.FANNING_OUT, BatchState.CANCELLING})
+        return self._update(name, update)
+
+    def mark_running(self, name: str, *, now: datetime) -> Batch | None:
+        """FANNING_OUT → RUNNING once every line was sent; refused if it was cancelled meanwhile."""
+        update = _Update(now)
+        update.sets["state"] = BatchState.RUNNING.value
+        update.equal["state"] = BatchState.FANNING_OUT.value
+        update.extra.append("attribute_exists(#fanned_out_at)")
         return self._update(name, update)
 
     def stop_fan_out(

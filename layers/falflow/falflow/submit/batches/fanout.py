@@ -51,6 +51,10 @@ class IntakeQueue(Protocol):
     def send_many(self, bodies: Sequence[str]) -> None: ...
 
 
+class BatchStepBusyError(RuntimeError):
+    """This step must wait for another in flight: its message is tried again."""
+
+
 class BatchRefusedError(Exception):
     """A batch message that can never be run as sent (dead-lettered with this reason)."""
 
@@ -151,7 +155,7 @@ class BatchFanOut:
         if batch is None:
             raise BatchRefusedError("unknown_batch", f"no batch {step.name!r} to continue")
         if batch.state is BatchState.CANCELLING:
-            return self._stop(batch)
+            return self._stop_at(batch, step)
         if batch.state is not BatchState.FANNING_OUT or batch.cursor_line != step.line:
             logger.info("stale batch continuation", batch=step.name, line=step.line, cursor=batch.cursor_line)
             return BatchStep(step.name, "stale")
@@ -251,7 +255,19 @@ class BatchFanOut:
         )
         if moved is None:
             logger.info("batch chunk sent, but the cursor had moved on", batch=batch.name, line=last)
+        elif done:
+            self._store.mark_running(batch.name, now=self._clock())
         return BatchStep(batch.name, "done" if done else "sent", sent=len(bodies))
+
+    def _stop_at(self, batch: Batch, step: BatchContinuation) -> BatchStep:
+        """Stop a cancelled batch's fan-out at `step`, once no step is in flight: a step that sent
+        its chunk but has not counted it yet would leave its lines counted as never sent."""
+        if step.line < batch.cursor_line or batch.fan_out_done:
+            return BatchStep(batch.name, "stale")
+        in_flight = batch.lease_until is not None and batch.lease_until > isoformat(self._clock())
+        if in_flight:
+            raise BatchStepBusyError(f"batch {batch.name}: a step is still counting its chunk")
+        return self._stop(batch)
 
     def _stop(
         self, batch: Batch, *, lines: int | None = None, invalid: list[dict[str, Any]] | None = None
