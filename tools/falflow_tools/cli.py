@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from falflow_tools.commands.account import fal_user_id_command
+from falflow_tools.commands.batch import batch_group
 from falflow_tools.commands.budget import budget_group
 from falflow_tools.commands.console import console_command
 from falflow_tools.commands.dlq import dlq_group
@@ -31,6 +32,7 @@ for command in (
     local_group,
     submit_command,
     jobs_group,
+    batch_group,
     dlq_group,
     models_group,
     usage_command,

@@ -170,12 +170,20 @@ def cancel_job(target: Target, job_id: str, *, fal: FalQueueClient | None = None
     against the budgets. A job fal reports as already
     completed is left alone: its result is on its way (webhook or reconciler).
     """
-    store = target.job_store()
     job = get_job(target, job_id)
     if job.is_final:
         raise OpsError(f"job {job_id} is already {job.state.value}")
+    return cancel_record(target, job, fal=fal)
+
+
+def cancel_record(
+    target: Target, job: Job, *, fal: FalQueueClient | None = None, reason: str = "cancelled by an operator"
+) -> CancelResult:
+    """`cancel_job` of a job already read (not final when read): `falflow batch cancel` cancels a
+    batch's jobs through it, read a page at a time."""
+    store = target.job_store()
+    job_id = job.job_id
     now = utcnow()
-    reason = "cancelled by an operator"
     if job.request_id is None and job.state in (JobState.ACCEPTED, JobState.HELD):
         updated = store.cancel_unsubmitted(job_id, now=now)
         if updated is None:

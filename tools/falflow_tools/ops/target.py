@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from falflow.batches.store import DynamoBatchStore
 from falflow.jobs import DynamoJobStore
 from falflow.secrets import MissingSecretError, key_from_secret
 from falflow.settings import FalSettings
@@ -108,6 +109,9 @@ class Target:
             retention=timedelta(days=days),
             batch_table=self.outputs.get("BatchTableName"),
         )
+
+    def batch_store(self) -> DynamoBatchStore:
+        return DynamoBatchStore(self.dynamodb(), self.output("BatchTableName"))
 
     def spend_settings(self) -> RoutedSpendSettings:
         """The spend settings the stack's functions get from its parameters (their defaults where
