@@ -222,10 +222,12 @@ def test_a_cancelled_batch_sends_no_more_lines_and_cancels_those_not_yet_sent_to
 
     s3 = aws_client("s3")
     out = submit.stack.buckets["OutputBucket"]
+    recorder = Recorder()
     results = BatchResults(
-        batches, submit.store, S3Manifests(s3), S3ResultObjects(s3, out), output_bucket=out
+        batches, submit.store, S3Manifests(s3), S3ResultObjects(s3, out), events=recorder, output_bucket=out
     )
     assert results.finish_ready() == {"batches_finished": 1, "batches_announced": 1}
+    assert [(event, detail["state"]) for event, detail in recorder.events] == [(COMPLETED_EVENT, "CANCELLED")]
     answered = batches.get(batch.name)
     assert answered is not None
     assert answered.state is BatchState.CANCELLED

@@ -178,15 +178,13 @@ class BatchResults:
                 finished = self._store.finish(batch.name, seen=batch, now=self._clock(), outputs=keys)
                 done["batches_finished" if finished else "batches_finish_raced"] += 1
                 batch = finished or batch
-            if batch.is_final and batch.event_published_at is None:  # REJECTED ones too
-                self._announce(batch)
+            if self._events is not None and batch.is_final and batch.event_published_at is None:
+                self._announce(batch, self._events)  # REJECTED ones too
                 done["batches_announced"] += 1
         return dict(done)
 
-    def _announce(self, batch: Batch) -> None:
-        if self._events is None:
-            return
-        self._events.publish(
+    def _announce(self, batch: Batch, events: EventPublisher) -> None:
+        events.publish(
             COMPLETED_EVENT,
             {
                 "batch": batch.name,
