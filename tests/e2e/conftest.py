@@ -41,7 +41,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         schedule_intervals_s={"ReconcileFunction": 0, "CollectFunction": 0},
         # Dead-letter on the second receive instead of the fifth: the path is the same, only quicker.
         environment={
-            "SubmitFunction": {"MAX_RECEIVES": "2", **SPEND_ENVIRONMENT},
+            # A batch fans out 20 lines a step, so a test's small manifest has continuations.
+            "SubmitFunction": {"MAX_RECEIVES": "2", "BATCH_CHUNK_LINES": "20", **SPEND_ENVIRONMENT},
             "StoreFunction": {"MAX_RECEIVES": "2"},
             "ReconcileFunction": SPEND_ENVIRONMENT,
         },

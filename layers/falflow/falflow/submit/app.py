@@ -255,7 +255,9 @@ class SubmitApp:
             store=store,
             dead_letter=settings.dead_letter_policy(),
             concurrency=settings.submit_concurrency,
-            batches=settings.batch_intake(batches, s3, estimator, input_bucket=settings.input_bucket),
+            batches=settings.batch_intake(
+                batches, s3, estimator, input_bucket=settings.input_bucket, submit_lease=settings.worker_lease
+            ),
             log_keys=log_keys,
             retry_base_s=settings.submit_retry_base_seconds,
         )

@@ -41,8 +41,11 @@ logger = Logger(child=True)
 CONTINUE_KEY: Final = "batch_continue"
 BATCH_KEY: Final = "batch"
 # Longer than the submit function's timeout (a live step never loses it), shorter than the intake
-# queue's visibility timeout (a dead step's message comes back to a lease that has ended).
+# queue's visibility timeout (a dead step's message comes back to a lease that has ended): the
+# template's 60 s and 360 s. It is that share of the submit's own lease (SUBMIT_LEASE_SECONDS, 120 s),
+# which sits between the same two, so a stack with other timings keeps the order.
 STEP_LEASE: Final = timedelta(seconds=90)
+STEP_LEASE_OF_SUBMIT_LEASE: Final = 0.75
 
 
 class IntakeQueue(Protocol):
@@ -107,6 +110,7 @@ class BatchFanOut:
         *,
         chunk_lines: int = 500,
         estimator: Estimator | None = None,
+        step_lease: timedelta = STEP_LEASE,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._store = store
@@ -114,6 +118,7 @@ class BatchFanOut:
         self._intake = intake
         self._chunk_lines = chunk_lines
         self._estimator = estimator
+        self._step_lease = step_lease
         self._clock = clock
 
     # --------------------------------------------------------------------------------- entries
@@ -160,7 +165,8 @@ class BatchFanOut:
             logger.info("stale batch continuation", batch=step.name, line=step.line, cursor=batch.cursor_line)
             return BatchStep(step.name, "stale")
         now = self._clock()
-        leased = self._store.take_lease(step.name, cursor_line=step.line, now=now, until=now + STEP_LEASE)
+        until = now + self._step_lease
+        leased = self._store.take_lease(step.name, cursor_line=step.line, now=now, until=until)
         if leased is None:
             return BatchStep(step.name, "duplicate")  # another step holds it; its message returns if it dies
         return self._send_chunk(leased)
@@ -169,7 +175,7 @@ class BatchFanOut:
 
     def _validate(self, batch: Batch) -> BatchStep:
         now = self._clock()
-        leased = self._store.take_lease(batch.name, cursor_line=0, now=now, until=now + STEP_LEASE)
+        leased = self._store.take_lease(batch.name, cursor_line=0, now=now, until=now + self._step_lease)
         if leased is None:
             return BatchStep(batch.name, "duplicate")
         read = _WholeRead(

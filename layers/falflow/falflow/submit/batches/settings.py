@@ -3,6 +3,7 @@ queue), besides where batches are kept (falflow.batches.settings)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field
@@ -11,7 +12,7 @@ from falflow.aws.intake import SqsIntakeQueue
 from falflow.batches.objects import S3Manifests
 from falflow.batches.settings import BatchSettings
 from falflow.batches.store import DynamoBatchStore
-from falflow.submit.batches.fanout import BatchFanOut, Estimator
+from falflow.submit.batches.fanout import STEP_LEASE, STEP_LEASE_OF_SUBMIT_LEASE, BatchFanOut, Estimator
 from falflow.submit.batches.intake import BatchIntake
 
 if TYPE_CHECKING:
@@ -25,9 +26,18 @@ class FanOutSettings(BatchSettings):
     intake_queue_url: str = ""
 
     def batch_intake(
-        self, store: DynamoBatchStore | None, s3: S3Client, estimator: Estimator | None, *, input_bucket: str
+        self,
+        store: DynamoBatchStore | None,
+        s3: S3Client,
+        estimator: Estimator | None,
+        *,
+        input_bucket: str,
+        submit_lease: timedelta | None = None,
     ) -> BatchIntake | None:
-        """The submit path's batch steps (None without a batches table or intake queue)."""
+        """The submit path's batch steps (None without a batches table or intake queue). A step's
+        lease is a share of the submit's lease, so it stays shorter than the intake queue's
+        visibility timeout wherever that lease is scaled (a killed step's message must come back
+        to a lease that has ended, or it does nothing and the batch stops fanning out)."""
         if store is None or not self.intake_queue_url:
             return None
         fan_out = BatchFanOut(
@@ -36,5 +46,6 @@ class FanOutSettings(BatchSettings):
             SqsIntakeQueue(self.intake_queue_url),
             chunk_lines=self.batch_chunk_lines,
             estimator=estimator,
+            step_lease=submit_lease * STEP_LEASE_OF_SUBMIT_LEASE if submit_lease else STEP_LEASE,
         )
         return BatchIntake(fan_out, prefix=self.batches_prefix, input_bucket=input_bucket)
