@@ -5,10 +5,11 @@
 Runs, one after another (each starts and stops its own moto server and fal emulator):
 bench/cold_start.py (each function's init as Lambda runs it), bench/store_copy.py (a 1 GiB output
 copied into S3), bench/submit_batch.py (a 10-record batch against 10 sequential submits),
+bench/batch_fanout.py (a 100,000-line JSONL manifest fanned out into job messages),
 bench/webhook_overhead.py (a delivery against its own AWS calls) and bench/local_throughput.py
 (jobs end to end through the local stack). ``--quick`` runs each at a smaller scale (fewer
-rounds, 256 MiB, N = 50) to check that they work; its figures are noisier. Exits non-zero when a
-figure misses its goal.
+rounds, 256 MiB, 10,000 lines, N = 50) to check that they work; its figures are noisier. Exits
+non-zero when a figure misses its goal.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Table
 
-from bench import cold_start, local_throughput, store_copy, submit_batch, webhook_overhead
+from bench import batch_fanout, cold_start, local_throughput, store_copy, submit_batch, webhook_overhead
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Scale:
     copy_mib: int = 1024
     copy_rounds: int = 2
     batch_repeat: int = 3
+    manifest_lines: int = 100_000
     deliveries: int = 300
     jobs: tuple[int, ...] = (50, 200, 1000)
     workers: tuple[int, ...] = (1, 2)
@@ -49,6 +51,7 @@ QUICK = Scale(
     copy_mib=256,
     copy_rounds=1,
     batch_repeat=1,
+    manifest_lines=10_000,
     deliveries=60,
     jobs=(50,),
     workers=(1, 2),
@@ -121,6 +124,46 @@ def batch_figures(scale: Scale) -> list[Figure]:
     ]
 
 
+def fan_out_figures(scale: Scale) -> list[Figure]:
+    result = batch_fanout.run(scale.manifest_lines)
+    ours, floor = result.ours, result.floor
+    name = f"batch fan-out of a {ours.lines:,}-line manifest"
+    return [
+        Figure(
+            f"{name}: lines/s ÷ a read-and-send floor",
+            f"{ours.lines_per_s:,.0f} lines/s",
+            f"{floor.lines_per_s:,.0f} lines/s",
+            result.ratio,
+            "≥ 0.5x (it reads the file twice)",
+            result.ratio >= 0.5 and ours.sent_once and floor.sent_once,
+        ),
+        Figure(
+            f"{name}: peak RSS of the fan-out process",
+            f"{ours.peak_rss_mb:.0f} MB",
+            f"{floor.peak_rss_mb:.0f} MB",
+            None,
+            f"< {batch_fanout.MEMORY_LIMIT_MB} MB",
+            ours.peak_rss_mb < batch_fanout.MEMORY_LIMIT_MB,
+        ),
+        Figure(
+            f"{name}: peak RSS ÷ a tenth of the lines' (it streams)",
+            f"{ours.peak_rss_mb:.0f} MB",
+            f"{result.ours_small.peak_rss_mb:.0f} MB",
+            result.memory_growth,
+            "≤ 1.25x",
+            result.memory_growth <= 1.25,
+        ),
+        Figure(
+            f"{name}: longest step (one invocation)",
+            f"{ours.longest_step_s:.1f} s",
+            "—",
+            None,
+            f"< {result.timeout_s:.0f} s (the submit's timeout)",
+            ours.longest_step_s < result.timeout_s,
+        ),
+    ]
+
+
 def webhook_figures(scale: Scale) -> list[Figure]:
     result = webhook_overhead.run(scale.deliveries)
     return [
@@ -160,6 +203,7 @@ BENCHMARKS: tuple[Callable[[Scale], list[Figure]], ...] = (
     cold_start_figures,
     copy_figures,
     batch_figures,
+    fan_out_figures,
     webhook_figures,
     throughput_figures,
 )

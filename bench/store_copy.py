@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -31,11 +30,11 @@ import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import boto3
 
+from bench.memory import peak_rss_mb
 from bench.services import REPO, RemoteFal, fal_process, moto_process
 from falflow.aws.clients import aws_client
 from falflow.aws.outputs import S3Inbox, SqsOutputsQueue
@@ -105,17 +104,6 @@ class BenchResult:
         )
 
 
-def _rss_mb() -> float:
-    """This process's peak RSS so far. VmHWM belongs to the process image: unlike ``ru_maxrss``,
-    it does not carry over the parent's peak through fork and exec."""
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, bytes on macOS
-
-
 def _child(mode: str, spec: dict[str, Any]) -> None:
     """Runs in a fresh process: one copy, then its timings and peak RSS as JSON on stdout."""
     if mode == "ours":
@@ -123,7 +111,7 @@ def _child(mode: str, spec: dict[str, Any]) -> None:
 
         handler = load_handler("StoreFunction")
         context = context_for("StoreFunction")
-        before = _rss_mb()
+        before = peak_rss_mb()
         started = time.perf_counter()
         response = handler(spec["event"], context)
         seconds = time.perf_counter() - started
@@ -133,12 +121,12 @@ def _child(mode: str, spec: dict[str, Any]) -> None:
         import urllib.request  # noqa: PLC0415
 
         s3 = boto3.client("s3")
-        before = _rss_mb()
+        before = peak_rss_mb()
         started = time.perf_counter()
         with urllib.request.urlopen(spec["url"]) as download:
             s3.upload_fileobj(download, spec["bucket"], spec["key"], ExtraArgs={"ContentType": "video/mp4"})
         seconds = time.perf_counter() - started
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": _rss_mb(), "rss_before_mb": before}))
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "rss_before_mb": before}))
 
 
 def _run_child(mode: str, spec: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
