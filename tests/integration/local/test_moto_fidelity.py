@@ -1,11 +1,14 @@
-"""The local stack's moto patches (falflow_tools.local.fidelity) change how fast moto answers an
-index query, never what it answers: after any mix of writes, each query returns what a scan of the
-table says it should."""
+"""The local stack's moto patches (falflow_tools.local.fidelity) change how fast moto answers, never
+what it answers: after any mix of writes, each index query returns what a scan of the table says it
+should; a queue's sends and receives no longer count the queue, and its counts stay right."""
 
 from __future__ import annotations
 
 import random
 from typing import TYPE_CHECKING, Any
+from unittest import mock
+
+from moto.sqs.models import Message
 
 from falflow.aws.clients import aws_client
 from falflow_tools.local.resources import ProvisionedStack
@@ -74,3 +77,29 @@ def test_index_queries_answer_what_a_scan_of_the_table_says(aws: ProvisionedStac
             for value in values:
                 expected = sorted(i["job_id"]["S"] for i in items if i.get(attribute, {}).get("S") == value)
                 assert _queried(dynamodb, table, index, attribute, value) == expected, (index, value)
+
+
+def test_queue_sends_and_receives_do_not_count_the_queue_and_its_counts_stay_right(
+    aws: ProvisionedStack,
+) -> None:
+    sqs = aws_client("sqs")
+    url = sqs.create_queue(QueueName="waiting")["QueueUrl"]  # the template's hold S3's test events
+    for start in range(0, 200, 10):
+        sqs.send_message_batch(
+            QueueUrl=url, Entries=[{"Id": str(n), "MessageBody": f"m{start + n}"} for n in range(10)]
+        )
+    with mock.patch.object(Message, "visible", new_callable=mock.PropertyMock, return_value=True) as looked:
+        sqs.send_message(QueueUrl=url, MessageBody="one more")
+        assert looked.call_count == 0  # moto's own send looked at every waiting message three times
+        received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60)["Messages"]
+        # One pass over the waiting messages, not one per message returned.
+        assert looked.call_count <= 2 * 201
+    assert len(received) == 10
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=received[0]["ReceiptHandle"])
+    sqs.send_message(QueueUrl=url, MessageBody="later", DelaySeconds=60)
+
+    counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+
+    assert counts["ApproximateNumberOfMessages"] == "191"  # 201 sent, 10 taken
+    assert counts["ApproximateNumberOfMessagesNotVisible"] == "9"  # taken, one of them deleted
+    assert counts["ApproximateNumberOfMessagesDelayed"] == "1"

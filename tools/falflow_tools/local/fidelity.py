@@ -20,6 +20,14 @@
   keeps its items by the partition key of every global secondary index, updated on each write, and
   a query by that key looks only at those items; moto's own code still filters, sorts and pages
   them, so the results are moto's.
+- SQS sends and receives: SQS's cost of a message does not grow with the messages waiting; moto's
+  did. Its SendMessage builds every queue attribute to read one flag, and its ReceiveMessage asks
+  for the retention period through GetQueueAttributes once per message it returns, so each counts
+  the whole queue (ApproximateNumberOfMessages and its two siblings, two clock reads per message
+  each): with 2,000 messages waiting, one ReceiveMessage of 10 took ~1 s (moto 5.2.5), and a batch
+  fanned out into 1,000 job messages set the local stack's pace at about a job a second. Here the
+  counts are not taken inside a send, and the retention period is read from the queue itself;
+  GetQueueAttributes still counts, as SQS does.
 
 The patches apply to the moto code running in this process (the local stack's server, or moto
 in-process and moto's threaded server in tests) while `faithful_moto()` is active, and are undone
@@ -36,10 +44,12 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from moto.core.utils import unix_time
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.table import Table
 from moto.s3 import notifications
+from moto.sqs.models import Message, Queue, SQSBackend
 
 _lock = threading.Lock()
 _depth = 0
@@ -246,8 +256,53 @@ def _put_back(backend: DynamoDBBackend, table_name: str, key: dict[str, Any], be
         backend.put_item(table_name, before)
 
 
+_sending = threading.local()  # set while this thread is inside moto's SendMessage
+
+
+def _uncounted_while_sending(original: property) -> property:
+    def count(queue: Queue) -> int:
+        if getattr(_sending, "active", False):
+            return 0  # SendMessage builds every attribute but reads only ContentBasedDeduplication
+        value: int = original.fget(queue)  # type: ignore[misc]
+        return value
+
+    return property(count)
+
+
+def _send_without_counting(original: Callable[..., Message]) -> Callable[..., Message]:
+    def send_message(self: SQSBackend, *args: Any, **kwargs: Any) -> Message:
+        _sending.active = True
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            _sending.active = False
+
+    return send_message
+
+
+def _retention_of_the_queue(original: Callable[..., bool]) -> Callable[..., bool]:
+    def is_message_valid_based_on_retention_period(
+        self: SQSBackend, queue_name: str, message: Message
+    ) -> bool:
+        # The attribute GetQueueAttributes would return for MessageRetentionPeriod, read directly.
+        retention_s = int(getattr(self.get_queue(queue_name), "message_retention_period"))  # noqa: B009
+        return retention_s + message.sent_timestamp / 1000 > unix_time()  # type: ignore[operator]
+
+    return is_message_valid_based_on_retention_period
+
+
 _PATCHES: tuple[tuple[Any, str, Callable[[Any], Any]], ...] = (
     (notifications, "_get_s3_event", _with_versions),
+    (SQSBackend, "send_message", _send_without_counting),
+    (SQSBackend, "is_message_valid_based_on_retention_period", _retention_of_the_queue),
+    *(
+        (Queue, name, _uncounted_while_sending)
+        for name in (
+            "approximate_number_of_messages",
+            "approximate_number_of_messages_delayed",
+            "approximate_number_of_messages_not_visible",
+        )
+    ),
     (Table, "put_item", _reindexing_put),
     (Table, "delete_item", _reindexing_delete),
     (Table, "query", _index_query),
