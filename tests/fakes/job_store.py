@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -77,7 +77,8 @@ class InMemoryJobStore:
         self.counters: dict[tuple[str, str], Decimal] = {}
         # Batch lines final by state, counted with the write that made them final: (batch, state) -> n.
         self.batch_tallies: Counter[tuple[str, str]] = Counter()
-        self._lock = threading.Lock()
+        self.batch_costs: defaultdict[str, float] = defaultdict(float)
+        self._lock = threading.RLock()  # re-entered where a write and its batch counter move together
         self._retention = retention
 
     def _job(self, data: Mapping[str, Any]) -> Job:
@@ -459,7 +460,14 @@ class InMemoryJobStore:
 
     def record_cost(self, job_id: str, cost: JobCost, *, replace_existing: bool) -> Job | None:
         checks = () if replace_existing else (_absent("cost"),)
-        return self._write(job_id, {"cost": cost}, *checks)
+        with self._lock:  # the write and the batch's cost so far move together
+            before = self.get(job_id)
+            job = self._write(job_id, {"cost": cost}, *checks)
+            batch = batch_of_job(job_id)
+            if job is not None and batch is not None:
+                replaced = before.cost.amount if before is not None and before.cost is not None else 0.0
+                self.batch_costs[batch] += cost.amount - replaced
+        return job
 
     def cancel_unsubmitted(self, job_id: str, *, now: datetime) -> Job | None:
         return self._advance(job_id, JobState.CANCELLED, now, {}, _NO_REQUEST)

@@ -1,5 +1,6 @@
-"""A batch line's final state is tallied on its batch exactly once, in the write that makes it final
-(the job store on DynamoDB, and its in-memory fake, alike); a job of no batch tallies nothing."""
+"""A batch line's final state is tallied on its batch exactly once, in the write that makes it final,
+and its cost moves the batch's cost so far by the change, in the write that records it (the job
+store on DynamoDB, and its in-memory fake, alike); a job of no batch tallies nothing."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from falflow.aws.clients import aws_client
 from falflow.batches.model import Batch, BatchState
 from falflow.batches.store import DynamoBatchStore
-from falflow.jobs import DynamoJobStore, Job, JobError, JobState, JobStore
+from falflow.jobs import DynamoJobStore, Job, JobCost, JobError, JobState, JobStore
 from falflow.jobs.batch import JobBatch, batch_job_id
 from falflow_tools.local.resources import ProvisionedStack
 from tests.fakes.job_store import InMemoryJobStore
@@ -89,3 +90,38 @@ def test_a_job_of_no_batch_tallies_nothing(store_and_tally: tuple[JobStore, Tall
     store.create(Job.new("job-1", source="sqs:m-2", source_kind="sqs", now=T0, model="fal-ai/flux/dev"))
     assert store.fail("job-1", ERROR, now=T0) is not None
     assert tally() == {}
+
+
+def test_a_line_s_cost_moves_its_batch_s_cost_so_far_once_by_the_change(
+    store_and_tally: tuple[JobStore, Tally], request: pytest.FixtureRequest
+) -> None:
+    store, _ = store_and_tally
+    cost_so_far = batch_cost(store, request)
+    for custom_id in ("a", "b"):
+        store.create(line(custom_id))
+    a, b = batch_job_id(BATCH, "a"), batch_job_id(BATCH, "b")
+    estimate = JobCost(amount=0.025, source="estimate")
+    assert store.record_cost(a, estimate, replace_existing=False) is not None
+    assert store.record_cost(a, estimate, replace_existing=False) is None  # recorded: adds nothing
+    assert store.record_cost(b, JobCost(amount=0.05, source="estimate"), replace_existing=False) is not None
+    assert cost_so_far() == pytest.approx(0.075)
+    # fal's bill replaces the estimate: the batch moves by the difference.
+    billed = JobCost(amount=0.04, source="billing_event")
+    assert store.record_cost(a, billed, replace_existing=True) is not None
+    assert store.record_cost(a, billed, replace_existing=True) is not None  # the same again: no change
+    assert cost_so_far() == pytest.approx(0.09)
+    job = store.get(a)
+    assert job is not None
+    assert job.cost == billed
+
+
+def batch_cost(store: JobStore, request: pytest.FixtureRequest) -> Callable[[], float]:
+    if isinstance(store, InMemoryJobStore):
+        return lambda: store.batch_costs[BATCH]
+    batches = DynamoBatchStore(aws_client("dynamodb"), request.getfixturevalue("aws").tables["BatchTable"])
+
+    def cost_usd() -> float:
+        batch = batches.get(BATCH)
+        return batch.cost_usd if batch else 0.0
+
+    return cost_usd

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from falflow.batches.model import Batch, BatchState
-from falflow.jobs import JobError, JobState, utcnow
+from falflow.jobs import JobCost, JobError, JobState, utcnow
 from falflow.jobs.batch import batch_job_id
 from falflow.settings import FalSettings
 from falflow_tools.cli import main
@@ -150,10 +150,14 @@ def test_list_and_show_tell_how_far_the_batch_got(
     running: Running, falflow: Any, submit: SubmitHarness
 ) -> None:
     assert submit.store.fail(running.job_ids[0], JobError(type="boom", message="no"), now=utcnow())
+    # What the collect function records (falflow.collect.costs) adds up on the batch.
+    for job_id, amount in zip(running.job_ids[1:3], (0.025, 0.5), strict=True):
+        cost = JobCost(amount=amount, source="estimate")
+        assert submit.store.record_cost(job_id, cost, replace_existing=False)
 
     listed = ok(falflow("batch", "list")).output
     row = next(line for line in listed.splitlines() if line.startswith(running.name))
-    assert row.split()[1:6] == ["RUNNING", "6", "1", "5", "1/5"]
+    assert row.split()[1:7] == ["RUNNING", "6", "1", "5", "1/5", "$0.525"]
     [as_json] = json.loads(ok(falflow("batch", "list", "--json")).stdout)
     assert (as_json["name"], as_json["finished"], as_json["pending"]) == (running.name, 1, 4)
 
@@ -162,6 +166,7 @@ def test_list_and_show_tell_how_far_the_batch_got(
     assert '{"FAILED": 1}' in shown
     record = json.loads(ok(falflow("batch", "show", running.name, "--json")).stdout)
     assert (record["jobs"], record["finished_by_state"], record["pending"]) == (5, {"FAILED": 1}, 4)
+    assert record["cost_so_far_usd"] == pytest.approx(0.525)
     assert [bad["line"] for bad in record["invalid_lines"]] == [3]
     missing = falflow("batch", "show", "nope")
     assert missing.exit_code == 1

@@ -50,6 +50,9 @@ class Batch(DeferredModel):
     unsent: int = 0  # good lines never sent (the batch was cancelled first)
     finished: int = 0  # jobs final (tallied by the job store with the write that made them so)
     tally: dict[str, int] = Field(default_factory=dict)  # jobs final, by state
+    # What its jobs' recorded costs add up to so far (billed, or estimated until fal bills them):
+    # added by the job store in the write that records or changes a job's cost.
+    cost_usd: float = 0.0
     estimate_usd: float | None = None
     unpriced_lines: int = 0
     budget_usd: float | None = None

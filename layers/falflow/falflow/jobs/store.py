@@ -1029,9 +1029,28 @@ class DynamoJobStore:
     def record_cost(self, job_id: str, cost: JobCost, *, replace_existing: bool) -> Job | None:
         expression = _Expression()
         expression.set("cost", cost)
-        if not replace_existing:
+        batch = batch_of_job(job_id)
+        if batch is None or self._batch_table is None:
+            if not replace_existing:
+                expression.require_absent("cost")
+            return self._update(job_id, expression)
+        # A batch line's cost moves its batch's cost so far by the difference, in the same write;
+        # the write requires the cost it replaces to be the one read, so none is added twice.
+        current = self.get(job_id)
+        if current is None or (current.cost is not None and not replace_existing):
+            return None
+        if current.cost is None:
             expression.require_absent("cost")
-        return self._update(job_id, expression)
+        else:
+            expression.require_equal("cost", current.cost)
+        change = _usd(cost) - (_usd(current.cost) if current.cost else 0.0)
+        written = self._transact(
+            [
+                expression.transact_update(self._table, self._key(job_id)),
+                {"Update": batch_cost_update(self._batch_table, batch, change)},
+            ]
+        )
+        return self.get(job_id) if written else None
 
     def cancel_unsubmitted(self, job_id: str, *, now: datetime) -> Job | None:
         expression = _Expression()
@@ -1071,6 +1090,21 @@ def batch_tally_update(table: str, batch: str, state: JobState) -> dict[str, Any
         "ExpressionAttributeNames": {"#finished": "finished", "#state": f"jobs_{state.value}"},
         "ExpressionAttributeValues": {":one": {"N": "1"}},
     }
+
+
+def batch_cost_update(table: str, batch: str, change: float) -> dict[str, Any]:
+    """The update that moves `batch`'s cost so far (``cost_usd``) by `change`."""
+    return {
+        "TableName": table,
+        "Key": {"pk": {"S": batch}},
+        "UpdateExpression": "ADD #cost :change",
+        "ExpressionAttributeNames": {"#cost": "cost_usd"},
+        "ExpressionAttributeValues": {":change": {"N": repr(round(change, 10))}},
+    }
+
+
+def _usd(cost: JobCost) -> float:
+    return cost.amount if cost.currency == "USD" else 0.0  # fal bills in USD
 
 
 def _charge_update(charge: CounterCharge) -> dict[str, Any]:
