@@ -4,8 +4,9 @@
 
 The submit function reads the intake queue, so every event in `events/submit/` is an SQS event
 (what `sam local invoke SubmitFunction -e events/submit/<file>` takes) whose body is an S3
-notification (`sam local generate-event s3 put`) or a job message. The payloads themselves (a job
-message, a job document, an S3 notification) are samples, not events: they live here, in
+notification (`sam local generate-event s3 put`), a job message or a batch message. The payloads
+themselves (a job message, a job document, an S3 notification, a batch message and its manifest)
+are samples, not events: they live here, in
 `samples/submit/`. Names match the local stack's resources (`falflow-inputbucket`,
 `falflow-IntakeQueue`); the tests rewrite bucket and keys as they need.
 """
@@ -39,6 +40,13 @@ JOB_DOCUMENT = {
     "input": {"prompt": "masterpiece, best quality", "upscale_factor": 2},
     "files": {"image_url": f"s3://{BUCKET}/uploads/product-1234.png"},
     "metadata": {"order": 1234},
+}
+# A batch message naming a manifest (samples/submit/batch-manifest.jsonl, put there by the test) out
+# of the batches prefix, so that the upload's own notification starts no second batch.
+BATCH_MESSAGE = {
+    "batch": f"s3://{BUCKET}/manifests/covers.jsonl",
+    "name": "spring-covers",
+    "defaults": {"priority": "low", "metadata": {"campaign": "spring"}},
 }
 S3_TEST_EVENT = {
     "Service": "Amazon S3",
@@ -91,6 +99,8 @@ def main() -> None:
     write("job-document.json", JOB_DOCUMENT)
     write("sqs-s3-job-document.json", sqs_event(json.dumps(s3_put("jobs/order-1234-upscale.json"))))
     write("sqs-s3-test-event.json", sqs_event(json.dumps(S3_TEST_EVENT)))
+    write("batch-message.json", BATCH_MESSAGE)
+    write("sqs-batch-message.json", sqs_event(json.dumps(BATCH_MESSAGE)))
     bad = '{"model": "fal-ai/flux/dev", "input": {"prompt": "unterminated"'
     write("sqs-bad-message.json", sqs_event(bad))
 

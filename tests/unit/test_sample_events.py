@@ -21,6 +21,7 @@ INVOKED_BY = {
     "reconcile/schedule.json": "tests/integration/completion/test_sample_events.py",
     "store/outputs-message.json": "tests/integration/completion/test_sample_events.py",
     "submit/sqs-bad-message.json": "tests/integration/submit/test_request_forms.py",
+    "submit/sqs-batch-message.json": "tests/integration/submit/test_request_forms.py",
     "submit/sqs-job-message.json": "tests/integration/submit/test_request_forms.py",
     "submit/sqs-s3-job-document.json": "tests/integration/submit/test_request_forms.py",
     "submit/sqs-s3-put.json": "tests/integration/submit/test_request_forms.py",

@@ -8,7 +8,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
+from falflow.aws.clients import aws_client
 from falflow.aws.s3 import S3ObjectRef
+from falflow.batches.model import BatchState
+from falflow.batches.store import DynamoBatchStore
 from falflow.jobs import JobState
 from falflow.submit.sources import ObjectCreated, object_job_id
 from tests.fixtures.completion import stack_tokens
@@ -107,9 +110,12 @@ def test_every_sample_event_works_as_it_is(submit: SubmitHarness) -> None:
     submit.s3.put_object(Bucket=submit.bucket, Key="uploads/product-1234.png", Body=b"product")
     document = (SAMPLES / "job-document.json").read_bytes()
     submit.s3.put_object(Bucket=submit.bucket, Key="jobs/order-1234-upscale.json", Body=document)
+    manifest = (SAMPLES / "batch-manifest.jsonl").read_bytes()
+    submit.s3.put_object(Bucket=submit.bucket, Key="manifests/covers.jsonl", Body=manifest)
     names = sorted(path.name for path in EVENTS.glob("sqs-*.json"))
     assert names == [
         "sqs-bad-message.json",
+        "sqs-batch-message.json",
         "sqs-job-message.json",
         "sqs-s3-job-document.json",
         "sqs-s3-put.json",
@@ -126,6 +132,10 @@ def test_every_sample_event_works_as_it_is(submit: SubmitHarness) -> None:
         ("sqs", "REJECTED"),
         ("sqs", "SUBMITTED"),
     ]
+    # The batch message fanned its manifest out: its two lines are job messages on the intake queue.
+    batch = DynamoBatchStore(aws_client("dynamodb"), submit.stack.tables["BatchTable"]).get("spring-covers")
+    assert batch is not None
+    assert (batch.state, batch.lines, batch.sent) == (BatchState.RUNNING, 2, 2)
 
 
 def test_notifications_naming_another_bucket_are_rejected_and_nothing_is_read(submit: SubmitHarness) -> None:
