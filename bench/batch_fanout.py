@@ -28,8 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import uuid
 from contextlib import ExitStack
@@ -39,7 +37,8 @@ from typing import Any
 
 import boto3
 
-from bench.services import REPO, RemoteFal, fal_process, moto_process
+from bench.fresh import run_fresh
+from bench.services import RemoteFal, fal_process, moto_process
 from bench.sqs_sink import sqs_sink, stats
 from falflow.aws.clients import aws_client
 from falflow_tools.emulator import EmulatorConfig
@@ -120,19 +119,7 @@ class BenchResult:
 
 
 def _run_child(mode: str, spec: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.fanout_step", mode],
-        input=json.dumps(spec),
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{mode} fan-out failed:\n{done.stderr[-3000:]}{done.stdout[-2000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return run_fresh(["bench.fanout_step", mode], spec, env, what=f"{mode} fan-out")
 
 
 # ------------------------------------------------------------------------------ the measuring

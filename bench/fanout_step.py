@@ -18,7 +18,7 @@ from typing import Any
 
 import boto3
 
-from bench.memory import peak_rss_mb
+from bench.fresh import peak_rss_mb
 
 SENDERS = 8  # as SqsIntakeQueue sends
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bench.fresh import REPO
 from falflow_tools.emulator import EmulatorConfig, EmulatorControl, FalEmulator, FalUrls, RunningEmulator
 from falflow_tools.emulator.app import build_app
 from falflow_tools.local.handlers import forget_cached_configuration
@@ -29,7 +30,6 @@ from falflow_tools.local.resources import ProvisionedStack, provision
 from falflow_tools.net import free_port
 
 REGION = "us-east-1"
-REPO = Path(__file__).resolve().parents[1]
 
 
 def wait_for(url: str, timeout_s: float = 30.0) -> None:

@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -34,8 +33,8 @@ from typing import Any
 
 import boto3
 
-from bench.memory import peak_rss_mb
-from bench.services import REPO, RemoteFal, fal_process, moto_process
+from bench.fresh import peak_rss_mb, run_fresh
+from bench.services import RemoteFal, fal_process, moto_process
 from falflow.aws.clients import aws_client
 from falflow.aws.outputs import S3Inbox, SqsOutputsQueue
 from falflow.completion.delivery import delivery_body
@@ -130,19 +129,7 @@ def _child(mode: str, spec: dict[str, Any]) -> None:
 
 
 def _run_child(mode: str, spec: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.store_copy", "--child", mode],
-        input=json.dumps(spec),
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{mode} copy failed:\n{done.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return run_fresh(["bench.store_copy", "--child", mode], spec, env, what=f"{mode} copy")
 
 
 def run(size_mib: int = 1024, *, part_mib: int = 8, concurrency: int = 8, rounds: int = 2) -> BenchResult:

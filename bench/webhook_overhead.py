@@ -36,7 +36,8 @@ from urllib.parse import urlencode
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from bench.services import REPO, moto_process
+from bench.fresh import REPO
+from bench.services import moto_process
 from falflow.aws.clients import aws_client
 from falflow.completion.keys import inbox_key
 from falflow.jobs import DynamoJobStore, Job, JobState, isoformat, utcnow
