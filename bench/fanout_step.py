@@ -44,8 +44,8 @@ def _child(mode: str, spec: dict[str, Any]) -> None:
 def _ours(spec: dict[str, Any]) -> tuple[float, int, float]:
     # Imported here: the floor's process pays for none of them.
     from falflow.aws.clients import aws_client  # noqa: PLC0415
+    from falflow.batches.model import BatchContinuation  # noqa: PLC0415
     from falflow.batches.store import DynamoBatchStore  # noqa: PLC0415
-    from falflow.submit.batches.fanout import BatchContinuation  # noqa: PLC0415
     from falflow_tools.local.handlers import context_for, load_handler  # noqa: PLC0415
 
     handler = load_handler("SubmitFunction")  # a cold start, as the first step's container has

@@ -6,6 +6,7 @@ the batch with results.jsonl, errors.jsonl and manifest.json."""
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
@@ -14,9 +15,11 @@ from typing import Any
 import pytest
 
 from falflow.aws.clients import aws_client
-from falflow.batches.model import Batch, BatchState
+from falflow.aws.intake import SqsIntakeQueue
+from falflow.batches.model import CONTINUE_KEY, Batch, BatchState
 from falflow.batches.objects import S3Manifests, S3ResultObjects
 from falflow.batches.results import COMPLETED_EVENT, BatchResults
+from falflow.batches.resume import StalledFanOuts
 from falflow.batches.store import DynamoBatchStore
 from falflow.jobs import JobError, JobState, utcnow
 from falflow.jobs.batch import batch_job_id
@@ -233,3 +236,51 @@ def test_a_cancelled_batch_sends_no_more_lines_and_cancels_those_not_yet_sent_to
     assert answered.state is BatchState.CANCELLED
     summary = json.loads(s3.get_object(Bucket=out, Key=answered.outputs["manifest"])["Body"].read())
     assert summary["counts"] == {"CANCELLED": 3, "INVALID": 3, "NOT_SENT": 11}
+
+
+@pytest.mark.parametrize("submit_env", [{"BATCH_CHUNK_LINES": "4", "SUBMIT_LEASE_SECONDS": "1"}])
+def test_a_fan_out_whose_continuation_is_lost_is_carried_on_by_the_reconciler_and_a_new_notification(
+    submit: SubmitHarness,
+) -> None:
+    """A continuation lost (dead-lettered, or never sent by a step killed before it) leaves the
+    batch FANNING_OUT with nothing queued to move it: once it has not moved for the stall time, the
+    reconciler sends the continuation at its cursor again; a notification of the file delivered
+    again mid-fan-out also goes on from the cursor. Nothing is sent twice either way."""
+    notification = submit.put("batches/cats.jsonl", manifest(17, bad=BAD))
+    submit.notifications()
+    assert not submit.deliver([notification]).left  # validated and its first chunk sent
+    batches = DynamoBatchStore(aws_client("dynamodb"), submit.stack.tables["BatchTable"])
+    [batch] = list(batches.list_batches())
+    jobs, continuation = split_continuation(submit.notifications())
+    assert not submit.deliver(jobs).left  # the continuation is lost: it stays in flight, unseen
+    time.sleep(1.0)  # the step's lease (3/4 of the submit's 1 s) has ended
+
+    assert not submit.deliver([submit.record(notification["body"])]).left  # S3 again: on it goes
+    moved = batches.get(batch.name)
+    assert moved is not None
+    assert (moved.state, moved.cursor_line, moved.sent) == (BatchState.FANNING_OUT, 9, 6)
+    jobs, _ = split_continuation(submit.notifications())
+    assert not submit.deliver(jobs).left  # and its continuation is lost too
+    assert not submit.deliver(continuation).left  # the first one, come back late: stale
+    time.sleep(1.0)
+
+    intake = SqsIntakeQueue(submit.stack.queue("IntakeQueue").url)
+    later = utcnow() + timedelta(minutes=16)
+    stalls = StalledFanOuts(batches, intake, stall_after=timedelta(minutes=15), clock=lambda: later)
+    assert StalledFanOuts(batches, intake, stall_after=timedelta(minutes=15)).resume() == {}  # not yet
+    assert stalls.resume() == {"batches_resumed": 1}
+    assert stalls.resume() == {}  # sent: the stall clock starts again
+    drain(submit, submit.notifications())
+
+    done = batches.get(batch.name)
+    assert done is not None
+    assert (done.state, done.sent, done.resumes) == (BatchState.RUNNING, 14, 1)
+    good = [n for n in range(17) if n not in BAD]
+    assert [len(submit.fal_jobs_for(batch_job_id(batch.name, f"line-{n}"))) for n in good] == [1] * 14
+
+
+def split_continuation(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A chunk's job messages, and its continuation."""
+    continuations = [r for r in records if CONTINUE_KEY in r["body"]]
+    assert len(continuations) == 1
+    return [r for r in records if CONTINUE_KEY not in r["body"]], continuations

@@ -8,7 +8,8 @@ from typing import Any, cast
 import pytest
 
 from falflow.aws.s3 import S3ObjectRef
-from falflow.submit.batches.fanout import BatchContinuation, BatchFanOut, BatchManifest, BatchRefusedError
+from falflow.batches.model import BatchContinuation
+from falflow.submit.batches.fanout import BatchFanOut, BatchManifest, BatchRefusedError
 from falflow.submit.batches.intake import BatchIntake
 from falflow.submit.sources import JobMessage, ObjectCreated
 

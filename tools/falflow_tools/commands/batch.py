@@ -76,6 +76,7 @@ def progress(batch: Batch) -> dict[str, Any]:
         "created_at": batch.created_at,
         "fanned_out_at": batch.fanned_out_at,
         "cancel_requested_at": batch.cancel_requested_at,
+        "resumed": f"{batch.resumes} time(s), last at {batch.resumed_at}" if batch.resumes else None,
         "finished_at": batch.finished_at,
     }
     return {name: value for name, value in shown.items() if value not in (None, {}, [])}

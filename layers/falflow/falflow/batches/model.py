@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
@@ -24,7 +26,22 @@ class BatchState(StrEnum):
 # Where a batch's results.jsonl, errors.jsonl and manifest.json go in the output bucket: NAME/ under it.
 RESULTS_PREFIX: Final = "batches"
 FINAL_BATCH_STATES: Final = frozenset({BatchState.COMPLETED, BatchState.CANCELLED, BatchState.REJECTED})
+# A fan-out's next step is a continuation message on the intake queue: {"batch_continue": {...}}.
+CONTINUE_KEY: Final = "batch_continue"
 FAN_OUT_STATES: Final = frozenset({BatchState.VALIDATING, BatchState.FANNING_OUT})
+# States whose fan-out a continuation carries on (a cancelled one's, to its stop).
+RESUMABLE_STATES: Final = frozenset({BatchState.FANNING_OUT, BatchState.CANCELLING})
+
+
+@dataclass(frozen=True)
+class BatchContinuation:
+    """The next chunk of a batch's fan-out: the cursor's line it starts after."""
+
+    name: str
+    line: int
+
+    def body(self) -> str:
+        return json.dumps({CONTINUE_KEY: {"name": self.name, "line": self.line}})
 
 
 class Batch(DeferredModel):
@@ -60,6 +77,9 @@ class Batch(DeferredModel):
     fanned_out_at: str | None = None
     cancel_requested_at: str | None = None
     finished_at: str | None = None
+    # The reconciler sent the continuation at the cursor again: the fan-out had stalled.
+    resumes: int = 0
+    resumed_at: str | None = None
     outputs: dict[str, str] = Field(default_factory=dict)  # results, errors, manifest: their keys
     event_published_at: str | None = None
 

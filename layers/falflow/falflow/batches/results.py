@@ -194,6 +194,7 @@ class BatchResults:
                 "invalid": batch.bad,
                 "not_sent": batch.unsent,
                 "jobs": batch.tally,
+                "cost_usd": batch.cost_usd,  # as recorded so far: fal may bill a line later
                 "error": batch.error,
                 "bucket": self._output_bucket,
                 **batch.outputs,

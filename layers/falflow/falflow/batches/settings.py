@@ -14,6 +14,9 @@ from falflow.jobs.settings import JobsTableSettings
 
 class BatchSettings(JobsTableSettings):
     batches_prefix: Annotated[str, Field(min_length=1)] = "batches/"
+    # A fan-out unmoved this long with no step holding it has its continuation sent again by the
+    # reconciler (falflow.batches.resume): longer than a continuation waits behind its own chunk.
+    batch_stall_seconds: Annotated[int, Field(ge=60)] = 900
 
     def batch_store(self) -> DynamoBatchStore | None:
         return DynamoBatchStore(aws_client("dynamodb"), self.batch_table) if self.batch_table else None

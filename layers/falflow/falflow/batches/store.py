@@ -17,7 +17,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from falflow.aws.dynamodb import is_condition_failure
-from falflow.batches.model import FAN_OUT_STATES, Batch, BatchState, tally_from_item
+from falflow.batches.model import FAN_OUT_STATES, RESUMABLE_STATES, Batch, BatchState, tally_from_item
 from falflow.jobs.model import isoformat
 from falflow.jobs.store import from_dynamo, to_dynamo
 
@@ -152,6 +152,19 @@ class DynamoBatchStore:
         update.sets["lease_until"] = isoformat(until)
         update.equal["cursor_line"] = cursor_line
         update.states = FAN_OUT_STATES
+        update.extra.append("(attribute_not_exists(#lease_until) OR #lease_until < :now)")
+        update.extra_values[":now"] = isoformat(now)
+        return self._update(name, update)
+
+    def note_resumed(self, name: str, *, cursor_line: int, now: datetime) -> Batch | None:
+        """Count a resend of the continuation at `cursor_line` (the stall clock, ``updated_at``,
+        starts again); refused unless the fan-out is still at that line with no live lease."""
+        update = _Update(now)
+        update.sets["resumed_at"] = isoformat(now)
+        update.adds["resumes"] = 1
+        update.equal["cursor_line"] = cursor_line
+        update.states = RESUMABLE_STATES
+        update.extra.append("attribute_not_exists(#fanned_out_at)")
         update.extra.append("(attribute_not_exists(#lease_until) OR #lease_until < :now)")
         update.extra_values[":now"] = isoformat(now)
         return self._update(name, update)

@@ -4,6 +4,7 @@ the reconciler once per scheduled invocation (the event's content does not matte
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Any
 
 from aws_lambda_powertools import Metrics
@@ -16,6 +17,7 @@ from falflow.aws.events import EventBridgePublisher
 from falflow.aws.intake import SqsIntakeQueue
 from falflow.batches.objects import S3Manifests, S3ResultObjects
 from falflow.batches.results import BatchResults
+from falflow.batches.resume import StalledFanOuts
 from falflow.completion.messages import outputs_message_jobs
 from falflow.fal.platform import FalPlatformClient
 from falflow.fal.queue import FalQueueClient
@@ -105,6 +107,18 @@ def build_batch_results(settings: ReconcileSettings) -> BatchResults | None:
     )
 
 
+def build_stalled_fan_outs(settings: ReconcileSettings) -> StalledFanOuts | None:
+    """Batches whose fan-out stalled are carried on by each run (where there is a batches table)."""
+    store = settings.batch_store()
+    if store is None:
+        return None
+    return StalledFanOuts(
+        store,
+        SqsIntakeQueue(settings.intake_queue_url),
+        stall_after=timedelta(seconds=settings.batch_stall_seconds),
+    )
+
+
 def build_event_receipts(settings: ReconcileSettings) -> EventReceipts:
     return EventReceipts(
         settings.job_store(),
@@ -125,10 +139,12 @@ class ReconcileApp:
         releaser: Releaser | None = None,
         *,
         batches: BatchResults | None = None,
+        stalls: StalledFanOuts | None = None,
     ) -> None:
         self._reconciler = reconciler
         self._releaser = releaser
         self._batches = batches
+        self._stalls = stalls
         self._sweep = sweep
         self._reserve_ms = reserve_seconds * 1000
         self._receipts = receipts
@@ -145,6 +161,7 @@ class ReconcileApp:
             build_event_receipts(settings),
             build_releaser(settings),
             batches=build_batch_results(settings),
+            stalls=build_stalled_fan_outs(settings),
         )
 
     def handle(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
@@ -162,6 +179,8 @@ class ReconcileApp:
             done.update({f"held_{k}": v for k, v in released.as_dict().items()})
         if self._batches is not None and not report.stopped_early:
             done.update(self._batches.finish_ready())
+        if self._stalls is not None and not report.stopped_early:
+            done.update(self._stalls.resume())
         if report.stopped_early or time_left() <= 0:
             return {**report.as_dict(), **done}  # the jobs come first; the next run sweeps
         # After the jobs: a job this run completed leaves its dead letters to be removed now.

@@ -23,7 +23,7 @@ from aws_lambda_powertools import Logger
 
 from falflow.aws.s3 import S3ObjectRef
 from falflow.batches.lines import RawLine, batch_name, is_defaults, read_lines
-from falflow.batches.model import RESULTS_PREFIX, Batch, BatchState
+from falflow.batches.model import RESULTS_PREFIX, Batch, BatchContinuation, BatchState
 from falflow.batches.objects import ManifestObjects
 from falflow.batches.store import DynamoBatchStore
 from falflow.jobs.model import isoformat, utcnow
@@ -38,7 +38,6 @@ from falflow.submit.batches.manifest import (
 
 logger = Logger(child=True)
 
-CONTINUE_KEY: Final = "batch_continue"
 BATCH_KEY: Final = "batch"
 # Longer than the submit function's timeout (a live step never loses it), shorter than the intake
 # queue's visibility timeout (a dead step's message comes back to a lease that has ended): the
@@ -75,17 +74,6 @@ class BatchManifest:
     name: str | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
     budget_usd: float | None = None
-
-
-@dataclass(frozen=True)
-class BatchContinuation:
-    """The next chunk of a batch's fan-out: the cursor's line it starts after."""
-
-    name: str
-    line: int
-
-    def body(self) -> str:
-        return json.dumps({CONTINUE_KEY: {"name": self.name, "line": self.line}})
 
 
 @dataclass(frozen=True)
@@ -145,8 +133,14 @@ class BatchFanOut:
             raise BatchRefusedError(
                 "batch_name_taken", f"batch {name!r} is already the batch of {batch.source}, not of {ref.uri}"
             )
+        if batch.state in (BatchState.FANNING_OUT, BatchState.CANCELLING) and not batch.fan_out_done:
+            # Notified again mid-fan-out: go on from the cursor, as its continuation would. A step
+            # killed between validating and sending its first chunk leaves no continuation, so this
+            # (or the reconciler's resend: falflow.batches.resume) is what carries the batch on.
+            logger.info("batch notified again: going on from its cursor", batch=name, line=batch.cursor_line)
+            return self.advance(BatchContinuation(name, batch.cursor_line))
         if batch.state is not BatchState.VALIDATING:
-            logger.info("batch notified again: already validated", batch=name, state=batch.state.value)
+            logger.info("batch notified again: already fanned out", batch=name, state=batch.state.value)
             return BatchStep(name, "duplicate")
         if size > MAX_MANIFEST_BYTES:
             return self._refuse(

@@ -13,14 +13,12 @@ from typing import Annotated, Any
 from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from falflow.aws.s3 import S3ObjectRef
-from falflow.batches.model import BatchState
+from falflow.batches.model import CONTINUE_KEY, BatchContinuation, BatchState
 from falflow.batches.store import DynamoBatchStore
 from falflow.deferred import DeferredModel
 from falflow.jobs.batch import BatchName
 from falflow.submit.batches.fanout import (
     BATCH_KEY,
-    CONTINUE_KEY,
-    BatchContinuation,
     BatchFanOut,
     BatchManifest,
     BatchRefusedError,
