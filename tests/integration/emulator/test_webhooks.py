@@ -153,6 +153,21 @@ def test_slow_replies_time_out_and_are_retried(
     assert outcomes == ["timeout", "delivered"]
 
 
+def test_deliveries_in_flight_are_bounded_and_the_rest_wait_their_turn(
+    fal_emulator_factory: EmulatorFactory, webhook_sink: WebhookSink
+) -> None:
+    fal = fal_emulator_factory(webhook_concurrency=2, queue_wait_s=0.0, run_time_s=0.0)
+    webhook_sink.delays_s = [0.1] * 8  # a slow receiver: deliveries pile up
+    with key_client(fal) as client:
+        for n in range(8):
+            submit_with_webhook(client, fal, webhook_sink, prompt=f"cat {n}")
+        webhook_sink.wait_for(8)
+        fal.control.wait_idle()
+    assert webhook_sink.most_in_flight == 2
+    attempts = [attempt for n in range(8) for attempt in fal.control.jobs()[n].deliveries]
+    assert [attempt.outcome for attempt in attempts] == ["delivered"] * 8  # waiting is no timeout
+
+
 def test_retries_stop_after_the_configured_count(
     fal_emulator_factory: EmulatorFactory, webhook_sink: WebhookSink
 ) -> None:

@@ -156,6 +156,12 @@ class EmulatorConfig(_Strict):
     webhook_backoff_s: Seconds = 0.1
     webhook_backoff_factor: float = Field(default=2.0, ge=1.0)
     webhook_backoff_cap_s: Seconds = 2.0
+    # Attempts in flight at once; the others wait their turn in the dispatcher. Left to queue in
+    # the HTTP client's pool instead, a burst of thousands (a 1,000-line batch finishing against a
+    # slow receiver) cost httpcore's pool a pass over its queue for every request it placed, and
+    # the emulator's whole event loop stalled on it. fal documents no limit; each attempt's
+    # timeout still starts when it is sent.
+    webhook_concurrency: int = Field(default=32, ge=1)
 
     # Media. Sizes are exact file sizes; files are generated while they are streamed.
     video_bytes: int = Field(default=256 * 1024, ge=1024, le=64 * 2**30)

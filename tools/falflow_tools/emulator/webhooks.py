@@ -50,6 +50,7 @@ class WebhookDispatcher:
         self._keys = keys
         self._faults = faults
         self._client: httpx.AsyncClient | None = None
+        self._sending: asyncio.Semaphore | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         # Reordered deliveries wait here until a later delivery has been sent.
         self._parked: list[asyncio.Event] = []
@@ -59,7 +60,9 @@ class WebhookDispatcher:
         return len(self._tasks)
 
     def start(self, client: httpx.AsyncClient) -> None:
+        """On the serving event loop (the semaphore belongs to it)."""
         self._client = client
+        self._sending = asyncio.Semaphore(self._config.webhook_concurrency)
 
     async def reset(self) -> None:
         for task in self._tasks:
@@ -133,6 +136,13 @@ class WebhookDispatcher:
         return False
 
     async def _attempt(
+        self, job: Job, body: JSON, raw: bytes, delivery: Literal["original", "duplicate"], attempt: int
+    ) -> DeliveryOutcome:
+        assert self._sending is not None
+        async with self._sending:  # signed when it is sent, as fal signs each attempt
+            return await self._send(job, body, raw, delivery, attempt)
+
+    async def _send(
         self, job: Job, body: JSON, raw: bytes, delivery: Literal["original", "duplicate"], attempt: int
     ) -> DeliveryOutcome:
         assert self._client is not None

@@ -227,8 +227,7 @@ class FrontDoor:
         self._control = control
         self.requests = 0
         handler = _make_handler(self)
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
+        self._server = _Server((host, port), handler)
         self._thread: threading.Thread | None = None
 
     @property
@@ -284,6 +283,13 @@ class FrontDoor:
             log.debug("%s %s -> %s (%.0f ms)", method, raw_path, reply.status, elapsed_ms)
             return HttpReply(reply.status, [*reply.headers, ("apigw-requestid", request_id)], reply.body)
         return _json_reply(404, "Not Found")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # API Gateway takes a burst; the default backlog (5) reset connections under one (fal's
+    # deliveries when a thousand jobs of a batch finish together), and each reset is a retry.
+    request_queue_size = 256
 
 
 def _make_handler(door: FrontDoor) -> type[BaseHTTPRequestHandler]:
