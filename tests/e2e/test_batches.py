@@ -5,7 +5,7 @@ by a reconcile run with results.jsonl, errors.jsonl and manifest.json and one Ba
 killed in the middle of a fan-out step.
 
 The manifests are sized for CI; FALFLOW_E2E_BATCH_LINES=1000 runs the first test at the size of a
-real batch (about 10 minutes on 2 cores: the stack has one worker per function).
+real batch (about 5 minutes on 2 cores).
 """
 
 from __future__ import annotations
