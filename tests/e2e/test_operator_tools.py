@@ -25,6 +25,9 @@ from tests.e2e.conftest import RECONCILE_AFTER_S, state_file, wait_for_job
 pytestmark = pytest.mark.e2e
 
 FALFLOW = [sys.executable, "-m", "falflow_tools.cli"]
+# A model no other test sends, and active in the emulator's catalogue: once a collect run has
+# loaded it, submit rejects deprecated models (fal-ai/fast-sdxl), whichever test runs first.
+WORKFLOW = "workflows/falflow/text-to-image"
 
 
 @pytest.fixture
@@ -114,10 +117,10 @@ def test_watch_all_follows_unfinished_jobs_and_local_run_reconcile_finishes_them
     fal_faults(webhook={"drop_rate": 1.0})  # nobody calls back: the jobs wait for the reconciler
     ids = [f"cli-watch-all-{n}" for n in range(2)]
     for job_id in ids:
-        send_message(target, job_message("fal-ai/fast-sdxl", {"prompt": job_id}, job_id=job_id))
+        send_message(target, job_message(WORKFLOW, {"prompt": job_id}, job_id=job_id))
     for job_id in ids:
         wait_for_job(target, job_id, {JobState.SUBMITTED, JobState.IN_PROGRESS})
-    watching = start(stack, "jobs", "watch", "--all", "--model", "fal-ai/fast-sdxl", "--every", "0.2")
+    watching = start(stack, "jobs", "watch", "--all", "--model", WORKFLOW, "--every", "0.2")
     output = Output(watching)
     for job_id in ids:
         output.wait_for(job_id)
