@@ -47,6 +47,10 @@ class _Update:
         self.extra: list[str] = []
         self.extra_values: dict[str, Any] = {}
 
+    def require_no_live_lease(self, now: datetime) -> None:
+        self.extra.append("(attribute_not_exists(#lease_until) OR #lease_until < :now)")
+        self.extra_values[":now"] = isoformat(now)
+
     def kwargs(self) -> dict[str, Any]:
         names: dict[str, str] = {"#pk": BATCH_KEY}
         values: dict[str, Any] = {}
@@ -152,8 +156,7 @@ class DynamoBatchStore:
         update.sets["lease_until"] = isoformat(until)
         update.equal["cursor_line"] = cursor_line
         update.states = FAN_OUT_STATES
-        update.extra.append("(attribute_not_exists(#lease_until) OR #lease_until < :now)")
-        update.extra_values[":now"] = isoformat(now)
+        update.require_no_live_lease(now)
         return self._update(name, update)
 
     def note_resumed(self, name: str, *, cursor_line: int, now: datetime) -> Batch | None:
@@ -165,8 +168,7 @@ class DynamoBatchStore:
         update.equal["cursor_line"] = cursor_line
         update.states = RESUMABLE_STATES
         update.extra.append("attribute_not_exists(#fanned_out_at)")
-        update.extra.append("(attribute_not_exists(#lease_until) OR #lease_until < :now)")
-        update.extra_values[":now"] = isoformat(now)
+        update.require_no_live_lease(now)
         return self._update(name, update)
 
     def validated(

@@ -23,7 +23,7 @@ from aws_lambda_powertools import Logger
 
 from falflow.aws.s3 import S3ObjectRef
 from falflow.batches.lines import RawLine, batch_name, is_defaults, read_lines
-from falflow.batches.model import RESULTS_PREFIX, Batch, BatchContinuation, BatchState
+from falflow.batches.model import RESULTS_PREFIX, RESUMABLE_STATES, Batch, BatchContinuation, BatchState
 from falflow.batches.objects import ManifestObjects
 from falflow.batches.store import DynamoBatchStore
 from falflow.jobs.model import isoformat, utcnow
@@ -133,7 +133,7 @@ class BatchFanOut:
             raise BatchRefusedError(
                 "batch_name_taken", f"batch {name!r} is already the batch of {batch.source}, not of {ref.uri}"
             )
-        if batch.state in (BatchState.FANNING_OUT, BatchState.CANCELLING) and not batch.fan_out_done:
+        if batch.state in RESUMABLE_STATES and not batch.fan_out_done:
             # Notified again mid-fan-out: go on from the cursor, as its continuation would. A step
             # killed between validating and sending its first chunk leaves no continuation, so this
             # (or the reconciler's resend: falflow.batches.resume) is what carries the batch on.
