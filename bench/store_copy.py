@@ -157,7 +157,6 @@ def _measure(
 ) -> BenchResult:
     secret = str(stack.resolver.parameters["FalKeySecretName"])
     boto3.client("secretsmanager").create_secret(Name=secret, SecretString=fal.api_key)
-    request_id, payload = _finished_video(fal)
     store_env = stack.function_environment(
         "StoreFunction",
         {
@@ -179,11 +178,13 @@ def _measure(
         order = ("ours", "baseline") if n % 2 == 0 else ("baseline", "ours")
         for side in order:
             if side == "ours":
+                # A request of its own each time: a request id binds to one job only.
+                request_id, payload = _finished_video(fal)
                 run, state = _ours_once(stack, request_id, payload, store_env)
                 ours.append(run)
                 states.add(state)
             else:
-                baseline.append(_baseline_once(stack, payload["video"]["url"]))
+                baseline.append(_baseline_once(stack, _finished_video(fal)[1]["video"]["url"]))
     return BenchResult(
         size=size, ours=_combined(ours), baseline=_combined(baseline), job_state="/".join(sorted(states))
     )
