@@ -50,6 +50,8 @@ BUILT_LAYER = REPO_ROOT / ".aws-sam" / "build" / "FalflowLayer" / "python"
 RUNTIME_DISTRIBUTIONS = ("boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six", "urllib3")
 FLOOR = "boto3 + one client"
 POWERTOOLS = "minimal Powertools handler"
+LIBRARIES = "minimal Powertools + pydantic + httpx"
+REFERENCES = (FLOOR, POWERTOOLS, LIBRARIES)
 
 # A handler with what Powertools' own docs put in one: Logger, Metrics, Tracer and one client.
 MINIMAL_POWERTOOLS_HANDLER = """
@@ -65,6 +67,39 @@ s3 = boto3.client("s3")
 @metrics.log_metrics
 def handler(event, context):
     return {}
+"""
+
+# The minimal handler again, with the other libraries every falflow function loads at init: a
+# pydantic-settings class read from the environment, a pydantic model and an httpx client. What a
+# function costs beyond this one is falflow's own.
+MINIMAL_LIBRARIES_HANDLER = """
+import boto3
+import httpx
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from pydantic import BaseModel
+from pydantic_settings import BaseSettings
+
+
+class Settings(BaseSettings):
+    bucket_name: str = "outputs"
+
+
+class Message(BaseModel):
+    job_id: str
+    model: str
+
+
+logger, metrics, tracer = Logger(), Metrics(), Tracer()
+settings = Settings()
+s3 = boto3.client("s3")
+http = httpx.Client()
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event, context):
+    return Message.model_validate(event).model_dump()
 """
 
 # Runs in the fresh process; argv[1] is a JSON spec. Prints one JSON line.
@@ -235,8 +270,12 @@ def lambda_layout(source: Path = REPO_ROOT) -> Iterator[LambdaLayout]:
         for logical_id, spec in function_specs().items():
             code = source / spec.code_dir.relative_to(REPO_ROOT)
             shutil.copytree(code, tasks / logical_id, ignore=shutil.ignore_patterns("__pycache__"))
-        (tasks / "MinimalPowertools").mkdir(parents=True)
-        (tasks / "MinimalPowertools" / "app.py").write_text(MINIMAL_POWERTOOLS_HANDLER)
+        for folder, handler in (
+            ("MinimalPowertools", MINIMAL_POWERTOOLS_HANDLER),
+            ("MinimalLibraries", MINIMAL_LIBRARIES_HANDLER),
+        ):
+            (tasks / folder).mkdir(parents=True)
+            (tasks / folder / "app.py").write_text(handler)
         layer = root / "opt-python"
         if source == REPO_ROOT and _built_layer_runs_here():
             shutil.copytree(BUILT_LAYER, layer, symlinks=True)
@@ -276,6 +315,7 @@ def subjects(layout: LambdaLayout, parameters: Mapping[str, str] | None = None) 
     found.append(
         Subject(POWERTOOLS, "handler", "app.handler", minimal_env, _path(layout, "MinimalPowertools"))
     )
+    found.append(Subject(LIBRARIES, "handler", "app.handler", minimal_env, _path(layout, "MinimalLibraries")))
     for logical_id, spec in function_specs().items():
         environment = {
             **lambda_runtime_environment(logical_id, spec.handler, spec.memory, layout),
@@ -329,19 +369,22 @@ class ColdStartResult:
 
     @property
     def functions(self) -> list[str]:
-        return [name for name in self.wall if name not in (FLOOR, POWERTOOLS)]
+        return [name for name in self.wall if name not in REFERENCES]
 
     def report(self) -> str:
+        references = [name for name in (POWERTOOLS, LIBRARIES) if name in self.cpu]
+        headings = {POWERTOOLS: "÷ Powertools", LIBRARIES: "÷ libraries"}
         lines = [
             f"cold start: init of a fresh process laid out as Lambda runs it; median of {self.rounds} "
             f"alternating rounds; layer: {self.layer_origin}",
-            f"{'':30}{'CPU ms':>9}{'wall ms':>9}{'÷ floor (CPU)':>15}{'(wall)':>8}{'÷ Powertools':>14}",
+            f"{'':40}{'CPU ms':>9}{'wall ms':>9}{'÷ floor (CPU)':>15}{'(wall)':>8}"
+            + "".join(f"{headings[name]:>14}" for name in references),
         ]
         for name in self.wall:
             lines.append(
-                f"{name:30}{self.cpu[name] * 1000:>9.1f}{self.wall[name] * 1000:>9.1f}"
+                f"{name:40}{self.cpu[name] * 1000:>9.1f}{self.wall[name] * 1000:>9.1f}"
                 f"{self.ratio(name):>14.2f}x{self.ratio(name, cpu=False):>7.2f}x"
-                f"{self.ratio(name, POWERTOOLS):>13.2f}x"
+                + "".join(f"{self.ratio(name, reference):>13.2f}x" for reference in references)
             )
         return "\n".join(lines)
 

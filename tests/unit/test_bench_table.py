@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from bench.__main__ import Figure, table
-from bench.cold_start import FLOOR, POWERTOOLS, ColdStartResult
+from bench.__main__ import Figure, cold_start_table, table
+from bench.cold_start import FLOOR, LIBRARIES, POWERTOOLS, ColdStartResult
 
 
 def _rendered(figures: list[Figure]) -> str:
@@ -48,3 +48,21 @@ def test_cold_start_ratios_are_taken_on_cpu_time_against_the_floor() -> None:
     assert result.ratio("StoreFunction", cpu=False) == pytest.approx(3.0)
     assert result.ratio("StoreFunction", POWERTOOLS) == pytest.approx(1.2)
     assert "StoreFunction" in result.report()
+
+
+def test_each_function_is_judged_against_the_floor_and_shown_against_its_libraries() -> None:
+    result = ColdStartResult(
+        wall={FLOOR: 0.2, POWERTOOLS: 0.25, LIBRARIES: 0.4, "StoreFunction": 0.5},
+        cpu={FLOOR: 0.2, POWERTOOLS: 0.25, LIBRARIES: 0.4, "StoreFunction": 0.5},
+        rounds=3,
+        layer_origin="test",
+    )
+    figures = {figure.name: figure for figure in cold_start_table(result)}
+    judged = figures["cold start ÷ boto3 floor: StoreFunction"]
+    assert judged.ratio == pytest.approx(2.5)
+    assert judged.met is False
+    against_libraries = figures[f"cold start ÷ {LIBRARIES}: StoreFunction"]
+    assert against_libraries.ratio == pytest.approx(1.25)
+    assert against_libraries.met is None  # shown, not judged
+    assert figures[f"cold start ÷ boto3 floor: {LIBRARIES} (reference)"].ratio == pytest.approx(2.0)
+    assert "÷ libraries" in result.report()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.cold_start import LambdaLayout, compile_layer_bytecode, lambda_layout, start, subjects
+from bench.cold_start import LIBRARIES, LambdaLayout, compile_layer_bytecode, lambda_layout, start, subjects
 from falflow_tools.template import REPO_ROOT, function_specs, load_template
 
 MAKEFILE = REPO_ROOT / "layers" / "falflow" / "Makefile"
@@ -134,3 +134,16 @@ def test_the_platform_client_is_loaded_only_where_it_is_used(loaded: dict[str, s
     assert uses_platform <= {"CollectFunction", "SubmitFunction", "ReconcileFunction"}
     assert "StoreFunction" not in uses_platform
     assert "WebhookFunction" not in uses_platform
+
+
+def test_the_libraries_reference_loads_what_every_function_loads_and_no_falflow(
+    layout: LambdaLayout, loaded: dict[str, set[str]]
+) -> None:
+    """The reference the functions are shown against carries the libraries they all load at init."""
+    (reference,) = [s for s in subjects(layout) if s.name == LIBRARIES]
+    modules = set(start(reference, modules=True)["modules"])
+    shared = {"pydantic", "pydantic_settings", "httpx", "aws_lambda_powertools", "botocore"}
+    assert shared <= modules
+    assert not any(name == "falflow" or name.startswith("falflow.") for name in modules)
+    for function, function_modules in loaded.items():
+        assert shared <= function_modules, function

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+import socket
+import struct
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -208,3 +212,32 @@ def test_stopping_a_front_door_that_never_started_returns(function: Function) ->
     stopper.join(30)  # a guard against hanging the suite, not a timing assertion
     assert not stopper.is_alive(), "FrontDoor.stop() hangs on a server that never started"
     door.stop()  # and a second stop is harmless
+
+
+def test_a_caller_that_hangs_up_before_its_reply_is_one_log_line_not_a_traceback(
+    function: Function, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    replied = threading.Event()
+
+    def slow(name: str, event: dict[str, Any]) -> InvocationResult:
+        time.sleep(0.3)  # the caller has gone by now
+        replied.set()
+        return function(name, event)
+
+    door = FrontDoor([Route("POST", "/webhooks/fal", "WebhookFunction")], slow)
+    door.start()
+    try:
+        host, port = door.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as caller:
+            caller.sendall(b"POST /webhooks/fal HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+            # Close with a reset, as a client whose timeout ran out does.
+            caller.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        with caplog.at_level(logging.INFO, logger="falflow.local"):
+            assert replied.wait(5)
+            deadline = time.monotonic() + 5
+            while "hung up" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.05)
+    finally:
+        door.stop()
+    assert "hung up before its reply" in caplog.text
+    assert "Traceback" not in capsys.readouterr().err

@@ -13,6 +13,7 @@ import base64
 import json
 import logging
 import re
+import sys
 import threading
 import time
 import uuid
@@ -290,6 +291,15 @@ class _Server(ThreadingHTTPServer):
     # API Gateway takes a burst; the default backlog (5) reset connections under one (fal's
     # deliveries when a thousand jobs of a batch finish together), and each reset is a retry.
     request_queue_size = 256
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A caller that hung up before its reply (fal's delivery timed out) is a line, not a
+        # traceback: the delivery is retried or the reconciler finds the job.
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):
+            log.info("front door: %s hung up before its reply (%s)", client_address[0], type(error).__name__)
+            return
+        super().handle_error(request, client_address)
 
 
 def _make_handler(door: FrontDoor) -> type[BaseHTTPRequestHandler]:
