@@ -147,3 +147,14 @@ def test_the_libraries_reference_loads_what_every_function_loads_and_no_falflow(
     assert not any(name == "falflow" or name.startswith("falflow.") for name in modules)
     for function, function_modules in loaded.items():
         assert shared <= function_modules, function
+
+
+def test_the_layers_packages_and_the_runtimes_are_measured_with_their_bytecode(layout: LambdaLayout) -> None:
+    """As the built layer ships them: without it every cold start would compile them again, the
+    floor's boto3 as well, and the measure would be the compiler's."""
+    tag = sys.implementation.cache_tag
+    for folder in (layout.layer, layout.runtime):
+        packages = [path for path in folder.iterdir() if (path / "__init__.py").exists()]
+        assert packages, folder
+        for package in packages:
+            assert (package / "__pycache__" / f"__init__.{tag}.pyc").exists(), package.name
