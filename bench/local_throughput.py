@@ -6,7 +6,8 @@ The local stack (tools/falflow_tools/local: moto's server, the fal emulator, the
 each in worker processes of their own, SQS sources polling as Lambda's do) runs end to end: ``N``
 job messages are sent to the intake queue in batches of 10, submit records and submits them, the
 emulator finishes each and calls the webhook through the front door, the store copies its output
-into S3. The clock stops when every job is final; jobs/s is N over that time. ``--workers`` sets
+into S3. The clock runs from the first send to the moment the last job became final (its record's
+``state_changed_at``); jobs/s is N over that time. ``--workers`` sets
 the workers (concurrent invocations) of the submit, webhook and store functions; the reconciler
 runs every 10 s (for jobs silent 30 s), the collect schedule is off. Everything shares this
 machine's cores, so the figure is the local stack's, not AWS's: it says where the pipeline's own
@@ -36,6 +37,7 @@ MODEL = "fal-ai/flux/dev"
 # job's own, so the poll's period does not change the figure.
 POLL_S = 2.0
 SCALED_FUNCTIONS = ("SubmitFunction", "WebhookFunction", "StoreFunction")
+_FINAL = frozenset(state.value for state in FINAL_STATES)
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ class _Progress:
 
     @property
     def final(self) -> int:
-        return sum(self.states[state.value] for state in FINAL_STATES)
+        return sum(self.states[state] for state in _FINAL)
 
 
 def _progress(stack: LocalStack, run: str) -> _Progress:
@@ -111,7 +113,6 @@ def _progress(stack: LocalStack, run: str) -> _Progress:
     scan of the jobs table)."""
     counts: Counter[str] = Counter()
     last_final_at: datetime | None = None
-    final = {state.value for state in FINAL_STATES}
     pages = (
         stack.dynamodb()
         .get_paginator("scan")
@@ -127,7 +128,7 @@ def _progress(stack: LocalStack, run: str) -> _Progress:
                 continue
             state = item["state"]["S"]
             counts[state] += 1
-            if state in final:
+            if state in _FINAL:
                 changed_at = datetime.fromisoformat(item["state_changed_at"]["S"])
                 last_final_at = changed_at if last_final_at is None else max(last_final_at, changed_at)
     return _Progress(counts, last_final_at)
